@@ -1,0 +1,348 @@
+//! [`InMemoryClient`]: a bucket in a `BTreeMap`, for fast tests of everything above the client.
+//!
+//! It behaves as S3 does where the file system can tell: lexicographic, paginated listings with
+//! delimiters and continuation tokens; ranged GETs; If-Match and If-None-Match; multipart
+//! uploads that stay invisible until completed. It counts every request by
+//! [`S3Operation`] so tests can assert request counts.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+
+use super::{
+    ClientError, ClientErrorKind, ETag, GetObjectResponse, ListPage, ListRequest, ListedObject, ObjectClient,
+    ObjectMeta, PutOptions, PutResult, S3Operation, UploadedPart,
+};
+
+/// Largest chunk a GET body yields, so readers see multi-chunk streams as from a network.
+const GET_CHUNK: usize = 256 * 1024;
+
+#[derive(Clone, Debug)]
+struct StoredObject {
+    data: Bytes,
+    etag: ETag,
+    last_modified: SystemTime,
+    storage_class: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct PendingUpload {
+    key: String,
+    parts: BTreeMap<u32, (Bytes, ETag)>,
+    options: PutOptions,
+}
+
+/// An in-memory bucket implementing [`ObjectClient`].
+#[derive(Debug)]
+pub struct InMemoryClient {
+    bucket: String,
+    objects: Mutex<BTreeMap<String, StoredObject>>,
+    uploads: Mutex<HashMap<String, PendingUpload>>,
+    counters: Mutex<HashMap<S3Operation, u64>>,
+    next_id: AtomicU64,
+}
+
+impl InMemoryClient {
+    /// An empty bucket.
+    pub fn new(bucket: impl Into<String>) -> Self {
+        InMemoryClient {
+            bucket: bucket.into(),
+            objects: Mutex::default(),
+            uploads: Mutex::default(),
+            counters: Mutex::default(),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// Adds or replaces an object directly (as "another client" would), with a fresh ETag.
+    pub fn insert(&self, key: &str, data: impl Into<Bytes>) -> ETag {
+        self.store(key, data.into(), None)
+    }
+
+    /// Adds an object with a storage class (e.g. `GLACIER`).
+    pub fn insert_with_class(&self, key: &str, data: impl Into<Bytes>, class: &str) -> ETag {
+        self.store(key, data.into(), Some(class.to_string()))
+    }
+
+    /// Removes an object directly, without counting a request.
+    pub fn remove(&self, key: &str) {
+        self.objects.lock().unwrap().remove(key);
+    }
+
+    /// The bytes of an object, without counting a request.
+    pub fn object_bytes(&self, key: &str) -> Option<Bytes> {
+        self.objects.lock().unwrap().get(key).map(|o| o.data.clone())
+    }
+
+    /// All keys, in order.
+    pub fn keys(&self) -> Vec<String> {
+        self.objects.lock().unwrap().keys().cloned().collect()
+    }
+
+    /// Multipart uploads started and neither completed nor aborted.
+    pub fn pending_uploads(&self) -> usize {
+        self.uploads.lock().unwrap().len()
+    }
+
+    /// How many requests of `op` were made.
+    pub fn count(&self, op: S3Operation) -> u64 {
+        self.counters.lock().unwrap().get(&op).copied().unwrap_or(0)
+    }
+
+    /// Total requests of all kinds.
+    pub fn total_requests(&self) -> u64 {
+        self.counters.lock().unwrap().values().sum()
+    }
+
+    /// Sets every counter back to zero.
+    pub fn reset_counts(&self) {
+        self.counters.lock().unwrap().clear();
+    }
+
+    fn record(&self, op: S3Operation) {
+        *self.counters.lock().unwrap().entry(op).or_insert(0) += 1;
+    }
+
+    fn fresh_etag(&self) -> ETag {
+        ETag::new(format!("\"mem-{:016x}\"", self.next_id.fetch_add(1, Ordering::Relaxed)))
+    }
+
+    fn store(&self, key: &str, data: Bytes, storage_class: Option<String>) -> ETag {
+        let etag = self.fresh_etag();
+        let object = StoredObject { data, etag: etag.clone(), last_modified: SystemTime::now(), storage_class };
+        self.objects.lock().unwrap().insert(key.to_string(), object);
+        etag
+    }
+
+    fn not_found(op: S3Operation, key: &str) -> ClientError {
+        ClientError {
+            code: Some("NoSuchKey".into()),
+            status: Some(404),
+            ..ClientError::new(ClientErrorKind::NotFound, op.name(), format!("no object at key {key:?}"))
+        }
+    }
+
+    fn precondition_failed(op: S3Operation, key: &str) -> ClientError {
+        ClientError {
+            code: Some("PreconditionFailed".into()),
+            status: Some(412),
+            ..ClientError::new(ClientErrorKind::PreconditionFailed, op.name(), format!("precondition failed for {key:?}"))
+        }
+    }
+
+    /// Stores `data` under `key` unless `If-None-Match: *` forbids it.
+    fn conditional_store(&self, op: S3Operation, key: &str, data: Bytes, options: &PutOptions) -> Result<PutResult, ClientError> {
+        let mut objects = self.objects.lock().unwrap();
+        if options.if_none_match_any && objects.contains_key(key) {
+            return Err(Self::precondition_failed(op, key));
+        }
+        let etag = self.fresh_etag();
+        let object = StoredObject {
+            data,
+            etag: etag.clone(),
+            last_modified: SystemTime::now(),
+            storage_class: options.storage_class.clone(),
+        };
+        objects.insert(key.to_string(), object);
+        Ok(PutResult { etag })
+    }
+}
+
+#[async_trait]
+impl ObjectClient for InMemoryClient {
+    fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    async fn head_object(&self, key: &str) -> Result<ObjectMeta, ClientError> {
+        self.record(S3Operation::HeadObject);
+        let objects = self.objects.lock().unwrap();
+        let o = objects.get(key).ok_or_else(|| Self::not_found(S3Operation::HeadObject, key))?;
+        Ok(ObjectMeta {
+            key: key.to_string(),
+            size: o.data.len() as u64,
+            last_modified: o.last_modified,
+            etag: o.etag.clone(),
+            storage_class: o.storage_class.clone(),
+        })
+    }
+
+    async fn get_object(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        if_match: Option<&ETag>,
+    ) -> Result<GetObjectResponse, ClientError> {
+        self.record(S3Operation::GetObject);
+        let o = self
+            .objects
+            .lock()
+            .unwrap()
+            .get(key)
+            .cloned()
+            .ok_or_else(|| Self::not_found(S3Operation::GetObject, key))?;
+        if if_match.is_some_and(|e| *e != o.etag) {
+            return Err(Self::precondition_failed(S3Operation::GetObject, key));
+        }
+        let size = o.data.len() as u64;
+        if range.start >= range.end || range.start >= size {
+            return Err(ClientError {
+                code: Some("InvalidRange".into()),
+                status: Some(416),
+                ..ClientError::new(ClientErrorKind::InvalidRange, "GetObject", format!("range {range:?} of {size} bytes"))
+            });
+        }
+        let body = o.data.slice(range.start as usize..range.end.min(size) as usize);
+        let chunks: Vec<Result<Bytes, ClientError>> = (0..body.len())
+            .step_by(GET_CHUNK)
+            .map(|at| Ok(body.slice(at..(at + GET_CHUNK).min(body.len()))))
+            .collect();
+        Ok(GetObjectResponse { etag: o.etag, object_size: size, body: Box::pin(futures::stream::iter(chunks)) })
+    }
+
+    async fn list_objects(&self, request: &ListRequest) -> Result<ListPage, ClientError> {
+        self.record(S3Operation::ListObjectsV2);
+        let objects = self.objects.lock().unwrap();
+        let max_keys = request.max_keys.clamp(1, 1000) as usize;
+        // The token is the last key or common prefix returned; everything up to it is done.
+        let after = request.continuation_token.clone();
+        let mut page = ListPage::default();
+        let mut last: Option<String> = None;
+        for (key, o) in objects.range(request.prefix.clone()..) {
+            if !key.starts_with(&request.prefix) {
+                break;
+            }
+            if after.as_deref().is_some_and(|a| key.as_str() <= a || key.starts_with(a) && a.ends_with('/')) {
+                continue;
+            }
+            let rest = &key[request.prefix.len()..];
+            let entry = match request.delimiter.as_deref().and_then(|d| rest.find(d).map(|i| i + d.len())) {
+                Some(end) => {
+                    let common = format!("{}{}", request.prefix, &rest[..end]);
+                    if page.common_prefixes.last() == Some(&common) {
+                        continue;
+                    }
+                    Err(common)
+                }
+                None => Ok(ListedObject {
+                    key: key.clone(),
+                    size: o.data.len() as u64,
+                    last_modified: o.last_modified,
+                    etag: Some(o.etag.clone()),
+                    storage_class: o.storage_class.clone(),
+                }),
+            };
+            if page.objects.len() + page.common_prefixes.len() == max_keys {
+                page.next_continuation_token = last;
+                return Ok(page);
+            }
+            match entry {
+                Ok(object) => {
+                    last = Some(object.key.clone());
+                    page.objects.push(object);
+                }
+                Err(common) => {
+                    last = Some(common.clone());
+                    page.common_prefixes.push(common);
+                }
+            }
+        }
+        Ok(page)
+    }
+
+    async fn put_object(&self, key: &str, body: Bytes, options: &PutOptions) -> Result<PutResult, ClientError> {
+        self.record(S3Operation::PutObject);
+        self.conditional_store(S3Operation::PutObject, key, body, options)
+    }
+
+    async fn create_multipart_upload(&self, key: &str, options: &PutOptions) -> Result<String, ClientError> {
+        self.record(S3Operation::CreateMultipartUpload);
+        let id = format!("upload-{}", self.next_id.fetch_add(1, Ordering::Relaxed));
+        let upload = PendingUpload { key: key.to_string(), parts: BTreeMap::new(), options: options.clone() };
+        self.uploads.lock().unwrap().insert(id.clone(), upload);
+        Ok(id)
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        body: Bytes,
+        options: &PutOptions,
+    ) -> Result<UploadedPart, ClientError> {
+        self.record(S3Operation::UploadPart);
+        let mut uploads = self.uploads.lock().unwrap();
+        let upload = uploads
+            .get_mut(upload_id)
+            .filter(|u| u.key == key)
+            .ok_or_else(|| ClientError::new(ClientErrorKind::NotFound, "UploadPart", format!("no upload {upload_id}")))?;
+        let etag = self.fresh_etag();
+        let checksum = options.checksum_crc32c.then(|| crc32c_base64(&body));
+        upload.parts.insert(part_number, (body, etag.clone()));
+        Ok(UploadedPart { part_number, etag, checksum_crc32c: checksum })
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[UploadedPart],
+        _options: &PutOptions,
+    ) -> Result<PutResult, ClientError> {
+        self.record(S3Operation::CompleteMultipartUpload);
+        let op = S3Operation::CompleteMultipartUpload;
+        let upload = {
+            let uploads = self.uploads.lock().unwrap();
+            match uploads.get(upload_id) {
+                Some(u) if u.key == key => PendingUpload { key: u.key.clone(), parts: u.parts.clone(), options: u.options.clone() },
+                _ => return Err(ClientError::new(ClientErrorKind::NotFound, op.name(), format!("no upload {upload_id}"))),
+            }
+        };
+        let mut data = BytesMut::new();
+        for part in parts {
+            match upload.parts.get(&part.part_number) {
+                Some((bytes, etag)) if *etag == part.etag => data.extend_from_slice(bytes),
+                _ => {
+                    return Err(ClientError {
+                        code: Some("InvalidPart".into()),
+                        status: Some(400),
+                        ..ClientError::new(ClientErrorKind::Other, op.name(), format!("part {} not uploaded", part.part_number))
+                    });
+                }
+            }
+        }
+        let result = self.conditional_store(op, key, data.freeze(), &upload.options)?;
+        self.uploads.lock().unwrap().remove(upload_id);
+        Ok(result)
+    }
+
+    async fn abort_multipart_upload(&self, _key: &str, upload_id: &str) -> Result<(), ClientError> {
+        self.record(S3Operation::AbortMultipartUpload);
+        self.uploads.lock().unwrap().remove(upload_id);
+        Ok(())
+    }
+
+    async fn delete_object(&self, key: &str) -> Result<(), ClientError> {
+        self.record(S3Operation::DeleteObject);
+        self.objects.lock().unwrap().remove(key);
+        Ok(())
+    }
+
+    async fn copy_object(&self, source_key: &str, dest_key: &str) -> Result<PutResult, ClientError> {
+        self.record(S3Operation::CopyObject);
+        let source = self.objects.lock().unwrap().get(source_key).cloned();
+        let source = source.ok_or_else(|| Self::not_found(S3Operation::CopyObject, source_key))?;
+        Ok(PutResult { etag: self.store(dest_key, source.data, source.storage_class) })
+    }
+}
+
+/// Base64 of the big-endian CRC32C, as S3's `x-amz-checksum-crc32c`.
+pub fn crc32c_base64(data: &[u8]) -> String {
+    aws_smithy_types::base64::encode(crc32c::crc32c(data).to_be_bytes())
+}

@@ -1,0 +1,288 @@
+//! The S3 boundary: one small, object-safe trait that everything above talks to.
+//!
+//! A client is bound to one bucket at construction, so keys here are full S3 keys
+//! (mount prefix included) and never carry a bucket name. Implementations:
+//! [`aws::AwsClient`] (aws-sdk-s3, production), [`memory::InMemoryClient`] (tests, with
+//! request counters). The same conformance suite (`tests/client_conformance.rs`) runs
+//! against both so the mock cannot drift from a real server.
+//!
+//! Errors are semantic ([`ClientErrorKind`]) and carry the S3 code and request id; whether a
+//! failure is worth retrying is decided here ([`ClientError::is_retryable`]), not at call sites.
+
+pub mod aws;
+pub mod memory;
+
+use std::fmt;
+use std::ops::Range;
+use std::pin::Pin;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::Stream;
+
+/// An object's entity tag, as S3 returns it (quotes included), compared byte for byte.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ETag(String);
+
+impl ETag {
+    /// Wraps an ETag string exactly as the server sent it.
+    pub fn new(s: impl Into<String>) -> Self {
+        ETag(s.into())
+    }
+    /// The ETag as sent on the wire (e.g. in `If-Match`).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ETag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Metadata of one object, from HeadObject (ETag always present).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub size: u64,
+    pub last_modified: SystemTime,
+    pub etag: ETag,
+    /// `None` means STANDARD.
+    pub storage_class: Option<String>,
+}
+
+/// One object in a listing. Some S3-compatible servers omit ETags in listings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedObject {
+    pub key: String,
+    pub size: u64,
+    pub last_modified: SystemTime,
+    pub etag: Option<ETag>,
+    pub storage_class: Option<String>,
+}
+
+/// A ListObjectsV2 request. `delimiter: None` means no delimiter parameter is sent at all.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListRequest {
+    pub prefix: String,
+    pub delimiter: Option<String>,
+    pub continuation_token: Option<String>,
+    /// 1..=1000
+    pub max_keys: u32,
+}
+
+/// One page of a listing, in the server's order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListPage {
+    pub objects: Vec<ListedObject>,
+    /// Full prefixes ending in the delimiter, e.g. `photos/2024/`.
+    pub common_prefixes: Vec<String>,
+    /// Present when the listing is truncated.
+    pub next_continuation_token: Option<String>,
+}
+
+/// Body of a GET: chunks in order, covering exactly the requested range.
+pub type GetStream = Pin<Box<dyn Stream<Item = Result<Bytes, ClientError>> + Send>>;
+
+/// Result of a ranged GET: the object's identity at the time of the request, and its bytes.
+pub struct GetObjectResponse {
+    pub etag: ETag,
+    pub object_size: u64,
+    pub body: GetStream,
+}
+
+impl fmt::Debug for GetObjectResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GetObjectResponse")
+            .field("etag", &self.etag)
+            .field("object_size", &self.object_size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Options applied to objects this client creates.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PutOptions {
+    /// Send `If-None-Match: *`: fail with [`ClientErrorKind::PreconditionFailed`] if the key exists.
+    pub if_none_match_any: bool,
+    pub storage_class: Option<String>,
+    pub content_type: Option<String>,
+    /// `AES256`, `aws:kms` or `aws:kms:dsse`.
+    pub sse: Option<String>,
+    pub sse_kms_key_id: Option<String>,
+    /// Send a CRC32C checksum with each part / object.
+    pub checksum_crc32c: bool,
+}
+
+/// What the server said about a newly written object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PutResult {
+    pub etag: ETag,
+}
+
+/// A part accepted by UploadPart, as CompleteMultipartUpload needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UploadedPart {
+    /// 1..=10000
+    pub part_number: u32,
+    pub etag: ETag,
+    /// Base64 CRC32C the server acknowledged, when checksums are on.
+    pub checksum_crc32c: Option<String>,
+}
+
+/// The S3 operations the file system uses. Object-safe: use as `Arc<dyn ObjectClient>`.
+#[async_trait]
+pub trait ObjectClient: Send + Sync + fmt::Debug + 'static {
+    /// The bucket this client talks to.
+    fn bucket(&self) -> &str;
+
+    /// HeadObject. A missing key is [`ClientErrorKind::NotFound`].
+    async fn head_object(&self, key: &str) -> Result<ObjectMeta, ClientError>;
+
+    /// Ranged GetObject of `range` (end exclusive, non-empty). With `if_match`, a changed object
+    /// fails with [`ClientErrorKind::PreconditionFailed`] instead of returning other bytes.
+    async fn get_object(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        if_match: Option<&ETag>,
+    ) -> Result<GetObjectResponse, ClientError>;
+
+    /// One ListObjectsV2 page.
+    async fn list_objects(&self, request: &ListRequest) -> Result<ListPage, ClientError>;
+
+    /// PutObject of a whole body.
+    async fn put_object(&self, key: &str, body: Bytes, options: &PutOptions) -> Result<PutResult, ClientError>;
+
+    /// CreateMultipartUpload; returns the upload id.
+    async fn create_multipart_upload(&self, key: &str, options: &PutOptions) -> Result<String, ClientError>;
+
+    /// UploadPart.
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        body: Bytes,
+        options: &PutOptions,
+    ) -> Result<UploadedPart, ClientError>;
+
+    /// CompleteMultipartUpload with the parts in order.
+    async fn complete_multipart_upload(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[UploadedPart],
+        options: &PutOptions,
+    ) -> Result<PutResult, ClientError>;
+
+    /// AbortMultipartUpload.
+    async fn abort_multipart_upload(&self, key: &str, upload_id: &str) -> Result<(), ClientError>;
+
+    /// DeleteObject. Deleting a missing key succeeds (as S3 does).
+    async fn delete_object(&self, key: &str) -> Result<(), ClientError>;
+
+    /// CopyObject within the bucket.
+    async fn copy_object(&self, source_key: &str, dest_key: &str) -> Result<PutResult, ClientError>;
+}
+
+/// What kind of failure a client call met; decides retries and the errno the user sees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ClientErrorKind {
+    /// NoSuchKey / 404 on an object.
+    NotFound,
+    /// NoSuchBucket.
+    NoSuchBucket,
+    /// 412: If-Match / If-None-Match failed.
+    PreconditionFailed,
+    /// 403 AccessDenied, signature and credential problems.
+    AccessDenied,
+    /// The request was sent to the wrong region (301/400 with a region hint).
+    WrongRegion,
+    /// 503 SlowDown, 429 and other throttling.
+    Throttled,
+    /// 5xx, connection failures, timeouts, bodies cut short: worth retrying.
+    Transient,
+    /// 416 or a range the object does not have.
+    InvalidRange,
+    /// Anything else the server rejected (400s): not worth retrying.
+    Other,
+}
+
+/// A failed client call, with everything an operator needs to understand it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{operation} failed: {kind:?}{}{}{}: {message}",
+    code.as_deref().map(|c| format!(" ({c})")).unwrap_or_default(),
+    status.map(|s| format!(" HTTP {s}")).unwrap_or_default(),
+    request_id.as_deref().map(|r| format!(" request id {r}")).unwrap_or_default())]
+pub struct ClientError {
+    pub kind: ClientErrorKind,
+    /// The S3 operation, e.g. `GetObject`.
+    pub operation: &'static str,
+    /// The S3 error code, e.g. `NoSuchBucket`, when the server sent one.
+    pub code: Option<String>,
+    pub status: Option<u16>,
+    pub request_id: Option<String>,
+    pub message: String,
+}
+
+impl ClientError {
+    /// An error with no server details (used by the in-memory client and for local failures).
+    pub fn new(kind: ClientErrorKind, operation: &'static str, message: impl Into<String>) -> Self {
+        ClientError { kind, operation, code: None, status: None, request_id: None, message: message.into() }
+    }
+
+    /// Throttling, 5xx and network failures are retryable; 4xx answers are final.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self.kind, ClientErrorKind::Throttled | ClientErrorKind::Transient)
+    }
+}
+
+/// The S3 request types, for counters and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum S3Operation {
+    HeadObject,
+    GetObject,
+    ListObjectsV2,
+    PutObject,
+    CreateMultipartUpload,
+    UploadPart,
+    CompleteMultipartUpload,
+    AbortMultipartUpload,
+    DeleteObject,
+    CopyObject,
+}
+
+impl S3Operation {
+    /// Every operation, for iterating over counters.
+    pub const ALL: [S3Operation; 10] = [
+        S3Operation::HeadObject,
+        S3Operation::GetObject,
+        S3Operation::ListObjectsV2,
+        S3Operation::PutObject,
+        S3Operation::CreateMultipartUpload,
+        S3Operation::UploadPart,
+        S3Operation::CompleteMultipartUpload,
+        S3Operation::AbortMultipartUpload,
+        S3Operation::DeleteObject,
+        S3Operation::CopyObject,
+    ];
+
+    /// The S3 API name, e.g. `GetObject`.
+    pub fn name(self) -> &'static str {
+        match self {
+            S3Operation::HeadObject => "HeadObject",
+            S3Operation::GetObject => "GetObject",
+            S3Operation::ListObjectsV2 => "ListObjectsV2",
+            S3Operation::PutObject => "PutObject",
+            S3Operation::CreateMultipartUpload => "CreateMultipartUpload",
+            S3Operation::UploadPart => "UploadPart",
+            S3Operation::CompleteMultipartUpload => "CompleteMultipartUpload",
+            S3Operation::AbortMultipartUpload => "AbortMultipartUpload",
+            S3Operation::DeleteObject => "DeleteObject",
+            S3Operation::CopyObject => "CopyObject",
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! The whole validated configuration of one mount, produced by `cli` and consumed by `run`.
+
+use std::path::PathBuf;
+
+use crate::client::aws::AwsClientConfig;
+use crate::fs::config::FsConfig;
+
+/// Who besides the mounting user may use the mount.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AccessPolicy {
+    /// Only the user who mounted (FUSE default).
+    #[default]
+    Owner,
+    /// `--allow-root`: the owner and root.
+    RootAndOwner,
+    /// `--allow-other`: every user (needs `user_allow_other` in /etc/fuse.conf for non-root).
+    All,
+}
+
+/// FUSE session settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FuseConfig {
+    pub mount_point: PathBuf,
+    pub read_only: bool,
+    pub auto_unmount: bool,
+    pub access: AccessPolicy,
+    /// `--max-threads`: FUSE dispatch threads.
+    pub max_threads: usize,
+}
+
+/// Where logs go and how much.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct LoggingConfig {
+    /// `-l/--log-directory`; `None` means syslog (or stdout in the foreground).
+    pub log_directory: Option<PathBuf>,
+    /// `-d/--debug`.
+    pub debug: bool,
+    /// `--debug-crt`: debug logs of the HTTP/SDK layers (there is no CRT here).
+    pub debug_crt: bool,
+    /// `--no-log`.
+    pub no_log: bool,
+    /// `--log-metrics`.
+    pub log_metrics: bool,
+}
+
+/// Everything `run` needs to mount.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MountConfig {
+    pub bucket: String,
+    /// Empty, or ending in `/`.
+    pub prefix: String,
+    pub foreground: bool,
+    pub client: AwsClientConfig,
+    pub fs: FsConfig,
+    pub fuse: FuseConfig,
+    pub logging: LoggingConfig,
+    /// The command line came in fstab (`-o`) style.
+    pub fstab_style: bool,
+}
+
+impl MountConfig {
+    /// "bucket B" or "prefix P of bucket B", as in the mount message.
+    pub fn describe_target(&self) -> String {
+        if self.prefix.is_empty() {
+            format!("bucket {}", self.bucket)
+        } else {
+            format!("prefix {} of bucket {}", self.prefix, self.bucket)
+        }
+    }
+}

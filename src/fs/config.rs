@@ -1,0 +1,79 @@
+//! Settings of the file-system core, filled from the command line by `cli`.
+
+use std::time::Duration;
+
+/// How long metadata learned from S3 may be trusted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetadataTtl {
+    /// Always revalidate with S3 (the kernel still caches for [`FsConfig::file_kernel_ttl`] /
+    /// [`FsConfig::dir_kernel_ttl`]).
+    Minimal,
+    /// Trust for this long.
+    Duration(Duration),
+    /// Trust forever (stored as 100 years, as Mountpoint does).
+    Indefinite,
+}
+
+impl MetadataTtl {
+    /// 100 years, Mountpoint's "indefinite".
+    pub const INDEFINITE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+    /// The TTL as a duration; `Minimal` is zero.
+    pub fn as_duration(&self) -> Duration {
+        match self {
+            MetadataTtl::Minimal => Duration::ZERO,
+            MetadataTtl::Duration(d) => *d,
+            MetadataTtl::Indefinite => Self::INDEFINITE,
+        }
+    }
+}
+
+/// Configuration of [`crate::fs::S3Filesystem`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FsConfig {
+    /// Key prefix of the mount, empty or ending in `/`.
+    pub prefix: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// Permission bits of directories (<= 0o777).
+    pub dir_mode: u16,
+    /// Permission bits of files (<= 0o777).
+    pub file_mode: u16,
+    pub read_only: bool,
+    pub allow_delete: bool,
+    pub allow_overwrite: bool,
+    pub metadata_ttl: MetadataTtl,
+    pub negative_metadata_ttl: MetadataTtl,
+    /// Kernel attribute/entry TTL for files under `Minimal` (Mountpoint: 100 ms).
+    pub file_kernel_ttl: Duration,
+    /// Kernel attribute/entry TTL for directories under `Minimal` (Mountpoint: 1 s).
+    pub dir_kernel_ttl: Duration,
+    /// Size of ranged GETs (`--read-part-size`).
+    pub read_part_size: u64,
+    /// Size of multipart-upload parts (`--write-part-size`).
+    pub write_part_size: u64,
+    /// Page size of readdir listings (S3 maximum 1000).
+    pub list_page_size: u32,
+}
+
+impl Default for FsConfig {
+    fn default() -> Self {
+        FsConfig {
+            prefix: String::new(),
+            uid: 0,
+            gid: 0,
+            dir_mode: 0o755,
+            file_mode: 0o644,
+            read_only: false,
+            allow_delete: false,
+            allow_overwrite: false,
+            metadata_ttl: MetadataTtl::Minimal,
+            negative_metadata_ttl: MetadataTtl::Minimal,
+            file_kernel_ttl: Duration::from_millis(100),
+            dir_kernel_ttl: Duration::from_millis(1000),
+            read_part_size: 8 * 1024 * 1024,
+            write_part_size: 8 * 1024 * 1024,
+            list_page_size: 1000,
+        }
+    }
+}

@@ -1,0 +1,2 @@
+//! The file-system core (being written).
+pub mod config;

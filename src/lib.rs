@@ -1,0 +1,10 @@
+//! mount-s3: mount an S3 bucket as a local file system.
+//!
+//! Layers, dependencies pointing down only: `cli` and `run` (process, composition root) ->
+//! `fuse` (thin adapter over fuser) -> `fs` (the kernel-free core) -> `client` (the S3 boundary).
+//! `src/fs/**` never imports fuser, aws-sdk-s3, aws-config or clap.
+
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod fs;

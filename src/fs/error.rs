@@ -1,0 +1,135 @@
+//! [`FsError`], and the one table that turns each error into the errno the application sees.
+//!
+//! The match in [`FsError::errno`] has no wildcard arm: a new variant does not compile until
+//! someone decides its errno. Throttling and server errors are EIO, never ENOENT.
+
+use crate::client::{ClientError, ClientErrorKind};
+
+/// A failed file-system operation, with the context needed to log it once.
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    #[error("no entry {name:?} in directory inode {parent}")]
+    NotFound { parent: u64, name: String },
+
+    #[error("inode {0} is not known (it was forgotten, or never looked up)")]
+    UnknownInode(u64),
+
+    #[error("inode {ino} is stale: {key:?} now names a different object or none; look it up again")]
+    StaleInode { ino: u64, key: String },
+
+    #[error("invalid file name {0:?}: S3 keys cannot represent it")]
+    InvalidName(String),
+
+    #[error("inode {0} is not a directory")]
+    NotADirectory(u64),
+
+    #[error("inode {0} is a directory")]
+    IsADirectory(u64),
+
+    #[error("file handle {0} is not open")]
+    BadHandle(u64),
+
+    #[error("readdir offset {offset} on handle {fh} is out of order (next is {expected})")]
+    BadDirOffset { fh: u64, offset: u64, expected: u64 },
+
+    #[error("object {key:?} changed or was deleted in S3 after it was opened; reopen to read the new version")]
+    ObjectChanged { key: String },
+
+    #[error("{action} {key:?} failed: {source}")]
+    Client {
+        action: &'static str,
+        key: String,
+        #[source]
+        source: ClientError,
+    },
+
+    #[error("object {key:?} is in storage class {class} and must be restored before it can be read")]
+    NotRestored { key: String, class: String },
+
+    #[error("{0}")]
+    PermissionDenied(String),
+
+    #[error("{0} is not supported by mount-s3")]
+    NotSupported(&'static str),
+
+    #[error("{0} is not supported yet by this version of mount-s3")]
+    NotYetSupported(&'static str),
+
+    #[error("open flags {0:#o} are not supported (O_SYNC and O_DSYNC cannot be honoured)")]
+    InvalidOpenFlags(i32),
+}
+
+impl FsError {
+    /// A client error met while doing `action` on `key`. A 412, or an object gone while
+    /// reading it, is [`FsError::ObjectChanged`], so the application sees ESTALE.
+    pub fn client(action: &'static str, key: impl Into<String>, source: ClientError) -> Self {
+        let key = key.into();
+        match source.kind {
+            ClientErrorKind::PreconditionFailed => FsError::ObjectChanged { key },
+            _ => FsError::Client { action, key, source },
+        }
+    }
+
+    /// The errno for this error. Exhaustive on purpose: no wildcard arms.
+    pub fn errno(&self) -> i32 {
+        match self {
+            FsError::NotFound { .. } => libc::ENOENT,
+            FsError::UnknownInode(_) => libc::ENOENT,
+            FsError::StaleInode { .. } => libc::ESTALE,
+            FsError::InvalidName(_) => libc::EINVAL,
+            FsError::NotADirectory(_) => libc::ENOTDIR,
+            FsError::IsADirectory(_) => libc::EISDIR,
+            FsError::BadHandle(_) => libc::EBADF,
+            FsError::BadDirOffset { .. } => libc::EBADF,
+            FsError::ObjectChanged { .. } => libc::ESTALE,
+            FsError::Client { source, .. } => match source.kind {
+                ClientErrorKind::AccessDenied => libc::EACCES,
+                // A GET of an object deleted since open: the handle is stale.
+                ClientErrorKind::NotFound => libc::ESTALE,
+                ClientErrorKind::PreconditionFailed => libc::ESTALE,
+                ClientErrorKind::NoSuchBucket => libc::EIO,
+                ClientErrorKind::WrongRegion => libc::EIO,
+                ClientErrorKind::Throttled => libc::EIO,
+                ClientErrorKind::Transient => libc::EIO,
+                ClientErrorKind::InvalidRange => libc::EIO,
+                ClientErrorKind::Other => libc::EIO,
+            },
+            FsError::NotRestored { .. } => libc::EACCES,
+            FsError::PermissionDenied(_) => libc::EPERM,
+            FsError::NotSupported(_) => libc::ENOSYS,
+            FsError::NotYetSupported(_) => libc::ENOSYS,
+            FsError::InvalidOpenFlags(_) => libc::EINVAL,
+        }
+    }
+
+    /// Expected outcomes (a name that does not exist) are logged at debug, the rest at warn.
+    pub fn is_expected(&self) -> bool {
+        matches!(self, FsError::NotFound { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttling_and_server_errors_are_eio_never_enoent() {
+        for kind in [ClientErrorKind::Throttled, ClientErrorKind::Transient, ClientErrorKind::Other] {
+            let e = FsError::client("lookup", "k", ClientError::new(kind, "HeadObject", "x"));
+            assert_eq!(e.errno(), libc::EIO, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn precondition_failed_is_estale() {
+        let e = FsError::client("read", "k", ClientError::new(ClientErrorKind::PreconditionFailed, "GetObject", "x"));
+        assert!(matches!(e, FsError::ObjectChanged { .. }));
+        assert_eq!(e.errno(), libc::ESTALE);
+    }
+
+    #[test]
+    fn access_denied_is_eacces() {
+        let e = FsError::client("lookup", "k", ClientError::new(ClientErrorKind::AccessDenied, "HeadObject", "x"));
+        assert_eq!(e.errno(), libc::EACCES);
+    }
+}

@@ -7,4 +7,7 @@
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod daemon;
 pub mod fs;
+pub mod fuse;
+pub mod logging;

@@ -40,7 +40,7 @@ pub enum FsError {
         action: &'static str,
         key: String,
         #[source]
-        source: ClientError,
+        source: Box<ClientError>,
     },
 
     #[error("object {key:?} is in storage class {class} and must be restored before it can be read")]
@@ -66,7 +66,7 @@ impl FsError {
         let key = key.into();
         match source.kind {
             ClientErrorKind::PreconditionFailed => FsError::ObjectChanged { key },
-            _ => FsError::Client { action, key, source },
+            _ => FsError::Client { action, key, source: Box::new(source) },
         }
     }
 

@@ -152,13 +152,13 @@ impl InodeTable {
             storage_class: entry.storage_class.clone(),
             expiry: Instant::now() + ttl,
         };
-        if let Some(node) = existing.and_then(|ino| tables.nodes.get_mut(&ino)) {
-            if same_object(&node.inode, &entry) {
-                let known_etag = node.inode.stat.etag.take();
-                node.inode.stat = Stat { etag: stat.etag.or(known_etag), ..stat };
-                node.lookups += 1;
-                return Ok(node.inode.clone());
-            }
+        if let Some(node) = existing.and_then(|ino| tables.nodes.get_mut(&ino))
+            && same_object(&node.inode, &entry)
+        {
+            let known_etag = node.inode.stat.etag.take();
+            node.inode.stat = Stat { etag: stat.etag.or(known_etag), ..stat };
+            node.lookups += 1;
+            return Ok(node.inode.clone());
         }
         let ino = tables.next_ino;
         tables.next_ino += 1;
@@ -228,10 +228,10 @@ impl InodeTable {
 
     /// Removes the parent's name -> ino mapping if it still points at `ino`.
     fn detach(tables: &mut Tables, parent: u64, name: &str, ino: u64) {
-        if let Some(p) = tables.nodes.get_mut(&parent) {
-            if p.children.get(name) == Some(&ino) {
-                p.children.remove(name);
-            }
+        if let Some(p) = tables.nodes.get_mut(&parent)
+            && p.children.get(name) == Some(&ino)
+        {
+            p.children.remove(name);
         }
     }
 }

@@ -1,0 +1,320 @@
+//! The FUSE adapter: converts fuser's arguments, calls [`S3Filesystem`], replies.
+//!
+//! No behaviour lives here. Each request becomes a task on the tokio runtime, which replies
+//! when the core answers, so one slow S3 call never holds up other requests; fuser's threads
+//! only read requests and dispatch. Errors are logged once, here, with the errno the core
+//! chose ([`FsError::errno`]).
+
+use std::ffi::OsStr;
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
+    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+};
+use tracing::{debug, warn};
+
+use crate::fs::inode::InodeKind;
+use crate::fs::{Attr, FsError, S3Filesystem};
+
+/// Kernel requests allowed in flight at once (Mountpoint: 64).
+const MAX_BACKGROUND: u16 = 64;
+
+/// The fuser [`Filesystem`] over an [`S3Filesystem`].
+pub struct FuseAdapter {
+    fs: Arc<S3Filesystem>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl FuseAdapter {
+    /// An adapter running the core's futures on `runtime`.
+    pub fn new(fs: Arc<S3Filesystem>, runtime: tokio::runtime::Handle) -> Self {
+        FuseAdapter { fs, runtime }
+    }
+
+    /// Runs `work` on the runtime; replies with its result through `ok`, or with its errno.
+    fn spawn<T, R, F>(&self, op: &'static str, reply: R, work: F, ok: impl FnOnce(R, T) + Send + 'static)
+    where
+        T: Send + 'static,
+        R: ErrorReply + Send + 'static,
+        F: Future<Output = Result<T, FsError>> + Send + 'static,
+    {
+        self.runtime.spawn(async move {
+            match work.await {
+                Ok(value) => ok(reply, value),
+                Err(e) => reply.error(errno_of(op, &e)),
+            }
+        });
+    }
+}
+
+/// Logs a failed operation once and returns its errno.
+fn errno_of(op: &str, e: &FsError) -> Errno {
+    let errno = e.errno();
+    if e.is_expected() {
+        debug!("{op} failed with errno {errno}: {e}");
+    } else {
+        warn!("{op} failed with errno {errno}: {e}");
+    }
+    Errno::from_i32(errno)
+}
+
+/// Replies that can carry an errno.
+pub trait ErrorReply {
+    fn error(self, errno: Errno);
+}
+
+macro_rules! error_reply {
+    ($($t:ty),*) => {$(
+        impl ErrorReply for $t {
+            fn error(self, errno: Errno) {
+                <$t>::error(self, errno)
+            }
+        }
+    )*};
+}
+error_reply!(ReplyEntry, ReplyAttr, ReplyData, ReplyOpen, ReplyEmpty, ReplyDirectoryPlus, ReplyWrite);
+
+fn file_attr(a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: a.size,
+        blocks: a.blocks,
+        atime: a.mtime,
+        mtime: a.mtime,
+        ctime: a.mtime,
+        crtime: a.mtime,
+        kind: match a.kind {
+            InodeKind::File => FileType::RegularFile,
+            InodeKind::Directory => FileType::Directory,
+        },
+        perm: a.perm,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
+impl Filesystem for FuseAdapter {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        // readdirplus saves a lookup per entry; parallel dirops let lookups in one directory overlap.
+        for flag in [InitFlags::FUSE_DO_READDIRPLUS, InitFlags::FUSE_PARALLEL_DIROPS] {
+            if config.add_capabilities(flag).is_err() {
+                debug!("kernel does not offer {flag:?}");
+            }
+        }
+        // Sequential reads then arrive as 1 MiB requests (with read_ahead_kb raised after mount).
+        let _ = config.set_max_readahead(1024 * 1024);
+        let _ = config.set_max_background(MAX_BACKGROUND);
+        let _ = config.set_congestion_threshold(MAX_BACKGROUND * 3 / 4);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let (fs, name) = (self.fs.clone(), name.to_owned());
+        self.spawn("lookup", reply, async move { fs.lookup(parent.0, &name).await }, |reply, e| {
+            reply.entry(&e.ttl, &file_attr(&e.attr), Generation(0))
+        });
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.fs.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let fs = self.fs.clone();
+        self.spawn("getattr", reply, async move { fs.getattr(ino.0).await }, |reply, e| {
+            reply.attr(&e.ttl, &file_attr(&e.attr))
+        });
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let what = if mode.is_some() {
+            Some("the mode")
+        } else if uid.is_some() || gid.is_some() {
+            Some("the owner")
+        } else if size.is_some() {
+            Some("the size")
+        } else if atime.is_some() || mtime.is_some() {
+            Some("the times")
+        } else {
+            None
+        };
+        let fs = self.fs.clone();
+        let work = async move {
+            match what {
+                Some(what) => fs.setattr(ino.0, what).await,
+                None => fs.getattr(ino.0).await,
+            }
+        };
+        self.spawn("setattr", reply, work, |reply, e| reply.attr(&e.ttl, &file_attr(&e.attr)));
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let fs = self.fs.clone();
+        self.spawn("open", reply, async move { fs.open(ino.0, flags.0).await }, |reply, opened| {
+            let flags = if opened.direct_io { FopenFlags::FOPEN_DIRECT_IO } else { FopenFlags::empty() };
+            reply.opened(FileHandle(opened.fh), flags)
+        });
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let fs = self.fs.clone();
+        self.spawn("read", reply, async move { fs.read(fh.0, offset, size).await }, |reply, data| reply.data(&data));
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.fs.release(fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno_of("release", &e)),
+        }
+    }
+
+    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        // Read handles have nothing to flush.
+        reply.ok();
+    }
+
+    fn fsync(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let fs = self.fs.clone();
+        self.spawn("opendir", reply, async move { fs.opendir(ino.0).await }, |reply, fh| {
+            reply.opened(FileHandle(fh), FopenFlags::empty())
+        });
+    }
+
+    fn readdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _offset: u64, reply: ReplyDirectory) {
+        // We negotiate FUSE_DO_READDIRPLUS without READDIRPLUS_AUTO, so the kernel never sends this.
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn readdirplus(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, reply: ReplyDirectoryPlus) {
+        let fs = self.fs.clone();
+        self.runtime.spawn(async move {
+            let mut reply = Some(reply);
+            let result = fs
+                .readdirplus(fh.0, offset, |e| {
+                    let r = reply.as_mut().expect("reply is taken only after the listing");
+                    let attr = file_attr(&e.entry.attr);
+                    r.add(INodeNo(e.entry.attr.ino), e.next_offset, e.name, &e.entry.ttl, &attr, Generation(0))
+                })
+                .await;
+            let reply = reply.take().expect("reply still here");
+            match result {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno_of("readdirplus", &e)),
+            }
+        });
+    }
+
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        match self.fs.releasedir(fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno_of("releasedir", &e)),
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let s = self.fs.statfs();
+        reply.statfs(s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize);
+    }
+
+    fn mknod(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, _mode: u32, _umask: u32, _rdev: u32, reply: ReplyEntry) {
+        reply.error(errno_of("mknod", &self.fs.refuse_change("mknod")));
+    }
+
+    fn mkdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
+        reply.error(errno_of("mkdir", &self.fs.refuse_change("mkdir")));
+    }
+
+    fn unlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(errno_of("unlink", &self.fs.refuse_change("unlink")));
+    }
+
+    fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(errno_of("rmdir", &self.fs.refuse_change("rmdir")));
+    }
+
+    fn symlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, _target: &std::path::Path, reply: ReplyEntry) {
+        reply.error(errno_of("symlink", &self.fs.refuse_change("symlink")));
+    }
+
+    fn link(&self, _req: &Request, _ino: INodeNo, _newparent: INodeNo, _newname: &OsStr, reply: ReplyEntry) {
+        reply.error(errno_of("link", &self.fs.refuse_change("link")));
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        _flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(errno_of("rename", &self.fs.refuse_change("rename")));
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _offset: u64,
+        _data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        // Only read handles exist in this release.
+        reply.error(errno_of("write", &FsError::BadHandle(fh.0)));
+    }
+}

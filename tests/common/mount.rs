@@ -1,0 +1,177 @@
+//! Real mounts for end-to-end tests: the `mount-s3` binary, a temp mount point, and a guard
+//! that always unmounts (also when the test panics).
+//!
+//! Every process started here gets a clean environment: no inherited AWS settings, HOME in a
+//! temp dir (no ~/.aws files), `AWS_EC2_METADATA_DISABLED=true`, and the static credentials
+//! and region of the local server, so nothing ever talks to anything but 127.0.0.1.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// How long a mount may take before the test fails.
+const MOUNT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The binary under test.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_mount-s3")
+}
+
+/// A `mount-s3` command with a sealed environment: `env` (the server's credentials and region)
+/// plus PATH, a private HOME and IMDS disabled.
+pub fn command(env: &[(String, String)], home: &Path) -> Command {
+    let mut cmd = Command::new(binary());
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", home.join("no-aws-config"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", home.join("no-aws-credentials"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// True if `path` is a mount point now.
+pub fn is_mounted(path: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
+    let wanted = path.to_string_lossy().replace(' ', "\\040");
+    info.lines().any(|l| l.split(' ').nth(4) == Some(wanted.as_str()))
+}
+
+/// Unmounts `path` (lazily if busy). Returns whether something was unmounted.
+pub fn force_unmount(path: &Path) -> bool {
+    if !is_mounted(path) {
+        return false;
+    }
+    if nix::mount::umount(path).is_err() {
+        let _ = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH);
+    }
+    true
+}
+
+/// A live mount served by a foreground `mount-s3` child process.
+pub struct TestMount {
+    // Field order matters: the mount point must outlive the unmount in Drop.
+    child: Option<Child>,
+    mount_point: PathBuf,
+    output: Arc<Mutex<String>>,
+    home: TempDir,
+    _dir: TempDir,
+}
+
+impl TestMount {
+    /// Mounts `bucket` with `args` (endpoint, flags...) and waits until it is live; panics with
+    /// the daemon's output if it does not come up.
+    pub fn new(env: &[(String, String)], bucket: &str, args: &[&str]) -> TestMount {
+        match Self::try_new(env, bucket, args) {
+            Ok(m) => m,
+            Err(output) => panic!("mount-s3 did not mount:\n{output}"),
+        }
+    }
+
+    /// Like [`new`](Self::new), but returns the daemon's output if the mount fails.
+    pub fn try_new(env: &[(String, String)], bucket: &str, args: &[&str]) -> Result<TestMount, String> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let home = tempfile::tempdir().expect("temp home");
+        let mount_point = dir.path().join("mnt");
+        std::fs::create_dir(&mount_point).unwrap();
+        let mut cmd = command(env, home.path());
+        cmd.arg(bucket).arg(&mount_point).arg("--foreground").args(args);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn mount-s3");
+        let output = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        for stream in [Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>, Box::new(child.stderr.take().unwrap())] {
+            let (output, tx) = (output.clone(), tx.clone());
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if line.contains(" is mounted at ") {
+                        let _ = tx.send(());
+                    }
+                    let mut out = output.lock().unwrap();
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+            });
+        }
+        let mut mount = TestMount { child: Some(child), mount_point, output, home, _dir: dir };
+        let deadline = Instant::now() + MOUNT_TIMEOUT;
+        loop {
+            if rx.recv_timeout(Duration::from_millis(50)).is_ok() && is_mounted(&mount.mount_point) {
+                return Ok(mount);
+            }
+            if let Some(status) = mount.child.as_mut().unwrap().try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(100));
+                return Err(format!("exited with {status}\n{}", mount.output()));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("timed out after {MOUNT_TIMEOUT:?}\n{}", mount.output()));
+            }
+        }
+    }
+
+    /// The mount point.
+    pub fn path(&self) -> &Path {
+        &self.mount_point
+    }
+
+    /// Everything the daemon printed so far.
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Unmounts with `umount` and returns the daemon's exit status.
+    pub fn unmount(mut self) -> ExitStatus {
+        let status = Command::new("umount").arg(&self.mount_point).status().expect("run umount");
+        assert!(status.success(), "umount failed: {status}");
+        self.wait_exit(Duration::from_secs(10)).expect("daemon did not exit after umount")
+    }
+
+    /// Waits for the daemon to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The private HOME of the daemon (for credential files).
+    pub fn home(&self) -> &Path {
+        self.home.path()
+    }
+}
+
+impl Drop for TestMount {
+    fn drop(&mut self) {
+        force_unmount(&self.mount_point);
+        if let Some(mut child) = self.child.take() {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -85,17 +85,12 @@ impl CliFailure {
         }
     }
 
-    /// Prints the message and returns [`Self::exit_code`] for `main` to return.
-    pub fn report(&self) -> std::process::ExitCode {
+    /// Prints the message and returns the exit status, for `main` to return
+    /// (`return failure.exit()`), so that destructors still run.
+    pub fn exit(&self) -> std::process::ExitCode {
         self.print();
-        // Exit codes here are 0 or 2.
-        std::process::ExitCode::from(u8::try_from(self.exit_code()).unwrap_or(USAGE_EXIT_CODE as u8))
-    }
-
-    /// Prints the message and exits the process with [`Self::exit_code`].
-    pub fn exit(&self) -> ! {
-        self.print();
-        std::process::exit(self.exit_code())
+        // exit_code() is 0 or 2.
+        std::process::ExitCode::from(u8::try_from(self.exit_code()).unwrap_or(2))
     }
 }
 

@@ -42,7 +42,7 @@ use crate::config::MountConfig;
 ///
 /// Prints to stderr the fstab notice when the fstab form is detected, and any warnings (which
 /// also stay in [`MountConfig::warnings`]). On failure, [`CliFailure::exit`] prints the message
-/// and exits with the right status.
+/// and returns the exit status for `main` to return.
 pub fn parse_command_line(args: impl IntoIterator<Item = OsString>) -> Result<MountConfig, CliFailure> {
     let args: Vec<OsString> = args.into_iter().collect();
     if fstab::is_fstab_style(&args) {

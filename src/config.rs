@@ -56,6 +56,13 @@ pub struct MountConfig {
     pub logging: LoggingConfig,
     /// The command line came in fstab (`-o`) style.
     pub fstab_style: bool,
+    /// `--maximum-throughput-gbps`: network throughput to aim for, which sizes S3 request
+    /// concurrency. `None`: decided at mount time (Mountpoint: EC2 instance table, else 10 Gbps).
+    pub maximum_throughput_gbps: Option<u64>,
+    /// Warnings found while validating the command line (for example `--metadata-ttl 0`).
+    /// `cli::parse_command_line` has already printed them to stderr; `run` may log them again
+    /// once logging is set up, so that they also reach the log file.
+    pub warnings: Vec<String>,
 }
 
 impl MountConfig {

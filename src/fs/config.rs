@@ -54,6 +54,9 @@ pub struct FsConfig {
     pub write_part_size: u64,
     /// Page size of readdir listings (S3 maximum 1000).
     pub list_page_size: u32,
+    /// `--memory-target`, in bytes: the memory budget for read and write buffers. `None`: decided
+    /// at mount time (Mountpoint uses 95% of system or cgroup memory, at least 512 MiB).
+    pub memory_target: Option<u64>,
 }
 
 impl Default for FsConfig {
@@ -74,6 +77,7 @@ impl Default for FsConfig {
             read_part_size: 8 * 1024 * 1024,
             write_part_size: 8 * 1024 * 1024,
             list_page_size: 1000,
+            memory_target: None,
         }
     }
 }

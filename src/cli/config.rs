@@ -1,0 +1,271 @@
+//! [`CliArgs`] -> [`MountConfig`]: checks that span several arguments, the table of flags this
+//! version does not implement yet, and the defaults that come from the process environment.
+//!
+//! Order matters: the whole command line is validated first, exactly as Mountpoint would, and
+//! only then are unimplemented features refused. A user therefore learns about a typo before
+//! learning that a feature is missing, and a command line we reject today is one Mountpoint
+//! accepts.
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+use super::args::CliArgs;
+use super::error::CliError;
+use super::values::BucketType;
+use crate::client::aws::AwsClientConfig;
+use crate::config::{AccessPolicy, FuseConfig, LoggingConfig, MountConfig};
+use crate::fs::config::{FsConfig, MetadataTtl};
+
+/// Attempts per S3 request when `AWS_MAX_ATTEMPTS` is unset.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
+
+/// Metadata TTL implied by a data cache (`--cache`, `--cache-xz`).
+const CACHE_METADATA_TTL: Duration = Duration::from_secs(60);
+
+const CA_BUNDLE_ENV_WARNING: &str = "AWS_CA_BUNDLE is set, but custom CA bundles are not \
+    supported yet by this version of mount-s3: it is ignored and the system trust store is used \
+    (unset AWS_CA_BUNDLE to silence this warning)";
+
+const ZERO_TTL_WARNING: &str = "'--metadata-ttl 0' is deprecated and is treated as \
+    'minimal'; use '--metadata-ttl minimal' instead";
+
+/// The parts of the process environment that feed the configuration; passed in explicitly so
+/// that tests never touch the real environment.
+#[derive(Clone, Debug)]
+pub struct Environment {
+    /// Effective UID, the default owner of inodes.
+    pub uid: u32,
+    /// Effective GID, the default group of inodes.
+    pub gid: u32,
+    /// Value of `AWS_MAX_ATTEMPTS`, if set.
+    pub aws_max_attempts: Option<OsString>,
+    /// Value of `AWS_CA_BUNDLE`, if set: the environment form of `--ca-bundle`.
+    pub aws_ca_bundle: Option<OsString>,
+}
+
+impl Environment {
+    /// Reads the current process's environment.
+    pub fn current() -> Self {
+        Environment {
+            uid: nix::unistd::geteuid().as_raw(),
+            gid: nix::unistd::getegid().as_raw(),
+            aws_max_attempts: std::env::var_os("AWS_MAX_ATTEMPTS"),
+            aws_ca_bundle: std::env::var_os("AWS_CA_BUNDLE"),
+        }
+    }
+}
+
+/// A feature that is parsed and validated but not implemented: `used` says whether the command
+/// line asks for it. Implementing a feature means deleting its row.
+struct Unsupported {
+    what: &'static str,
+    used: fn(&CliArgs) -> bool,
+    fix: &'static str,
+}
+
+const REMOVE: &str = "remove it from the command line (or fstab options)";
+
+/// Every unimplemented feature, in one place, one line each.
+#[rustfmt::skip]
+const UNSUPPORTED: &[Unsupported] = &[
+    // Writing.
+    Unsupported { what: "--allow-delete", used: |a| a.allow_delete, fix: REMOVE },
+    Unsupported { what: "--allow-overwrite", used: |a| a.allow_overwrite, fix: REMOVE },
+    Unsupported { what: "--incremental-upload", used: |a| a.incremental_upload, fix: REMOVE },
+    Unsupported { what: "--storage-class", used: |a| a.storage_class.is_some(), fix: "remove it; new objects get the bucket's default storage class" },
+    Unsupported { what: "--sse", used: |a| a.sse.is_some(), fix: "remove --sse (and --sse-kms-key-id); new objects get the bucket's default encryption" },
+    Unsupported { what: "--upload-checksums", used: |a| a.upload_checksums.is_some(), fix: REMOVE },
+    Unsupported { what: "--infer-content-type", used: |a| a.infer_content_type, fix: REMOVE },
+    // Caching.
+    Unsupported { what: "--cache", used: |a| a.cache.is_some(), fix: "remove it; every read goes to S3" },
+    Unsupported { what: "--cache-xz", used: |a| a.cache_xz.is_some(), fix: "remove it; every read goes to S3" },
+    Unsupported { what: "--max-cache-size", used: |a| a.max_cache_size.is_some(), fix: REMOVE },
+    Unsupported { what: "--cache-block-size", used: |a| a.cache_block_size.is_some(), fix: REMOVE },
+    Unsupported { what: "--metadata-ttl other than 'minimal'", used: |a| !is_minimal(a.metadata_ttl), fix: "use --metadata-ttl minimal, or remove it" },
+    Unsupported { what: "--negative-metadata-ttl other than 'minimal'", used: |a| !is_minimal(a.negative_metadata_ttl), fix: "use --negative-metadata-ttl minimal, or remove it" },
+    // Logging and metrics.
+    Unsupported { what: "--log-metrics", used: |a| a.log_metrics, fix: REMOVE },
+    Unsupported { what: "--otlp-endpoint", used: |a| a.otlp_endpoint.is_some(), fix: "remove --otlp-endpoint (and --otlp-export-interval)" },
+    // Networking.
+    Unsupported { what: "--bind", used: |a| a.bind.is_some(), fix: "remove it; requests use the default route" },
+    Unsupported { what: "--ca-bundle", used: |a| a.ca_bundle.is_some(), fix: "remove it; the system trust store is used" },
+    // Bucket kinds and mount targets.
+    Unsupported { what: "--bucket-type directory", used: |a| a.bucket_type == Some(BucketType::Directory), fix: "only general purpose buckets can be mounted for now" },
+    Unsupported { what: "mounting a FUSE file descriptor (/dev/fd/N)", used: |a| is_fuse_fd(&a.mount_point), fix: "mount on a directory instead" },
+];
+
+/// `None` counts as minimal: without a cache flag (refused separately) the default is minimal.
+/// `0` is minimal too, as in Mountpoint.
+fn is_minimal(ttl: Option<MetadataTtl>) -> bool {
+    matches!(
+        ttl,
+        None | Some(MetadataTtl::Minimal) | Some(MetadataTtl::Duration(Duration::ZERO))
+    )
+}
+
+fn is_fuse_fd(path: &std::path::Path) -> bool {
+    path.to_str()
+        .and_then(|p| p.strip_prefix("/dev/fd/"))
+        .is_some_and(|fd| !fd.is_empty() && fd.bytes().all(|b| b.is_ascii_digit()))
+}
+
+impl CliArgs {
+    /// Validates the arguments and builds the mount configuration, using the current process's
+    /// effective UID/GID and `AWS_MAX_ATTEMPTS`.
+    pub fn into_config(self) -> Result<MountConfig, CliError> {
+        self.into_config_with(&Environment::current())
+    }
+
+    /// [`Self::into_config`] with an explicit environment.
+    pub fn into_config_with(self, env: &Environment) -> Result<MountConfig, CliError> {
+        self.validate()?;
+        let max_attempts = parse_max_attempts(env.aws_max_attempts.as_ref())?;
+        if let Some(feature) = UNSUPPORTED.iter().find(|feature| (feature.used)(&self)) {
+            return Err(CliError::Unsupported {
+                what: feature.what,
+                fix: feature.fix,
+            });
+        }
+        Ok(self.build(env, max_attempts))
+    }
+
+    /// Checks that involve more than one argument (single values were checked by clap).
+    fn validate(&self) -> Result<(), CliError> {
+        if let Some(prefix) = self.prefix.as_deref().filter(|prefix| !prefix.is_empty())
+            && self.bucket_name.is_uri()
+        {
+            return Err(CliError::PrefixWithUri {
+                bucket: self.bucket_name.bucket().to_owned(),
+                prefix: prefix.to_owned(),
+            });
+        }
+        if self.sse.as_deref() == Some("AES256") && self.sse_kms_key_id.is_some() {
+            return Err(CliError::KmsKeyWithAes256);
+        }
+        if let Some(cache_xz) = &self.cache_xz
+            && !cache_xz.uri_prefix().is_empty()
+        {
+            return Err(CliError::CacheXzPrefix {
+                bucket: cache_xz.bucket().to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    // `..Default::default()` on complete literals keeps this compiling when other layers add
+    // fields to their config structs.
+    #[allow(clippy::needless_update)]
+    pub(super) fn build(self, env: &Environment, max_attempts: u32) -> MountConfig {
+        let bucket = self.bucket_name.bucket().to_owned();
+        // `validate` made sure that at most one of the two is non-empty.
+        let prefix = match self.prefix {
+            Some(prefix) if !prefix.is_empty() => prefix,
+            _ => self.bucket_name.uri_prefix().to_owned(),
+        };
+        let mut warnings = Vec::new();
+        // The flag is refused above; the variable is often set machine-wide for other tools,
+        // so refusing to mount because of it would be worse than saying it is ignored.
+        if env.aws_ca_bundle.as_ref().is_some_and(|value| !value.is_empty()) {
+            warnings.push(CA_BUNDLE_ENV_WARNING.to_owned());
+        }
+
+        let has_data_cache = self.cache.is_some() || self.cache_xz.is_some();
+        let metadata_ttl = match self.metadata_ttl {
+            Some(MetadataTtl::Duration(Duration::ZERO)) => {
+                warnings.push(ZERO_TTL_WARNING.to_owned());
+                MetadataTtl::Minimal
+            }
+            Some(ttl) => ttl,
+            None if has_data_cache => MetadataTtl::Duration(CACHE_METADATA_TTL),
+            None => MetadataTtl::Minimal,
+        };
+        // A zero negative TTL caches nothing, which is what `minimal` means for negative entries.
+        let negative_metadata_ttl = match self.negative_metadata_ttl {
+            Some(MetadataTtl::Duration(Duration::ZERO)) => MetadataTtl::Minimal,
+            Some(ttl) => ttl,
+            None => metadata_ttl,
+        };
+
+        let access = if self.allow_other {
+            AccessPolicy::All
+        } else if self.allow_root {
+            AccessPolicy::RootAndOwner
+        } else {
+            AccessPolicy::Owner
+        };
+
+        let fs = FsConfig {
+            prefix: prefix.clone(),
+            uid: self.uid.unwrap_or(env.uid),
+            gid: self.gid.unwrap_or(env.gid),
+            dir_mode: self.dir_mode.unwrap_or(0o755),
+            file_mode: self.file_mode.unwrap_or(0o644),
+            read_only: self.read_only,
+            allow_delete: self.allow_delete,
+            allow_overwrite: self.allow_overwrite,
+            metadata_ttl,
+            negative_metadata_ttl,
+            read_part_size: self.read_part_size.unwrap_or(self.part_size),
+            write_part_size: self.write_part_size.unwrap_or(self.part_size),
+            memory_target: self.memory_target.map(|mib| mib.saturating_mul(1024 * 1024)),
+            ..FsConfig::default()
+        };
+        let client = AwsClientConfig {
+            bucket: bucket.clone(),
+            region: self.region,
+            endpoint_url: self.endpoint_url,
+            force_path_style: self.force_path_style,
+            profile: self.profile,
+            no_sign_request: self.no_sign_request,
+            requester_pays: self.requester_pays,
+            expected_bucket_owner: self.expected_bucket_owner,
+            user_agent_prefix: self.user_agent_prefix,
+            transfer_acceleration: self.transfer_acceleration,
+            dual_stack: self.dual_stack,
+            max_attempts,
+            ..AwsClientConfig::default()
+        };
+        let fuse = FuseConfig {
+            mount_point: self.mount_point,
+            read_only: self.read_only,
+            auto_unmount: self.auto_unmount,
+            access,
+            // Only a lower bound is checked; a count that does not fit a usize exceeds any machine.
+            max_threads: usize::try_from(self.max_threads).unwrap_or(usize::MAX),
+        };
+        let logging = LoggingConfig {
+            log_directory: self.log_directory,
+            debug: self.debug,
+            debug_crt: self.debug_crt,
+            no_log: self.no_log,
+            log_metrics: self.log_metrics,
+            ..LoggingConfig::default()
+        };
+        MountConfig {
+            bucket,
+            prefix,
+            foreground: self.foreground,
+            client,
+            fs,
+            fuse,
+            logging,
+            fstab_style: false,
+            maximum_throughput_gbps: self.maximum_throughput_gbps,
+            warnings,
+        }
+    }
+}
+
+/// `AWS_MAX_ATTEMPTS`: total attempts per request, at least 1.
+fn parse_max_attempts(value: Option<&OsString>) -> Result<u32, CliError> {
+    let Some(value) = value else {
+        return Ok(DEFAULT_MAX_ATTEMPTS);
+    };
+    value
+        .to_str()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .filter(|attempts| *attempts >= 1)
+        .ok_or_else(|| CliError::MaxAttempts {
+            value: value.to_string_lossy().into_owned(),
+        })
+}

@@ -1,0 +1,419 @@
+//! End-to-end tests of the command line: argv in, `MountConfig` or error out.
+//!
+//! This file covers what is accepted; `rejections.rs` covers what is refused.
+
+mod rejections;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::*;
+use crate::client::aws::AwsClientConfig;
+use crate::config::{AccessPolicy, FuseConfig, LoggingConfig};
+use crate::fs::config::{FsConfig, MetadataTtl};
+
+const UID: u32 = 1234;
+const GID: u32 = 5678;
+
+fn env() -> Environment {
+    Environment {
+        uid: UID,
+        gid: GID,
+        aws_max_attempts: None,
+        aws_ca_bundle: None,
+    }
+}
+
+/// `mount-s3 <args...>`.
+fn parse(args: &[&str]) -> Result<MountConfig, CliFailure> {
+    parse_env(args, &env())
+}
+
+fn parse_env(args: &[&str], env: &Environment) -> Result<MountConfig, CliFailure> {
+    let argv = std::iter::once("mount-s3")
+        .chain(args.iter().copied())
+        .map(OsString::from)
+        .collect();
+    parse_command_line_with(argv, env)
+}
+
+/// What `mount-s3 bucket /mnt` produces.
+fn default_config() -> MountConfig {
+    MountConfig {
+        bucket: "bucket".into(),
+        prefix: String::new(),
+        foreground: false,
+        client: AwsClientConfig {
+            bucket: "bucket".into(),
+            max_attempts: 10,
+            ..AwsClientConfig::default()
+        },
+        fs: FsConfig {
+            uid: UID,
+            gid: GID,
+            ..FsConfig::default()
+        },
+        fuse: FuseConfig {
+            mount_point: PathBuf::from("/mnt"),
+            read_only: false,
+            auto_unmount: false,
+            access: AccessPolicy::Owner,
+            max_threads: 16,
+        },
+        logging: LoggingConfig::default(),
+        fstab_style: false,
+        maximum_throughput_gbps: None,
+        warnings: Vec::new(),
+    }
+}
+
+fn secs(s: u64) -> MetadataTtl {
+    MetadataTtl::Duration(Duration::from_secs(s))
+}
+
+#[test]
+fn defaults() {
+    let config = parse(&["bucket", "/mnt"]).unwrap();
+    assert_eq!(config, default_config());
+    assert_eq!(config.fs.dir_mode, 0o755);
+    assert_eq!(config.fs.file_mode, 0o644);
+    assert_eq!(config.fs.read_part_size, 8_388_608);
+    assert_eq!(config.fs.write_part_size, 8_388_608);
+    assert_eq!(config.fs.metadata_ttl, MetadataTtl::Minimal);
+    assert_eq!(config.fs.negative_metadata_ttl, MetadataTtl::Minimal);
+}
+
+#[test]
+fn default_owner_is_the_effective_user() {
+    let config = parse_command_line_with(
+        ["mount-s3", "bucket", "/mnt"].map(OsString::from).to_vec(),
+        &Environment::current(),
+    )
+    .unwrap();
+    assert_eq!(config.fs.uid, nix::unistd::geteuid().as_raw());
+    assert_eq!(config.fs.gid, nix::unistd::getegid().as_raw());
+}
+
+/// Every supported flag, and what it changes relative to [`default_config`].
+#[test]
+fn supported_flags_fill_the_config() {
+    type Edit = fn(&mut MountConfig);
+    let cases: &[(&[&str], Edit)] = &[
+        (&["--prefix", "logs/"], |c| {
+            c.prefix = "logs/".into();
+            c.fs.prefix = "logs/".into();
+        }),
+        (&["--prefix="], |_| {}),
+        (&["--region", "eu-west-1"], |c| {
+            c.client.region = Some("eu-west-1".into())
+        }),
+        (&["--endpoint-url", "http://localhost:9000"], |c| {
+            c.client.endpoint_url = Some("http://localhost:9000".into())
+        }),
+        (&["--force-path-style"], |c| c.client.force_path_style = true),
+        (&["--transfer-acceleration"], |c| c.client.transfer_acceleration = true),
+        (&["--dual-stack"], |c| c.client.dual_stack = true),
+        (&["--requester-pays"], |c| c.client.requester_pays = true),
+        (&["--bucket-type", "general-purpose"], |_| {}),
+        (&["--expected-bucket-owner", "111122223333"], |c| {
+            c.client.expected_bucket_owner = Some("111122223333".into())
+        }),
+        (&["--no-sign-request"], |c| c.client.no_sign_request = true),
+        (&["--profile", "dev"], |c| c.client.profile = Some("dev".into())),
+        (&["--read-only"], |c| {
+            c.fs.read_only = true;
+            c.fuse.read_only = true;
+        }),
+        (&["-f"], |c| c.foreground = true),
+        (&["--foreground"], |c| c.foreground = true),
+        (&["--auto-unmount"], |c| c.fuse.auto_unmount = true),
+        (&["--allow-other"], |c| c.fuse.access = AccessPolicy::All),
+        (&["--allow-root"], |c| c.fuse.access = AccessPolicy::RootAndOwner),
+        (&["--uid", "1", "--gid", "4294967295"], |c| {
+            c.fs.uid = 1;
+            c.fs.gid = u32::MAX;
+        }),
+        (&["--dir-mode", "0700", "--file-mode", "600"], |c| {
+            c.fs.dir_mode = 0o700;
+            c.fs.file_mode = 0o600;
+        }),
+        (&["--max-threads", "1"], |c| c.fuse.max_threads = 1),
+        (&["--maximum-throughput-gbps", "100"], |c| {
+            c.maximum_throughput_gbps = Some(100)
+        }),
+        (&["--memory-target", "512"], |c| c.fs.memory_target = Some(512 << 20)),
+        (&["--part-size", "1048576"], |c| {
+            c.fs.read_part_size = 1 << 20;
+            c.fs.write_part_size = 1 << 20;
+        }),
+        (&["--read-part-size", "1"], |c| c.fs.read_part_size = 1),
+        (&["--write-part-size", "16777216"], |c| c.fs.write_part_size = 16 << 20),
+        (&["--user-agent-prefix", "my-app/1.0"], |c| {
+            c.client.user_agent_prefix = Some("my-app/1.0".into())
+        }),
+        (&["-l", "/var/log/mp"], |c| {
+            c.logging.log_directory = Some("/var/log/mp".into())
+        }),
+        (&["--log-directory=/tmp/l"], |c| {
+            c.logging.log_directory = Some("/tmp/l".into())
+        }),
+        (&["-d"], |c| c.logging.debug = true),
+        (&["--debug", "--debug-crt"], |c| {
+            c.logging.debug = true;
+            c.logging.debug_crt = true;
+        }),
+        (&["--no-log"], |c| c.logging.no_log = true),
+        (
+            &["--metadata-ttl", "minimal", "--negative-metadata-ttl", "minimal"],
+            |_| {},
+        ),
+        (&["--negative-metadata-ttl", "0"], |_| {}),
+    ];
+    for (flags, edit) in cases {
+        let mut args = vec!["bucket", "/mnt"];
+        args.extend_from_slice(flags);
+        let mut expected = default_config();
+        edit(&mut expected);
+        assert_eq!(
+            parse(&args).unwrap_or_else(|e| panic!("{flags:?}: {e}")),
+            expected,
+            "{flags:?}"
+        );
+    }
+}
+
+#[test]
+fn bucket_uris_and_arns() {
+    let cases: &[(&[&str], &str, &str)] = &[
+        (&["s3://bucket", "/mnt"], "bucket", ""),
+        (&["s3://bucket/", "/mnt"], "bucket", ""),
+        (&["s3://bucket/a/b/", "/mnt"], "bucket", "a/b/"),
+        (&["s3://bucket/", "/mnt", "--prefix", ""], "bucket", ""),
+        (&["s3://bucket/a/", "/mnt", "--prefix="], "bucket", "a/"),
+        (&["bucket", "/mnt", "--prefix", "p/"], "bucket", "p/"),
+        (
+            &["arn:aws:s3:us-east-1:111122223333:accesspoint/ap", "/mnt"],
+            "arn:aws:s3:us-east-1:111122223333:accesspoint/ap",
+            "",
+        ),
+    ];
+    for (args, bucket, prefix) in cases {
+        let config = parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        assert_eq!(
+            (config.bucket.as_str(), config.prefix.as_str()),
+            (*bucket, *prefix),
+            "{args:?}"
+        );
+        assert_eq!(config.client.bucket, *bucket);
+        assert_eq!(config.fs.prefix, *prefix);
+    }
+}
+
+#[test]
+fn metadata_ttl_zero_means_minimal_with_a_warning() {
+    let config = parse(&["bucket", "/mnt", "--metadata-ttl", "0"]).unwrap();
+    assert_eq!(config.fs.metadata_ttl, MetadataTtl::Minimal);
+    assert_eq!(config.fs.negative_metadata_ttl, MetadataTtl::Minimal);
+    assert_eq!(config.warnings.len(), 1);
+    assert!(
+        config.warnings[0].contains("--metadata-ttl minimal"),
+        "{:?}",
+        config.warnings
+    );
+    assert!(
+        parse(&["bucket", "/mnt", "--negative-metadata-ttl", "0"])
+            .unwrap()
+            .warnings
+            .is_empty()
+    );
+}
+
+/// TTL resolution, checked below the unsupported-feature gate so that it stays right for the day
+/// caching lands.
+#[test]
+fn ttl_defaults_follow_mountpoint() {
+    use clap::Parser;
+    let cases: &[(&[&str], MetadataTtl, MetadataTtl)] = &[
+        (&[], MetadataTtl::Minimal, MetadataTtl::Minimal),
+        (&["--cache", "/c"], secs(60), secs(60)),
+        (&["--cache-xz", "cache--use1-az4--x-s3"], secs(60), secs(60)),
+        (
+            &["--cache", "/c", "--metadata-ttl", "minimal"],
+            MetadataTtl::Minimal,
+            MetadataTtl::Minimal,
+        ),
+        (&["--metadata-ttl", "300"], secs(300), secs(300)),
+        (
+            &["--metadata-ttl", "indefinite"],
+            MetadataTtl::Indefinite,
+            MetadataTtl::Indefinite,
+        ),
+        (
+            &["--metadata-ttl", "300", "--negative-metadata-ttl", "minimal"],
+            secs(300),
+            MetadataTtl::Minimal,
+        ),
+        (
+            &["--metadata-ttl", "300", "--negative-metadata-ttl", "0"],
+            secs(300),
+            MetadataTtl::Minimal,
+        ),
+        (&["--negative-metadata-ttl", "7"], MetadataTtl::Minimal, secs(7)),
+    ];
+    for (flags, metadata, negative) in cases {
+        let argv = ["mount-s3", "bucket", "/mnt"].iter().chain(flags.iter()).copied();
+        let args = CliArgs::try_parse_from(argv).unwrap();
+        let config = args.build(&env(), 10);
+        assert_eq!(
+            (config.fs.metadata_ttl, config.fs.negative_metadata_ttl),
+            (*metadata, *negative),
+            "{flags:?}"
+        );
+    }
+}
+
+#[test]
+fn aws_ca_bundle_in_the_environment_is_warned_about() {
+    let cases: &[(Option<&str>, usize)] = &[(None, 0), (Some(""), 0), (Some("/etc/ssl/corp.pem"), 1)];
+    for (value, warnings) in cases {
+        let env = Environment {
+            aws_ca_bundle: value.map(OsString::from),
+            ..env()
+        };
+        let config = parse_env(&["bucket", "/mnt"], &env).unwrap();
+        assert_eq!(config.warnings.len(), *warnings, "{value:?}");
+        if let Some(warning) = config.warnings.first() {
+            assert!(
+                warning.contains("AWS_CA_BUNDLE is set") && warning.contains("ignored"),
+                "{warning}"
+            );
+        }
+    }
+}
+
+#[test]
+fn aws_max_attempts() {
+    let cases: &[(Option<&str>, Result<u32, &str>)] = &[
+        (None, Ok(10)),
+        (Some("3"), Ok(3)),
+        (Some(" 5 "), Ok(5)),
+        (Some("1"), Ok(1)),
+        (Some("0"), Err("0")),
+        (Some("-1"), Err("-1")),
+        (Some("ten"), Err("ten")),
+        (Some(""), Err("")),
+    ];
+    for (value, expected) in cases {
+        let env = Environment {
+            aws_max_attempts: value.map(OsString::from),
+            ..env()
+        };
+        match (parse_env(&["bucket", "/mnt"], &env), expected) {
+            (Ok(config), Ok(attempts)) => assert_eq!(config.client.max_attempts, *attempts, "{value:?}"),
+            (Err(CliFailure::Invalid(err)), Err(shown)) => {
+                assert_eq!(
+                    err,
+                    CliError::MaxAttempts {
+                        value: shown.to_string()
+                    }
+                );
+                assert!(err.to_string().contains("unset AWS_MAX_ATTEMPTS"), "{err}");
+            }
+            (got, want) => panic!("{value:?}: got {got:?}, want {want:?}"),
+        }
+    }
+}
+
+#[test]
+fn fstab_style_command_lines() {
+    let config = parse(&[
+        "s3://bucket/p/",
+        "/mnt",
+        "-o",
+        "_netdev,nosuid,nodev,rw,nofail,allow-other,uid=7",
+    ])
+    .unwrap();
+    let mut expected = default_config();
+    expected.prefix = "p/".into();
+    expected.fs.prefix = "p/".into();
+    expected.fs.uid = 7;
+    expected.fuse.access = AccessPolicy::All;
+    expected.fstab_style = true;
+    assert_eq!(config, expected);
+
+    let config = parse(&[
+        "/usr/bin/mount-s3#bucket",
+        "/mnt",
+        "-o",
+        "ro,prefix=foo/bar\\,baz/,x-systemd.automount",
+    ])
+    .unwrap();
+    assert_eq!(
+        (config.bucket.as_str(), config.prefix.as_str()),
+        ("bucket", "foo/bar,baz/")
+    );
+    assert!(config.fs.read_only && config.fuse.read_only && config.fstab_style && !config.foreground);
+
+    let errors: &[(&[&str], &str)] = &[
+        (&["bucket", "/mnt", "-o", "ro,rw"], "'ro' and 'rw'"),
+        (&["bucket", "/mnt", "-o", "foreground"], "always run in the background"),
+        (&["bucket", "/mnt", "-o", "--uid=2"], "write it as 'uid=2'"),
+        (&["bucket", "/mnt", "-o", "typo"], "--typo"),
+        (
+            &["bucket", "/mnt", "-o", "allow-delete"],
+            "--allow-delete is not supported yet",
+        ),
+        (
+            &["s3://bucket/p/", "/mnt", "-o", "prefix=q/"],
+            "explicit prefix option not allowed with S3 URI",
+        ),
+        (&["s3://bucket/p", "/mnt", "-o", "ro"], "try s3://bucket/p/"),
+        (&["sm", "/mnt", "-o", "ro"], "3-255 characters"),
+    ];
+    for (args, needle) in errors {
+        let err = parse(args).unwrap_err();
+        assert!(err.to_string().contains(needle), "{args:?}: {err}");
+        assert_eq!(err.exit_code(), 2, "{args:?}");
+    }
+    // Six arguments is not the fstab shape: `-o` is then an unknown short flag.
+    assert!(matches!(
+        parse(&["bucket", "/mnt", "-o", "ro", "-f"]),
+        Err(CliFailure::Clap(_))
+    ));
+}
+
+#[test]
+fn help_and_version_exit_zero_and_errors_exit_two() {
+    let help = parse(&["--help"]).unwrap_err();
+    assert_eq!(help.exit_code(), 0);
+    assert!(help.is_success());
+    assert!(
+        help.to_string()
+            .contains("Usage: mount-s3 [OPTIONS] <BUCKET_NAME> <DIRECTORY>"),
+        "{help}"
+    );
+    assert!(
+        help.to_string().contains("-o <OPTIONS>"),
+        "fstab form documented: {help}"
+    );
+
+    for flag in ["--version", "-V"] {
+        let version = parse(&[flag]).unwrap_err();
+        assert_eq!(version.exit_code(), 0);
+        assert_eq!(version.to_string().trim_end(), format!("mount-s3 {}", full_version()));
+    }
+
+    let clap_error = parse(&["bucket"]).unwrap_err();
+    assert_eq!(clap_error.exit_code(), 2);
+    assert!(clap_error.to_string().starts_with("error: "), "{clap_error}");
+
+    let ours = parse(&["bucket", "/mnt", "--allow-delete"]).unwrap_err();
+    assert_eq!(ours.exit_code(), 2);
+    assert!(!ours.is_success());
+    assert!(
+        ours.to_string()
+            .starts_with("error: --allow-delete is not supported yet"),
+        "{ours}"
+    );
+}

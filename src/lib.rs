@@ -11,3 +11,4 @@ pub mod daemon;
 pub mod fs;
 pub mod fuse;
 pub mod logging;
+pub mod run;

@@ -22,6 +22,8 @@ pub enum MountPointError {
     NotADirectory(PathBuf),
     #[error("mount point {} is already mounted", .0.display())]
     AlreadyMounted(PathBuf),
+    #[error("mount point {} is not empty: mounting would hide its files; use an empty directory", .0.display())]
+    NotEmpty(PathBuf),
     #[error("cannot check mount point {}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -65,6 +67,9 @@ pub fn check_mount_point_with(path: &Path, mountinfo: &str) -> Result<(), MountP
     let canonical = std::fs::canonicalize(path).map_err(io_error)?;
     if is_mounted_at(mountinfo, &canonical) {
         return Err(MountPointError::AlreadyMounted(path.to_owned()));
+    }
+    if std::fs::read_dir(&canonical).map_err(io_error)?.next().is_some() {
+        return Err(MountPointError::NotEmpty(path.to_owned()));
     }
     Ok(())
 }
@@ -193,6 +198,11 @@ mod tests {
             not_found.to_string(),
             format!("mount point {} does not exist", missing.display())
         );
+
+        std::fs::write(dir.join("hidden-by-a-mount"), b"x").unwrap();
+        let not_empty = check_mount_point_with(&dir, "").unwrap_err();
+        assert!(matches!(not_empty, MountPointError::NotEmpty(_)), "{not_empty}");
+        assert!(not_empty.to_string().contains("is not empty"));
     }
 
     #[test]

@@ -1,0 +1,310 @@
+//! Turning aws-sdk-s3 failures into [`ClientError`]s, and mount-time hints for the user.
+//!
+//! Classification is a pure function of (HTTP status, S3 error code, region hint) so it can be
+//! unit-tested without a server. Codes win over statuses: a 404 `NoSuchBucket` is not a missing
+//! key, and throttling is never mistaken for anything permanent.
+
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_types::error::display::DisplayErrorContext;
+
+use super::AwsClientConfig;
+use crate::client::{ClientError, ClientErrorKind};
+
+/// Marker put in a [`ClientErrorKind::WrongRegion`] message before the bucket's real region.
+const REGION_MARKER: &str = "bucket region: ";
+
+/// Classifies a failed S3 answer. `region_hint` says the response named the bucket's region
+/// (an `x-amz-bucket-region` header, a `<Region>` element or an "expecting 'R'" message).
+pub(crate) fn classify(status: Option<u16>, code: Option<&str>, region_hint: bool) -> ClientErrorKind {
+    use ClientErrorKind::*;
+    if let Some(code) = code {
+        let kind = match code {
+            "NoSuchBucket" => Some(NoSuchBucket),
+            "NoSuchKey" | "NotFound" | "NoSuchUpload" => Some(NotFound),
+            "PreconditionFailed" => Some(PreconditionFailed),
+            "SlowDown"
+            | "Throttling"
+            | "ThrottlingException"
+            | "ThrottledException"
+            | "RequestThrottled"
+            | "RequestThrottledException"
+            | "TooManyRequestsException"
+            | "RequestLimitExceeded"
+            | "BandwidthLimitExceeded"
+            | "EC2ThrottledException" => Some(Throttled),
+            "PermanentRedirect" | "TemporaryRedirect" | "IncorrectEndpoint" => Some(WrongRegion),
+            "AuthorizationHeaderMalformed" if region_hint => Some(WrongRegion),
+            "AccessDenied"
+            | "InvalidAccessKeyId"
+            | "SignatureDoesNotMatch"
+            | "ExpiredToken"
+            | "InvalidToken"
+            | "TokenRefreshRequired"
+            | "AllAccessDisabled"
+            | "AuthorizationHeaderMalformed" => Some(AccessDenied),
+            "InvalidRange" => Some(InvalidRange),
+            // The SDK corrects clock skew and a timed-out socket is the network's fault.
+            "InternalError" | "RequestTimeout" | "RequestTimeTooSkewed" => Some(Transient),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            return kind;
+        }
+    }
+    match status {
+        Some(404) => NotFound,
+        Some(412) => PreconditionFailed,
+        Some(429) => Throttled,
+        // HEAD answers have no body, so a bare 503 is S3's SlowDown; a 503 with another code
+        // (ServiceUnavailable) is an ordinary server failure.
+        Some(503) if code.is_none() => Throttled,
+        Some(301 | 307) => WrongRegion,
+        Some(400) if region_hint && code.is_none() => WrongRegion,
+        Some(401 | 403) => AccessDenied,
+        Some(416) => InvalidRange,
+        Some(408) => Transient,
+        Some(500..=599) => Transient,
+        _ => Other,
+    }
+}
+
+/// Converts any aws-sdk-s3 error into a [`ClientError`], keeping code, status, request id and
+/// the server's message.
+pub(crate) fn from_sdk<E>(operation: &'static str, err: SdkError<E, HttpResponse>) -> ClientError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let raw = err.raw_response();
+    let status = raw.map(|r| r.status().as_u16());
+    let header = |name: &str| raw.and_then(|r| r.headers().get(name)).map(str::to_string);
+    let request_id = header("x-amz-request-id");
+    let (kind, code, message) = match &err {
+        SdkError::ServiceError(service) => {
+            let e = service.err();
+            let code = e.code().map(str::to_string);
+            let message = match e.message() {
+                Some(m) if !m.is_empty() => m.to_string(),
+                _ => default_message(status, code.as_deref()),
+            };
+            let body = raw.and_then(|r| r.body().bytes()).unwrap_or_default();
+            let region = header("x-amz-bucket-region")
+                .or_else(|| xml_element(body, "Region"))
+                .or_else(|| expected_region(&message));
+            let kind = classify(status, code.as_deref(), region.is_some());
+            let message = match (kind, region) {
+                (ClientErrorKind::WrongRegion, Some(r)) => format!("{message} ({REGION_MARKER}{r})"),
+                _ => message,
+            };
+            (kind, code, message)
+        }
+        SdkError::ResponseError(_) => {
+            // An answer we could not read: a cut connection or garbage; worth another try
+            // unless the status already says otherwise.
+            let kind = match status.map(|s| classify(Some(s), None, false)) {
+                None | Some(ClientErrorKind::Other) => ClientErrorKind::Transient,
+                Some(kind) => kind,
+            };
+            (kind, None, DisplayErrorContext(&err).to_string())
+        }
+        SdkError::DispatchFailure(failure) if failure.is_user() => {
+            (ClientErrorKind::Other, None, DisplayErrorContext(&err).to_string())
+        }
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
+            (ClientErrorKind::Transient, None, DisplayErrorContext(&err).to_string())
+        }
+        _ => (ClientErrorKind::Other, None, DisplayErrorContext(&err).to_string()),
+    };
+    ClientError { kind, operation, code, status, request_id, message }
+}
+
+fn default_message(status: Option<u16>, code: Option<&str>) -> String {
+    match (code, status) {
+        (Some(code), Some(status)) => format!("{code} (HTTP {status})"),
+        (Some(code), None) => code.to_string(),
+        (None, Some(status)) => format!("HTTP {status} without an error message"),
+        (None, None) => "no error message".to_string(),
+    }
+}
+
+/// The text of the first `<name>…</name>` in an XML error body.
+fn xml_element(body: &[u8], name: &str) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    let open = format!("<{name}>");
+    let start = text.find(&open)? + open.len();
+    let len = text[start..].find("</")?;
+    let value = text[start..start + len].trim();
+    (!value.is_empty()).then(|| value.to_string())
+}
+
+/// The region in S3's "... the region 'us-east-1' is wrong; expecting 'eu-west-1'" message.
+fn expected_region(message: &str) -> Option<String> {
+    let start = message.find("expecting '")? + "expecting '".len();
+    let len = message[start..].find('\'')?;
+    let region = &message[start..start + len];
+    (!region.is_empty()).then(|| region.to_string())
+}
+
+/// The bucket's real region, when a [`ClientErrorKind::WrongRegion`] error learned it.
+pub fn bucket_region(err: &ClientError) -> Option<&str> {
+    let start = err.message.rfind(REGION_MARKER)? + REGION_MARKER.len();
+    let region = err.message[start..].trim_end_matches(')');
+    (!region.is_empty()).then_some(region)
+}
+
+/// What to tell the user when the mount-time bucket check fails: the S3 error code, what it
+/// means for this configuration, and which flag to look at.
+pub fn mount_hint(err: &ClientError, config: &AwsClientConfig) -> String {
+    let bucket = &config.bucket;
+    let code = err.code.as_deref().map(|c| format!(" ({c})")).unwrap_or_default();
+    let status = err.status.map(|s| format!(" HTTP {s}")).unwrap_or_default();
+    let msg = &err.message;
+    let endpoint = config.endpoint_url.as_deref().unwrap_or("the default S3 endpoint");
+    match err.kind {
+        ClientErrorKind::NoSuchBucket => {
+            format!("bucket {bucket} does not exist{code}: {msg} (check the name, --region and --endpoint-url)")
+        }
+        ClientErrorKind::AccessDenied if config.no_sign_request => format!(
+            "access to bucket {bucket} denied{code}: {msg}; the bucket does not allow anonymous access: \
+             drop --no-sign-request and check credentials (AWS_PROFILE/--profile)"
+        ),
+        ClientErrorKind::AccessDenied => format!(
+            "access to bucket {bucket} denied{code}: {msg}; check credentials \
+             (AWS_PROFILE/--profile, --no-sign-request for public buckets)"
+        ),
+        ClientErrorKind::WrongRegion => match bucket_region(err) {
+            Some(region) => format!("bucket {bucket} is in region {region}{code}: {msg}; use --region {region}"),
+            None => format!("bucket {bucket} is in another region{code}: {msg}; use --region with the bucket's region"),
+        },
+        ClientErrorKind::Transient | ClientErrorKind::Throttled if err.status.is_none() => {
+            format!("could not reach endpoint {endpoint}: {msg} (check --endpoint-url / network)")
+        }
+        ClientErrorKind::Throttled => {
+            format!("endpoint {endpoint} is throttling requests{code}{status}: {msg}; try again later")
+        }
+        ClientErrorKind::Transient => {
+            format!("endpoint {endpoint} failed{code}{status}: {msg}; try again later")
+        }
+        ClientErrorKind::NotFound => format!(
+            "bucket {bucket} not found at endpoint {endpoint}{code}{status}: {msg} \
+             (check the name, --region, --endpoint-url and --force-path-style)"
+        ),
+        ClientErrorKind::PreconditionFailed | ClientErrorKind::InvalidRange | ClientErrorKind::Other => {
+            format!("checking bucket {bucket} failed{code}{status}: {msg}")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ClientErrorKind::*;
+
+    #[test]
+    fn codes_win_over_statuses() {
+        let cases: &[(Option<u16>, Option<&str>, bool, ClientErrorKind)] = &[
+            (Some(404), Some("NoSuchBucket"), false, NoSuchBucket),
+            (Some(404), Some("NoSuchKey"), false, NotFound),
+            (Some(404), None, false, NotFound),
+            (Some(404), Some("NoSuchUpload"), false, NotFound),
+            (Some(412), None, false, PreconditionFailed),
+            (Some(412), Some("PreconditionFailed"), false, PreconditionFailed),
+            (Some(403), Some("AccessDenied"), false, AccessDenied),
+            (Some(403), Some("InvalidAccessKeyId"), false, AccessDenied),
+            (Some(403), Some("SignatureDoesNotMatch"), false, AccessDenied),
+            (Some(400), Some("ExpiredToken"), false, AccessDenied),
+            (Some(403), None, false, AccessDenied),
+            (Some(301), Some("PermanentRedirect"), true, WrongRegion),
+            (Some(301), None, true, WrongRegion),
+            (Some(400), Some("AuthorizationHeaderMalformed"), true, WrongRegion),
+            (Some(400), Some("AuthorizationHeaderMalformed"), false, AccessDenied),
+            (Some(400), Some("IncorrectEndpoint"), true, WrongRegion),
+            (Some(400), None, true, WrongRegion),
+            (Some(400), Some("InvalidArgument"), true, Other),
+            (Some(503), Some("SlowDown"), false, Throttled),
+            (Some(503), None, false, Throttled),
+            (Some(503), Some("ServiceUnavailable"), false, Transient),
+            (Some(429), None, false, Throttled),
+            (Some(400), Some("ThrottlingException"), false, Throttled),
+            (Some(500), Some("InternalError"), false, Transient),
+            (Some(502), None, false, Transient),
+            (Some(400), Some("RequestTimeout"), false, Transient),
+            (Some(416), Some("InvalidRange"), false, InvalidRange),
+            (Some(416), None, false, InvalidRange),
+            (Some(400), Some("InvalidArgument"), false, Other),
+            (Some(409), Some("BucketNotEmpty"), false, Other),
+            (None, None, false, Other),
+        ];
+        for &(status, code, hint, expected) in cases {
+            assert_eq!(classify(status, code, hint), expected, "status {status:?} code {code:?} hint {hint}");
+        }
+    }
+
+    #[test]
+    fn throttling_and_server_errors_are_never_not_found() {
+        for status in [429u16, 500, 502, 503, 504] {
+            for code in [None, Some("SlowDown"), Some("InternalError"), Some("ServiceUnavailable")] {
+                let kind = classify(Some(status), code, false);
+                assert!(matches!(kind, Throttled | Transient), "{status} {code:?} -> {kind:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn region_is_found_in_bodies_and_messages() {
+        let body = b"<Error><Code>AuthorizationHeaderMalformed</Code><Region>eu-west-1</Region></Error>";
+        assert_eq!(xml_element(body, "Region").as_deref(), Some("eu-west-1"));
+        assert_eq!(xml_element(b"<Error></Error>", "Region"), None);
+        let msg = "The authorization header is malformed; the region 'us-east-1' is wrong; expecting 'ap-south-1'";
+        assert_eq!(expected_region(msg).as_deref(), Some("ap-south-1"));
+        assert_eq!(expected_region("no region here"), None);
+    }
+
+    fn error(kind: ClientErrorKind, code: Option<&str>, status: Option<u16>, message: &str) -> ClientError {
+        ClientError {
+            code: code.map(str::to_string),
+            status,
+            ..ClientError::new(kind, "ListObjectsV2", message)
+        }
+    }
+
+    fn config() -> AwsClientConfig {
+        AwsClientConfig {
+            bucket: "my-bucket".into(),
+            endpoint_url: Some("http://127.0.0.1:9".into()),
+            ..AwsClientConfig::default()
+        }
+    }
+
+    #[test]
+    fn hints_name_the_code_and_the_flag() {
+        let c = config();
+        let hint = mount_hint(&error(NoSuchBucket, Some("NoSuchBucket"), Some(404), "gone"), &c);
+        assert!(hint.contains("bucket my-bucket does not exist (NoSuchBucket)"), "{hint}");
+        assert!(hint.contains("check the name, --region and --endpoint-url"), "{hint}");
+
+        let hint = mount_hint(&error(AccessDenied, Some("AccessDenied"), Some(403), "no"), &c);
+        assert!(hint.contains("(AccessDenied)") && hint.contains("AWS_PROFILE/--profile"), "{hint}");
+        assert!(hint.contains("--no-sign-request for public buckets"), "{hint}");
+
+        let anonymous = AwsClientConfig { no_sign_request: true, ..config() };
+        let hint = mount_hint(&error(AccessDenied, Some("AccessDenied"), Some(403), "no"), &anonymous);
+        assert!(hint.contains("drop --no-sign-request"), "{hint}");
+
+        let wrong = error(WrongRegion, Some("PermanentRedirect"), Some(301), "moved (bucket region: eu-west-1)");
+        assert_eq!(bucket_region(&wrong), Some("eu-west-1"));
+        let hint = mount_hint(&wrong, &c);
+        assert!(hint.contains("(PermanentRedirect)") && hint.contains("use --region eu-west-1"), "{hint}");
+        let hint = mount_hint(&error(WrongRegion, None, Some(301), "moved"), &c);
+        assert!(hint.contains("use --region with the bucket's region"), "{hint}");
+
+        let hint = mount_hint(&error(Transient, None, None, "connection refused"), &c);
+        assert!(hint.starts_with("could not reach endpoint http://127.0.0.1:9: connection refused"), "{hint}");
+        assert!(hint.contains("(check --endpoint-url / network)"), "{hint}");
+
+        let hint = mount_hint(&error(Transient, Some("InternalError"), Some(500), "oops"), &c);
+        assert!(hint.contains("(InternalError) HTTP 500"), "{hint}");
+        let hint = mount_hint(&error(Throttled, Some("SlowDown"), Some(503), "slow"), &c);
+        assert!(hint.contains("throttling") && hint.contains("(SlowDown)"), "{hint}");
+    }
+}

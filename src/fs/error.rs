@@ -20,6 +20,9 @@ pub enum FsError {
     #[error("invalid file name {0:?}: S3 keys cannot represent it")]
     InvalidName(String),
 
+    #[error("file name {0:?}... is longer than 255 bytes")]
+    NameTooLong(String),
+
     #[error("inode {0} is not a directory")]
     NotADirectory(u64),
 
@@ -77,6 +80,7 @@ impl FsError {
             FsError::UnknownInode(_) => libc::ENOENT,
             FsError::StaleInode { .. } => libc::ESTALE,
             FsError::InvalidName(_) => libc::EINVAL,
+            FsError::NameTooLong(_) => libc::ENAMETOOLONG,
             FsError::NotADirectory(_) => libc::ENOTDIR,
             FsError::IsADirectory(_) => libc::EISDIR,
             FsError::BadHandle(_) => libc::EBADF,

@@ -18,9 +18,15 @@ use tempfile::TempDir;
 /// How long a mount may take before the test fails.
 const MOUNT_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The binary under test.
-pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_mount-s3")
+/// The binary under test (for examples, which cargo gives no path: next to the example's dir).
+pub fn binary() -> PathBuf {
+    match option_env!("CARGO_BIN_EXE_mount-s3") {
+        Some(path) => PathBuf::from(path),
+        None => {
+            let exe = std::env::current_exe().expect("current exe");
+            exe.parent().and_then(Path::parent).expect("target dir").join("mount-s3")
+        }
+    }
 }
 
 /// A `mount-s3` command with a sealed environment: `env` (the server's credentials and region)

@@ -16,10 +16,12 @@ pub const NAME_MAX: usize = 255;
 /// key component.
 pub fn parse_name(name: &OsStr) -> Result<&str, FsError> {
     let s = name.to_str().ok_or_else(|| FsError::InvalidName(name.to_string_lossy().into_owned()))?;
-    if is_valid_component(s) && s.len() <= NAME_MAX {
-        Ok(s)
-    } else {
+    if !is_valid_component(s) {
         Err(FsError::InvalidName(s.to_string()))
+    } else if s.len() > NAME_MAX {
+        Err(FsError::NameTooLong(s.chars().take(32).collect()))
+    } else {
+        Ok(s)
     }
 }
 
@@ -81,7 +83,7 @@ mod tests {
             assert_eq!(parse_name(OsStr::from_bytes(name)).is_ok(), *ok, "{:?}", String::from_utf8_lossy(name));
         }
         assert!(parse_name(OsStr::new(&"x".repeat(255))).is_ok());
-        assert!(parse_name(OsStr::new(&"x".repeat(256))).is_err());
+        assert_eq!(parse_name(OsStr::new(&"x".repeat(256))).unwrap_err().errno(), libc::ENAMETOOLONG);
     }
 
     #[test]

@@ -7,8 +7,10 @@
 //! moto's " * Running on http://127.0.0.1:PORT" line on stderr; stderr keeps being drained so
 //! moto never blocks on a full pipe, and its last lines go into panic messages.
 //!
-//! moto does not check signatures and copies the whole object for every ranged GET: use it for
-//! semantics, never for anything large.
+//! moto does not check signatures (but does check ACLs of unsigned requests) and copies the whole
+//! object for every ranged GET: use it for semantics, never for anything large. Use moto >= 5.2.5:
+//! 5.2.1 answers CompleteMultipartUpload with a `<CompleteMultipartUploadResponse>` root element,
+//! which aws-sdk-s3 rejects (boto3 does not notice).
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};

@@ -12,7 +12,8 @@
 //! Requests rejected before that point (bad signature, unknown route) are not counted either.
 //!
 //! Known s3s-fs 0.14.1 limits (see /work/shared/TESTING.md): keys ending in `/` and a key `x`
-//! beside `x/y` do not work, conditional GET/HEAD are ignored, listings carry no ETags.
+//! beside `x/y` do not work, conditional GET/HEAD are ignored, listings carry no ETags, and HEAD
+//! of a key that is an implicit directory (`a` when `a/b` exists) answers 500, not 404.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -78,16 +78,25 @@ where
     let raw = err.raw_response();
     let status = raw.map(|r| r.status().as_u16());
     let header = |name: &str| raw.and_then(|r| r.headers().get(name)).map(str::to_string);
-    let request_id = header("x-amz-request-id");
+    // moto and some other servers send only the `x-amzn-` spelling, or only the XML element.
+    let request_id = header("x-amz-request-id")
+        .or_else(|| header("x-amzn-requestid"))
+        .or_else(|| xml_element(body_of(raw), "RequestId"));
     let (kind, code, message) = match &err {
         SdkError::ServiceError(service) => {
             let e = service.err();
             let code = e.code().map(str::to_string);
             let message = match e.message() {
                 Some(m) if !m.is_empty() => m.to_string(),
+                // No message and no code: a HEAD error (no body) says nothing more than its status;
+                // anything else is an answer the SDK could not parse, and the parser's complaint is
+                // the only clue.
+                _ if code.is_none() && (status.is_some_and(|s| s < 300) || !body_of(raw).is_empty()) => {
+                    DisplayErrorContext(e).to_string()
+                }
                 _ => default_message(status, code.as_deref()),
             };
-            let body = raw.and_then(|r| r.body().bytes()).unwrap_or_default();
+            let body = body_of(raw);
             let region = header("x-amz-bucket-region")
                 .or_else(|| xml_element(body, "Region"))
                 .or_else(|| expected_region(&message));
@@ -116,6 +125,10 @@ where
         _ => (ClientErrorKind::Other, None, DisplayErrorContext(&err).to_string()),
     };
     ClientError { kind, operation, code, status, request_id, message }
+}
+
+fn body_of(raw: Option<&HttpResponse>) -> &[u8] {
+    raw.and_then(|r| r.body().bytes()).unwrap_or_default()
 }
 
 fn default_message(status: Option<u16>, code: Option<&str>) -> String {
@@ -261,11 +274,7 @@ mod tests {
     }
 
     fn error(kind: ClientErrorKind, code: Option<&str>, status: Option<u16>, message: &str) -> ClientError {
-        ClientError {
-            code: code.map(str::to_string),
-            status,
-            ..ClientError::new(kind, "ListObjectsV2", message)
-        }
+        ClientError { code: code.map(str::to_string), status, ..ClientError::new(kind, "ListObjectsV2", message) }
     }
 
     fn config() -> AwsClientConfig {

@@ -34,8 +34,8 @@ use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 use bytes::Bytes;
 
-pub use self::error::{bucket_region, mount_hint};
 use self::error::from_sdk;
+pub use self::error::{bucket_region, mount_hint};
 use super::memory::crc32c_base64;
 use super::{
     ClientError, ClientErrorKind, ETag, GetObjectResponse, ListPage, ListRequest, ListedObject, ObjectClient,
@@ -103,7 +103,10 @@ impl AwsClient {
     }
 
     /// Like [`AwsClient::new`] but with fixed credentials instead of the chain (tests, tools).
-    pub async fn with_credentials(config: &AwsClientConfig, credentials: Credentials) -> Result<AwsClient, ClientError> {
+    pub async fn with_credentials(
+        config: &AwsClientConfig,
+        credentials: Credentials,
+    ) -> Result<AwsClient, ClientError> {
         Self::build(config, Some(credentials)).await
     }
 
@@ -306,7 +309,11 @@ impl ObjectClient for AwsClient {
             let item = body.next().await?;
             Some((item.map_err(|e| aws_smithy_types::error::display::DisplayErrorContext(e).to_string()), body))
         });
-        Ok(GetObjectResponse { etag, object_size: checked.object_size, body: get::checked_body(body, checked.body_len) })
+        Ok(GetObjectResponse {
+            etag,
+            object_size: checked.object_size,
+            body: get::checked_body(body, checked.body_len),
+        })
     }
 
     async fn list_objects(&self, request: &ListRequest) -> Result<ListPage, ClientError> {
@@ -554,9 +561,8 @@ mod tests {
             force_path_style: true,
             ..AwsClientConfig::default()
         };
-        let client = AwsClient::with_credentials(&config, Credentials::new("AK", "SK", None, None, "test"))
-            .await
-            .unwrap();
+        let client =
+            AwsClient::with_credentials(&config, Credentials::new("AK", "SK", None, None, "test")).await.unwrap();
         assert_eq!(client.region(), "eu-west-1");
         assert_eq!(client.bucket(), "b");
     }

@@ -5,7 +5,7 @@
 //! lives under a temp directory and is unmounted at the end (with `--keep`, when you press Enter).
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod common;
 
 use std::io::Read;
@@ -29,11 +29,14 @@ fn main() {
         ("datasets/small/part-0000.csv".into(), b"id,value\n1,alpha\n2,beta\n".to_vec()),
         ("datasets/small/part-0001.csv".into(), b"id,value\n3,gamma\n".to_vec()),
         ("logs/2026/11/21/app.log".into(), b"12:00:00 INFO started\n12:00:01 INFO ready\n".to_vec()),
-        ("names with spaces/r\u{e9}sum\u{e9} \u{65e5}\u{672c}.txt".into(), "unicode and spaces work\n".as_bytes().to_vec()),
+        (
+            "names with spaces/r\u{e9}sum\u{e9} \u{65e5}\u{672c}.txt".into(),
+            "unicode and spaces work\n".as_bytes().to_vec(),
+        ),
         ("empty-file".into(), vec![]),
     ];
     for (key, data) in &objects {
-        s3.put(key, data.clone());
+        s3.put(key, data);
     }
     println!("   {} objects", objects.len());
 

@@ -17,9 +17,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
 fi
-if ! command -v moto_server >/dev/null 2>&1; then
+if ! python3 -c 'import moto, sys; v = tuple(int(x) for x in moto.__version__.split(".")[:3]); sys.exit(v < (5, 2, 5))' 2>/dev/null; then
     echo "== installing moto (second S3 conformance backend)"
-    python3 -m pip install --quiet 'moto[server]' || python3 -m pip install --quiet --break-system-packages 'moto[server]'
+    python3 -m pip install --quiet 'moto[server]>=5.2.5' || python3 -m pip install --quiet --break-system-packages 'moto[server]>=5.2.5'
 fi
 if [ ! -e /dev/fuse ]; then
     echo "error: /dev/fuse is missing; the end-to-end tests need FUSE (modprobe fuse)" >&2

@@ -55,7 +55,8 @@ fn open_log_file(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
 /// Installs the global subscriber. `foreground` adds stdout. Returns the log file path, if any.
 pub fn init(config: &LoggingConfig, foreground: bool) -> Result<Option<PathBuf>, String> {
     let directives = std::env::var("MOUNTPOINT_LOG").unwrap_or_else(|_| filter_directives(config));
-    let filter = EnvFilter::try_new(&directives).map_err(|e| format!("invalid MOUNTPOINT_LOG filter {directives:?}: {e}"))?;
+    let filter =
+        EnvFilter::try_new(&directives).map_err(|e| format!("invalid MOUNTPOINT_LOG filter {directives:?}: {e}"))?;
     if config.no_log {
         return Ok(None);
     }
@@ -76,10 +77,7 @@ pub fn init(config: &LoggingConfig, foreground: bool) -> Result<Option<PathBuf>,
         let identity = c"mount-s3";
         syslog_tracing::Syslog::new(identity, syslog_tracing::Options::LOG_PID, syslog_tracing::Facility::User).map(
             |syslog| {
-                tracing_subscriber::fmt::layer()
-                    .with_ansi(false)
-                    .without_time()
-                    .with_writer(BoxMakeWriter::new(syslog))
+                tracing_subscriber::fmt::layer().with_ansi(false).without_time().with_writer(BoxMakeWriter::new(syslog))
             },
         )
     } else {

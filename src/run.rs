@@ -128,7 +128,11 @@ pub fn fuse_config(fuse: &FuseConfig) -> fuser::Config {
 }
 
 /// SIGINT, SIGTERM and SIGHUP unmount the file system; the session then ends and we exit 0.
-fn install_signal_handlers(runtime: &tokio::runtime::Runtime, mut unmounter: fuser::SessionUnmounter, mount_point: PathBuf) {
+fn install_signal_handlers(
+    runtime: &tokio::runtime::Runtime,
+    mut unmounter: fuser::SessionUnmounter,
+    mount_point: PathBuf,
+) {
     use tokio::signal::unix::{SignalKind, signal};
     runtime.spawn(async move {
         let (Ok(mut int), Ok(mut term), Ok(mut hup)) =
@@ -175,7 +179,7 @@ fn device_of_mount(mountinfo: &str, mount_point: &Path) -> Option<String> {
             let point = fields.get(4)?.replace("\\040", " ").replace("\\011", "\t").replace("\\134", "\\");
             (point == wanted).then(|| fields.get(2).map(|d| d.to_string())).flatten()
         })
-        .last()
+        .next_back()
 }
 
 #[cfg(test)]

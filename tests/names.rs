@@ -6,8 +6,8 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::mount::TestMount;
 use common::moto::MotoServer;
+use common::mount::TestMount;
 
 fn mount(s3: &MotoServer) -> TestMount {
     let args = ["--endpoint-url", &s3.endpoint, "--force-path-style", "--region", "us-east-1"];
@@ -43,12 +43,19 @@ fn directories_shadow_files_markers_are_directories_and_bad_keys_are_hidden() {
         ("d/ok", b"ok"),
         ("d//bad", b"hidden"),
     ] {
-        s3.put(key, data.to_vec());
+        s3.put(key, data);
     }
     let m = mount(&s3);
     assert_eq!(
         names(m.path()),
-        entries(&[("d", true), ("marker", true), ("marker-with-data", true), ("plain.txt", false), ("w", true), ("x", true)])
+        entries(&[
+            ("d", true),
+            ("marker", true),
+            ("marker-with-data", true),
+            ("plain.txt", false),
+            ("w", true),
+            ("x", true)
+        ])
     );
     assert!(std::fs::metadata(m.path().join("x")).unwrap().is_dir(), "directory x wins over file x");
     assert_eq!(std::fs::read(m.path().join("x/y")).unwrap(), b"y");
@@ -71,11 +78,11 @@ fn directories_shadow_files_markers_are_directories_and_bad_keys_are_hidden() {
 #[test]
 fn remote_changes_show_up_after_the_kernel_ttl() {
     let s3 = MotoServer::start();
-    s3.put("a.txt", b"one".to_vec());
+    s3.put("a.txt", b"one");
     let m = mount(&s3);
     assert_eq!(std::fs::read(m.path().join("a.txt")).unwrap(), b"one");
-    s3.put("b.txt", b"new".to_vec());
-    s3.put("a.txt", b"two!".to_vec());
+    s3.put("b.txt", b"new");
+    s3.put("a.txt", b"two!");
     // No negative caching: a new object is visible at once.
     assert_eq!(std::fs::read(m.path().join("b.txt")).unwrap(), b"new");
     std::thread::sleep(Duration::from_millis(150));

@@ -10,7 +10,13 @@ use common::mount::{TestMount, command, force_unmount, is_mounted};
 use common::s3_server::LocalS3;
 
 fn server_args(s3: &LocalS3) -> Vec<String> {
-    vec!["--endpoint-url".into(), s3.endpoint.clone(), "--force-path-style".into(), "--region".into(), "us-east-1".into()]
+    vec![
+        "--endpoint-url".into(),
+        s3.endpoint.clone(),
+        "--force-path-style".into(),
+        "--region".into(),
+        "us-east-1".into(),
+    ]
 }
 
 /// Runs `mount-s3 args...` to completion in a sealed environment; returns output and duration.
@@ -30,10 +36,10 @@ fn processes_mentioning(needle: &str) -> Vec<u32> {
     let mut pids = vec![];
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
-            if String::from_utf8_lossy(&cmdline).contains(needle) {
-                pids.push(pid);
-            }
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline"))
+            && String::from_utf8_lossy(&cmdline).contains(needle)
+        {
+            pids.push(pid);
         }
     }
     pids
@@ -52,7 +58,10 @@ fn background_mount_reports_success_serves_and_exits_on_umount() {
     let (out, took) = run(&s3.env_vars(), &args);
     let guard = scopeguard(&mnt);
     assert!(out.status.success(), "exit {:?}: {}", out.status, stderr(&out));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("bucket {} is mounted at {}", s3.bucket, mnt.display()));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("bucket {} is mounted at {}", s3.bucket, mnt.display())
+    );
     assert!(took < Duration::from_secs(10));
     assert!(is_mounted(&mnt));
     assert_eq!(std::fs::read(mnt.join("hello.txt")).unwrap(), b"hello\n");
@@ -85,7 +94,12 @@ fn signals_and_external_umount_end_the_daemon_with_exit_0() {
     s3.put("f", b"x");
     let args = server_args(&s3);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    for signal in [Some(nix::sys::signal::Signal::SIGTERM), Some(nix::sys::signal::Signal::SIGINT), Some(nix::sys::signal::Signal::SIGHUP), None] {
+    for signal in [
+        Some(nix::sys::signal::Signal::SIGTERM),
+        Some(nix::sys::signal::Signal::SIGINT),
+        Some(nix::sys::signal::Signal::SIGHUP),
+        None,
+    ] {
         let mut m = TestMount::new(&s3.env_vars(), &s3.bucket, &args);
         assert_eq!(std::fs::read(m.path().join("f")).unwrap(), b"x");
         let status = match signal {
@@ -120,7 +134,11 @@ fn mount_failures_exit_1_quickly_naming_the_problem() {
     let good_env = s3.env_vars();
     let bad_secret: Vec<(String, String)> = good_env
         .iter()
-        .map(|(k, v)| if k == "AWS_SECRET_ACCESS_KEY" { (k.clone(), "wrong-secret".into()) } else { (k.clone(), v.clone()) })
+        .map(
+            |(k, v)| {
+                if k == "AWS_SECRET_ACCESS_KEY" { (k.clone(), "wrong-secret".into()) } else { (k.clone(), v.clone()) }
+            },
+        )
         .collect();
     let server = server_args(&s3);
     let closed = format!("http://127.0.0.1:{closed_port}");
@@ -133,16 +151,66 @@ fn mount_failures_exit_1_quickly_naming_the_problem() {
         expect: &'a [&'a str],
     }
     let cases = [
-        Case { what: "missing bucket", env: &good_env, bucket: "no-such-bucket-here".into(), dir: mnt_s.clone(), endpoint: &server[1], expect: &["NoSuchBucket", "no-such-bucket-here"] },
-        Case { what: "wrong credentials", env: &bad_secret, bucket: s3.bucket.clone(), dir: mnt_s.clone(), endpoint: &server[1], expect: &["credentials"] },
-        Case { what: "unreachable endpoint", env: &good_env, bucket: s3.bucket.clone(), dir: mnt_s.clone(), endpoint: &closed, expect: &[&closed] },
-        Case { what: "missing directory", env: &good_env, bucket: s3.bucket.clone(), dir: format!("{mnt_s}/nope"), endpoint: &server[1], expect: &["does not exist"] },
-        Case { what: "not a directory", env: &good_env, bucket: s3.bucket.clone(), dir: file.to_string_lossy().into_owned(), endpoint: &server[1], expect: &["is not a directory"] },
-        Case { what: "non-empty directory", env: &good_env, bucket: s3.bucket.clone(), dir: non_empty.to_string_lossy().into_owned(), endpoint: &server[1], expect: &["is not empty"] },
+        Case {
+            what: "missing bucket",
+            env: &good_env,
+            bucket: "no-such-bucket-here".into(),
+            dir: mnt_s.clone(),
+            endpoint: &server[1],
+            expect: &["NoSuchBucket", "no-such-bucket-here"],
+        },
+        Case {
+            what: "wrong credentials",
+            env: &bad_secret,
+            bucket: s3.bucket.clone(),
+            dir: mnt_s.clone(),
+            endpoint: &server[1],
+            expect: &["credentials"],
+        },
+        Case {
+            what: "unreachable endpoint",
+            env: &good_env,
+            bucket: s3.bucket.clone(),
+            dir: mnt_s.clone(),
+            endpoint: &closed,
+            expect: &[&closed],
+        },
+        Case {
+            what: "missing directory",
+            env: &good_env,
+            bucket: s3.bucket.clone(),
+            dir: format!("{mnt_s}/nope"),
+            endpoint: &server[1],
+            expect: &["does not exist"],
+        },
+        Case {
+            what: "not a directory",
+            env: &good_env,
+            bucket: s3.bucket.clone(),
+            dir: file.to_string_lossy().into_owned(),
+            endpoint: &server[1],
+            expect: &["is not a directory"],
+        },
+        Case {
+            what: "non-empty directory",
+            env: &good_env,
+            bucket: s3.bucket.clone(),
+            dir: non_empty.to_string_lossy().into_owned(),
+            endpoint: &server[1],
+            expect: &["is not empty"],
+        },
     ];
     for foreground in [false, true] {
         for case in &cases {
-            let mut args = vec![case.bucket.as_str(), case.dir.as_str(), "--endpoint-url", case.endpoint, "--force-path-style", "--region", "us-east-1"];
+            let mut args = vec![
+                case.bucket.as_str(),
+                case.dir.as_str(),
+                "--endpoint-url",
+                case.endpoint,
+                "--force-path-style",
+                "--region",
+                "us-east-1",
+            ];
             if foreground {
                 args.push("--foreground");
             }
@@ -174,15 +242,15 @@ fn a_directory_already_mounted_is_refused() {
 #[test]
 fn bad_arguments_exit_2_with_a_message_naming_the_fix() {
     let cases: &[(&[&str], &str)] = &[
-        (&["b", "/tmp", "--prefix", "no-slash"], "--prefix"),
-        (&["b", "/tmp", "--uid", "abc"], "--uid"),
-        (&["b", "/tmp", "--file-mode", "999"], "--file-mode"),
-        (&["b", "/tmp", "--allow-other", "--allow-root"], "--allow-root"),
-        (&["b", "/tmp", "--max-threads", "0"], "--max-threads"),
-        (&["b", "/tmp", "--no-such-flag"], "--no-such-flag"),
-        (&["b"], "DIRECTORY"),
+        (&["bkt", "/tmp", "--prefix", "no-slash"], "--prefix"),
+        (&["bkt", "/tmp", "--uid", "abc"], "--uid"),
+        (&["bkt", "/tmp", "--file-mode", "999"], "--file-mode"),
+        (&["bkt", "/tmp", "--allow-other", "--allow-root"], "--allow-root"),
+        (&["bkt", "/tmp", "--max-threads", "0"], "--max-threads"),
+        (&["bkt", "/tmp", "--no-such-flag"], "--no-such-flag"),
+        (&["bkt"], "DIRECTORY"),
         (&["Invalid_Bucket!", "/tmp"], "bucket"),
-        (&["b", "/tmp", "--cache", "/tmp/c"], "not supported yet"),
+        (&["bkt", "/tmp", "--cache", "/tmp/c"], "not supported yet"),
     ];
     for (args, needle) in cases {
         let (out, took) = run(&[], args);
@@ -196,7 +264,14 @@ fn bad_arguments_exit_2_with_a_message_naming_the_fix() {
     let (out, _) = run(&[], &["--help"]);
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    for heading in ["Bucket options", "AWS credentials options", "Mount options", "Client options", "Logging options", "Caching options"] {
+    for heading in [
+        "Bucket options",
+        "AWS credentials options",
+        "Mount options",
+        "Client options",
+        "Logging options",
+        "Caching options",
+    ] {
         assert!(help.contains(heading), "--help lacks {heading}");
     }
 }

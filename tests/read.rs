@@ -12,7 +12,13 @@ use common::s3_server::LocalS3;
 use sha2::{Digest, Sha256};
 
 fn server_args(s3: &LocalS3) -> Vec<String> {
-    vec!["--endpoint-url".into(), s3.endpoint.clone(), "--force-path-style".into(), "--region".into(), "us-east-1".into()]
+    vec![
+        "--endpoint-url".into(),
+        s3.endpoint.clone(),
+        "--force-path-style".into(),
+        "--region".into(),
+        "us-east-1".into(),
+    ]
 }
 
 fn mount(s3: &LocalS3, extra: &[&str]) -> TestMount {
@@ -203,7 +209,10 @@ fn writes_are_refused_with_the_documented_errno() {
     assert_eq!(err(std::fs::remove_file(m.path().join("f"))), Some(libc::EPERM));
     assert_eq!(err(std::os::unix::fs::symlink("f", m.path().join("l"))), Some(libc::EPERM));
     assert_eq!(err(std::fs::rename(m.path().join("f"), m.path().join("g"))), Some(libc::ENOSYS));
-    assert_eq!(err(std::fs::set_permissions(m.path().join("f"), std::os::unix::fs::PermissionsExt::from_mode(0o777))), Some(libc::EPERM));
+    assert_eq!(
+        err(std::fs::set_permissions(m.path().join("f"), std::os::unix::fs::PermissionsExt::from_mode(0o777))),
+        Some(libc::EPERM)
+    );
     assert_eq!(std::fs::read(m.path().join("f")).unwrap(), b"data", "object unchanged");
     drop(m);
 

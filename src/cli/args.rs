@@ -300,27 +300,17 @@ mod tests {
         let headings = [BUCKET, CREDENTIALS, MOUNT, CLIENT, LOGGING, CACHING, ADVANCED];
         let mut last = 0;
         for heading in headings {
-            let at = help
-                .find(&format!("{heading}:"))
-                .unwrap_or_else(|| panic!("{heading} missing:\n{help}"));
+            let at = help.find(&format!("{heading}:")).unwrap_or_else(|| panic!("{heading} missing:\n{help}"));
             assert!(at > last, "{heading} out of order:\n{help}");
             last = at;
         }
-        for flag in [
-            "<BUCKET_NAME>",
-            "<DIRECTORY>",
-            "--prefix <PREFIX>",
-            "--expected-bucket-owner <AWS_ACCOUNT_ID>",
-        ] {
+        for flag in ["<BUCKET_NAME>", "<DIRECTORY>", "--prefix <PREFIX>", "--expected-bucket-owner <AWS_ACCOUNT_ID>"] {
             assert!(help.contains(flag), "{flag} missing:\n{help}");
         }
         assert!(help.contains("--max-threads <N>"), "{help}");
         assert!(help.contains("[default: 16]"), "{help}");
         assert!(help.contains("--ca-bundle <PATH>"), "{help}");
         assert!(help.contains("[env: AWS_CA_BUNDLE]"), "{help}");
-        assert!(
-            !help.contains("--cache-block-size"),
-            "hidden as in Mountpoint release builds"
-        );
+        assert!(!help.contains("--cache-block-size"), "hidden as in Mountpoint release builds");
     }
 }

@@ -97,10 +97,7 @@ const UNSUPPORTED: &[Unsupported] = &[
 /// `None` counts as minimal: without a cache flag (refused separately) the default is minimal.
 /// `0` is minimal too, as in Mountpoint.
 fn is_minimal(ttl: Option<MetadataTtl>) -> bool {
-    matches!(
-        ttl,
-        None | Some(MetadataTtl::Minimal) | Some(MetadataTtl::Duration(Duration::ZERO))
-    )
+    matches!(ttl, None | Some(MetadataTtl::Minimal) | Some(MetadataTtl::Duration(Duration::ZERO)))
 }
 
 fn is_fuse_fd(path: &std::path::Path) -> bool {
@@ -121,10 +118,7 @@ impl CliArgs {
         self.validate()?;
         let max_attempts = parse_max_attempts(env.aws_max_attempts.as_ref())?;
         if let Some(feature) = UNSUPPORTED.iter().find(|feature| (feature.used)(&self)) {
-            return Err(CliError::Unsupported {
-                what: feature.what,
-                fix: feature.fix,
-            });
+            return Err(CliError::Unsupported { what: feature.what, fix: feature.fix });
         }
         Ok(self.build(env, max_attempts))
     }
@@ -145,9 +139,7 @@ impl CliArgs {
         if let Some(cache_xz) = &self.cache_xz
             && !cache_xz.uri_prefix().is_empty()
         {
-            return Err(CliError::CacheXzPrefix {
-                bucket: cache_xz.bucket().to_owned(),
-            });
+            return Err(CliError::CacheXzPrefix { bucket: cache_xz.bucket().to_owned() });
         }
         Ok(())
     }
@@ -265,7 +257,5 @@ fn parse_max_attempts(value: Option<&OsString>) -> Result<u32, CliError> {
         .to_str()
         .and_then(|s| s.trim().parse::<u32>().ok())
         .filter(|attempts| *attempts >= 1)
-        .ok_or_else(|| CliError::MaxAttempts {
-            value: value.to_string_lossy().into_owned(),
-        })
+        .ok_or_else(|| CliError::MaxAttempts { value: value.to_string_lossy().into_owned() })
 }

@@ -20,9 +20,7 @@ use std::ffi::{OsStr, OsString};
 pub const FSTAB_NOTICE: &str = "Using 'fstab' style options as detected use of `-o` argument.";
 
 /// Options added by mount(8)/systemd, or meaningless for mount-s3, that are silently dropped.
-const DROPPED: [&str; 10] = [
-    "auto", "noauto", "user", "nouser", "users", "_netdev", "nofail", "rw", "nodev", "nosuid",
-];
+const DROPPED: [&str; 10] = ["auto", "noauto", "user", "nouser", "users", "_netdev", "nofail", "rw", "nodev", "nosuid"];
 
 /// A malformed fstab option string.
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
@@ -62,12 +60,7 @@ pub fn rewrite(args: &[OsString]) -> Result<Vec<OsString>, FstabError> {
     let options = split_options(options)?;
     validate(&options)?;
     let mut argv = vec![args[0].clone(), strip_fuse_program(&args[1]), args[2].clone()];
-    argv.extend(
-        options
-            .iter()
-            .filter(|option| !is_dropped(option))
-            .map(|option| OsString::from(to_flag(option))),
-    );
+    argv.extend(options.iter().filter(|option| !is_dropped(option)).map(|option| OsString::from(to_flag(option))));
     Ok(argv)
 }
 
@@ -139,9 +132,7 @@ mod tests {
     use super::*;
 
     fn argv(options: &str) -> Vec<OsString> {
-        ["mount-s3", "bucket", "/mnt", "-o", options]
-            .map(OsString::from)
-            .to_vec()
+        ["mount-s3", "bucket", "/mnt", "-o", options].map(OsString::from).to_vec()
     }
 
     #[test]
@@ -179,9 +170,7 @@ mod tests {
             ("\\e\\scaped", Err(FstabError::BadEscape { found: 'e', index: 1 })),
         ];
         for (input, expected) in cases {
-            let expected = expected
-                .clone()
-                .map(|parts| parts.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+            let expected = expected.clone().map(|parts| parts.iter().map(|s| s.to_string()).collect::<Vec<_>>());
             assert_eq!(split_options(input), expected, "{input}");
         }
     }
@@ -195,10 +184,7 @@ mod tests {
             ("_netdev,nosuid,nodev,nofail,rw,auto,noauto,user,nouser,users", &[]),
             ("x-systemd.automount,x-foo=bar", &[]),
             ("uid=2,gid=4,debug", &["--uid=2", "--gid=4", "--debug"]),
-            (
-                "prefix=foo/bar\\,baz/,_netdev,ro",
-                &["--prefix=foo/bar,baz/", "--read-only"],
-            ),
+            ("prefix=foo/bar\\,baz/,_netdev,ro", &["--prefix=foo/bar,baz/", "--read-only"]),
             ("allow-other,a,,b", &["--allow-other", "--a", "--b"]),
             ("cache=\\\"foo\\\"", &["--cache=\"foo\""]),
         ];
@@ -213,20 +199,8 @@ mod tests {
     #[test]
     fn rejects_bad_options() {
         let cases: &[(&str, FstabError)] = &[
-            (
-                "--uid=2",
-                FstabError::Dashed {
-                    option: "--uid=2".into(),
-                    suggestion: "uid=2".into(),
-                },
-            ),
-            (
-                "-f",
-                FstabError::Dashed {
-                    option: "-f".into(),
-                    suggestion: "f".into(),
-                },
-            ),
+            ("--uid=2", FstabError::Dashed { option: "--uid=2".into(), suggestion: "uid=2".into() }),
+            ("-f", FstabError::Dashed { option: "-f".into(), suggestion: "f".into() }),
             ("ro,rw", FstabError::RoAndRw),
             ("foreground", FstabError::Foreground),
             ("read-only", FstabError::ReadOnly),
@@ -249,11 +223,7 @@ mod tests {
             ("/opt/mount-s3#s3://bucket/a#b/", "s3://bucket/a#b/"),
         ];
         for (source, expected) in cases {
-            assert_eq!(
-                strip_fuse_program(OsStr::new(source)),
-                OsString::from(expected),
-                "{source}"
-            );
+            assert_eq!(strip_fuse_program(OsStr::new(source)), OsString::from(expected), "{source}");
         }
         let mut args = argv("ro");
         args[1] = "/sbin/mount-s3#my-bucket".into();

@@ -58,11 +58,7 @@ pub fn parse_command_line(args: impl IntoIterator<Item = OsString>) -> Result<Mo
 /// [`parse_command_line`] with an explicit environment and without printing anything.
 pub fn parse_command_line_with(args: Vec<OsString>, env: &Environment) -> Result<MountConfig, CliFailure> {
     let fstab_style = fstab::is_fstab_style(&args);
-    let args = if fstab_style {
-        fstab::rewrite(&args).map_err(CliError::from)?
-    } else {
-        args
-    };
+    let args = if fstab_style { fstab::rewrite(&args).map_err(CliError::from)? } else { args };
     let mut config = CliArgs::try_parse_from(args)?.into_config_with(env)?;
     if fstab_style {
         // mount(8) waits for the helper to exit, so an fstab mount must daemonize.

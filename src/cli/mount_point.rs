@@ -34,19 +34,14 @@ pub enum MountPointError {
 
 /// Checks that `path` is an existing directory with nothing mounted on it yet.
 pub fn check_mount_point(path: &Path) -> Result<(), MountPointError> {
-    let mountinfo = std::fs::read_to_string(MOUNTINFO).map_err(|source| MountPointError::Io {
-        path: PathBuf::from(MOUNTINFO),
-        source,
-    })?;
+    let mountinfo = std::fs::read_to_string(MOUNTINFO)
+        .map_err(|source| MountPointError::Io { path: PathBuf::from(MOUNTINFO), source })?;
     check_mount_point_with(path, &mountinfo)
 }
 
 /// [`check_mount_point`] against a given mountinfo text (for tests).
 pub fn check_mount_point_with(path: &Path, mountinfo: &str) -> Result<(), MountPointError> {
-    let io_error = |source| MountPointError::Io {
-        path: path.to_owned(),
-        source,
-    };
+    let io_error = |source| MountPointError::Io { path: path.to_owned(), source };
     match std::fs::metadata(path) {
         Ok(meta) if meta.is_dir() => {}
         Ok(_) => return Err(MountPointError::NotADirectory(path.to_owned())),
@@ -182,22 +177,13 @@ mod tests {
 
         let mounted = check_mount_point_with(&dir, &line(&escaped, "fuse.mountpoint-s3")).unwrap_err();
         assert!(matches!(mounted, MountPointError::AlreadyMounted(_)), "{mounted}");
-        assert_eq!(
-            mounted.to_string(),
-            format!("mount point {} is already mounted", dir.display())
-        );
+        assert_eq!(mounted.to_string(), format!("mount point {} is already mounted", dir.display()));
 
         let not_dir = check_mount_point_with(&file, "").unwrap_err();
-        assert_eq!(
-            not_dir.to_string(),
-            format!("mount point {} is not a directory", file.display())
-        );
+        assert_eq!(not_dir.to_string(), format!("mount point {} is not a directory", file.display()));
 
         let not_found = check_mount_point_with(&missing, "").unwrap_err();
-        assert_eq!(
-            not_found.to_string(),
-            format!("mount point {} does not exist", missing.display())
-        );
+        assert_eq!(not_found.to_string(), format!("mount point {} does not exist", missing.display()));
 
         std::fs::write(dir.join("hidden-by-a-mount"), b"x").unwrap();
         let not_empty = check_mount_point_with(&dir, "").unwrap_err();
@@ -214,17 +200,11 @@ mod tests {
         std::os::unix::fs::symlink(&dir, &link).unwrap();
         let canonical = std::fs::canonicalize(&dir).unwrap();
         let mountinfo = line(canonical.to_str().unwrap(), "fuse");
-        assert!(matches!(
-            check_mount_point_with(&link, &mountinfo),
-            Err(MountPointError::AlreadyMounted(_))
-        ));
+        assert!(matches!(check_mount_point_with(&link, &mountinfo), Err(MountPointError::AlreadyMounted(_))));
     }
 
     #[test]
     fn proc_is_already_mounted_on_this_system() {
-        assert!(matches!(
-            check_mount_point(Path::new("/proc")),
-            Err(MountPointError::AlreadyMounted(_))
-        ));
+        assert!(matches!(check_mount_point(Path::new("/proc")), Err(MountPointError::AlreadyMounted(_))));
     }
 }

@@ -86,14 +86,9 @@ pub fn parse_bucket(arg: &str) -> Result<BucketArg, String> {
     }
     check_bucket_name(bucket)?;
     if !prefix.is_empty() && !prefix.ends_with('/') {
-        return Err(format!(
-            "the prefix in an S3 URI must end in '/': try s3://{bucket}/{prefix}/"
-        ));
+        return Err(format!("the prefix in an S3 URI must end in '/': try s3://{bucket}/{prefix}/"));
     }
-    Ok(BucketArg::Uri {
-        bucket: bucket.to_owned(),
-        prefix: prefix.to_owned(),
-    })
+    Ok(BucketArg::Uri { bucket: bucket.to_owned(), prefix: prefix.to_owned() })
 }
 
 /// A bucket name, access-point alias or ARN: 3-255 bytes of letters, digits, `.`, `-` and `_`,
@@ -105,9 +100,7 @@ fn check_bucket_name(name: &str) -> Result<(), String> {
             name.len()
         ));
     }
-    let plain = name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+    let plain = name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
     if plain || name.starts_with("arn:") {
         return Ok(());
     }
@@ -154,13 +147,10 @@ pub fn parse_ttl(arg: &str) -> Result<MetadataTtl, String> {
         "indefinite" => return Ok(MetadataTtl::Indefinite),
         _ => {}
     }
-    let seconds: u64 = arg
-        .parse()
-        .map_err(|_| "TTL must be a whole number of seconds, or 'indefinite', or 'minimal'".to_owned())?;
+    let seconds: u64 =
+        arg.parse().map_err(|_| "TTL must be a whole number of seconds, or 'indefinite', or 'minimal'".to_owned())?;
     if seconds > MAX_TTL_SECONDS {
-        return Err(format!(
-            "TTL must not be greater than {MAX_TTL_SECONDS}s (~100 years): use 'indefinite' instead"
-        ));
+        return Err(format!("TTL must not be greater than {MAX_TTL_SECONDS}s (~100 years): use 'indefinite' instead"));
     }
     Ok(MetadataTtl::Duration(Duration::from_secs(seconds)))
 }
@@ -181,9 +171,7 @@ pub fn parse_otlp_endpoint(arg: &str) -> Result<String, String> {
     if arg.starts_with("http://") || arg.starts_with("https://") {
         Ok(arg.to_owned())
     } else {
-        Err(format!(
-            "the OTLP endpoint must start with http:// or https://: try http://{arg}"
-        ))
+        Err(format!("the OTLP endpoint must start with http:// or https://: try http://{arg}"))
     }
 }
 
@@ -196,10 +184,7 @@ mod tests {
     }
 
     fn uri(bucket: &str, prefix: &str) -> BucketArg {
-        BucketArg::Uri {
-            bucket: bucket.to_owned(),
-            prefix: prefix.to_owned(),
-        }
+        BucketArg::Uri { bucket: bucket.to_owned(), prefix: prefix.to_owned() }
     }
 
     #[test]
@@ -255,10 +240,7 @@ mod tests {
         for ok in ["", "a/", "logs/2024/", "/"] {
             assert_eq!(parse_prefix(ok), Ok(ok.to_owned()));
         }
-        assert_eq!(
-            parse_prefix("logs"),
-            Err("prefix must end in '/': try --prefix logs/".to_owned())
-        );
+        assert_eq!(parse_prefix("logs"), Err("prefix must end in '/': try --prefix logs/".to_owned()));
     }
 
     #[test]
@@ -314,11 +296,8 @@ mod tests {
     #[test]
     fn kms_key_arns() {
         let ok = ["arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"];
-        let bad = [
-            "1234abcd-12ab-34cd-56ef-1234567890ab",
-            "alias/my-key",
-            "arn:aws:kms:us-east-1:111122223333:alias/my-key",
-        ];
+        let bad =
+            ["1234abcd-12ab-34cd-56ef-1234567890ab", "alias/my-key", "arn:aws:kms:us-east-1:111122223333:alias/my-key"];
         for arg in ok {
             assert_eq!(parse_kms_key_arn(arg), Ok(arg.to_owned()));
         }
@@ -333,10 +312,7 @@ mod tests {
             assert_eq!(parse_otlp_endpoint(ok), Ok(ok.to_owned()));
         }
         for bad in ["localhost:4318", "ftp://x", "HTTP://x", ""] {
-            assert!(
-                parse_otlp_endpoint(bad).unwrap_err().contains("http:// or https://"),
-                "{bad}"
-            );
+            assert!(parse_otlp_endpoint(bad).unwrap_err().contains("http:// or https://"), "{bad}");
         }
     }
 }

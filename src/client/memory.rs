@@ -131,12 +131,22 @@ impl InMemoryClient {
         ClientError {
             code: Some("PreconditionFailed".into()),
             status: Some(412),
-            ..ClientError::new(ClientErrorKind::PreconditionFailed, op.name(), format!("precondition failed for {key:?}"))
+            ..ClientError::new(
+                ClientErrorKind::PreconditionFailed,
+                op.name(),
+                format!("precondition failed for {key:?}"),
+            )
         }
     }
 
     /// Stores `data` under `key` unless `If-None-Match: *` forbids it.
-    fn conditional_store(&self, op: S3Operation, key: &str, data: Bytes, options: &PutOptions) -> Result<PutResult, ClientError> {
+    fn conditional_store(
+        &self,
+        op: S3Operation,
+        key: &str,
+        data: Bytes,
+        options: &PutOptions,
+    ) -> Result<PutResult, ClientError> {
         let mut objects = self.objects.lock().unwrap();
         if options.if_none_match_any && objects.contains_key(key) {
             return Err(Self::precondition_failed(op, key));
@@ -194,14 +204,16 @@ impl ObjectClient for InMemoryClient {
             return Err(ClientError {
                 code: Some("InvalidRange".into()),
                 status: Some(416),
-                ..ClientError::new(ClientErrorKind::InvalidRange, "GetObject", format!("range {range:?} of {size} bytes"))
+                ..ClientError::new(
+                    ClientErrorKind::InvalidRange,
+                    "GetObject",
+                    format!("range {range:?} of {size} bytes"),
+                )
             });
         }
         let body = o.data.slice(range.start as usize..range.end.min(size) as usize);
-        let chunks: Vec<Result<Bytes, ClientError>> = (0..body.len())
-            .step_by(GET_CHUNK)
-            .map(|at| Ok(body.slice(at..(at + GET_CHUNK).min(body.len()))))
-            .collect();
+        let chunks: Vec<Result<Bytes, ClientError>> =
+            (0..body.len()).step_by(GET_CHUNK).map(|at| Ok(body.slice(at..(at + GET_CHUNK).min(body.len())))).collect();
         Ok(GetObjectResponse { etag: o.etag, object_size: size, body: Box::pin(futures::stream::iter(chunks)) })
     }
 
@@ -278,10 +290,9 @@ impl ObjectClient for InMemoryClient {
     ) -> Result<UploadedPart, ClientError> {
         self.record(S3Operation::UploadPart);
         let mut uploads = self.uploads.lock().unwrap();
-        let upload = uploads
-            .get_mut(upload_id)
-            .filter(|u| u.key == key)
-            .ok_or_else(|| ClientError::new(ClientErrorKind::NotFound, "UploadPart", format!("no upload {upload_id}")))?;
+        let upload = uploads.get_mut(upload_id).filter(|u| u.key == key).ok_or_else(|| {
+            ClientError::new(ClientErrorKind::NotFound, "UploadPart", format!("no upload {upload_id}"))
+        })?;
         let etag = self.fresh_etag();
         let checksum = options.checksum_crc32c.then(|| crc32c_base64(&body));
         upload.parts.insert(part_number, (body, etag.clone()));
@@ -300,8 +311,16 @@ impl ObjectClient for InMemoryClient {
         let upload = {
             let uploads = self.uploads.lock().unwrap();
             match uploads.get(upload_id) {
-                Some(u) if u.key == key => PendingUpload { key: u.key.clone(), parts: u.parts.clone(), options: u.options.clone() },
-                _ => return Err(ClientError::new(ClientErrorKind::NotFound, op.name(), format!("no upload {upload_id}"))),
+                Some(u) if u.key == key => {
+                    PendingUpload { key: u.key.clone(), parts: u.parts.clone(), options: u.options.clone() }
+                }
+                _ => {
+                    return Err(ClientError::new(
+                        ClientErrorKind::NotFound,
+                        op.name(),
+                        format!("no upload {upload_id}"),
+                    ));
+                }
             }
         };
         let mut data = BytesMut::new();
@@ -312,7 +331,11 @@ impl ObjectClient for InMemoryClient {
                     return Err(ClientError {
                         code: Some("InvalidPart".into()),
                         status: Some(400),
-                        ..ClientError::new(ClientErrorKind::Other, op.name(), format!("part {} not uploaded", part.part_number))
+                        ..ClientError::new(
+                            ClientErrorKind::Other,
+                            op.name(),
+                            format!("part {} not uploaded", part.part_number),
+                        )
                     });
                 }
             }

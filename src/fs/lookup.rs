@@ -21,8 +21,12 @@ pub async fn remote_lookup(
     mount_time: SystemTime,
 ) -> Result<Option<RemoteEntry>, FsError> {
     let file_key = format!("{dir_key}{name}");
-    let request =
-        ListRequest { prefix: format!("{file_key}/"), delimiter: Some("/".into()), continuation_token: None, max_keys: 1 };
+    let request = ListRequest {
+        prefix: format!("{file_key}/"),
+        delimiter: Some("/".into()),
+        continuation_token: None,
+        max_keys: 1,
+    };
     let head = Box::pin(client.head_object(&file_key));
     let list = Box::pin(client.list_objects(&request));
 

@@ -243,7 +243,8 @@ impl S3Filesystem {
         let Some(etag) = inode.stat.etag.clone() else {
             return Err(FsError::StaleInode { ino, key: inode.key });
         };
-        let reader = FileReader::new(self.client.clone(), ObjectVersion { key: inode.key, etag, size: inode.stat.size });
+        let reader =
+            FileReader::new(self.client.clone(), ObjectVersion { key: inode.key, etag, size: inode.stat.size });
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.files.lock().unwrap().insert(fh, Arc::new(reader));
         Ok(Opened { fh, direct_io })

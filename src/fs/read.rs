@@ -225,7 +225,8 @@ mod tests {
 
     #[test]
     fn copy_range_across_chunks() {
-        let chunks: VecDeque<Bytes> = ["abc", "defg", "h"].into_iter().map(|s| Bytes::from_static(s.as_bytes())).collect();
+        let chunks: VecDeque<Bytes> =
+            ["abc", "defg", "h"].into_iter().map(|s| Bytes::from_static(s.as_bytes())).collect();
         assert_eq!(copy_range(&chunks, 10, 11, 15), Bytes::from_static(b"bcde"));
         assert_eq!(copy_range(&chunks, 10, 13, 17), Bytes::from_static(b"defg"));
         assert_eq!(copy_range(&chunks, 10, 17, 18), Bytes::from_static(b"h"));

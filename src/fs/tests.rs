@@ -97,8 +97,14 @@ async fn directories_shadow_files_and_markers_make_directories() {
     let names = list(&fs, ROOT_INO, 100).await;
     assert_eq!(
         names,
-        [(".", InodeKind::Directory), ("..", InodeKind::Directory), ("a", InodeKind::Directory), ("f", InodeKind::File), ("m", InodeKind::Directory)]
-            .map(|(n, k)| (n.to_string(), k))
+        [
+            (".", InodeKind::Directory),
+            ("..", InodeKind::Directory),
+            ("a", InodeKind::Directory),
+            ("f", InodeKind::File),
+            ("m", InodeKind::Directory)
+        ]
+        .map(|(n, k)| (n.to_string(), k))
     );
     assert_eq!(list(&fs, lookup_path(&fs, "m").await.unwrap().attr.ino, 100).await.len(), 2, "marker dir is empty");
 }

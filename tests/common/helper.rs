@@ -83,8 +83,9 @@ impl HelperClient {
     }
 
     /// Writes an object; returns its ETag.
-    pub fn put(&self, key: &str, data: impl Into<Bytes>) -> String {
-        let (client, bucket, key, data) = (self.client.clone(), self.bucket.clone(), key.to_string(), data.into());
+    pub fn put(&self, key: &str, data: impl AsRef<[u8]>) -> String {
+        let (client, bucket, key, data) =
+            (self.client.clone(), self.bucket.clone(), key.to_string(), Bytes::copy_from_slice(data.as_ref()));
         let out = self.block_on(async move {
             client.put_object().bucket(&bucket).key(&key).body(ByteStream::from(data)).send().await
         });

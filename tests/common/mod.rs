@@ -18,6 +18,7 @@
 pub mod canned;
 pub mod helper;
 pub mod moto;
+pub mod mount;
 pub mod s3_server;
 
 use aws_sdk_s3::config::Credentials;

@@ -19,7 +19,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::config::Credentials;
-use bytes::Bytes;
 use mount_s3::client::aws::AwsClientConfig;
 
 use super::helper::{HelperClient, local_sdk_client};
@@ -133,7 +132,7 @@ impl MotoServer {
     }
 
     /// Writes an object; returns its ETag.
-    pub fn put(&self, key: &str, data: impl Into<Bytes>) -> String {
+    pub fn put(&self, key: &str, data: impl AsRef<[u8]>) -> String {
         self.helper().put(key, data)
     }
 

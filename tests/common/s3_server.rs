@@ -173,7 +173,7 @@ impl LocalS3 {
     }
 
     /// Writes an object (not counted); returns its ETag.
-    pub fn put(&self, key: &str, data: impl Into<Bytes>) -> String {
+    pub fn put(&self, key: &str, data: impl AsRef<[u8]>) -> String {
         self.helper().put(key, data)
     }
 

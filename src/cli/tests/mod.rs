@@ -17,12 +17,7 @@ const UID: u32 = 1234;
 const GID: u32 = 5678;
 
 fn env() -> Environment {
-    Environment {
-        uid: UID,
-        gid: GID,
-        aws_max_attempts: None,
-        aws_ca_bundle: None,
-    }
+    Environment { uid: UID, gid: GID, aws_max_attempts: None, aws_ca_bundle: None }
 }
 
 /// `mount-s3 <args...>`.
@@ -31,10 +26,7 @@ fn parse(args: &[&str]) -> Result<MountConfig, CliFailure> {
 }
 
 fn parse_env(args: &[&str], env: &Environment) -> Result<MountConfig, CliFailure> {
-    let argv = std::iter::once("mount-s3")
-        .chain(args.iter().copied())
-        .map(OsString::from)
-        .collect();
+    let argv = std::iter::once("mount-s3").chain(args.iter().copied()).map(OsString::from).collect();
     parse_command_line_with(argv, env)
 }
 
@@ -44,16 +36,8 @@ fn default_config() -> MountConfig {
         bucket: "bucket".into(),
         prefix: String::new(),
         foreground: false,
-        client: AwsClientConfig {
-            bucket: "bucket".into(),
-            max_attempts: 10,
-            ..AwsClientConfig::default()
-        },
-        fs: FsConfig {
-            uid: UID,
-            gid: GID,
-            ..FsConfig::default()
-        },
+        client: AwsClientConfig { bucket: "bucket".into(), max_attempts: 10, ..AwsClientConfig::default() },
+        fs: FsConfig { uid: UID, gid: GID, ..FsConfig::default() },
         fuse: FuseConfig {
             mount_point: PathBuf::from("/mnt"),
             read_only: false,
@@ -86,11 +70,9 @@ fn defaults() {
 
 #[test]
 fn default_owner_is_the_effective_user() {
-    let config = parse_command_line_with(
-        ["mount-s3", "bucket", "/mnt"].map(OsString::from).to_vec(),
-        &Environment::current(),
-    )
-    .unwrap();
+    let config =
+        parse_command_line_with(["mount-s3", "bucket", "/mnt"].map(OsString::from).to_vec(), &Environment::current())
+            .unwrap();
     assert_eq!(config.fs.uid, nix::unistd::geteuid().as_raw());
     assert_eq!(config.fs.gid, nix::unistd::getegid().as_raw());
 }
@@ -105,9 +87,7 @@ fn supported_flags_fill_the_config() {
             c.fs.prefix = "logs/".into();
         }),
         (&["--prefix="], |_| {}),
-        (&["--region", "eu-west-1"], |c| {
-            c.client.region = Some("eu-west-1".into())
-        }),
+        (&["--region", "eu-west-1"], |c| c.client.region = Some("eu-west-1".into())),
         (&["--endpoint-url", "http://localhost:9000"], |c| {
             c.client.endpoint_url = Some("http://localhost:9000".into())
         }),
@@ -139,9 +119,7 @@ fn supported_flags_fill_the_config() {
             c.fs.file_mode = 0o600;
         }),
         (&["--max-threads", "1"], |c| c.fuse.max_threads = 1),
-        (&["--maximum-throughput-gbps", "100"], |c| {
-            c.maximum_throughput_gbps = Some(100)
-        }),
+        (&["--maximum-throughput-gbps", "100"], |c| c.maximum_throughput_gbps = Some(100)),
         (&["--memory-target", "512"], |c| c.fs.memory_target = Some(512 << 20)),
         (&["--part-size", "1048576"], |c| {
             c.fs.read_part_size = 1 << 20;
@@ -149,25 +127,16 @@ fn supported_flags_fill_the_config() {
         }),
         (&["--read-part-size", "1"], |c| c.fs.read_part_size = 1),
         (&["--write-part-size", "16777216"], |c| c.fs.write_part_size = 16 << 20),
-        (&["--user-agent-prefix", "my-app/1.0"], |c| {
-            c.client.user_agent_prefix = Some("my-app/1.0".into())
-        }),
-        (&["-l", "/var/log/mp"], |c| {
-            c.logging.log_directory = Some("/var/log/mp".into())
-        }),
-        (&["--log-directory=/tmp/l"], |c| {
-            c.logging.log_directory = Some("/tmp/l".into())
-        }),
+        (&["--user-agent-prefix", "my-app/1.0"], |c| c.client.user_agent_prefix = Some("my-app/1.0".into())),
+        (&["-l", "/var/log/mp"], |c| c.logging.log_directory = Some("/var/log/mp".into())),
+        (&["--log-directory=/tmp/l"], |c| c.logging.log_directory = Some("/tmp/l".into())),
         (&["-d"], |c| c.logging.debug = true),
         (&["--debug", "--debug-crt"], |c| {
             c.logging.debug = true;
             c.logging.debug_crt = true;
         }),
         (&["--no-log"], |c| c.logging.no_log = true),
-        (
-            &["--metadata-ttl", "minimal", "--negative-metadata-ttl", "minimal"],
-            |_| {},
-        ),
+        (&["--metadata-ttl", "minimal", "--negative-metadata-ttl", "minimal"], |_| {}),
         (&["--negative-metadata-ttl", "0"], |_| {}),
     ];
     for (flags, edit) in cases {
@@ -175,11 +144,7 @@ fn supported_flags_fill_the_config() {
         args.extend_from_slice(flags);
         let mut expected = default_config();
         edit(&mut expected);
-        assert_eq!(
-            parse(&args).unwrap_or_else(|e| panic!("{flags:?}: {e}")),
-            expected,
-            "{flags:?}"
-        );
+        assert_eq!(parse(&args).unwrap_or_else(|e| panic!("{flags:?}: {e}")), expected, "{flags:?}");
     }
 }
 
@@ -200,11 +165,7 @@ fn bucket_uris_and_arns() {
     ];
     for (args, bucket, prefix) in cases {
         let config = parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
-        assert_eq!(
-            (config.bucket.as_str(), config.prefix.as_str()),
-            (*bucket, *prefix),
-            "{args:?}"
-        );
+        assert_eq!((config.bucket.as_str(), config.prefix.as_str()), (*bucket, *prefix), "{args:?}");
         assert_eq!(config.client.bucket, *bucket);
         assert_eq!(config.fs.prefix, *prefix);
     }
@@ -216,17 +177,8 @@ fn metadata_ttl_zero_means_minimal_with_a_warning() {
     assert_eq!(config.fs.metadata_ttl, MetadataTtl::Minimal);
     assert_eq!(config.fs.negative_metadata_ttl, MetadataTtl::Minimal);
     assert_eq!(config.warnings.len(), 1);
-    assert!(
-        config.warnings[0].contains("--metadata-ttl minimal"),
-        "{:?}",
-        config.warnings
-    );
-    assert!(
-        parse(&["bucket", "/mnt", "--negative-metadata-ttl", "0"])
-            .unwrap()
-            .warnings
-            .is_empty()
-    );
+    assert!(config.warnings[0].contains("--metadata-ttl minimal"), "{:?}", config.warnings);
+    assert!(parse(&["bucket", "/mnt", "--negative-metadata-ttl", "0"]).unwrap().warnings.is_empty());
 }
 
 /// TTL resolution, checked below the unsupported-feature gate so that it stays right for the day
@@ -238,38 +190,18 @@ fn ttl_defaults_follow_mountpoint() {
         (&[], MetadataTtl::Minimal, MetadataTtl::Minimal),
         (&["--cache", "/c"], secs(60), secs(60)),
         (&["--cache-xz", "cache--use1-az4--x-s3"], secs(60), secs(60)),
-        (
-            &["--cache", "/c", "--metadata-ttl", "minimal"],
-            MetadataTtl::Minimal,
-            MetadataTtl::Minimal,
-        ),
+        (&["--cache", "/c", "--metadata-ttl", "minimal"], MetadataTtl::Minimal, MetadataTtl::Minimal),
         (&["--metadata-ttl", "300"], secs(300), secs(300)),
-        (
-            &["--metadata-ttl", "indefinite"],
-            MetadataTtl::Indefinite,
-            MetadataTtl::Indefinite,
-        ),
-        (
-            &["--metadata-ttl", "300", "--negative-metadata-ttl", "minimal"],
-            secs(300),
-            MetadataTtl::Minimal,
-        ),
-        (
-            &["--metadata-ttl", "300", "--negative-metadata-ttl", "0"],
-            secs(300),
-            MetadataTtl::Minimal,
-        ),
+        (&["--metadata-ttl", "indefinite"], MetadataTtl::Indefinite, MetadataTtl::Indefinite),
+        (&["--metadata-ttl", "300", "--negative-metadata-ttl", "minimal"], secs(300), MetadataTtl::Minimal),
+        (&["--metadata-ttl", "300", "--negative-metadata-ttl", "0"], secs(300), MetadataTtl::Minimal),
         (&["--negative-metadata-ttl", "7"], MetadataTtl::Minimal, secs(7)),
     ];
     for (flags, metadata, negative) in cases {
         let argv = ["mount-s3", "bucket", "/mnt"].iter().chain(flags.iter()).copied();
         let args = CliArgs::try_parse_from(argv).unwrap();
         let config = args.build(&env(), 10);
-        assert_eq!(
-            (config.fs.metadata_ttl, config.fs.negative_metadata_ttl),
-            (*metadata, *negative),
-            "{flags:?}"
-        );
+        assert_eq!((config.fs.metadata_ttl, config.fs.negative_metadata_ttl), (*metadata, *negative), "{flags:?}");
     }
 }
 
@@ -277,17 +209,11 @@ fn ttl_defaults_follow_mountpoint() {
 fn aws_ca_bundle_in_the_environment_is_warned_about() {
     let cases: &[(Option<&str>, usize)] = &[(None, 0), (Some(""), 0), (Some("/etc/ssl/corp.pem"), 1)];
     for (value, warnings) in cases {
-        let env = Environment {
-            aws_ca_bundle: value.map(OsString::from),
-            ..env()
-        };
+        let env = Environment { aws_ca_bundle: value.map(OsString::from), ..env() };
         let config = parse_env(&["bucket", "/mnt"], &env).unwrap();
         assert_eq!(config.warnings.len(), *warnings, "{value:?}");
         if let Some(warning) = config.warnings.first() {
-            assert!(
-                warning.contains("AWS_CA_BUNDLE is set") && warning.contains("ignored"),
-                "{warning}"
-            );
+            assert!(warning.contains("AWS_CA_BUNDLE is set") && warning.contains("ignored"), "{warning}");
         }
     }
 }
@@ -305,19 +231,11 @@ fn aws_max_attempts() {
         (Some(""), Err("")),
     ];
     for (value, expected) in cases {
-        let env = Environment {
-            aws_max_attempts: value.map(OsString::from),
-            ..env()
-        };
+        let env = Environment { aws_max_attempts: value.map(OsString::from), ..env() };
         match (parse_env(&["bucket", "/mnt"], &env), expected) {
             (Ok(config), Ok(attempts)) => assert_eq!(config.client.max_attempts, *attempts, "{value:?}"),
             (Err(CliFailure::Invalid(err)), Err(shown)) => {
-                assert_eq!(
-                    err,
-                    CliError::MaxAttempts {
-                        value: shown.to_string()
-                    }
-                );
+                assert_eq!(err, CliError::MaxAttempts { value: shown.to_string() });
                 assert!(err.to_string().contains("unset AWS_MAX_ATTEMPTS"), "{err}");
             }
             (got, want) => panic!("{value:?}: got {got:?}, want {want:?}"),
@@ -327,13 +245,7 @@ fn aws_max_attempts() {
 
 #[test]
 fn fstab_style_command_lines() {
-    let config = parse(&[
-        "s3://bucket/p/",
-        "/mnt",
-        "-o",
-        "_netdev,nosuid,nodev,rw,nofail,allow-other,uid=7",
-    ])
-    .unwrap();
+    let config = parse(&["s3://bucket/p/", "/mnt", "-o", "_netdev,nosuid,nodev,rw,nofail,allow-other,uid=7"]).unwrap();
     let mut expected = default_config();
     expected.prefix = "p/".into();
     expected.fs.prefix = "p/".into();
@@ -342,17 +254,9 @@ fn fstab_style_command_lines() {
     expected.fstab_style = true;
     assert_eq!(config, expected);
 
-    let config = parse(&[
-        "/usr/bin/mount-s3#bucket",
-        "/mnt",
-        "-o",
-        "ro,prefix=foo/bar\\,baz/,x-systemd.automount",
-    ])
-    .unwrap();
-    assert_eq!(
-        (config.bucket.as_str(), config.prefix.as_str()),
-        ("bucket", "foo/bar,baz/")
-    );
+    let config =
+        parse(&["/usr/bin/mount-s3#bucket", "/mnt", "-o", "ro,prefix=foo/bar\\,baz/,x-systemd.automount"]).unwrap();
+    assert_eq!((config.bucket.as_str(), config.prefix.as_str()), ("bucket", "foo/bar,baz/"));
     assert!(config.fs.read_only && config.fuse.read_only && config.fstab_style && !config.foreground);
 
     let errors: &[(&[&str], &str)] = &[
@@ -360,14 +264,8 @@ fn fstab_style_command_lines() {
         (&["bucket", "/mnt", "-o", "foreground"], "always run in the background"),
         (&["bucket", "/mnt", "-o", "--uid=2"], "write it as 'uid=2'"),
         (&["bucket", "/mnt", "-o", "typo"], "--typo"),
-        (
-            &["bucket", "/mnt", "-o", "allow-delete"],
-            "--allow-delete is not supported yet",
-        ),
-        (
-            &["s3://bucket/p/", "/mnt", "-o", "prefix=q/"],
-            "explicit prefix option not allowed with S3 URI",
-        ),
+        (&["bucket", "/mnt", "-o", "allow-delete"], "--allow-delete is not supported yet"),
+        (&["s3://bucket/p/", "/mnt", "-o", "prefix=q/"], "explicit prefix option not allowed with S3 URI"),
         (&["s3://bucket/p", "/mnt", "-o", "ro"], "try s3://bucket/p/"),
         (&["sm", "/mnt", "-o", "ro"], "3-255 characters"),
     ];
@@ -377,10 +275,7 @@ fn fstab_style_command_lines() {
         assert_eq!(err.exit_code(), 2, "{args:?}");
     }
     // Six arguments is not the fstab shape: `-o` is then an unknown short flag.
-    assert!(matches!(
-        parse(&["bucket", "/mnt", "-o", "ro", "-f"]),
-        Err(CliFailure::Clap(_))
-    ));
+    assert!(matches!(parse(&["bucket", "/mnt", "-o", "ro", "-f"]), Err(CliFailure::Clap(_))));
 }
 
 #[test]
@@ -388,15 +283,8 @@ fn help_and_version_exit_zero_and_errors_exit_two() {
     let help = parse(&["--help"]).unwrap_err();
     assert_eq!(help.exit_code(), 0);
     assert!(help.is_success());
-    assert!(
-        help.to_string()
-            .contains("Usage: mount-s3 [OPTIONS] <BUCKET_NAME> <DIRECTORY>"),
-        "{help}"
-    );
-    assert!(
-        help.to_string().contains("-o <OPTIONS>"),
-        "fstab form documented: {help}"
-    );
+    assert!(help.to_string().contains("Usage: mount-s3 [OPTIONS] <BUCKET_NAME> <DIRECTORY>"), "{help}");
+    assert!(help.to_string().contains("-o <OPTIONS>"), "fstab form documented: {help}");
 
     for flag in ["--version", "-V"] {
         let version = parse(&[flag]).unwrap_err();
@@ -411,9 +299,5 @@ fn help_and_version_exit_zero_and_errors_exit_two() {
     let ours = parse(&["bucket", "/mnt", "--allow-delete"]).unwrap_err();
     assert_eq!(ours.exit_code(), 2);
     assert!(!ours.is_success());
-    assert!(
-        ours.to_string()
-            .starts_with("error: --allow-delete is not supported yet"),
-        "{ours}"
-    );
+    assert!(ours.to_string().starts_with("error: --allow-delete is not supported yet"), "{ours}");
 }

@@ -15,156 +15,45 @@ fn clap_rejects_bad_values_and_conflicts() {
         (&["bucket", "/mnt", "extra"], UnknownArgument, "extra"),
         (&["bucket", "/mnt", "--no-such-flag"], UnknownArgument, "--no-such-flag"),
         (&["ab", "/mnt"], ValueValidation, "3-255 characters"),
-        (
-            &["/mnt", "bucket"],
-            ValueValidation,
-            "did you put the directory before the bucket",
-        ),
+        (&["/mnt", "bucket"], ValueValidation, "did you put the directory before the bucket"),
         (&["s3://bucket/logs", "/mnt"], ValueValidation, "try s3://bucket/logs/"),
-        (
-            &["s3://arn:aws:s3:::bucket", "/mnt"],
-            ValueValidation,
-            "ARN cannot be used",
-        ),
-        (
-            &["bucket", "/mnt", "--prefix", "logs"],
-            ValueValidation,
-            "prefix must end in '/': try --prefix logs/",
-        ),
+        (&["s3://arn:aws:s3:::bucket", "/mnt"], ValueValidation, "ARN cannot be used"),
+        (&["bucket", "/mnt", "--prefix", "logs"], ValueValidation, "prefix must end in '/': try --prefix logs/"),
         (&["bucket", "/mnt", "--uid", "0"], ValueValidation, "--uid"),
         (&["bucket", "/mnt", "--gid", "0"], ValueValidation, "--gid"),
         (&["bucket", "/mnt", "--uid", "-1"], UnknownArgument, "-1"),
         (&["bucket", "/mnt", "--uid", "4294967296"], ValueValidation, "--uid"),
-        (
-            &["bucket", "/mnt", "--dir-mode", "1777"],
-            ValueValidation,
-            "at most 0777",
-        ),
-        (
-            &["bucket", "/mnt", "--file-mode", "rw-r--r--"],
-            ValueValidation,
-            "octal",
-        ),
-        (
-            &["bucket", "/mnt", "--max-threads", "0"],
-            ValueValidation,
-            "--max-threads",
-        ),
-        (
-            &["bucket", "/mnt", "--memory-target", "511"],
-            ValueValidation,
-            "--memory-target",
-        ),
-        (
-            &["bucket", "/mnt", "--maximum-throughput-gbps", "0"],
-            ValueValidation,
-            "--maximum-throughput-gbps",
-        ),
+        (&["bucket", "/mnt", "--dir-mode", "1777"], ValueValidation, "at most 0777"),
+        (&["bucket", "/mnt", "--file-mode", "rw-r--r--"], ValueValidation, "octal"),
+        (&["bucket", "/mnt", "--max-threads", "0"], ValueValidation, "--max-threads"),
+        (&["bucket", "/mnt", "--memory-target", "511"], ValueValidation, "--memory-target"),
+        (&["bucket", "/mnt", "--maximum-throughput-gbps", "0"], ValueValidation, "--maximum-throughput-gbps"),
         (&["bucket", "/mnt", "--part-size", "0"], ValueValidation, "--part-size"),
-        (
-            &["bucket", "/mnt", "--read-part-size", "x"],
-            ValueValidation,
-            "--read-part-size",
-        ),
-        (
-            &["bucket", "/mnt", "--part-size", "1", "--read-part-size", "2"],
-            ArgumentConflict,
-            "--part-size",
-        ),
-        (
-            &["bucket", "/mnt", "--part-size", "1", "--write-part-size", "2"],
-            ArgumentConflict,
-            "--part-size",
-        ),
-        (
-            &["bucket", "/mnt", "--allow-other", "--allow-root"],
-            ArgumentConflict,
-            "--allow-root",
-        ),
+        (&["bucket", "/mnt", "--read-part-size", "x"], ValueValidation, "--read-part-size"),
+        (&["bucket", "/mnt", "--part-size", "1", "--read-part-size", "2"], ArgumentConflict, "--part-size"),
+        (&["bucket", "/mnt", "--part-size", "1", "--write-part-size", "2"], ArgumentConflict, "--part-size"),
+        (&["bucket", "/mnt", "--allow-other", "--allow-root"], ArgumentConflict, "--allow-root"),
         (&["bucket", "/mnt", "--no-log", "--debug"], ArgumentConflict, "--debug"),
+        (&["bucket", "/mnt", "--no-log", "-l", "/tmp"], ArgumentConflict, "--log-directory"),
+        (&["bucket", "/mnt", "--no-log", "--debug-crt"], ArgumentConflict, "--debug-crt"),
+        (&["bucket", "/mnt", "--no-log", "--log-metrics"], ArgumentConflict, "--log-metrics"),
+        (&["bucket", "/mnt", "--metadata-ttl", "forever"], ValueValidation, "'indefinite', or 'minimal'"),
+        (&["bucket", "/mnt", "--negative-metadata-ttl", "3153600001"], ValueValidation, "use 'indefinite'"),
+        (&["bucket", "/mnt", "--max-cache-size", "10"], MissingRequiredArgument, "--cache"),
+        (&["bucket", "/mnt", "--cache-block-size", "1024"], MissingRequiredArgument, "--cache"),
+        (&["bucket", "/mnt", "--otlp-endpoint", "localhost:4318"], ValueValidation, "http:// or https://"),
+        (&["bucket", "/mnt", "--otlp-export-interval", "5"], MissingRequiredArgument, "--otlp-endpoint"),
         (
-            &["bucket", "/mnt", "--no-log", "-l", "/tmp"],
-            ArgumentConflict,
-            "--log-directory",
-        ),
-        (
-            &["bucket", "/mnt", "--no-log", "--debug-crt"],
-            ArgumentConflict,
-            "--debug-crt",
-        ),
-        (
-            &["bucket", "/mnt", "--no-log", "--log-metrics"],
-            ArgumentConflict,
-            "--log-metrics",
-        ),
-        (
-            &["bucket", "/mnt", "--metadata-ttl", "forever"],
-            ValueValidation,
-            "'indefinite', or 'minimal'",
-        ),
-        (
-            &["bucket", "/mnt", "--negative-metadata-ttl", "3153600001"],
-            ValueValidation,
-            "use 'indefinite'",
-        ),
-        (
-            &["bucket", "/mnt", "--max-cache-size", "10"],
-            MissingRequiredArgument,
-            "--cache",
-        ),
-        (
-            &["bucket", "/mnt", "--cache-block-size", "1024"],
-            MissingRequiredArgument,
-            "--cache",
-        ),
-        (
-            &["bucket", "/mnt", "--otlp-endpoint", "localhost:4318"],
-            ValueValidation,
-            "http:// or https://",
-        ),
-        (
-            &["bucket", "/mnt", "--otlp-export-interval", "5"],
-            MissingRequiredArgument,
-            "--otlp-endpoint",
-        ),
-        (
-            &[
-                "bucket",
-                "/mnt",
-                "--otlp-endpoint",
-                "http://x",
-                "--otlp-export-interval",
-                "0",
-            ],
+            &["bucket", "/mnt", "--otlp-endpoint", "http://x", "--otlp-export-interval", "0"],
             ValueValidation,
             "--otlp-export-interval",
         ),
         (&["bucket", "/mnt", "--sse", "aes256"], InvalidValue, "AES256"),
-        (
-            &["bucket", "/mnt", "--sse-kms-key-id", "arn:aws:kms:r:1:key/k"],
-            MissingRequiredArgument,
-            "--sse",
-        ),
-        (
-            &["bucket", "/mnt", "--sse", "aws:kms", "--sse-kms-key-id", "alias/k"],
-            ValueValidation,
-            "KMS key ARN",
-        ),
-        (
-            &["bucket", "/mnt", "--upload-checksums", "md5"],
-            InvalidValue,
-            "crc64nvme",
-        ),
-        (
-            &["bucket", "/mnt", "--bucket-type", "express"],
-            InvalidValue,
-            "general-purpose",
-        ),
-        (
-            &["bucket", "/mnt", "--cache-xz", "x"],
-            ValueValidation,
-            "3-255 characters",
-        ),
+        (&["bucket", "/mnt", "--sse-kms-key-id", "arn:aws:kms:r:1:key/k"], MissingRequiredArgument, "--sse"),
+        (&["bucket", "/mnt", "--sse", "aws:kms", "--sse-kms-key-id", "alias/k"], ValueValidation, "KMS key ARN"),
+        (&["bucket", "/mnt", "--upload-checksums", "md5"], InvalidValue, "crc64nvme"),
+        (&["bucket", "/mnt", "--bucket-type", "express"], InvalidValue, "general-purpose"),
+        (&["bucket", "/mnt", "--cache-xz", "x"], ValueValidation, "3-255 characters"),
     ];
     for (args, kind, needle) in cases {
         match parse(args) {
@@ -185,34 +74,19 @@ fn cross_argument_errors_name_the_fix() {
     let cases: &[(&[&str], CliError)] = &[
         (
             &["s3://bucket/a/", "/mnt", "--prefix", "b/"],
-            CliError::PrefixWithUri {
-                bucket: "bucket".into(),
-                prefix: "b/".into(),
-            },
+            CliError::PrefixWithUri { bucket: "bucket".into(), prefix: "b/".into() },
         ),
         (
             &["s3://bucket", "/mnt", "--prefix", "b/"],
-            CliError::PrefixWithUri {
-                bucket: "bucket".into(),
-                prefix: "b/".into(),
-            },
+            CliError::PrefixWithUri { bucket: "bucket".into(), prefix: "b/".into() },
         ),
         (
-            &[
-                "bucket",
-                "/mnt",
-                "--sse",
-                "AES256",
-                "--sse-kms-key-id",
-                "arn:aws:kms:r:1:key/k",
-            ],
+            &["bucket", "/mnt", "--sse", "AES256", "--sse-kms-key-id", "arn:aws:kms:r:1:key/k"],
             CliError::KmsKeyWithAes256,
         ),
         (
             &["bucket", "/mnt", "--cache-xz", "s3://cache--use1-az4--x-s3/p/"],
-            CliError::CacheXzPrefix {
-                bucket: "cache--use1-az4--x-s3".into(),
-            },
+            CliError::CacheXzPrefix { bucket: "cache--use1-az4--x-s3".into() },
         ),
     ];
     for (args, expected) in cases {
@@ -221,15 +95,8 @@ fn cross_argument_errors_name_the_fix() {
             other => panic!("{args:?}: expected {expected}, got {other:?}"),
         }
     }
-    let message = CliError::PrefixWithUri {
-        bucket: "b".into(),
-        prefix: "p/".into(),
-    }
-    .to_string();
-    assert!(
-        message.starts_with("explicit prefix option not allowed with S3 URI: "),
-        "{message}"
-    );
+    let message = CliError::PrefixWithUri { bucket: "b".into(), prefix: "p/".into() }.to_string();
+    assert!(message.starts_with("explicit prefix option not allowed with S3 URI: "), "{message}");
     assert!(message.contains("s3://b/p/"), "{message}");
 }
 
@@ -242,10 +109,7 @@ fn unsupported_features_are_refused_by_name() {
         (&["--incremental-upload"], "--incremental-upload"),
         (&["--storage-class", "STANDARD_IA"], "--storage-class"),
         (&["--sse", "AES256"], "--sse"),
-        (
-            &["--sse", "aws:kms", "--sse-kms-key-id", "arn:aws:kms:r:1:key/k"],
-            "--sse",
-        ),
+        (&["--sse", "aws:kms", "--sse-kms-key-id", "arn:aws:kms:r:1:key/k"], "--sse"),
         (&["--upload-checksums", "off"], "--upload-checksums"),
         (&["--upload-checksums", "crc32c"], "--upload-checksums"),
         (&["--infer-content-type"], "--infer-content-type"),
@@ -256,20 +120,11 @@ fn unsupported_features_are_refused_by_name() {
         (&["--cache-xz", "s3://cache--use1-az4--x-s3/"], "--cache-xz"),
         (&["--metadata-ttl", "60"], "--metadata-ttl other than 'minimal'"),
         (&["--metadata-ttl", "indefinite"], "--metadata-ttl other than 'minimal'"),
-        (
-            &["--negative-metadata-ttl", "5"],
-            "--negative-metadata-ttl other than 'minimal'",
-        ),
-        (
-            &["--negative-metadata-ttl", "indefinite"],
-            "--negative-metadata-ttl other than 'minimal'",
-        ),
+        (&["--negative-metadata-ttl", "5"], "--negative-metadata-ttl other than 'minimal'"),
+        (&["--negative-metadata-ttl", "indefinite"], "--negative-metadata-ttl other than 'minimal'"),
         (&["--log-metrics"], "--log-metrics"),
         (&["--otlp-endpoint", "http://localhost:4318"], "--otlp-endpoint"),
-        (
-            &["--otlp-endpoint", "https://x", "--otlp-export-interval", "10"],
-            "--otlp-endpoint",
-        ),
+        (&["--otlp-endpoint", "https://x", "--otlp-export-interval", "10"], "--otlp-endpoint"),
         (&["--bind", "eth0"], "--bind"),
         (&["--bind", "eth0", "--bind", "eth1"], "--bind"),
         (&["--ca-bundle", "/etc/ssl/ca.pem"], "--ca-bundle"),
@@ -288,14 +143,8 @@ fn unsupported_features_are_refused_by_name() {
         }
     }
     let fd = parse(&["bucket", "/dev/fd/3"]).unwrap_err().to_string();
-    assert!(
-        fd.contains("FUSE file descriptor (/dev/fd/N) is not supported yet"),
-        "{fd}"
-    );
-    assert!(
-        parse(&["bucket", "/dev/fd/x"]).is_ok(),
-        "only /dev/fd/<digits> is an fd mount"
-    );
+    assert!(fd.contains("FUSE file descriptor (/dev/fd/N) is not supported yet"), "{fd}");
+    assert!(parse(&["bucket", "/dev/fd/x"]).is_ok(), "only /dev/fd/<digits> is an fd mount");
 }
 
 #[test]
@@ -304,17 +153,8 @@ fn validation_comes_before_refusing_features() {
     let err = parse(&["bucket", "/mnt", "--cache", "/c", "--prefix", "p"]).unwrap_err();
     assert!(matches!(err, CliFailure::Clap(_)), "{err}");
     let err = parse(&["s3://bucket/a/", "/mnt", "--cache", "/c", "--prefix", "b/"]).unwrap_err();
-    assert!(
-        matches!(err, CliFailure::Invalid(CliError::PrefixWithUri { .. })),
-        "{err}"
-    );
-    let env = Environment {
-        aws_max_attempts: Some("x".into()),
-        ..env()
-    };
+    assert!(matches!(err, CliFailure::Invalid(CliError::PrefixWithUri { .. })), "{err}");
+    let env = Environment { aws_max_attempts: Some("x".into()), ..env() };
     let err = parse_env(&["bucket", "/mnt", "--cache", "/c"], &env).unwrap_err();
-    assert!(
-        matches!(err, CliFailure::Invalid(CliError::MaxAttempts { .. })),
-        "{err}"
-    );
+    assert!(matches!(err, CliFailure::Invalid(CliError::MaxAttempts { .. })), "{err}");
 }

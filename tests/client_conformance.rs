@@ -1,5 +1,6 @@
 //! One suite of [`ObjectClient`] behaviours, run against every implementation: the in-memory
-//! client, `AwsClient` -> s3s-fs (in-process) and `AwsClient` -> moto. A behaviour a server cannot
+//! client, `AwsClient` -> s3s-fs (in-process), `AwsClient` -> moto and `AwsClient` -> the
+//! benchmark server (`MemS3`, in-process). A behaviour a server cannot
 //! provide is skipped for that backend only, in [`SKIPS`], with the reason; everything else must
 //! agree, so the in-memory client can never drift from real servers.
 //!
@@ -19,6 +20,7 @@ use aws_sdk_s3::types::ObjectCannedAcl;
 use bytes::Bytes;
 use common::TestS3;
 use common::canned::CannedServer;
+use common::mem_server::MemS3;
 use common::moto::MotoServer;
 use common::s3_server::{self, LocalS3};
 use futures::StreamExt;
@@ -36,6 +38,7 @@ enum Backend {
     Memory,
     S3sFs,
     Moto,
+    MemS3,
 }
 
 /// Cases a backend cannot run, and why. Measured, see /work/shared/TESTING.md.
@@ -55,6 +58,7 @@ enum Server {
     Memory,
     Local(LocalS3),
     Moto(MotoServer),
+    Mem(MemS3),
 }
 
 /// A fresh, empty bucket on one backend and a client for it.
@@ -75,6 +79,10 @@ impl Fixture {
                 let server = MotoServer::start();
                 Fixture { client: Arc::new(server.aws_client().await), server: Server::Moto(server) }
             }
+            Backend::MemS3 => {
+                let server = MemS3::start();
+                Fixture { client: Arc::new(server.aws_client().await), server: Server::Mem(server) }
+            }
         }
     }
 
@@ -84,6 +92,7 @@ impl Fixture {
             Server::Memory => None,
             Server::Local(s) => Some(s),
             Server::Moto(s) => Some(s),
+            Server::Mem(s) => Some(s),
         }
     }
 
@@ -470,6 +479,12 @@ macro_rules! conformance {
             $(#[tokio::test]
             async fn $case() {
                 super::run(super::Backend::Moto, stringify!($case), super::cases::$case).await;
+            })*
+        }
+        mod mem_s3 {
+            $(#[tokio::test]
+            async fn $case() {
+                super::run(super::Backend::MemS3, stringify!($case), super::cases::$case).await;
             })*
         }
     };

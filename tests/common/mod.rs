@@ -6,6 +6,8 @@
 //!   request counts. The default backend.
 //! - [`moto::MotoServer`]: a `moto_server` child process, for what s3s-fs cannot do
 //!   (directory markers, `x` beside `x/y`, conditional GETs).
+//! - [`mem_server::MemS3`]: objects in memory behind `s3s`, served as zero-copy slices, with
+//!   request counts and its own CPU time: the benchmark backend (`benches/fs_throughput.rs`).
 //!
 //! Both offer the same helpers, also through the [`TestS3`] trait for code generic over them.
 //! [`canned::CannedServer`] answers every request with one fixed response, for failure shapes
@@ -17,6 +19,8 @@
 
 pub mod canned;
 pub mod helper;
+pub mod mem_server;
+pub mod mem_store;
 pub mod moto;
 pub mod mount;
 pub mod s3_server;

@@ -1,0 +1,702 @@
+//! [`MemStore`]: the S3 operations of [`super::mem_server::MemS3`], on objects held in memory.
+//!
+//! Objects are `Bytes`; a GET answers with a slice of them (no copy, whatever the range), so the
+//! server's cost per byte is the kernel's socket copy and little else. Uploaded bodies are copied
+//! once, when they are received (and once more when a multipart upload is completed).
+//!
+//! What it implements, with S3's answers: HeadObject, GetObject (`Range`, `If-Match` -> 412,
+//! `If-None-Match` -> 304), ListObjectsV2 (prefix, delimiter, start-after, continuation tokens,
+//! max-keys, ETags in listings), PutObject and CompleteMultipartUpload (`If-None-Match: *` -> 412),
+//! Create/UploadPart/Abort multipart (non-last parts of at least 5 MiB, part ETags checked),
+//! DeleteObject, CopyObject, HeadBucket, CreateBucket. Checksums a request announces (header,
+//! `x-amz-sdk-checksum-algorithm` or `x-amz-trailer`) and `Content-MD5` are verified (BadDigest)
+//! and echoed. Anything else is NotImplemented, never silently ignored: `If-Match` on writes,
+//! `partNumber` GETs, `encoding-type=url` listings.
+//!
+//! ETags are opaque: 32 hex digits from a counter (plus `-N` for N parts), unique per write and
+//! never an MD5 of the content, so an overwrite with identical bytes still changes the ETag.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use hyper::http::HeaderMap;
+use s3s::checksum::ChecksumHasher;
+use s3s::crypto::{Checksum as _, Md5};
+use s3s::dto::*;
+use s3s::{Body, S3, S3Request, S3Response, S3Result, TrailingHeaders, s3_error};
+
+/// S3's smallest part, except for the last one.
+pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
+const MAX_KEYS: i32 = 1000;
+
+/// One stored object version.
+#[derive(Clone)]
+struct Stored {
+    data: Bytes,
+    /// Without quotes.
+    etag: String,
+    last_modified: SystemTime,
+}
+
+struct Part {
+    data: Bytes,
+    etag: String,
+    checksums: Checksum,
+}
+
+struct Upload {
+    bucket: String,
+    key: String,
+    parts: BTreeMap<i32, Part>,
+}
+
+type Bucket = BTreeMap<String, Stored>;
+
+/// Buckets of in-memory objects, served through s3s. A clone is another handle to the same store.
+#[derive(Clone, Default)]
+pub struct MemStore {
+    buckets: Arc<RwLock<HashMap<String, Bucket>>>,
+    uploads: Arc<Mutex<HashMap<String, Upload>>>,
+    next_id: Arc<AtomicU64>,
+}
+
+impl MemStore {
+    /// A store with one empty bucket.
+    pub fn new(bucket: &str) -> MemStore {
+        let store = MemStore::default();
+        store.buckets.write().unwrap().insert(bucket.to_string(), Bucket::new());
+        store
+    }
+
+    /// Stores `data` at `key` directly (no request); returns the ETag with its quotes.
+    pub fn insert(&self, bucket: &str, key: &str, data: Bytes) -> String {
+        let etag = self.new_etag(None);
+        let object = Stored { data, etag: etag.clone(), last_modified: SystemTime::now() };
+        let mut buckets = self.buckets.write().unwrap();
+        buckets.get_mut(bucket).expect("bucket exists").insert(key.to_string(), object);
+        format!("\"{etag}\"")
+    }
+
+    /// The bytes at `key`, if any (a cheap clone of the stored `Bytes`).
+    pub fn data(&self, bucket: &str, key: &str) -> Option<Bytes> {
+        self.buckets.read().unwrap().get(bucket)?.get(key).map(|o| o.data.clone())
+    }
+
+    /// Removes `key` directly.
+    pub fn remove(&self, bucket: &str, key: &str) {
+        if let Some(b) = self.buckets.write().unwrap().get_mut(bucket) {
+            b.remove(key);
+        }
+    }
+
+    /// Every key under `prefix`, in order.
+    pub fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let buckets = self.buckets.read().unwrap();
+        let Some(b) = buckets.get(bucket) else { return vec![] };
+        b.range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+            .map(|(k, _)| k)
+            .take_while(|k| k.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+
+    /// Adds an empty bucket; false if it exists.
+    pub fn add_bucket(&self, bucket: &str) -> bool {
+        let mut buckets = self.buckets.write().unwrap();
+        if buckets.contains_key(bucket) {
+            return false;
+        }
+        buckets.insert(bucket.to_string(), Bucket::new());
+        true
+    }
+
+    /// Bytes held by objects and unfinished uploads (slices of one buffer count once each).
+    pub fn stored_bytes(&self) -> u64 {
+        let objects: usize = self.buckets.read().unwrap().values().flat_map(|b| b.values()).map(|o| o.data.len()).sum();
+        let parts: usize =
+            self.uploads.lock().unwrap().values().flat_map(|u| u.parts.values()).map(|p| p.data.len()).sum();
+        (objects + parts) as u64
+    }
+
+    /// A fresh opaque ETag (no quotes): a bijective scramble of a counter, so never repeated.
+    fn new_etag(&self, parts: Option<usize>) -> String {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed) as u128 + 1;
+        let hex = format!("{:032x}", n.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835));
+        match parts {
+            Some(parts) => format!("{hex}-{parts}"),
+            None => hex,
+        }
+    }
+
+    fn object(&self, bucket: &str, key: &str) -> S3Result<Stored> {
+        let buckets = self.buckets.read().unwrap();
+        let b = buckets.get(bucket).ok_or_else(|| s3_error!(NoSuchBucket))?;
+        b.get(key).cloned().ok_or_else(|| s3_error!(NoSuchKey))
+    }
+
+    /// Stores an object, honouring `If-None-Match: *` atomically with the write.
+    fn store(&self, bucket: &str, key: &str, object: Stored, if_none_match: Option<&ETagCondition>) -> S3Result<()> {
+        let mut buckets = self.buckets.write().unwrap();
+        let b = buckets.get_mut(bucket).ok_or_else(|| s3_error!(NoSuchBucket))?;
+        match if_none_match {
+            None => {}
+            Some(ETagCondition::Any) if b.contains_key(key) => {
+                return Err(s3_error!(
+                    PreconditionFailed,
+                    "At least one of the pre-conditions you specified did not hold"
+                ));
+            }
+            Some(ETagCondition::Any) => {}
+            Some(ETagCondition::ETag(_)) => return Err(s3_error!(NotImplemented, "If-None-Match other than *")),
+        }
+        b.insert(key.to_string(), object);
+        Ok(())
+    }
+
+    fn bucket_exists(&self, bucket: &str) -> S3Result<()> {
+        match self.buckets.read().unwrap().contains_key(bucket) {
+            true => Ok(()),
+            false => Err(s3_error!(NoSuchBucket)),
+        }
+    }
+}
+
+/// `If-Match` / `If-None-Match` of a GET or HEAD against the current version.
+fn check_read_conditions(
+    object: &Stored,
+    if_match: Option<&ETagCondition>,
+    if_none: Option<&ETagCondition>,
+) -> S3Result<()> {
+    let matches = |c: &ETagCondition| match c {
+        ETagCondition::Any => true,
+        ETagCondition::ETag(e) => e.value() == object.etag,
+    };
+    if if_match.is_some_and(|c| !matches(c)) {
+        return Err(s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold"));
+    }
+    if if_none.is_some_and(matches) {
+        return Err(s3_error!(NotModified));
+    }
+    Ok(())
+}
+
+fn etag(value: &str) -> Option<ETag> {
+    Some(ETag::Strong(value.to_string()))
+}
+
+fn length(len: usize) -> Option<i64> {
+    Some(len as i64)
+}
+
+/// What a request claims about its body: checksums (values may come later, in trailers).
+struct Claims<'a> {
+    checksums: Checksum,
+    algorithm: Option<&'a ChecksumAlgorithm>,
+    content_md5: Option<&'a str>,
+    headers: &'a HeaderMap,
+    trailers: Option<TrailingHeaders>,
+}
+
+/// The checksum fields, by lowercase algorithm name.
+fn fields(c: &mut Checksum) -> [(&'static str, &mut Option<String>); 5] {
+    [
+        ("crc32", &mut c.checksum_crc32),
+        ("crc32c", &mut c.checksum_crc32c),
+        ("crc64nvme", &mut c.checksum_crc64nvme),
+        ("sha1", &mut c.checksum_sha1),
+        ("sha256", &mut c.checksum_sha256),
+    ]
+}
+
+/// Reads a whole request body, verifying every checksum the request announced. Returns the
+/// bytes and the checksums computed (only those announced).
+async fn receive(body: Option<StreamingBlob>, mut claims: Claims<'_>) -> S3Result<(Bytes, Checksum)> {
+    let mut body = body.ok_or_else(|| s3_error!(IncompleteBody))?;
+    let trailer = claims.headers.get("x-amz-trailer").and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+    let algorithm = claims.algorithm.map(|a| a.as_str().to_ascii_lowercase());
+    let wanted: Vec<&str> = fields(&mut claims.checksums)
+        .into_iter()
+        .filter(|(name, value)| {
+            value.is_some()
+                || algorithm.as_deref() == Some(*name)
+                || trailer.split(',').any(|t| t.trim().strip_prefix("x-amz-checksum-") == Some(*name))
+        })
+        .map(|(name, _)| name)
+        .collect();
+    let mut hasher = ChecksumHasher::default();
+    for name in &wanted {
+        match *name {
+            "crc32" => hasher.crc32 = Some(Default::default()),
+            "crc32c" => hasher.crc32c = Some(Default::default()),
+            "crc64nvme" => hasher.crc64nvme = Some(Default::default()),
+            "sha1" => hasher.sha1 = Some(Default::default()),
+            _ => hasher.sha256 = Some(Default::default()),
+        }
+    }
+    let mut md5 = claims.content_md5.map(|_| Md5::new());
+    let mut chunks = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| s3_error!(IncompleteBody, "body: {e}"))?;
+        hasher.update(&chunk);
+        if let Some(md5) = &mut md5 {
+            md5.update(&chunk);
+        }
+        chunks.push(chunk);
+    }
+    let data = match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().unwrap(),
+        _ => {
+            let mut all = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
+            chunks.iter().for_each(|c| all.extend_from_slice(c));
+            all.freeze()
+        }
+    };
+    if let Some(trailers) = claims.trailers.as_ref().and_then(TrailingHeaders::take) {
+        for (name, value) in fields(&mut claims.checksums) {
+            if let Some(v) = trailers.get(format!("x-amz-checksum-{name}").as_str()) {
+                *value = Some(v.to_str().map_err(|_| s3_error!(InvalidArgument, "checksum trailer"))?.to_string());
+            }
+        }
+    }
+    let mut computed = hasher.finalize();
+    for ((name, claimed), (_, got)) in fields(&mut claims.checksums).into_iter().zip(fields(&mut computed)) {
+        if let Some(claimed) = claimed
+            && Some(&*claimed) != got.as_ref()
+        {
+            return Err(s3_error!(BadDigest, "the {name} you specified did not match the calculated checksum"));
+        }
+    }
+    if let (Some(claimed), Some(md5)) = (claims.content_md5, md5)
+        && aws_smithy_types::base64::encode(md5.finalize()) != claimed
+    {
+        return Err(s3_error!(BadDigest, "the Content-MD5 you specified did not match what we received"));
+    }
+    Ok((data, computed))
+}
+
+#[async_trait::async_trait]
+impl S3 for MemStore {
+    async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
+        self.bucket_exists(&req.input.bucket)?;
+        Ok(S3Response::new(HeadBucketOutput::default()))
+    }
+
+    async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
+        if !self.add_bucket(&req.input.bucket) {
+            return Err(s3_error!(BucketAlreadyOwnedByYou));
+        }
+        Ok(S3Response::new(CreateBucketOutput::default()))
+    }
+
+    async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+        let input = req.input;
+        if input.part_number.is_some() || input.range.is_some() {
+            return Err(s3_error!(NotImplemented, "HEAD with partNumber or Range"));
+        }
+        let object = self.object(&input.bucket, &input.key)?;
+        check_read_conditions(&object, input.if_match.as_ref(), input.if_none_match.as_ref())?;
+        Ok(S3Response::new(HeadObjectOutput {
+            accept_ranges: Some("bytes".into()),
+            content_length: length(object.data.len()),
+            e_tag: etag(&object.etag),
+            last_modified: Some(object.last_modified.into()),
+            ..HeadObjectOutput::default()
+        }))
+    }
+
+    async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+        let input = req.input;
+        if input.part_number.is_some() {
+            return Err(s3_error!(NotImplemented, "GET with partNumber"));
+        }
+        let object = self.object(&input.bucket, &input.key)?;
+        check_read_conditions(&object, input.if_match.as_ref(), input.if_none_match.as_ref())?;
+        let size = object.data.len() as u64;
+        let (range, content_range) = match input.range {
+            Some(r) => {
+                let range = r.check(size)?;
+                let header = format!("bytes {}-{}/{size}", range.start, range.end - 1);
+                (range, Some(header))
+            }
+            None => (0..size, None),
+        };
+        let body = object.data.slice(range.start as usize..range.end as usize);
+        Ok(S3Response::new(GetObjectOutput {
+            accept_ranges: Some("bytes".into()),
+            content_length: length(body.len()),
+            content_range,
+            e_tag: etag(&object.etag),
+            last_modified: Some(object.last_modified.into()),
+            body: Some(StreamingBlob::from(Body::from(body))),
+            ..GetObjectOutput::default()
+        }))
+    }
+
+    async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
+        let input = req.input;
+        if input.encoding_type.is_some() {
+            return Err(s3_error!(NotImplemented, "encoding-type"));
+        }
+        let max_keys = input.max_keys.unwrap_or(MAX_KEYS);
+        if max_keys < 0 {
+            return Err(s3_error!(InvalidArgument, "max-keys must be at least 0"));
+        }
+        let max_keys = max_keys.min(MAX_KEYS) as usize;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let delimiter = input.delimiter.clone().filter(|d| !d.is_empty());
+        let resume = input.continuation_token.as_deref().map(ListToken::decode).transpose()?;
+
+        let mut lower = Bound::Included(prefix.clone());
+        let afters = [input.start_after.clone(), resume.as_ref().map(|t| t.after().to_string())];
+        for after in afters.into_iter().flatten() {
+            let tighter = match &lower {
+                Bound::Included(l) => after >= *l,
+                Bound::Excluded(l) => after > *l,
+                Bound::Unbounded => true,
+            };
+            if tighter {
+                lower = Bound::Excluded(after);
+            }
+        }
+        let skip = match &resume {
+            Some(ListToken::Prefix(p)) => Some(p.as_str()),
+            _ => None,
+        };
+
+        let buckets = self.buckets.read().unwrap();
+        let bucket = buckets.get(&input.bucket).ok_or_else(|| s3_error!(NoSuchBucket))?;
+        let mut contents = Vec::new();
+        let mut common_prefixes: Vec<String> = Vec::new();
+        let mut last: Option<ListToken> = None;
+        let mut truncated = false;
+        for (key, object) in bucket.range::<String, _>((lower, Bound::Unbounded)) {
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            if skip.is_some_and(|s| key.starts_with(s)) {
+                continue;
+            }
+            let group = delimiter.as_deref().and_then(|d| {
+                let rest = &key[prefix.len()..];
+                rest.find(d).map(|i| key[..prefix.len() + i + d.len()].to_string())
+            });
+            if let (Some(g), Some(ListToken::Prefix(p))) = (&group, &last)
+                && g == p
+            {
+                continue;
+            }
+            if contents.len() + common_prefixes.len() == max_keys {
+                truncated = true;
+                break;
+            }
+            match group {
+                Some(g) => {
+                    common_prefixes.push(g.clone());
+                    last = Some(ListToken::Prefix(g));
+                }
+                None => {
+                    contents.push(Object {
+                        key: Some(key.clone()),
+                        size: length(object.data.len()),
+                        e_tag: etag(&object.etag),
+                        last_modified: Some(object.last_modified.into()),
+                        storage_class: Some(ObjectStorageClass::from_static(ObjectStorageClass::STANDARD)),
+                        ..Object::default()
+                    });
+                    last = Some(ListToken::Key(key.clone()));
+                }
+            }
+        }
+        let key_count = (contents.len() + common_prefixes.len()) as i32;
+        let next_continuation_token = if truncated { last.map(|l| l.encode()) } else { None };
+        Ok(S3Response::new(ListObjectsV2Output {
+            name: Some(input.bucket),
+            prefix: input.prefix,
+            delimiter: input.delimiter,
+            max_keys: Some(max_keys as i32),
+            key_count: Some(key_count),
+            continuation_token: input.continuation_token,
+            start_after: input.start_after,
+            is_truncated: Some(truncated),
+            next_continuation_token,
+            contents: Some(contents),
+            common_prefixes: Some(common_prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(p) }).collect()),
+            ..ListObjectsV2Output::default()
+        }))
+    }
+
+    async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+        let input = req.input;
+        if input.if_match.is_some() || input.write_offset_bytes.is_some() {
+            return Err(s3_error!(NotImplemented, "If-Match or write offset on PutObject"));
+        }
+        self.bucket_exists(&input.bucket)?;
+        let claims = Claims {
+            checksums: Checksum {
+                checksum_crc32: input.checksum_crc32.clone(),
+                checksum_crc32c: input.checksum_crc32c.clone(),
+                checksum_crc64nvme: input.checksum_crc64nvme.clone(),
+                checksum_sha1: input.checksum_sha1.clone(),
+                checksum_sha256: input.checksum_sha256.clone(),
+                ..Checksum::default()
+            },
+            algorithm: input.checksum_algorithm.as_ref(),
+            content_md5: input.content_md5.as_deref(),
+            headers: &req.headers,
+            trailers: req.trailing_headers,
+        };
+        let (data, sums) = receive(input.body, claims).await?;
+        let size = length(data.len());
+        let tag = self.new_etag(None);
+        let object = Stored { data, etag: tag.clone(), last_modified: SystemTime::now() };
+        self.store(&input.bucket, &input.key, object, input.if_none_match.as_ref())?;
+        Ok(S3Response::new(PutObjectOutput {
+            e_tag: etag(&tag),
+            size,
+            checksum_crc32: sums.checksum_crc32,
+            checksum_crc32c: sums.checksum_crc32c,
+            checksum_crc64nvme: sums.checksum_crc64nvme,
+            checksum_sha1: sums.checksum_sha1,
+            checksum_sha256: sums.checksum_sha256,
+            ..PutObjectOutput::default()
+        }))
+    }
+
+    async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+        let input = req.input;
+        if input.if_match.is_some() {
+            return Err(s3_error!(NotImplemented, "If-Match on DeleteObject"));
+        }
+        let mut buckets = self.buckets.write().unwrap();
+        let bucket = buckets.get_mut(&input.bucket).ok_or_else(|| s3_error!(NoSuchBucket))?;
+        bucket.remove(&input.key);
+        Ok(S3Response::new(DeleteObjectOutput::default()))
+    }
+
+    async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
+        let input = req.input;
+        let CopySource::Bucket { bucket, key, version_id: None } = &input.copy_source else {
+            return Err(s3_error!(NotImplemented, "copy source other than bucket/key"));
+        };
+        if input.copy_source_if_match.is_some() || input.copy_source_if_none_match.is_some() {
+            return Err(s3_error!(NotImplemented, "conditional CopyObject"));
+        }
+        let source = self.object(bucket, key)?;
+        let tag = self.new_etag(None);
+        let now = SystemTime::now();
+        self.store(
+            &input.bucket,
+            &input.key,
+            Stored { data: source.data, etag: tag.clone(), last_modified: now },
+            None,
+        )?;
+        Ok(S3Response::new(CopyObjectOutput {
+            copy_object_result: Some(CopyObjectResult {
+                e_tag: etag(&tag),
+                last_modified: Some(now.into()),
+                ..CopyObjectResult::default()
+            }),
+            ..CopyObjectOutput::default()
+        }))
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        let input = req.input;
+        self.bucket_exists(&input.bucket)?;
+        let id = self.new_etag(None);
+        let upload = Upload { bucket: input.bucket.clone(), key: input.key.clone(), parts: BTreeMap::new() };
+        self.uploads.lock().unwrap().insert(id.clone(), upload);
+        Ok(S3Response::new(CreateMultipartUploadOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            upload_id: Some(id),
+            checksum_algorithm: input.checksum_algorithm,
+            ..CreateMultipartUploadOutput::default()
+        }))
+    }
+
+    async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+        let input = req.input;
+        if !(1..=10_000).contains(&input.part_number) {
+            return Err(s3_error!(InvalidArgument, "part number must be between 1 and 10000"));
+        }
+        self.upload_exists(&input.upload_id, &input.bucket, &input.key)?;
+        let claims = Claims {
+            checksums: Checksum {
+                checksum_crc32: input.checksum_crc32.clone(),
+                checksum_crc32c: input.checksum_crc32c.clone(),
+                checksum_crc64nvme: input.checksum_crc64nvme.clone(),
+                checksum_sha1: input.checksum_sha1.clone(),
+                checksum_sha256: input.checksum_sha256.clone(),
+                ..Checksum::default()
+            },
+            algorithm: input.checksum_algorithm.as_ref(),
+            content_md5: input.content_md5.as_deref(),
+            headers: &req.headers,
+            trailers: req.trailing_headers,
+        };
+        let (data, sums) = receive(input.body, claims).await?;
+        let tag = self.new_etag(None);
+        let mut uploads = self.uploads.lock().unwrap();
+        // Aborted while the body was arriving?
+        let upload = uploads.get_mut(&input.upload_id).ok_or_else(|| s3_error!(NoSuchUpload))?;
+        upload.parts.insert(input.part_number, Part { data, etag: tag.clone(), checksums: sums.clone() });
+        Ok(S3Response::new(UploadPartOutput {
+            e_tag: etag(&tag),
+            checksum_crc32: sums.checksum_crc32,
+            checksum_crc32c: sums.checksum_crc32c,
+            checksum_crc64nvme: sums.checksum_crc64nvme,
+            checksum_sha1: sums.checksum_sha1,
+            checksum_sha256: sums.checksum_sha256,
+            ..UploadPartOutput::default()
+        }))
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let input = req.input;
+        if input.if_match.is_some() {
+            return Err(s3_error!(NotImplemented, "If-Match on CompleteMultipartUpload"));
+        }
+        let requested = input.multipart_upload.and_then(|m| m.parts).unwrap_or_default();
+        if requested.is_empty() {
+            return Err(s3_error!(MalformedXML, "no parts"));
+        }
+        let (data, parts) = {
+            let uploads = self.uploads.lock().unwrap();
+            let upload = self.upload_in(&uploads, &input.upload_id, &input.bucket, &input.key)?;
+            assemble(upload, &requested)?
+        };
+        let tag = self.new_etag(Some(parts));
+        let object = Stored { data, etag: tag.clone(), last_modified: SystemTime::now() };
+        // A failed precondition leaves the upload open, as S3 does.
+        self.store(&input.bucket, &input.key, object, input.if_none_match.as_ref())?;
+        self.uploads.lock().unwrap().remove(&input.upload_id);
+        Ok(S3Response::new(CompleteMultipartUploadOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            e_tag: etag(&tag),
+            ..CompleteMultipartUploadOutput::default()
+        }))
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        let input = req.input;
+        let mut uploads = self.uploads.lock().unwrap();
+        self.upload_in(&uploads, &input.upload_id, &input.bucket, &input.key)?;
+        uploads.remove(&input.upload_id);
+        Ok(S3Response::new(AbortMultipartUploadOutput::default()))
+    }
+}
+
+impl MemStore {
+    fn upload_exists(&self, id: &str, bucket: &str, key: &str) -> S3Result<()> {
+        let uploads = self.uploads.lock().unwrap();
+        self.upload_in(&uploads, id, bucket, key).map(|_| ())
+    }
+
+    fn upload_in<'a>(
+        &self,
+        uploads: &'a HashMap<String, Upload>,
+        id: &str,
+        bucket: &str,
+        key: &str,
+    ) -> S3Result<&'a Upload> {
+        match uploads.get(id) {
+            Some(u) if u.bucket == bucket && u.key == key => Ok(u),
+            _ => Err(s3_error!(NoSuchUpload)),
+        }
+    }
+}
+
+/// The object a CompleteMultipartUpload asks for, checked as S3 checks it: part numbers
+/// ascending, each part uploaded with that ETag (and CRC32C, when given), every part but the
+/// last at least [`MIN_PART_SIZE`]. Returns the bytes and the number of parts.
+fn assemble(upload: &Upload, requested: &[CompletedPart]) -> S3Result<(Bytes, usize)> {
+    let mut chosen = Vec::with_capacity(requested.len());
+    let mut previous = 0;
+    for part in requested {
+        let number = part.part_number.ok_or_else(|| s3_error!(InvalidPart, "part without a number"))?;
+        if number <= previous {
+            return Err(s3_error!(InvalidPartOrder));
+        }
+        previous = number;
+        let stored = upload.parts.get(&number).ok_or_else(|| s3_error!(InvalidPart, "part {number} not uploaded"))?;
+        if part.e_tag.as_ref().is_none_or(|e| e.value() != stored.etag) {
+            return Err(s3_error!(InvalidPart, "part {number}: ETag does not match"));
+        }
+        if let Some(crc) = &part.checksum_crc32c
+            && stored.checksums.checksum_crc32c.as_ref() != Some(crc)
+        {
+            return Err(s3_error!(InvalidPart, "part {number}: CRC32C does not match"));
+        }
+        chosen.push(stored);
+    }
+    let (last, rest) = chosen.split_last().expect("at least one part");
+    if rest.iter().any(|p| p.data.len() < MIN_PART_SIZE) {
+        return Err(s3_error!(EntityTooSmall));
+    }
+    let data = if rest.is_empty() {
+        last.data.clone()
+    } else {
+        let mut all = BytesMut::with_capacity(chosen.iter().map(|p| p.data.len()).sum());
+        chosen.iter().for_each(|p| all.extend_from_slice(&p.data));
+        all.freeze()
+    };
+    Ok((data, chosen.len()))
+}
+
+/// Where a listing page stopped: after a key, or after a common prefix (whose keys are all
+/// skipped). Encoded as hex, so any key survives XML and query strings unchanged.
+enum ListToken {
+    Key(String),
+    Prefix(String),
+}
+
+impl ListToken {
+    fn after(&self) -> &str {
+        match self {
+            ListToken::Key(k) | ListToken::Prefix(k) => k,
+        }
+    }
+
+    fn encode(&self) -> String {
+        let (tag, value) = match self {
+            ListToken::Key(k) => ('k', k),
+            ListToken::Prefix(p) => ('p', p),
+        };
+        std::iter::once(tag.to_string()).chain(value.bytes().map(|b| format!("{b:02x}"))).collect()
+    }
+
+    fn decode(token: &str) -> S3Result<ListToken> {
+        let invalid = || s3_error!(InvalidArgument, "The continuation token provided is incorrect");
+        let (tag, hex) = token.split_at_checked(1).ok_or_else(invalid)?;
+        if hex.len() % 2 != 0 {
+            return Err(invalid());
+        }
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(hex.get(i..i + 2).ok_or_else(invalid)?, 16).map_err(|_| invalid()))
+            .collect::<S3Result<_>>()?;
+        let value = String::from_utf8(bytes).map_err(|_| invalid())?;
+        match tag {
+            "k" => Ok(ListToken::Key(value)),
+            "p" => Ok(ListToken::Prefix(value)),
+            _ => Err(invalid()),
+        }
+    }
+}

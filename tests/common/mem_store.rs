@@ -4,7 +4,7 @@
 //! server's cost per byte is the kernel's socket copy and little else. Uploaded bodies are copied
 //! once, when they are received (and once more when a multipart upload is completed).
 //!
-//! What it implements, with S3's answers: HeadObject, GetObject (`Range`, `If-Match` -> 412,
+//! What it implements, with S3's answers (checksum and token rules in [`super::mem_rules`]): HeadObject, GetObject (`Range`, `If-Match` -> 412,
 //! `If-None-Match` -> 304), ListObjectsV2 (prefix, delimiter, start-after, continuation tokens,
 //! max-keys, ETags in listings), PutObject and CompleteMultipartUpload (`If-None-Match: *` -> 412),
 //! Create/UploadPart/Abort multipart (non-last parts of at least 5 MiB, part ETags checked),
@@ -23,12 +23,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
-use futures::StreamExt;
-use hyper::http::HeaderMap;
-use s3s::checksum::ChecksumHasher;
-use s3s::crypto::{Checksum as _, Md5};
 use s3s::dto::*;
-use s3s::{Body, S3, S3Request, S3Response, S3Result, TrailingHeaders, s3_error};
+use s3s::{Body, S3, S3Request, S3Response, S3Result, s3_error};
+
+use super::mem_rules::{Claims, ListToken, receive};
 
 /// S3's smallest part, except for the last one.
 pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
@@ -191,93 +189,6 @@ fn etag(value: &str) -> Option<ETag> {
 
 fn length(len: usize) -> Option<i64> {
     Some(len as i64)
-}
-
-/// What a request claims about its body: checksums (values may come later, in trailers).
-struct Claims<'a> {
-    checksums: Checksum,
-    algorithm: Option<&'a ChecksumAlgorithm>,
-    content_md5: Option<&'a str>,
-    headers: &'a HeaderMap,
-    trailers: Option<TrailingHeaders>,
-}
-
-/// The checksum fields, by lowercase algorithm name.
-fn fields(c: &mut Checksum) -> [(&'static str, &mut Option<String>); 5] {
-    [
-        ("crc32", &mut c.checksum_crc32),
-        ("crc32c", &mut c.checksum_crc32c),
-        ("crc64nvme", &mut c.checksum_crc64nvme),
-        ("sha1", &mut c.checksum_sha1),
-        ("sha256", &mut c.checksum_sha256),
-    ]
-}
-
-/// Reads a whole request body, verifying every checksum the request announced. Returns the
-/// bytes and the checksums computed (only those announced).
-async fn receive(body: Option<StreamingBlob>, mut claims: Claims<'_>) -> S3Result<(Bytes, Checksum)> {
-    let mut body = body.ok_or_else(|| s3_error!(IncompleteBody))?;
-    let trailer = claims.headers.get("x-amz-trailer").and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
-    let algorithm = claims.algorithm.map(|a| a.as_str().to_ascii_lowercase());
-    let wanted: Vec<&str> = fields(&mut claims.checksums)
-        .into_iter()
-        .filter(|(name, value)| {
-            value.is_some()
-                || algorithm.as_deref() == Some(*name)
-                || trailer.split(',').any(|t| t.trim().strip_prefix("x-amz-checksum-") == Some(*name))
-        })
-        .map(|(name, _)| name)
-        .collect();
-    let mut hasher = ChecksumHasher::default();
-    for name in &wanted {
-        match *name {
-            "crc32" => hasher.crc32 = Some(Default::default()),
-            "crc32c" => hasher.crc32c = Some(Default::default()),
-            "crc64nvme" => hasher.crc64nvme = Some(Default::default()),
-            "sha1" => hasher.sha1 = Some(Default::default()),
-            _ => hasher.sha256 = Some(Default::default()),
-        }
-    }
-    let mut md5 = claims.content_md5.map(|_| Md5::new());
-    let mut chunks = Vec::new();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| s3_error!(IncompleteBody, "body: {e}"))?;
-        hasher.update(&chunk);
-        if let Some(md5) = &mut md5 {
-            md5.update(&chunk);
-        }
-        chunks.push(chunk);
-    }
-    let data = match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.pop().unwrap(),
-        _ => {
-            let mut all = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
-            chunks.iter().for_each(|c| all.extend_from_slice(c));
-            all.freeze()
-        }
-    };
-    if let Some(trailers) = claims.trailers.as_ref().and_then(TrailingHeaders::take) {
-        for (name, value) in fields(&mut claims.checksums) {
-            if let Some(v) = trailers.get(format!("x-amz-checksum-{name}").as_str()) {
-                *value = Some(v.to_str().map_err(|_| s3_error!(InvalidArgument, "checksum trailer"))?.to_string());
-            }
-        }
-    }
-    let mut computed = hasher.finalize();
-    for ((name, claimed), (_, got)) in fields(&mut claims.checksums).into_iter().zip(fields(&mut computed)) {
-        if let Some(claimed) = claimed
-            && Some(&*claimed) != got.as_ref()
-        {
-            return Err(s3_error!(BadDigest, "the {name} you specified did not match the calculated checksum"));
-        }
-    }
-    if let (Some(claimed), Some(md5)) = (claims.content_md5, md5)
-        && aws_smithy_types::base64::encode(md5.finalize()) != claimed
-    {
-        return Err(s3_error!(BadDigest, "the Content-MD5 you specified did not match what we received"));
-    }
-    Ok((data, computed))
 }
 
 #[async_trait::async_trait]
@@ -658,45 +569,4 @@ fn assemble(upload: &Upload, requested: &[CompletedPart]) -> S3Result<(Bytes, us
         all.freeze()
     };
     Ok((data, chosen.len()))
-}
-
-/// Where a listing page stopped: after a key, or after a common prefix (whose keys are all
-/// skipped). Encoded as hex, so any key survives XML and query strings unchanged.
-enum ListToken {
-    Key(String),
-    Prefix(String),
-}
-
-impl ListToken {
-    fn after(&self) -> &str {
-        match self {
-            ListToken::Key(k) | ListToken::Prefix(k) => k,
-        }
-    }
-
-    fn encode(&self) -> String {
-        let (tag, value) = match self {
-            ListToken::Key(k) => ('k', k),
-            ListToken::Prefix(p) => ('p', p),
-        };
-        std::iter::once(tag.to_string()).chain(value.bytes().map(|b| format!("{b:02x}"))).collect()
-    }
-
-    fn decode(token: &str) -> S3Result<ListToken> {
-        let invalid = || s3_error!(InvalidArgument, "The continuation token provided is incorrect");
-        let (tag, hex) = token.split_at_checked(1).ok_or_else(invalid)?;
-        if hex.len() % 2 != 0 {
-            return Err(invalid());
-        }
-        let bytes: Vec<u8> = (0..hex.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(hex.get(i..i + 2).ok_or_else(invalid)?, 16).map_err(|_| invalid()))
-            .collect::<S3Result<_>>()?;
-        let value = String::from_utf8(bytes).map_err(|_| invalid())?;
-        match tag {
-            "k" => Ok(ListToken::Key(value)),
-            "p" => Ok(ListToken::Prefix(value)),
-            _ => Err(invalid()),
-        }
-    }
 }

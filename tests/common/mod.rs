@@ -19,6 +19,7 @@
 
 pub mod canned;
 pub mod helper;
+pub mod mem_rules;
 pub mod mem_server;
 pub mod mem_store;
 pub mod moto;

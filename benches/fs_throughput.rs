@@ -1,0 +1,252 @@
+//! File-system throughput benchmarks: fio-style workloads through a real mount of the release
+//! `mount-s3` binary, each next to a raw aws-sdk-s3 baseline measured in the same run.
+//!
+//! ```text
+//! cargo bench --bench fs_throughput                      # everything (~5 min), writes doc/BENCHMARKS.md
+//! cargo bench --bench fs_throughput -- seq_read ttfb     # some workloads; prints only
+//! cargo bench --bench fs_throughput -- --list            # names and descriptions
+//! cargo bench --bench fs_throughput -- ttfb --write-doc  # a subset, written to the doc anyway
+//! cargo bench --bench fs_throughput -- --quiet-wait 0    # do not wait for an idle machine
+//! ```
+//!
+//! Before each workload it waits (up to 120 s in all, by default) for the machine to be idle,
+//! since other processes on a small machine change the numbers more than anything else.
+//!
+//! Needs root (mounts, dropping the page cache) and /dev/fuse. One process holds the in-memory
+//! S3 server (`tests/common/mem_server.rs`, 127.0.0.1 only) with every object seeded as a slice
+//! of one 1 GiB buffer; for each workload it mounts the bucket afresh (`mount-s3 --foreground`,
+//! sealed environment, unmounted also on panic), runs the readers, reads the daemon's CPU time
+//! and peak RSS from `/proc`, the server's CPU time and request counts, then runs the raw
+//! baseline in a child process (this binary again, with a hidden flag). Workloads are in
+//! `fs_throughput/workloads.rs`, the report's format in `fs_throughput/report.rs`.
+
+#[path = "../tests/common/mod.rs"]
+#[allow(unused_imports)]
+mod common;
+#[path = "fs_throughput/measure.rs"]
+mod measure;
+#[path = "fs_throughput/procs.rs"]
+mod procs;
+#[path = "fs_throughput/raw.rs"]
+mod raw;
+#[path = "fs_throughput/report.rs"]
+mod report;
+#[path = "fs_throughput/workloads.rs"]
+mod workloads;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::mem_server::{MemS3, REGION};
+use common::mount::{TestMount, binary};
+use measure::{Run, Snapshot, peak_rss_kib};
+use report::{Measured, Row, RunInfo};
+use workloads::Workload;
+
+struct Options {
+    list: bool,
+    write_doc: Option<bool>,
+    quiet_wait: Duration,
+    names: Vec<String>,
+}
+
+fn parse_options(args: &[String]) -> Result<Options, String> {
+    let mut options = Options { list: false, write_doc: None, quiet_wait: Duration::from_secs(120), names: vec![] };
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            // cargo adds --bench to every bench target it runs.
+            "--bench" => {}
+            "--list" => options.list = true,
+            "--write-doc" => options.write_doc = Some(true),
+            "--no-doc" => options.write_doc = Some(false),
+            "--quiet-wait" => {
+                let secs = args.next().and_then(|s| s.parse().ok()).ok_or("--quiet-wait needs seconds")?;
+                options.quiet_wait = Duration::from_secs(secs);
+            }
+            flag if flag.starts_with('-') => return Err(format!("unknown option {flag}")),
+            name => options.names.push(name.to_string()),
+        }
+    }
+    Ok(options)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(i) = args.iter().position(|a| a == raw::CHILD_FLAG) {
+        raw::child_main(&args[i + 1..]);
+    }
+    let options = parse_options(&args).unwrap_or_else(|e| exit_with(&e));
+    let all = workloads::all();
+    if options.list {
+        for w in &all {
+            println!("{:<22} {}", w.name, w.what);
+        }
+        return;
+    }
+    for name in &options.names {
+        if !all.iter().any(|w| w.name == name) {
+            let names: Vec<&str> = all.iter().map(|w| w.name).collect();
+            exit_with(&format!("unknown workload {name:?}; known: {}", names.join(", ")));
+        }
+    }
+    let full = options.names.is_empty();
+    let selected: Vec<Workload> =
+        all.into_iter().filter(|w| full || options.names.iter().any(|n| n == w.name)).collect();
+
+    let started = Instant::now();
+    let s3 = MemS3::start();
+    eprintln!("seeding the in-memory server ({})", s3.endpoint);
+    let data = workloads::seed(&s3);
+    let mut notes = Vec::new();
+    let mut rows = Vec::new();
+    let mut raw_runs: HashMap<Vec<String>, Measured> = HashMap::new();
+    let mut quiet_budget = options.quiet_wait;
+    for w in selected {
+        let t = Instant::now();
+        eprintln!("== {}: {}", w.name, w.what);
+        let background = measure::wait_for_quiet(&mut quiet_budget);
+        if background >= 0.25 {
+            notes.push(format!("`{}` started with the machine already {background:.2} cores busy.", w.name));
+        }
+        if let workloads::MountJob::Cat { keys, loops } = &w.job {
+            match workloads::local_cat_rate(&s3, keys, *loops) {
+                Ok(rate) => notes.push(format!(
+                    "`{}`: the same `cat` loops over local tmpfs files run at {rate:.0} files/s: the loops' own \
+                     ceiling (a fork and exec per file).",
+                    w.name
+                )),
+                Err(e) => notes.push(format!("`{}`: local `cat` baseline failed: {e}", w.name)),
+            }
+        }
+        let runs = (0..w.repeat).map(|_| log("mount", mount_side(&s3, &w, &data, &mut notes))).collect();
+        let mount = Measured::summarise(w.metric, runs);
+        let raw = w.raw.as_ref().map(|spec| {
+            let key = spec.to_args();
+            if !raw_runs.contains_key(&key) {
+                let runs = (0..w.repeat).map(|_| log("raw", raw::run(&s3, spec, w.timeout))).collect();
+                raw_runs.insert(key.clone(), Measured::summarise(w.metric, runs));
+            }
+            raw_runs[&key].clone()
+        });
+        eprintln!("   ({:.0} s)", t.elapsed().as_secs_f64());
+        rows.push(Row { workload: w, mount, raw });
+    }
+    notes.push(format!("Whole run took {:.0} s.", started.elapsed().as_secs_f64()));
+
+    let info = run_info(&args, notes);
+    let doc = report::render(&info, &rows);
+    println!("{doc}");
+    if options.write_doc.unwrap_or(full) {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("doc/BENCHMARKS.md");
+        std::fs::write(&path, &doc).unwrap_or_else(|e| exit_with(&format!("write {}: {e}", path.display())));
+        eprintln!("wrote {}", path.display());
+    }
+}
+
+/// Prints one run's headline numbers as it finishes.
+fn log(side: &str, run: Run) -> Run {
+    let error = run.error.as_deref().map(|e| format!(" ERROR {e}")).unwrap_or_default();
+    eprintln!(
+        "   {side:<5} {:>8.1} MiB/s {:>8.1} ops/s  cpu {:.2} s  peak {} MiB  server {:.2} s  others {:.2} s{error}",
+        run.mib_per_s(),
+        run.ops_per_s(),
+        run.client_cpu_s,
+        run.client_peak_kib / 1024,
+        run.server_cpu_s,
+        run.other_cpu_s(),
+    );
+    run
+}
+
+fn exit_with(message: &str) -> ! {
+    eprintln!("fs_throughput: {message}");
+    std::process::exit(2)
+}
+
+/// Mounts afresh, runs the workload's readers, measures, unmounts.
+fn mount_side(s3: &MemS3, w: &Workload, data: &Bytes, notes: &mut Vec<String>) -> Run {
+    if let Err(e) = measure::drop_caches()
+        && !notes.contains(&e)
+    {
+        notes.push(e);
+    }
+    let mut args: Vec<&str> = vec!["--endpoint-url", &s3.endpoint, "--force-path-style", "--region", REGION];
+    args.extend(w.mount_args.iter().map(String::as_str));
+    let mount = match TestMount::try_new(&s3.env_vars(), &s3.bucket, &args) {
+        Ok(mount) => mount,
+        Err(output) => return Run { error: Some(format!("mount failed: {}", tail(&output))), ..Run::default() },
+    };
+    let pid = mount.pid().to_string();
+    s3.reset_counts();
+    let before = Snapshot::take(Some(&pid), s3);
+    let start = Instant::now();
+    let result = workloads::run_mount_job(&w.job, mount.path(), data, w.timeout);
+    let wall = start.elapsed();
+    let after = Snapshot::take(Some(&pid), s3);
+    let mut run = Run {
+        wall,
+        client_peak_kib: peak_rss_kib(&pid).unwrap_or(0),
+        requests: s3.request_counts().into_iter().collect(),
+        ..Run::default()
+    };
+    run.set_costs(&before, &after, true);
+    match result {
+        Ok(outcome) => (run.bytes, run.ops, run.latencies) = (outcome.bytes, outcome.ops, outcome.latencies),
+        Err(e) => run.error = Some(e),
+    }
+    if let Err(e) = unmount(mount) {
+        notes.push(format!("`{}`: {e}", w.name));
+    }
+    run
+}
+
+/// Unmounts and checks the daemon exits cleanly; the mount's drop guard cleans up otherwise.
+fn unmount(mut mount: TestMount) -> Result<(), String> {
+    let umount = Command::new("umount").arg(mount.path()).stderr(std::process::Stdio::null()).status();
+    let unmounted = umount.is_ok_and(|s| s.success());
+    if !unmounted {
+        return Err("umount failed; forced".into());
+    }
+    match mount.wait_exit(Duration::from_secs(10)) {
+        Some(status) if status.success() => Ok(()),
+        Some(status) => Err(format!("daemon exited with {status}: {}", tail(&mount.output()))),
+        None => Err("daemon did not exit within 10 s of umount; killed".into()),
+    }
+}
+
+fn tail(output: &str) -> String {
+    output.lines().rev().take(3).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" / ")
+}
+
+fn run_info(args: &[String], notes: Vec<String>) -> RunInfo {
+    let user_args: Vec<&str> = args.iter().map(String::as_str).filter(|a| *a != "--bench").collect();
+    let mut command = "cargo bench --bench fs_throughput".to_string();
+    if !user_args.is_empty() {
+        command = format!("{command} -- {}", user_args.join(" "));
+    }
+    let git = |args: &[&str]| {
+        let out = Command::new("git").arg("-C").arg(env!("CARGO_MANIFEST_DIR")).args(args).output().ok()?;
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let dirty = git(&["status", "--porcelain", "--", ".", ":!doc/BENCHMARKS.md"]).is_some_and(|s| !s.is_empty());
+    let commit = match git(&["log", "-1", "--format=%h (%s)"]) {
+        Some(c) if dirty => format!("{c}, with uncommitted changes"),
+        Some(c) => c,
+        None => "unknown".into(),
+    };
+    let version = Command::new(binary()).arg("--version").output().ok();
+    let version = version.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
+    RunInfo {
+        command,
+        date: time::OffsetDateTime::now_utc().format(&format).unwrap_or_default(),
+        commit,
+        machine: measure::machine_description(),
+        binary: format!("`{}` ({version}), built by cargo's bench profile (release settings)", binary().display()),
+        notes,
+    }
+}

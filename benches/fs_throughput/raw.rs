@@ -1,0 +1,287 @@
+//! The raw baseline: each workload's S3 traffic done by aws-sdk-s3 alone, in a child process
+//! (this same binary, re-run with [`CHILD_FLAG`]), so its CPU time and peak RSS are read from
+//! `/proc` exactly as the daemon's are. It is what a well-written application could get from the
+//! SDK on this machine and server, with no file system in between:
+//! - sequential: each object in order, `window` ranged GETs of `part` bytes in flight, each
+//!   part held until the reader reaches it (what a prefetcher does);
+//! - random: one ranged GET per read, one at a time, at the offsets the mount-side reader uses;
+//! - first byte: one GET of `bytes=0-0`, one at a time;
+//! - whole objects: one plain GET per object, `concurrency` at a time.
+//!
+//! Writes will add a variant here (a multipart upload of `part`-byte parts, `window` in flight)
+//! once the file system can write.
+//!
+//! The child builds its client from explicit static credentials and region (taken from its
+//! sealed environment), talks to the local endpoint only, and every loop is bounded.
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::primitives::AggregatedBytes;
+use bytes::Buf;
+use futures::{StreamExt, TryStreamExt};
+
+use crate::common::mem_server::MemS3;
+use crate::measure::{Run, Snapshot, machine_cpu_seconds, machine_jiffies, peak_rss_kib, process_cpu_seconds};
+use crate::procs::run_one;
+use crate::workloads::RandomReads;
+
+/// The argument that turns this binary into the raw-SDK child.
+pub const CHILD_FLAG: &str = "--raw-child";
+const RESULT_PREFIX: &str = "RAW-RESULT";
+
+/// A raw-SDK workload.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RawSpec {
+    /// Objects `(key, size)` read concurrently, each in order by `window` ranged GETs of `part`.
+    Sequential { objects: Vec<(String, u64)>, part: u64, window: usize },
+    /// One ranged GET per read.
+    Random(RandomReads),
+    /// `samples` GETs of the first byte of `key`, one at a time.
+    FirstByte { key: String, samples: usize },
+    /// One GET per object, `concurrency` at a time.
+    WholeObjects { objects: Vec<(String, u64)>, concurrency: usize },
+}
+
+impl RawSpec {
+    /// The child's command-line form (also the key under which results are reused).
+    pub fn to_args(&self) -> Vec<String> {
+        let objects = |list: &[(String, u64)]| list.iter().map(|(k, s)| format!("object={s}:{k}")).collect::<Vec<_>>();
+        match self {
+            RawSpec::Sequential { objects: list, part, window } => {
+                let mut args = vec!["sequential".into(), format!("part={part}"), format!("window={window}")];
+                args.extend(objects(list));
+                args
+            }
+            RawSpec::Random(r) => vec![
+                "random".into(),
+                format!("object={}:{}", r.size, r.key),
+                format!("block={}", r.block),
+                format!("millis={}", r.duration.as_millis()),
+                format!("max_reads={}", r.max_reads),
+                format!("seed={}", r.seed),
+            ],
+            RawSpec::FirstByte { key, samples } => {
+                vec!["first_byte".into(), format!("object=1:{key}"), format!("samples={samples}")]
+            }
+            RawSpec::WholeObjects { objects: list, concurrency } => {
+                let mut args = vec!["whole_objects".into(), format!("concurrency={concurrency}")];
+                args.extend(objects(list));
+                args
+            }
+        }
+    }
+
+    /// Parses [`RawSpec::to_args`].
+    pub fn from_args(args: &[String]) -> Result<RawSpec, String> {
+        let (kind, rest) = args.split_first().ok_or("no raw workload")?;
+        let mut objects = Vec::new();
+        let mut numbers = std::collections::HashMap::new();
+        for arg in rest {
+            let (name, value) = arg.split_once('=').ok_or_else(|| format!("bad argument {arg:?}"))?;
+            if name == "object" {
+                let (size, key) = value.split_once(':').ok_or_else(|| format!("bad object {value:?}"))?;
+                objects.push((key.to_string(), size.parse::<u64>().map_err(|e| format!("{arg}: {e}"))?));
+            } else {
+                numbers.insert(name.to_string(), value.parse::<u64>().map_err(|e| format!("{arg}: {e}"))?);
+            }
+        }
+        let number = |name: &str| numbers.get(name).copied().ok_or_else(|| format!("{kind}: no {name}="));
+        let first = || objects.first().cloned().ok_or_else(|| format!("{kind}: no object="));
+        Ok(match kind.as_str() {
+            "sequential" => RawSpec::Sequential { part: number("part")?, window: number("window")? as usize, objects },
+            "random" => {
+                let (key, size) = first()?;
+                RawSpec::Random(RandomReads {
+                    key,
+                    size,
+                    block: number("block")?,
+                    duration: Duration::from_millis(number("millis")?),
+                    max_reads: number("max_reads")?,
+                    seed: number("seed")?,
+                })
+            }
+            "first_byte" => RawSpec::FirstByte { key: first()?.0, samples: number("samples")? as usize },
+            "whole_objects" => RawSpec::WholeObjects { concurrency: number("concurrency")? as usize, objects },
+            other => return Err(format!("unknown raw workload {other:?}")),
+        })
+    }
+}
+
+/// Runs `spec` in a child process against `s3` and measures it; `timeout` bounds the child.
+pub fn run(s3: &MemS3, spec: &RawSpec, timeout: Duration) -> Run {
+    let exe = std::env::current_exe().expect("current exe");
+    let mut command = std::process::Command::new(exe);
+    command.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default()).envs(s3.env_vars());
+    command.arg(CHILD_FLAG).arg(&s3.endpoint).arg(&s3.bucket).args(spec.to_args());
+    s3.reset_counts();
+    let before = Snapshot::take(None, s3);
+    let result = run_one(command, timeout);
+    let after = Snapshot::take(None, s3);
+    let mut run = match result.and_then(|f| parse_result(&f.stdout)) {
+        Ok(run) => run,
+        Err(e) => Run { error: Some(format!("raw child: {e}")), ..Run::default() },
+    };
+    // The child timed its own workload (without its start-up): keep its machine reading.
+    let machine_cpu_s = run.machine_cpu_s;
+    run.set_costs(&before, &after, false);
+    if run.error.is_none() {
+        run.machine_cpu_s = machine_cpu_s;
+    }
+    run.requests = s3.request_counts().into_iter().collect();
+    run
+}
+
+fn parse_result(stdout: &str) -> Result<Run, String> {
+    let line = stdout.lines().find(|l| l.starts_with(RESULT_PREFIX)).ok_or("no result line")?;
+    let mut run = Run::default();
+    for field in line.split_whitespace().skip(1) {
+        let (name, value) = field.split_once('=').ok_or_else(|| format!("bad field {field:?}"))?;
+        let int = || value.parse::<u64>().map_err(|e| format!("{field}: {e}"));
+        match name {
+            "bytes" => run.bytes = int()?,
+            "ops" => run.ops = int()?,
+            "wall_ns" => run.wall = Duration::from_nanos(int()?),
+            "cpu_s" => run.client_cpu_s = value.parse().map_err(|e| format!("{field}: {e}"))?,
+            "machine_s" => run.machine_cpu_s = value.parse().map_err(|e| format!("{field}: {e}"))?,
+            "peak_kib" => run.client_peak_kib = int()?,
+            "lat_ns" => {
+                run.latencies = value
+                    .split(',')
+                    .filter(|v| !v.is_empty())
+                    .map(|v| v.parse().map(Duration::from_nanos).map_err(|e| format!("{field}: {e}")))
+                    .collect::<Result<_, _>>()?
+            }
+            _ => {}
+        }
+    }
+    Ok(run)
+}
+
+/// The child's `main`: `CHILD_FLAG ENDPOINT BUCKET SPEC...`. Prints one result line and exits.
+pub fn child_main(args: &[String]) -> ! {
+    let [endpoint, bucket, spec @ ..] = args else { panic!("usage: {CHILD_FLAG} ENDPOINT BUCKET SPEC...") };
+    let spec = RawSpec::from_args(spec).unwrap_or_else(|e| panic!("{e}"));
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let client = raw_client(endpoint);
+    let cpu_before = process_cpu_seconds("self").unwrap_or(0.0);
+    let machine_before = machine_jiffies();
+    let start = Instant::now();
+    let outcome = runtime.block_on(work(&client, bucket, &spec));
+    let wall = start.elapsed();
+    let machine = machine_cpu_seconds(machine_before, machine_jiffies());
+    let cpu = process_cpu_seconds("self").unwrap_or(0.0) - cpu_before;
+    let (bytes, ops, latencies) = outcome.unwrap_or_else(|e| panic!("raw workload failed: {e}"));
+    let lat: Vec<String> = latencies.iter().map(|d| d.as_nanos().to_string()).collect();
+    println!(
+        "{RESULT_PREFIX} bytes={bytes} ops={ops} wall_ns={} cpu_s={cpu:.3} machine_s={machine:.3} peak_kib={} lat_ns={}",
+        wall.as_nanos(),
+        peak_rss_kib("self").unwrap_or(0),
+        lat.join(",")
+    );
+    std::process::exit(0)
+}
+
+/// An SDK client for the local endpoint with explicit static credentials and region, and the
+/// same checksum settings as mount-s3's own client (none unless an operation requires one).
+fn raw_client(endpoint: &str) -> aws_sdk_s3::Client {
+    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set"));
+    let credentials = Credentials::new(var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY"), None, None, "raw");
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(var("AWS_REGION")))
+        .credentials_provider(credentials)
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+type Outcome = Result<(u64, u64, Vec<Duration>), String>;
+
+async fn work(client: &aws_sdk_s3::Client, bucket: &str, spec: &RawSpec) -> Outcome {
+    match spec {
+        RawSpec::Sequential { objects, part, window } => {
+            let readers = objects.iter().map(|(key, size)| read_in_order(client, bucket, key, *size, *part, *window));
+            let totals = futures::future::try_join_all(readers).await?;
+            Ok((totals.iter().sum(), objects.len() as u64, vec![]))
+        }
+        RawSpec::Random(reads) => {
+            let start = Instant::now();
+            let (mut bytes, mut ops) = (0, 0);
+            for offset in reads.offsets() {
+                if start.elapsed() >= reads.duration {
+                    break;
+                }
+                bytes += get(client, bucket, &reads.key, Some((offset, reads.block))).await?.remaining() as u64;
+                ops += 1;
+            }
+            Ok((bytes, ops, vec![]))
+        }
+        RawSpec::FirstByte { key, samples } => {
+            let mut latencies = Vec::with_capacity(*samples);
+            for _ in 0..*samples {
+                let start = Instant::now();
+                get(client, bucket, key, Some((0, 1))).await?;
+                latencies.push(start.elapsed());
+            }
+            Ok((*samples as u64, *samples as u64, latencies))
+        }
+        RawSpec::WholeObjects { objects, concurrency } => {
+            let gets = futures::stream::iter(objects.iter().map(|(key, size)| async move {
+                let body = get(client, bucket, key, None).await?;
+                match body.remaining() as u64 == *size {
+                    true => Ok(*size),
+                    false => Err(format!("{key}: {} bytes, expected {size}", body.remaining())),
+                }
+            }));
+            let sizes: Vec<u64> = gets.buffer_unordered(*concurrency).try_collect().await?;
+            Ok((sizes.iter().sum(), sizes.len() as u64, vec![]))
+        }
+    }
+}
+
+/// Reads one object in order: `window` part GETs in flight, parts handed over in order.
+async fn read_in_order(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    size: u64,
+    part: u64,
+    window: usize,
+) -> Result<u64, String> {
+    let parts = (0..size).step_by(part as usize).map(|start| (start, part.min(size - start)));
+    let mut in_order = futures::stream::iter(parts).map(|range| get(client, bucket, key, Some(range))).buffered(window);
+    let mut total = 0;
+    while let Some(body) = in_order.next().await {
+        total += body?.remaining() as u64;
+    }
+    Ok(total)
+}
+
+/// One GET (of `(offset, len)`, or the whole object), its body collected; checks the length.
+/// The caller drops the body when it has "consumed" it.
+async fn get(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    range: Option<(u64, u64)>,
+) -> Result<AggregatedBytes, String> {
+    let mut request = client.get_object().bucket(bucket).key(key);
+    if let Some((offset, len)) = range {
+        request = request.range(format!("bytes={offset}-{}", offset + len - 1));
+    }
+    let out = request.send().await.map_err(|e| format!("GET {key}: {}", aws_sdk_s3::error::DisplayErrorContext(e)))?;
+    let expected = out.content_length().unwrap_or(-1);
+    // Kept as the chunks that arrived: no copy into one buffer.
+    let body = out.body.collect().await.map_err(|e| format!("GET {key} body: {e}"))?;
+    let got = body.remaining();
+    if got as i64 != expected || range.is_some_and(|(_, len)| got as u64 != len) {
+        return Err(format!("GET {key} {range:?}: {got} bytes, Content-Length {expected}"));
+    }
+    Ok(body)
+}

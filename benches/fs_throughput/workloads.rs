@@ -1,0 +1,372 @@
+//! The workloads: what runs through the mount ([`MountJob`]) and the raw-SDK equivalent
+//! ([`RawSpec`]), listed in [`all`]. Adding one (writes, when mount-s3 can write: `dd` of 1 GiB
+//! into the mount, `cp` of a local file, 1,000 small files, against a multipart-upload
+//! baseline) is a new entry there plus, if needed, a `MountJob` and a `RawSpec` variant.
+//!
+//! Every object is a slice of one 1 GiB buffer of pseudo-random bytes held by the server, so
+//! the data set costs 1 GiB of memory however many objects use it. Readers written here (random
+//! reads, first byte) check every byte they get against that buffer; `dd` and `cat` check only
+//! sizes and exit codes.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::common::mem_server::MemS3;
+use crate::measure::AlignedBuf;
+use crate::procs::Children;
+use crate::raw::RawSpec;
+
+pub const KIB: u64 = 1 << 10;
+pub const MIB: u64 = 1 << 20;
+pub const GIB: u64 = 1 << 30;
+
+const LARGE: &str = "large/1GiB.bin";
+const TTFB: &str = "ttfb/100MiB.bin";
+const SMALL_FILES: u64 = 1000;
+const SMALL_SIZE: u64 = 64 * KIB;
+
+fn quarter(i: u64) -> String {
+    format!("seq4/256MiB-{i}.bin")
+}
+fn sixteenth(i: u64) -> String {
+    format!("seq16/64MiB-{i:02}.bin")
+}
+fn small(i: u64) -> String {
+    format!("small/file-{i:04}.bin")
+}
+
+/// How the primary result of a workload is expressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Metric {
+    /// MiB/s (and operations per second).
+    Throughput,
+    /// Median latency of the samples.
+    Latency,
+}
+
+/// Random reads of `block` bytes at block-aligned offsets of `key`, drawn from `seed`: the
+/// mount-side reader and the raw child see the same offsets in the same order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RandomReads {
+    pub key: String,
+    pub size: u64,
+    pub block: u64,
+    pub duration: Duration,
+    pub max_reads: u64,
+    pub seed: u64,
+}
+
+impl RandomReads {
+    /// The offsets, at most `max_reads` of them.
+    pub fn offsets(&self) -> impl Iterator<Item = u64> + use<> {
+        let mut rng = StdRng::seed_from_u64(self.seed);
+        let (blocks, block) = (self.size / self.block, self.block);
+        (0..self.max_reads).map(move |_| rng.gen_range(0..blocks) * block)
+    }
+}
+
+/// What runs against the mount.
+#[derive(Clone, Debug)]
+pub enum MountJob {
+    /// One `dd if=FILE of=/dev/null bs=1M` per key, all at once.
+    Dd { keys: Vec<(String, u64)> },
+    /// [`RandomReads`] with `pread`, through `O_DIRECT` or the page cache.
+    Random { reads: RandomReads, direct: bool },
+    /// `loops` shell loops at once, each `cat`-ing its share of the files to /dev/null.
+    Cat { keys: Vec<(String, u64)>, loops: usize },
+    /// `samples` times: open (`O_DIRECT`), read the first byte, close.
+    FirstByte { key: String, samples: usize },
+}
+
+/// One benchmark: a name to select it, what it does, how to mount, the two sides.
+#[derive(Clone, Debug)]
+pub struct Workload {
+    pub name: &'static str,
+    pub what: String,
+    pub metric: Metric,
+    /// Extra `mount-s3` flags.
+    pub mount_args: Vec<String>,
+    pub job: MountJob,
+    /// The raw-SDK equivalent; `None` if there is none worth comparing.
+    pub raw: Option<RawSpec>,
+    /// Bound on each side's run.
+    pub timeout: Duration,
+    /// Runs of each side; the report shows the median and the spread.
+    pub repeat: usize,
+}
+
+/// Every workload, in run order.
+pub fn all() -> Vec<Workload> {
+    let seq = |objects: Vec<(String, u64)>, window| RawSpec::Sequential { objects, part: 8 * MIB, window };
+    let quarters: Vec<_> = (0..4).map(|i| (quarter(i), 256 * MIB)).collect();
+    let sixteenths: Vec<_> = (0..16).map(|i| (sixteenth(i), 64 * MIB)).collect();
+    let smalls: Vec<_> = (0..SMALL_FILES).map(|i| (small(i), SMALL_SIZE)).collect();
+    let random = RandomReads {
+        key: LARGE.into(),
+        size: GIB,
+        block: 256 * KIB,
+        duration: Duration::from_secs(10),
+        max_reads: 200_000,
+        seed: 0x5eed,
+    };
+    let minutes = |m: u64| Duration::from_secs(60 * m);
+    // Short workloads run 5 times a side, the 10-second random ones 3 times: about 4 minutes.
+    let (short, long) = (5, 3);
+    vec![
+        Workload {
+            name: "seq_read",
+            what: "1 reader, 1 GiB object, `dd bs=1M`".into(),
+            metric: Metric::Throughput,
+            mount_args: vec![],
+            job: MountJob::Dd { keys: vec![(LARGE.into(), GIB)] },
+            raw: Some(seq(vec![(LARGE.into(), GIB)], 8)),
+            timeout: minutes(2),
+            repeat: short,
+        },
+        Workload {
+            name: "seq_read_4t",
+            what: "4 readers, 4 objects of 256 MiB, `dd bs=1M`".into(),
+            metric: Metric::Throughput,
+            mount_args: vec![],
+            job: MountJob::Dd { keys: quarters.clone() },
+            raw: Some(seq(quarters, 8)),
+            timeout: minutes(2),
+            repeat: short,
+        },
+        Workload {
+            name: "rand_read_direct",
+            what: "random 256 KiB `pread`s of a 1 GiB object, `O_DIRECT`, 10 s".into(),
+            metric: Metric::Throughput,
+            mount_args: vec![],
+            job: MountJob::Random { reads: random.clone(), direct: true },
+            raw: Some(RawSpec::Random(random.clone())),
+            timeout: minutes(1),
+            repeat: long,
+        },
+        Workload {
+            name: "rand_read",
+            what: "random 256 KiB `pread`s of a 1 GiB object, page cache, 10 s".into(),
+            metric: Metric::Throughput,
+            mount_args: vec![],
+            job: MountJob::Random { reads: random.clone(), direct: false },
+            raw: Some(RawSpec::Random(random)),
+            timeout: minutes(1),
+            repeat: long,
+        },
+        Workload {
+            name: "small_files",
+            what: "1,000 files of 64 KiB, `cat` each in one shell loop".into(),
+            metric: Metric::Throughput,
+            mount_args: vec![],
+            job: MountJob::Cat { keys: smalls.clone(), loops: 1 },
+            raw: Some(RawSpec::WholeObjects { objects: smalls.clone(), concurrency: 1 }),
+            timeout: minutes(2),
+            repeat: short,
+        },
+        Workload {
+            name: "small_files_8t",
+            what: "1,000 files of 64 KiB, `cat` in 8 parallel shell loops".into(),
+            metric: Metric::Throughput,
+            mount_args: vec![],
+            job: MountJob::Cat { keys: smalls.clone(), loops: 8 },
+            raw: Some(RawSpec::WholeObjects { objects: smalls, concurrency: 8 }),
+            timeout: minutes(2),
+            repeat: short,
+        },
+        Workload {
+            name: "ttfb",
+            what: "time to first byte: open + read 1 byte of a 100 MiB object, 50 times".into(),
+            metric: Metric::Latency,
+            mount_args: vec![],
+            job: MountJob::FirstByte { key: TTFB.into(), samples: 50 },
+            raw: Some(RawSpec::FirstByte { key: TTFB.into(), samples: 50 }),
+            timeout: minutes(1),
+            repeat: short,
+        },
+        Workload {
+            name: "seq_read_16t_mem512",
+            what: "16 readers, 16 objects of 64 MiB, `--memory-target 512` (raw: 2 parts in flight each)".into(),
+            metric: Metric::Throughput,
+            mount_args: vec!["--memory-target".into(), "512".into()],
+            job: MountJob::Dd { keys: sixteenths.clone() },
+            // 16 readers x 2 parts x 8 MiB = 256 MiB in flight: within the same budget.
+            raw: Some(seq(sixteenths, 2)),
+            timeout: minutes(2),
+            repeat: short,
+        },
+    ]
+}
+
+/// Fills a 1 GiB buffer with pseudo-random bytes and stores every object of every workload in
+/// `s3`, as slices of it (no request is sent). Returns the buffer.
+pub fn seed(s3: &MemS3) -> Bytes {
+    let mut data = vec![0u8; GIB as usize];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for word in data.chunks_exact_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        word.copy_from_slice(&x.to_le_bytes());
+    }
+    let data = Bytes::from(data);
+    let slice = |offset: u64, len: u64| data.slice(offset as usize..(offset + len) as usize);
+    s3.put(LARGE, data.clone());
+    s3.put(TTFB, slice(0, 100 * MIB));
+    for i in 0..4 {
+        s3.put(&quarter(i), slice(i * 256 * MIB, 256 * MIB));
+    }
+    for i in 0..16 {
+        s3.put(&sixteenth(i), slice(i * 64 * MIB, 64 * MIB));
+    }
+    for i in 0..SMALL_FILES {
+        s3.put(&small(i), slice(i * SMALL_SIZE, SMALL_SIZE));
+    }
+    data
+}
+
+/// What a mount-side job did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub bytes: u64,
+    pub ops: u64,
+    pub latencies: Vec<Duration>,
+}
+
+/// Runs `job` against the mount at `mnt`, bounded by `timeout`. `large` is the 1 GiB buffer
+/// (every object's bytes are in it at offset 0 for the keys read by in-process readers).
+/// In-process readers run on a thread of their own: if the daemon hangs they are abandoned
+/// (the caller's unmount then fails their reads) instead of hanging the benchmark.
+pub fn run_mount_job(job: &MountJob, mnt: &Path, large: &Bytes, timeout: Duration) -> Result<Outcome, String> {
+    match job {
+        MountJob::Dd { keys } => dd_readers(mnt, keys, timeout),
+        MountJob::Cat { keys, loops } => cat_loops(mnt, keys, *loops, timeout),
+        MountJob::Random { reads, direct } => {
+            let (reads, direct, path, large) = (reads.clone(), *direct, mnt.join(&reads.key), large.clone());
+            on_thread(timeout, move || random_reads(&path, &reads, direct, &large))
+        }
+        MountJob::FirstByte { key, samples } => {
+            let (path, samples, first) = (mnt.join(key), *samples, large[0]);
+            on_thread(timeout, move || first_bytes(&path, samples, first))
+        }
+    }
+}
+
+fn on_thread<F>(timeout: Duration, f: F) -> Result<Outcome, String>
+where
+    F: FnOnce() -> Result<Outcome, String> + Send + 'static,
+{
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(timeout).unwrap_or_else(|_| Err(format!("reader still running after {timeout:?}")))
+}
+
+fn dd_readers(mnt: &Path, keys: &[(String, u64)], timeout: Duration) -> Result<Outcome, String> {
+    let mut children = Children::default();
+    for (key, _) in keys {
+        let mut dd = Command::new("dd");
+        dd.arg(format!("if={}", mnt.join(key).display())).arg("of=/dev/null").arg("bs=1M");
+        children.spawn(dd)?;
+    }
+    let mut outcome = Outcome::default();
+    for ((key, size), finished) in keys.iter().zip(children.wait_all(timeout)?) {
+        // "1073741824 bytes (1.1 GB, 1.0 GiB) copied, ..."
+        let copied = finished.stderr.lines().find(|l| l.contains(" copied")).and_then(|l| l.split(' ').next());
+        let copied: u64 = copied.and_then(|n| n.parse().ok()).unwrap_or(0);
+        if !finished.status.success() || copied != *size {
+            return Err(format!("dd {key}: {} after {copied} bytes: {}", finished.status, finished.stderr.trim()));
+        }
+        outcome.bytes += copied;
+        outcome.ops += 1;
+    }
+    Ok(outcome)
+}
+
+/// The same `cat` loops over local copies of the files in a temporary directory (on tmpfs when
+/// there is one): what the loops cost by themselves, fork and exec included. Files per second.
+pub fn local_cat_rate(s3: &MemS3, keys: &[(String, u64)], loops: usize) -> Result<f64, String> {
+    let shm = Path::new("/dev/shm");
+    let builder = tempfile::Builder::new().prefix("fs-bench-").to_owned();
+    let dir = if shm.is_dir() { builder.tempdir_in(shm) } else { builder.tempdir() };
+    let dir = dir.map_err(|e| format!("temp dir: {e}"))?;
+    for (key, _) in keys {
+        let path = dir.path().join(key);
+        std::fs::create_dir_all(path.parent().expect("a parent")).map_err(|e| format!("mkdir: {e}"))?;
+        let data = s3.get(key).ok_or_else(|| format!("no object {key}"))?;
+        std::fs::write(&path, &data).map_err(|e| format!("write {}: {e}", path.display()))?;
+    }
+    let start = Instant::now();
+    let outcome = cat_loops(dir.path(), keys, loops, Duration::from_secs(60))?;
+    Ok(outcome.ops as f64 / start.elapsed().as_secs_f64())
+}
+
+fn cat_loops(mnt: &Path, keys: &[(String, u64)], loops: usize, timeout: Duration) -> Result<Outcome, String> {
+    let mut children = Children::default();
+    for share in 0..loops {
+        let mut sh = Command::new("sh");
+        sh.arg("-c").arg(r#"for f in "$@"; do cat -- "$f" || exit 1; done > /dev/null"#).arg("sh");
+        sh.args(keys.iter().skip(share).step_by(loops).map(|(key, _)| mnt.join(key)));
+        children.spawn(sh)?;
+    }
+    for finished in children.wait_all(timeout)? {
+        if !finished.status.success() {
+            return Err(format!("cat loop: {}: {}", finished.status, finished.stderr.trim()));
+        }
+    }
+    Ok(Outcome { bytes: keys.iter().map(|(_, size)| size).sum(), ops: keys.len() as u64, latencies: vec![] })
+}
+
+fn open(path: &Path, direct: bool) -> Result<std::fs::File, String> {
+    let mut options = OpenOptions::new();
+    options.read(true);
+    if direct {
+        options.custom_flags(libc::O_DIRECT);
+    }
+    options.open(path).map_err(|e| format!("open {}: {e}", path.display()))
+}
+
+fn random_reads(path: &Path, reads: &RandomReads, direct: bool, large: &Bytes) -> Result<Outcome, String> {
+    let file = open(path, direct)?;
+    let mut buf = AlignedBuf::new(reads.block as usize);
+    let buf = buf.as_mut_slice();
+    let start = Instant::now();
+    let mut outcome = Outcome::default();
+    for offset in reads.offsets() {
+        if start.elapsed() >= reads.duration {
+            break;
+        }
+        file.read_exact_at(buf, offset).map_err(|e| format!("pread at {offset}: {e}"))?;
+        if buf[..] != large[offset as usize..(offset + reads.block) as usize] {
+            return Err(format!("wrong bytes at offset {offset}"));
+        }
+        outcome.bytes += reads.block;
+        outcome.ops += 1;
+    }
+    Ok(outcome)
+}
+
+fn first_bytes(path: &Path, samples: usize, expected: u8) -> Result<Outcome, String> {
+    let mut buf = AlignedBuf::new(AlignedBuf::ALIGN);
+    let mut outcome = Outcome::default();
+    for _ in 0..samples {
+        let start = Instant::now();
+        let file = open(path, true)?;
+        let n = file.read_at(&mut buf.as_mut_slice()[..1], 0).map_err(|e| format!("read: {e}"))?;
+        outcome.latencies.push(start.elapsed());
+        drop(file);
+        if n != 1 || buf.as_mut_slice()[0] != expected {
+            return Err(format!("first byte: read {n} bytes, value {}", buf.as_mut_slice()[0]));
+        }
+        outcome.bytes += 1;
+        outcome.ops += 1;
+    }
+    Ok(outcome)
+}

@@ -238,6 +238,7 @@ fn run_info(args: &[String], notes: Vec<String>) -> RunInfo {
         Some(c) => c,
         None => "unknown".into(),
     };
+    let source = git(&["log", "-1", "--format=%h (%s)", "--", "src", "Cargo.lock"]);
     let version = Command::new(binary()).arg("--version").output().ok();
     let version = version.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
     let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
@@ -246,7 +247,11 @@ fn run_info(args: &[String], notes: Vec<String>) -> RunInfo {
         date: time::OffsetDateTime::now_utc().format(&format).unwrap_or_default(),
         commit,
         machine: measure::machine_description(),
-        binary: format!("`{}` ({version}), built by cargo's bench profile (release settings)", binary().display()),
+        binary: format!(
+            "`{}` ({version}), built by cargo's bench profile (release settings) from the source of {}",
+            binary().display(),
+            source.unwrap_or_else(|| "an unknown commit".into())
+        ),
         notes,
     }
 }

@@ -50,12 +50,12 @@ pub fn machine_cpu_seconds(before: (u64, u64), after: (u64, u64)) -> f64 {
     after.0.saturating_sub(before.0) as f64 / clock_ticks_per_second()
 }
 
-/// Waits until the machine has been nearly idle (under a quarter of a core) for a second, or
-/// until `budget` (which it uses up) is spent. Returns the cores busy in the last second.
+/// Waits until the machine has been nearly idle (under a quarter of a core) for half a second,
+/// or until `budget` (which it uses up) is spent. Returns the cores busy in the last half second.
 pub fn wait_for_quiet(budget: &mut Duration) -> f64 {
     loop {
         let (start, before) = (std::time::Instant::now(), machine_jiffies());
-        std::thread::sleep(Duration::from_secs(1));
+        std::thread::sleep(Duration::from_millis(500));
         let elapsed = start.elapsed();
         let busy = machine_cpu_seconds(before, machine_jiffies()) / elapsed.as_secs_f64();
         *budget = budget.saturating_sub(elapsed);

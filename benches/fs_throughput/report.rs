@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::common::mem_server::SERVER_THREADS;
+use crate::common::mem_server::{SERVER_THREADS, clock_ticks_per_second};
 use crate::measure::{Run, cpus};
 use crate::workloads::{Metric, MountJob, Workload};
 
@@ -75,6 +75,8 @@ S3 traffic made by aws-sdk-s3 alone in a child process, measured the same way (C
   highest of the runs. Both random-read rows share one raw baseline (same S3 traffic).
 - Requests are counted by the server (exact); the mount's count excludes its mount-time probe.
 - Noise: on a shared 2-core machine, +-20 % between runs is normal; compare within one run.
+  Other processes slow throughput and latency down, but hardly change CPU per GiB or request
+  counts: when \"others\" is high, trust those columns more than MiB/s.
 
 ---
 ";
@@ -142,25 +144,41 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> String {
     }
 }
 
-/// Client CPU per unit of work: s/GiB, or ms per operation for latency workloads.
-fn cpu_cost(w: &Workload, run: &Run) -> Option<f64> {
+/// CPU seconds per unit of work: s/GiB, or ms per operation for latency workloads.
+fn per_unit(w: &Workload, run: &Run, cpu_s: f64) -> Option<f64> {
     match w.metric {
-        Metric::Throughput if run.bytes > 0 => Some(run.client_cpu_s / run.gib()),
-        Metric::Latency if run.ops > 0 => Some(run.client_cpu_s * 1e3 / run.ops as f64),
+        Metric::Throughput if run.bytes > 0 => Some(cpu_s / run.gib()),
+        Metric::Latency if run.ops > 0 => Some(cpu_s * 1e3 / run.ops as f64),
         _ => None,
     }
+}
+
+fn cpu_cost(w: &Workload, run: &Run) -> Option<f64> {
+    per_unit(w, run, run.client_cpu_s)
 }
 
 fn server_cost(w: &Workload, run: &Run) -> Option<f64> {
-    match w.metric {
-        Metric::Throughput if run.bytes > 0 => Some(run.server_cpu_s / run.gib()),
-        Metric::Latency if run.ops > 0 => Some(run.server_cpu_s * 1e3 / run.ops as f64),
-        _ => None,
+    per_unit(w, run, run.server_cpu_s)
+}
+
+/// A CPU cost; zero means less than one clock tick was measured, so it shows the bound.
+fn cost(w: &Workload, run: Option<&Run>, cost: Option<f64>) -> String {
+    match (run, cost) {
+        (Some(run), Some(0.0)) => {
+            let tick = per_unit(w, run, 1.0 / clock_ticks_per_second()).unwrap_or(0.0);
+            format!("< {tick:.2}")
+        }
+        (_, Some(c)) => format!("{c:.2}"),
+        _ => "-".into(),
     }
 }
 
-fn num(v: Option<f64>) -> String {
-    v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into())
+/// A ratio of CPU costs, unless one of them is below the clock's resolution.
+fn cost_ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if a > 0.0 && b > 0.0 => format!("{:.2}", a / b),
+        _ => "-".into(),
+    }
 }
 
 /// What limited a side: the machine's CPU (and who took most of it), or not CPU.
@@ -242,13 +260,13 @@ pub fn render(info: &RunInfo, rows: &[Row]) -> String {
             out,
             "| `{}` | {} | {} | {} | {} | {} | {} / {} |",
             w.name,
-            num(cpu_cost(w, mount)),
-            num(raw.and_then(|raw| cpu_cost(w, raw))),
-            ratio(cpu_cost(w, mount), raw.and_then(|raw| cpu_cost(w, raw))),
+            cost(w, Some(mount), cpu_cost(w, mount)),
+            cost(w, raw, raw.and_then(|raw| cpu_cost(w, raw))),
+            cost_ratio(cpu_cost(w, mount), raw.and_then(|raw| cpu_cost(w, raw))),
             mib(mount.client_peak_kib),
             raw.map(|raw| mib(raw.client_peak_kib)).unwrap_or_else(|| "-".into()),
-            num(server_cost(w, mount)),
-            num(raw.and_then(|raw| server_cost(w, raw))),
+            cost(w, Some(mount), server_cost(w, mount)),
+            cost(w, raw, raw.and_then(|raw| server_cost(w, raw))),
         );
     }
 

@@ -34,7 +34,6 @@ mod report;
 #[path = "fs_throughput/workloads.rs"]
 mod workloads;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -43,7 +42,7 @@ use bytes::Bytes;
 use common::mem_server::{MemS3, REGION};
 use common::mount::{TestMount, binary};
 use measure::{Run, Snapshot, peak_rss_kib};
-use report::{Measured, Row, RunInfo};
+use report::{Row, RunInfo};
 use workloads::Workload;
 
 struct Options {
@@ -103,7 +102,6 @@ fn main() {
     let data = workloads::seed(&s3);
     let mut notes = Vec::new();
     let mut rows = Vec::new();
-    let mut raw_runs: HashMap<Vec<String>, Measured> = HashMap::new();
     let mut quiet_budget = options.quiet_wait;
     for w in selected {
         let t = Instant::now();
@@ -126,24 +124,16 @@ fn main() {
                 busy_starts.push(busy);
             }
         };
-        let mut runs = Vec::new();
+        // The two sides alternate, so a slow spell on the machine hits both.
+        let (mut mounts, mut raws) = (Vec::new(), Vec::new());
         for _ in 0..w.repeat {
             quiet(&mut busy_starts);
-            runs.push(log("mount", mount_side(&s3, &w, &data, &mut notes)));
-        }
-        let mount = Measured::summarise(w.metric, runs);
-        let raw = w.raw.as_ref().map(|spec| {
-            let key = spec.to_args();
-            if !raw_runs.contains_key(&key) {
-                let mut runs = Vec::new();
-                for _ in 0..w.repeat {
-                    quiet(&mut busy_starts);
-                    runs.push(log("raw", raw::run(&s3, spec, w.timeout)));
-                }
-                raw_runs.insert(key.clone(), Measured::summarise(w.metric, runs));
+            mounts.push(log("mount", mount_side(&s3, &w, &data, &mut notes)));
+            if let Some(spec) = &w.raw {
+                quiet(&mut busy_starts);
+                raws.push(log("raw", raw::run(&s3, spec, w.timeout)));
             }
-            raw_runs[&key].clone()
-        });
+        }
         if let Some(most) = busy_starts.iter().copied().reduce(f64::max) {
             notes.push(format!(
                 "`{}`: {} run(s) started with the machine busy (up to {most:.2} cores): the waiting budget was spent.",
@@ -152,7 +142,7 @@ fn main() {
             ));
         }
         eprintln!("   ({:.0} s)", t.elapsed().as_secs_f64());
-        rows.push(Row { workload: w, mount, raw });
+        rows.push(Row::new(w, mounts, raws));
     }
     notes.push(format!("Whole run took {:.0} s.", started.elapsed().as_secs_f64()));
 

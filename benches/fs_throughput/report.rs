@@ -12,6 +12,26 @@ pub struct Row {
     pub workload: Workload,
     pub mount: Measured,
     pub raw: Option<Measured>,
+    /// Median over the repetitions of mount/raw of the primary result, each mount run paired
+    /// with the raw run that followed it.
+    pub paired_ratio: Option<f64>,
+}
+
+impl Row {
+    /// Summarises the runs of both sides (`raws` empty: no baseline), in the order they ran.
+    pub fn new(workload: Workload, mounts: Vec<Run>, raws: Vec<Run>) -> Row {
+        let metric = workload.metric;
+        let mut ratios: Vec<f64> = mounts
+            .iter()
+            .zip(&raws)
+            .filter_map(|(m, r)| Some(primary(metric, m)? / primary(metric, r)?))
+            .filter(|r| r.is_finite())
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        let paired_ratio = ratios.get(ratios.len() / 2).copied();
+        let raw = (!raws.is_empty()).then(|| Measured::summarise(metric, raws));
+        Row { mount: Measured::summarise(metric, mounts), raw, paired_ratio, workload }
+    }
 }
 
 /// Repeated runs of one side, summarised by the run with the median primary result.
@@ -71,8 +91,9 @@ S3 traffic made by aws-sdk-s3 alone in a child process, measured the same way (C
   full. Rows limited by the server measure the server, not mount-s3; rows mostly \"others\" were
   disturbed and should be rerun.
 - Each side runs several times (5; 3 for the 10-second random reads), each mount-side run on a
-  fresh mount: results are the median run, with [lowest-highest] of the runs; peak RSS is the
-  highest of the runs. Both random-read rows share one raw baseline (same S3 traffic).
+  fresh mount, alternating with the raw runs: results are the median run, with [lowest-highest]
+  of the runs; peak RSS is the highest of the runs; mount/raw is the median of the ratios of
+  each mount run to the raw run right after it, so a slow spell on the machine hits both.
 - Requests are counted by the server (exact); the mount's count excludes its mount-time probe.
 - Noise: on a shared 2-core machine, +-20 % between runs is normal; compare within one run.
   Other processes slow throughput and latency down, but hardly change CPU per GiB or request
@@ -134,13 +155,6 @@ fn primary(metric: Metric, run: &Run) -> Option<f64> {
     match metric {
         Metric::Throughput => Some(run.mib_per_s()),
         Metric::Latency => run.latency_percentile(50.0).map(|d| d.as_secs_f64()),
-    }
-}
-
-fn ratio(a: Option<f64>, b: Option<f64>) -> String {
-    match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
-        _ => "-".into(),
     }
 }
 
@@ -243,7 +257,7 @@ pub fn render(info: &RunInfo, rows: &[Row]) -> String {
             w.what,
             result(w, &r.mount),
             raw.map(|raw| result(w, raw)).unwrap_or_else(|| "-".into()),
-            ratio(primary(w.metric, &r.mount.run), raw.and_then(|raw| primary(w.metric, &raw.run))),
+            r.paired_ratio.map(|p| format!("{p:.2}")).unwrap_or_else(|| "-".into()),
         );
     }
 

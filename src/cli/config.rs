@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use super::args::CliArgs;
 use super::error::CliError;
-use super::values::BucketType;
+use super::values::{BucketType, UploadChecksums};
 use crate::client::aws::AwsClientConfig;
 use crate::config::{AccessPolicy, FuseConfig, LoggingConfig, MountConfig};
 use crate::fs::config::{FsConfig, MetadataTtl};
@@ -69,13 +69,12 @@ const REMOVE: &str = "remove it from the command line (or fstab options)";
 #[rustfmt::skip]
 const UNSUPPORTED: &[Unsupported] = &[
     // Writing.
-    Unsupported { what: "--allow-delete", used: |a| a.allow_delete, fix: REMOVE },
-    Unsupported { what: "--allow-overwrite", used: |a| a.allow_overwrite, fix: REMOVE },
     Unsupported { what: "--incremental-upload", used: |a| a.incremental_upload, fix: REMOVE },
-    Unsupported { what: "--storage-class", used: |a| a.storage_class.is_some(), fix: "remove it; new objects get the bucket's default storage class" },
-    Unsupported { what: "--sse", used: |a| a.sse.is_some(), fix: "remove --sse (and --sse-kms-key-id); new objects get the bucket's default encryption" },
-    Unsupported { what: "--upload-checksums", used: |a| a.upload_checksums.is_some(), fix: REMOVE },
-    Unsupported { what: "--infer-content-type", used: |a| a.infer_content_type, fix: REMOVE },
+    Unsupported {
+        what: "--upload-checksums crc64nvme",
+        used: |a| a.upload_checksums == Some(UploadChecksums::Crc64nvme),
+        fix: "use --upload-checksums crc32c (the default) or off",
+    },
     // Caching.
     Unsupported { what: "--cache", used: |a| a.cache.is_some(), fix: "remove it; every read goes to S3" },
     Unsupported { what: "--cache-xz", used: |a| a.cache_xz.is_some(), fix: "remove it; every read goes to S3" },
@@ -200,6 +199,11 @@ impl CliArgs {
             read_part_size: self.read_part_size.unwrap_or(self.part_size),
             write_part_size: self.write_part_size.unwrap_or(self.part_size),
             memory_target: self.memory_target.map(|mib| mib.saturating_mul(1024 * 1024)),
+            upload_checksums: self.upload_checksums != Some(UploadChecksums::Off),
+            storage_class: self.storage_class.clone(),
+            sse: self.sse.clone(),
+            sse_kms_key_id: self.sse_kms_key_id.clone(),
+            infer_content_type: self.infer_content_type,
             ..FsConfig::default()
         };
         let client = AwsClientConfig {

@@ -33,6 +33,8 @@ pub enum DirSlot {
     /// `..`
     DotDot,
     Entry(ListedEntry),
+    /// A child only this mount has (being written, or made by mkdir).
+    Local(String),
 }
 
 /// The listing state behind one open directory handle.
@@ -51,11 +53,16 @@ pub struct DirListing {
     held: BTreeMap<String, RemoteEntry>,
     /// The last relative key the listing produced.
     cursor: String,
+    /// Children that exist only in this mount, taken when the handle opened.
+    locals: Vec<(String, InodeKind)>,
+    /// Locals not yet listed; they are added at the end of the listing.
+    locals_pending: BTreeMap<String, InodeKind>,
 }
 
 impl DirListing {
-    /// A listing of the directory with key `key`, not yet fetched.
-    pub fn new(key: String, page_size: u32, mount_time: SystemTime) -> Self {
+    /// A listing of the directory with key `key`, not yet fetched, that also shows `locals`
+    /// (entries this mount created that S3 may not have yet).
+    pub fn new(key: String, page_size: u32, mount_time: SystemTime, locals: Vec<(String, InodeKind)>) -> Self {
         let mut listing = DirListing {
             key,
             page_size,
@@ -66,6 +73,8 @@ impl DirListing {
             done: false,
             held: BTreeMap::new(),
             cursor: String::new(),
+            locals,
+            locals_pending: BTreeMap::new(),
         };
         listing.restart();
         listing
@@ -78,6 +87,7 @@ impl DirListing {
         self.done = false;
         self.held.clear();
         self.cursor.clear();
+        self.locals_pending = self.locals.iter().cloned().collect();
     }
 
     /// Positions the listing at `offset`: 0 restarts it; earlier offsets than the buffered ones
@@ -179,7 +189,13 @@ impl DirListing {
                 break;
             }
             let (name, entry) = entry.remove_entry();
+            self.locals_pending.remove(&name);
             self.buffer.push_back(DirSlot::Entry(ListedEntry { name, entry }));
+        }
+        if self.done {
+            for name in std::mem::take(&mut self.locals_pending).into_keys() {
+                self.buffer.push_back(DirSlot::Local(name));
+            }
         }
     }
 }
@@ -190,7 +206,7 @@ mod tests {
     use crate::client::memory::InMemoryClient;
 
     async fn list_all(client: &InMemoryClient, key: &str, page: u32) -> Vec<(String, InodeKind)> {
-        let mut listing = DirListing::new(key.to_string(), page, SystemTime::now());
+        let mut listing = DirListing::new(key.to_string(), page, SystemTime::now(), vec![]);
         let mut out = vec![];
         let mut offset = 0;
         loop {
@@ -239,7 +255,7 @@ mod tests {
         for i in 0..5 {
             c.insert(&format!("f{i}"), "x");
         }
-        let mut l = DirListing::new(String::new(), 2, SystemTime::now());
+        let mut l = DirListing::new(String::new(), 2, SystemTime::now(), vec![]);
         l.seek(1, 0).unwrap();
         assert_eq!(l.slot(&c, 0).await.unwrap(), Some(DirSlot::Dot));
         l.seek(1, 4).unwrap();

@@ -7,6 +7,9 @@ use super::*;
 use crate::client::S3Operation;
 use crate::client::memory::InMemoryClient;
 
+/// The process id the tests open files as.
+const PID: u32 = 4242;
+
 fn fs_with(keys: &[(&str, &[u8])], prefix: &str) -> (Arc<InMemoryClient>, S3Filesystem) {
     let client = Arc::new(InMemoryClient::new("bucket"));
     for (k, v) in keys {
@@ -29,7 +32,7 @@ async fn lookup_path(fs: &S3Filesystem, path: &str) -> Result<Entry, FsError> {
 }
 
 async fn read_all(fs: &S3Filesystem, ino: u64) -> Vec<u8> {
-    let fh = fs.open(ino, libc::O_RDONLY).await.unwrap().fh;
+    let fh = fs.open(ino, libc::O_RDONLY, PID).await.unwrap().fh;
     let mut out = vec![];
     loop {
         let b = fs.read(fh, out.len() as u64, 128 * 1024).await.unwrap();
@@ -38,7 +41,7 @@ async fn read_all(fs: &S3Filesystem, ino: u64) -> Vec<u8> {
         }
         out.extend_from_slice(&b);
     }
-    fs.release(fh).unwrap();
+    fs.release(fh).await.unwrap();
     out
 }
 
@@ -148,7 +151,7 @@ async fn readdir_paginates_streams_and_counts_references() {
 async fn a_changed_object_gets_a_new_inode_and_the_old_handle_is_stale() {
     let (client, fs) = fs_with(&[("k", b"version one")], "");
     let one = lookup_path(&fs, "k").await.unwrap();
-    let fh = fs.open(one.attr.ino, libc::O_RDONLY).await.unwrap().fh;
+    let fh = fs.open(one.attr.ino, libc::O_RDONLY, PID).await.unwrap().fh;
     client.insert("k", "version two!");
     assert_eq!(fs.read(fh, 0, 100).await.unwrap_err().errno(), libc::ESTALE);
     let two = lookup_path(&fs, "k").await.unwrap();
@@ -156,7 +159,7 @@ async fn a_changed_object_gets_a_new_inode_and_the_old_handle_is_stale() {
     assert_eq!(read_all(&fs, two.attr.ino).await, b"version two!");
     // Opening the old inode after its name moved on: ESTALE, so the kernel looks up again.
     tokio::time::sleep(Duration::from_millis(150)).await;
-    assert_eq!(fs.open(one.attr.ino, libc::O_RDONLY).await.unwrap_err().errno(), libc::ESTALE);
+    assert_eq!(fs.open(one.attr.ino, libc::O_RDONLY, PID).await.unwrap_err().errno(), libc::ESTALE);
 }
 
 #[tokio::test]
@@ -178,13 +181,15 @@ async fn getattr_revalidates_after_the_ttl() {
 async fn writes_and_bad_handles_get_the_documented_errno() {
     let (_c, fs) = fs_with(&[("k", b"abc")], "");
     let e = lookup_path(&fs, "k").await.unwrap();
-    assert_eq!(fs.open(e.attr.ino, libc::O_WRONLY).await.unwrap_err().errno(), libc::EPERM);
-    assert_eq!(fs.open(e.attr.ino, libc::O_RDWR | libc::O_TRUNC).await.unwrap_err().errno(), libc::EPERM);
-    assert_eq!(fs.open(e.attr.ino, libc::O_RDONLY | libc::O_SYNC).await.unwrap_err().errno(), libc::EINVAL);
-    assert!(fs.open(e.attr.ino, libc::O_RDWR).await.is_ok(), "O_RDWR on an existing file is a read handle");
-    assert_eq!(fs.open(ROOT_INO, libc::O_RDONLY).await.unwrap_err().errno(), libc::EISDIR);
+    assert_eq!(fs.open(e.attr.ino, libc::O_WRONLY, PID).await.unwrap_err().errno(), libc::EPERM);
+    assert_eq!(fs.open(e.attr.ino, libc::O_RDWR | libc::O_TRUNC, PID).await.unwrap_err().errno(), libc::EPERM);
+    assert_eq!(fs.open(e.attr.ino, libc::O_RDONLY | libc::O_SYNC, PID).await.unwrap_err().errno(), libc::EINVAL);
+    assert!(fs.open(e.attr.ino, libc::O_RDWR, PID).await.is_ok(), "O_RDWR on an existing file is a read handle");
+    assert_eq!(fs.open(ROOT_INO, libc::O_RDONLY, PID).await.unwrap_err().errno(), libc::EISDIR);
     assert_eq!(fs.read(999, 0, 1).await.unwrap_err().errno(), libc::EBADF);
-    assert_eq!(fs.setattr(e.attr.ino, "mode").await.unwrap_err().errno(), libc::EPERM);
-    assert_eq!(fs.refuse_change("unlink").errno(), libc::EPERM);
-    assert_eq!(fs.refuse_change("mkdir").errno(), libc::ENOSYS);
+    let chmod = SetAttr { mode: true, ..SetAttr::default() };
+    assert_eq!(fs.setattr(e.attr.ino, chmod).await.unwrap_err().errno(), libc::EPERM);
+    assert_eq!(fs.unlink(ROOT_INO, OsStr::new("k")).await.unwrap_err().errno(), libc::EPERM, "no --allow-delete");
+    assert_eq!(fs.refuse("symlink").errno(), libc::EPERM);
+    assert_eq!(fs.refuse("rename").errno(), libc::ENOSYS);
 }

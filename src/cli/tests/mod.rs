@@ -264,7 +264,7 @@ fn fstab_style_command_lines() {
         (&["bucket", "/mnt", "-o", "foreground"], "always run in the background"),
         (&["bucket", "/mnt", "-o", "--uid=2"], "write it as 'uid=2'"),
         (&["bucket", "/mnt", "-o", "typo"], "--typo"),
-        (&["bucket", "/mnt", "-o", "allow-delete"], "--allow-delete is not supported yet"),
+        (&["bucket", "/mnt", "-o", "incremental-upload"], "--incremental-upload is not supported yet"),
         (&["s3://bucket/p/", "/mnt", "-o", "prefix=q/"], "explicit prefix option not allowed with S3 URI"),
         (&["s3://bucket/p", "/mnt", "-o", "ro"], "try s3://bucket/p/"),
         (&["sm", "/mnt", "-o", "ro"], "3-255 characters"),
@@ -296,8 +296,38 @@ fn help_and_version_exit_zero_and_errors_exit_two() {
     assert_eq!(clap_error.exit_code(), 2);
     assert!(clap_error.to_string().starts_with("error: "), "{clap_error}");
 
-    let ours = parse(&["bucket", "/mnt", "--allow-delete"]).unwrap_err();
+    let ours = parse(&["bucket", "/mnt", "--incremental-upload"]).unwrap_err();
     assert_eq!(ours.exit_code(), 2);
     assert!(!ours.is_success());
-    assert!(ours.to_string().starts_with("error: --allow-delete is not supported yet"), "{ours}");
+    assert!(ours.to_string().starts_with("error: --incremental-upload is not supported yet"), "{ours}");
+}
+
+#[test]
+fn write_flags_fill_the_file_system_config() {
+    let config = parse(&[
+        "bucket",
+        "/mnt",
+        "--allow-delete",
+        "--allow-overwrite",
+        "--storage-class",
+        "STANDARD_IA",
+        "--sse",
+        "aws:kms",
+        "--sse-kms-key-id",
+        "arn:aws:kms:us-east-1:111122223333:key/k",
+        "--upload-checksums",
+        "off",
+        "--infer-content-type",
+        "--write-part-size",
+        "5242880",
+    ])
+    .unwrap();
+    let fs = config.fs;
+    assert!(fs.allow_delete && fs.allow_overwrite && fs.infer_content_type);
+    assert!(!fs.upload_checksums);
+    assert_eq!(fs.storage_class.as_deref(), Some("STANDARD_IA"));
+    assert_eq!(fs.sse.as_deref(), Some("aws:kms"));
+    assert_eq!(fs.sse_kms_key_id.as_deref(), Some("arn:aws:kms:us-east-1:111122223333:key/k"));
+    assert_eq!(fs.write_part_size, 5 << 20);
+    assert!(parse(&["bucket", "/mnt"]).unwrap().fs.upload_checksums, "crc32c by default");
 }

@@ -239,3 +239,35 @@ fn two_mounts_creating_the_same_key_one_wins_the_other_gets_an_error() {
     assert_eq!(rb.err().map(|e| e as i32), Some(libc::EEXIST), "the second creator is told");
     assert_eq!(Sha256::digest(s3.get("shared").unwrap()), Sha256::digest(&data_a), "the winner's bytes, whole");
 }
+
+#[test]
+fn new_objects_get_the_storage_class_encryption_and_content_type_asked_for() {
+    use common::moto::MotoServer;
+    let s3 = MotoServer::start();
+    let args = [
+        "--endpoint-url",
+        &s3.endpoint,
+        "--force-path-style",
+        "--region",
+        "us-east-1",
+        "--storage-class",
+        "STANDARD_IA",
+        "--sse",
+        "AES256",
+        "--infer-content-type",
+        "--write-part-size",
+        "5242880",
+    ];
+    let m = TestMount::new(&s3.env_vars(), &s3.bucket, &args);
+    std::fs::write(m.path().join("small.json"), b"{}").unwrap();
+    std::fs::write(m.path().join("large.html"), pattern(11 << 20, 3)).unwrap();
+    let client = s3.sdk_client();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    for (key, content_type) in [("small.json", "application/json"), ("large.html", "text/html")] {
+        let head = runtime.block_on(client.head_object().bucket(&s3.bucket).key(key).send()).unwrap();
+        assert_eq!(head.content_type(), Some(content_type), "{key}");
+        assert_eq!(head.storage_class().map(|c| c.as_str()), Some("STANDARD_IA"), "{key}");
+        assert_eq!(head.server_side_encryption().map(|e| e.as_str()), Some("AES256"), "{key}");
+    }
+    assert_eq!(s3.get("large.html").unwrap(), pattern(11 << 20, 3));
+}

@@ -186,3 +186,17 @@ async fn setattr_changes_times_of_files_being_written_only() {
     assert_eq!(fs.setattr(remote, set).await.unwrap_err().errno(), libc::EPERM);
     assert_eq!(fs.setattr(remote, chmod).await.unwrap_err().errno(), libc::EPERM);
 }
+
+#[tokio::test]
+async fn fsync_completes_the_upload_and_ends_writing() {
+    let (client, fs) = fs_with(FsConfig::default());
+    let (_, opened) = fs.create(ROOT_INO, name("synced"), 0o644, PID).await.unwrap();
+    fs.write(opened.fh, 0, b"durable").await.unwrap();
+    fs.fsync(opened.fh).await.unwrap();
+    assert_eq!(client.object_bytes("synced").unwrap(), "durable");
+    assert_eq!(fs.write(opened.fh, 7, b"more").await.unwrap_err().errno(), libc::EIO);
+    fs.flush(opened.fh, PID).await.unwrap();
+    fs.release(opened.fh).await.unwrap();
+    assert_eq!(client.object_bytes("synced").unwrap(), "durable");
+    assert_eq!(client.count(S3Operation::PutObject), 1, "completed once");
+}

@@ -69,6 +69,12 @@ pub struct FsConfig {
     /// `--memory-target`, in bytes: the memory budget for read and write buffers. `None`: decided
     /// at mount time (Mountpoint uses 95% of system or cgroup memory, at least 512 MiB).
     pub memory_target: Option<u64>,
+    /// Cap on one handle's prefetch window, in bytes (Mountpoint: 2 GiB; ours is small so one
+    /// sequential reader stays well under 256 MiB of memory while keeping ~16 GETs in flight).
+    pub max_prefetch_window: u64,
+    /// Ranged GETs in flight at once, across all handles (to be derived from
+    /// `--maximum-throughput-gbps`).
+    pub max_concurrent_requests: usize,
 }
 
 impl Default for FsConfig {
@@ -96,6 +102,8 @@ impl Default for FsConfig {
             sse: None,
             sse_kms_key_id: None,
             infer_content_type: false,
+            max_prefetch_window: 128 * 1024 * 1024,
+            max_concurrent_requests: 64,
         }
     }
 }

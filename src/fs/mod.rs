@@ -10,6 +10,8 @@ pub mod config;
 pub mod error;
 pub mod inode;
 pub mod lookup;
+pub mod memory;
+pub mod prefetch;
 pub mod read;
 pub mod readdir;
 pub mod upload;
@@ -29,6 +31,8 @@ pub use error::FsError;
 use inode::LocalState;
 use inode::names::{NAME_MAX, parse_name};
 use inode::{Inode, InodeKind, InodeTable, ROOT_INO};
+use memory::MemoryBudget;
+use prefetch::{PrefetchConfig, Prefetcher};
 use read::{FileReader, ObjectVersion};
 use readdir::{DirListing, DirSlot};
 pub use write::SetAttr;
@@ -116,6 +120,7 @@ pub struct S3Filesystem {
     dirs: Mutex<HashMap<u64, Arc<DirHandle>>>,
     next_fh: AtomicU64,
     mount_time: SystemTime,
+    prefetcher: Arc<Prefetcher>,
 }
 
 impl std::fmt::Debug for S3Filesystem {
@@ -125,10 +130,16 @@ impl std::fmt::Debug for S3Filesystem {
 }
 
 impl S3Filesystem {
-    /// A file system over `client` rooted at `config.prefix`.
+    /// A file system over `client` rooted at `config.prefix`. The memory budget comes from
+    /// `config.memory_target`, or from the machine's memory when it is `None`.
     pub fn new(client: Arc<dyn ObjectClient>, config: FsConfig) -> Self {
         let mount_time = SystemTime::now();
+        let target = config.memory_target.unwrap_or_else(memory::default_memory_target);
+        let budget = MemoryBudget::for_target(target);
+        tracing::debug!(target, budget = budget.limit(), "memory budget for data buffers");
+        let prefetcher = Prefetcher::new(PrefetchConfig::from_fs_config(&config), budget);
         S3Filesystem {
+            prefetcher,
             inodes: InodeTable::new(&config.prefix, mount_time),
             client,
             config,
@@ -143,6 +154,11 @@ impl S3Filesystem {
     /// The configuration in force.
     pub fn config(&self) -> &FsConfig {
         &self.config
+    }
+
+    /// The memory budget shared by all read (and later write) buffers.
+    pub fn memory_budget(&self) -> &MemoryBudget {
+        self.prefetcher.budget()
     }
 
     /// Number of inodes the table holds (root included).
@@ -272,8 +288,8 @@ impl S3Filesystem {
             return Err(FsError::StaleInode { ino, key: inode.key });
         };
         self.claim_reader(&inode)?;
-        let reader =
-            FileReader::new(self.client.clone(), ObjectVersion { key: inode.key, etag, size: inode.stat.size });
+        let object = ObjectVersion { key: inode.key, etag, size: inode.stat.size };
+        let reader = FileReader::new(self.client.clone(), object, self.prefetcher.clone());
         let fh = self.add_handle(Handle::Read { ino, reader: Arc::new(reader) });
         Ok(Opened { fh, direct_io })
     }

@@ -1,5 +1,5 @@
 //! [`MemoryBudget`]: one budget for every data buffer the file system holds (prefetch windows
-//! now, write buffers later), so the daemon's memory is bounded by construction.
+//! and upload part buffers), so the daemon's memory is bounded by construction.
 //!
 //! Numbers: `--memory-target` defaults to 95% of the machine's memory or of the cgroup limit,
 //! whichever is lower, and at least 512 MiB ([`default_memory_target`]). Of the target,

@@ -200,3 +200,38 @@ async fn fsync_completes_the_upload_and_ends_writing() {
     assert_eq!(client.object_bytes("synced").unwrap(), "durable");
     assert_eq!(client.count(S3Operation::PutObject), 1, "completed once");
 }
+
+#[tokio::test]
+async fn a_failed_upload_fails_close_with_eio_and_leaves_no_object_and_no_parts() {
+    use crate::client::ClientErrorKind;
+    use crate::client::fault::{Fault, FaultClient, When};
+    let cases: [(&str, S3Operation, When); 3] = [
+        ("a part fails for good", S3Operation::UploadPart, When::Nth(2)),
+        ("complete fails", S3Operation::CompleteMultipartUpload, When::Always),
+        ("the single PUT fails", S3Operation::PutObject, When::Always),
+    ];
+    for (what, op, when) in cases {
+        let faults = Arc::new(FaultClient::new(InMemoryClient::new("bucket"), 7));
+        faults.inject(op, when, Fault::Fail(ClientErrorKind::Transient));
+        let fs = S3Filesystem::new(faults.clone(), FsConfig { write_part_size: 1000, ..FsConfig::default() });
+        let len = if op == S3Operation::PutObject { 500 } else { 3500 };
+        let (_, opened) = fs.create(ROOT_INO, name("f"), 0o644, PID).await.unwrap();
+        let mut result = Ok(0);
+        for (i, chunk) in vec![9u8; len].chunks(250).enumerate() {
+            result = fs.write(opened.fh, (i * 250) as u64, chunk).await;
+            if result.is_err() {
+                break;
+            }
+        }
+        let closed = match result {
+            Ok(_) => fs.flush(opened.fh, PID).await,
+            Err(e) => Err(e),
+        };
+        assert_eq!(closed.unwrap_err().errno(), libc::EIO, "{what}");
+        fs.release(opened.fh).await.unwrap();
+        assert!(faults.inner().object_bytes("f").is_none(), "{what}: no object");
+        assert_eq!(faults.inner().pending_uploads(), 0, "{what}: no multipart upload left");
+        assert!(faults.injected(op) >= 1, "{what}: the fault fired");
+        assert_eq!(fs.memory_budget().reserved(), 0, "{what}: memory given back");
+    }
+}

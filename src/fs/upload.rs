@@ -5,6 +5,9 @@
 //! `max_parts_in_flight` parts in the air (the writer waits for the oldest beyond that, so a
 //! writer holds at most `(max_parts_in_flight + 1) x part_size` bytes). The multipart upload is
 //! created only when the first part is full: an object smaller than one part is one PutObject.
+//! Every part buffer is reserved from the shared [`MemoryBudget`](crate::fs::memory::MemoryBudget)
+//! through the handle's consumer, whose floor is one part: a writer always progresses, and when
+//! memory is tight it waits for its earlier parts to reach S3 instead of growing the process.
 //! Completing sends the rest, waits for every part, checks each part's CRC32C as S3
 //! acknowledged it against the one computed here, and completes the upload (with
 //! `If-None-Match: *` for new objects, so a concurrent writer's object is never clobbered).
@@ -20,6 +23,7 @@ use tokio::task::JoinHandle;
 use crate::client::memory::crc32c_base64;
 use crate::client::{ClientError, ClientErrorKind, ETag, ObjectClient, PutOptions, UploadedPart};
 use crate::fs::FsError;
+use crate::fs::memory::{Consumer, Reservation};
 
 /// S3's limit on parts in one multipart upload.
 pub const MAX_PARTS: u64 = 10_000;
@@ -61,6 +65,9 @@ pub struct Upload {
     config: UploadConfig,
     next_offset: u64,
     buffer: BytesMut,
+    /// Memory for `buffer`, taken when the buffer starts filling.
+    buffer_memory: Option<Reservation>,
+    memory: Consumer,
     multipart: Option<Multipart>,
     /// Set once anything failed; every later call returns the same errno.
     failed: Option<i32>,
@@ -74,8 +81,19 @@ impl std::fmt::Debug for Upload {
 
 impl Upload {
     /// A new upload of `key`; nothing is sent until a part is full or the upload completes.
-    pub fn new(client: Arc<dyn ObjectClient>, key: String, config: UploadConfig) -> Self {
-        Upload { client, key, config, next_offset: 0, buffer: BytesMut::new(), multipart: None, failed: None }
+    /// `memory` should have a floor of at least one part.
+    pub fn new(client: Arc<dyn ObjectClient>, key: String, config: UploadConfig, memory: Consumer) -> Self {
+        Upload {
+            client,
+            key,
+            config,
+            next_offset: 0,
+            buffer: BytesMut::new(),
+            buffer_memory: None,
+            memory,
+            multipart: None,
+            failed: None,
+        }
     }
 
     /// Bytes written so far.
@@ -107,6 +125,9 @@ impl Upload {
         let part_size = self.config.part_size as usize;
         let mut rest = data;
         while !rest.is_empty() {
+            if self.buffer_memory.is_none() {
+                self.buffer_memory = Some(self.memory.reserve(self.config.part_size).await);
+            }
             if self.buffer.capacity() == 0 {
                 self.buffer.reserve(part_size.min(rest.len().max(64 * 1024)));
             }
@@ -115,7 +136,8 @@ impl Upload {
             rest = &rest[take..];
             if self.buffer.len() == part_size {
                 let part = std::mem::take(&mut self.buffer).freeze();
-                if let Err(e) = self.send_part(part).await {
+                let memory = self.buffer_memory.take();
+                if let Err(e) = self.send_part(part, memory).await {
                     self.fail(&e).await;
                     return Err(e);
                 }
@@ -157,18 +179,21 @@ impl Upload {
         self.abort().await;
         self.failed = Some(errno);
         self.buffer = BytesMut::new();
+        self.buffer_memory = None;
     }
 
     async fn finish(&mut self) -> Result<Uploaded, FsError> {
         let size = self.next_offset;
         let rest = std::mem::take(&mut self.buffer).freeze();
+        let memory = self.buffer_memory.take();
         if self.multipart.is_none() {
             let put = self.client.put_object(&self.key, rest, &self.config.options).await;
+            drop(memory);
             let put = put.map_err(|e| self.upload_error(e))?;
             return Ok(Uploaded { etag: put.etag, size });
         }
         if !rest.is_empty() {
-            self.send_part(rest).await?;
+            self.send_part(rest, memory).await?;
         }
         let mut mpu = self.multipart.take().expect("checked above");
         let waited = Self::drain(&mut mpu, 0).await;
@@ -183,7 +208,7 @@ impl Upload {
         Ok(Uploaded { etag: put.etag, size })
     }
 
-    async fn send_part(&mut self, part: Bytes) -> Result<(), FsError> {
+    async fn send_part(&mut self, part: Bytes, memory: Option<Reservation>) -> Result<(), FsError> {
         if self.multipart.is_none() {
             let created = self.client.create_multipart_upload(&self.key, &self.config.options).await;
             let upload_id = created.map_err(|e| self.upload_error(e))?;
@@ -201,7 +226,10 @@ impl Upload {
         mpu.next_part += 1;
         mpu.in_flight.push_back(tokio::spawn(async move {
             let expected = options.checksum_crc32c.then(|| crc32c_base64(&part));
-            let uploaded = client.upload_part(&key, &upload_id, number, part, &options).await?;
+            let uploaded = client.upload_part(&key, &upload_id, number, part, &options).await;
+            // The part's bytes are S3's now (or the upload failed): give the memory back.
+            drop(memory);
+            let uploaded = uploaded?;
             match (&expected, &uploaded.checksum_crc32c) {
                 (Some(ours), Some(theirs)) if ours != theirs => Err(ClientError::new(
                     ClientErrorKind::Other,
@@ -241,6 +269,11 @@ mod tests {
     use super::*;
     use crate::client::S3Operation;
     use crate::client::memory::InMemoryClient;
+    use crate::fs::memory::MemoryBudget;
+
+    fn upload(c: &Arc<InMemoryClient>, key: &str, part: u64) -> Upload {
+        Upload::new(c.clone(), key.into(), config(part), MemoryBudget::new(1 << 30).consumer(part))
+    }
 
     fn config(part: u64) -> UploadConfig {
         UploadConfig {
@@ -263,7 +296,7 @@ mod tests {
         for (len, puts, parts) in [(0usize, 1, 0), (999, 1, 0), (1000, 0, 1), (1001, 0, 2), (100_000, 0, 100)] {
             c.reset_counts();
             let key = format!("k{len}");
-            let mut u = Upload::new(c.clone(), key.clone(), config(1000));
+            let mut u = upload(&c, &key, 1000);
             write_all(&mut u, &data[..len], 333).await;
             let done = u.complete().await.unwrap();
             assert_eq!(done.size, len as u64);
@@ -278,7 +311,7 @@ mod tests {
     #[tokio::test]
     async fn out_of_order_writes_fail_abort_and_stay_failed() {
         let c = Arc::new(InMemoryClient::new("b"));
-        let mut u = Upload::new(c.clone(), "k".into(), config(10));
+        let mut u = upload(&c, "k", 10);
         u.write(0, &[1; 25]).await.unwrap();
         assert_eq!(c.pending_uploads(), 1);
         assert_eq!(u.write(30, &[1]).await.unwrap_err().errno(), libc::EINVAL);
@@ -291,7 +324,7 @@ mod tests {
     #[tokio::test]
     async fn objects_over_ten_thousand_parts_are_efbig() {
         let c = Arc::new(InMemoryClient::new("b"));
-        let mut u = Upload::new(c.clone(), "k".into(), config(1));
+        let mut u = upload(&c, "k", 1);
         write_all(&mut u, &[7; 10_000], 1000).await;
         assert_eq!(u.write(10_000, &[1]).await.unwrap_err().errno(), libc::EFBIG);
         assert_eq!(c.pending_uploads(), 0);
@@ -303,11 +336,45 @@ mod tests {
         let c = Arc::new(InMemoryClient::new("b"));
         c.insert("taken", "theirs");
         for len in [5usize, 25] {
-            let mut u = Upload::new(c.clone(), "taken".into(), config(10));
+            let mut u = upload(&c, "taken", 10);
             write_all(&mut u, &vec![1; len], 10).await;
             assert_eq!(u.complete().await.unwrap_err().errno(), libc::EEXIST, "{len}");
             assert_eq!(c.object_bytes("taken").unwrap(), "theirs");
         }
         assert_eq!(c.pending_uploads(), 0);
+    }
+}
+
+#[cfg(test)]
+mod memory_tests {
+    use super::*;
+    use crate::client::memory::InMemoryClient;
+    use crate::fs::memory::MemoryBudget;
+
+    #[tokio::test]
+    async fn writers_stay_within_the_budget_plus_one_part_each() {
+        let c = Arc::new(InMemoryClient::new("b"));
+        let part = 1000u64;
+        let budget = MemoryBudget::new(2 * part);
+        let mut tasks = vec![];
+        for w in 0..4 {
+            let (c, budget) = (c.clone(), budget.clone());
+            tasks.push(tokio::spawn(async move {
+                let config = UploadConfig { part_size: part, max_parts_in_flight: 4, options: PutOptions::default() };
+                let mut u = Upload::new(c, format!("w{w}"), config, budget.consumer(part));
+                for i in 0..20u64 {
+                    u.write(i * 500, &[w as u8; 500]).await.unwrap();
+                }
+                u.complete().await.unwrap()
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap().size, 10_000);
+        }
+        assert!(budget.peak() <= 2 * part + 4 * part, "peak {} over budget + floors", budget.peak());
+        assert_eq!(budget.reserved(), 0, "everything given back");
+        for w in 0..4u8 {
+            assert_eq!(c.object_bytes(&format!("w{w}")).unwrap(), vec![w; 10_000]);
+        }
     }
 }

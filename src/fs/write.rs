@@ -105,7 +105,9 @@ impl S3Filesystem {
     pub(crate) fn open_for_write(&self, ino: u64, pid: u32, new: bool) -> Result<Opened, FsError> {
         let inode = self.inodes.get(ino)?;
         self.claim_writer(&inode)?;
-        let upload = Upload::new(self.client.clone(), inode.key.clone(), self.upload_config(&inode.key, new));
+        let config = self.upload_config(&inode.key, new);
+        let memory = self.memory_budget().consumer(config.part_size);
+        let upload = Upload::new(self.client.clone(), inode.key.clone(), config, memory);
         let handle = WriteHandle { ino, pid, state: tokio::sync::Mutex::new(WriteState::Writing(Box::new(upload))) };
         Ok(Opened { fh: self.add_handle(Handle::Write(Arc::new(handle))), direct_io: false })
     }

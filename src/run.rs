@@ -13,7 +13,8 @@ use tracing::{error, info, warn};
 
 use crate::cli;
 use crate::client::ObjectClient;
-use crate::client::aws::{AwsClient, mount_hint};
+use crate::client::aws::{AwsClient, AwsClientConfig, mount_hint};
+use crate::client::retry::{RetryClient, RetryConfig};
 use crate::config::{AccessPolicy, FuseConfig, MountConfig};
 use crate::daemon;
 use crate::fs::S3Filesystem;
@@ -73,10 +74,12 @@ fn serve(config: MountConfig, success_message: &str) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the I/O runtime: {e}"))?;
     let client = runtime
-        .block_on(AwsClient::new(&config.client))
+        // One attempt per SDK call: RetryClient owns the retry policy (AWS_MAX_ATTEMPTS).
+        .block_on(AwsClient::new(&AwsClientConfig { max_attempts: 1, ..config.client.clone() }))
         .map_err(|e| format!("cannot create the S3 client: {}", mount_hint(&e, &config.client)))?;
     runtime.block_on(client.probe_bucket(&config.prefix)).map_err(|e| mount_hint(&e, &config.client))?;
-    let client: Arc<dyn ObjectClient> = Arc::new(client);
+    let retry = RetryConfig { max_attempts: config.client.max_attempts.max(1), ..RetryConfig::default() };
+    let client: Arc<dyn ObjectClient> = Arc::new(RetryClient::new(client, retry));
 
     let fs = Arc::new(S3Filesystem::new(client, config.fs.clone()));
     let adapter = FuseAdapter::new(fs, runtime.handle().clone());

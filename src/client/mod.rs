@@ -13,6 +13,7 @@
 pub mod aws;
 pub mod fault;
 pub mod memory;
+pub mod retry;
 
 use std::fmt;
 use std::ops::Range;

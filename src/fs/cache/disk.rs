@@ -272,10 +272,8 @@ impl DiskBlockCache {
         let Some(usage) = &self.usage else { return };
         let Ok(mut guard) = usage.lock() else { return };
         match fs::symlink_metadata(path) {
-            Ok(now) if (now.dev(), now.ino()) == (read.dev(), read.ino()) => {
-                if fs::remove_file(path).is_ok() {
-                    guard.sub(now.len());
-                }
+            Ok(now) if (now.dev(), now.ino()) == (read.dev(), read.ino()) && fs::remove_file(path).is_ok() => {
+                guard.sub(now.len());
             }
             _ => {}
         }
@@ -387,16 +385,28 @@ impl DiskBlockCache {
 }
 
 /// Creates the cache directories (0700) and checks they are ours: a directory someone else can
-/// write to could feed us blocks of their making.
+/// write to could feed us blocks of their making (a CRC proves integrity, not origin). The
+/// `--cache` directory itself must not let others replace ours: owned by us or root, and not
+/// writable by others unless sticky (as `/tmp`).
 fn prepare(dir: &Path, base: &Path, root: &Path) -> io::Result<Usage> {
     DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    let euid = nix::unistd::geteuid().as_raw();
+    let parent = fs::metadata(dir)?;
+    if ![0, euid].contains(&parent.uid()) || (parent.mode() & 0o022 != 0 && parent.mode() & 0o1000 == 0) {
+        return Err(io::Error::other(format!(
+            "{} lets other users replace the cache (uid {}, mode {:o}): use a directory owned by uid {euid} \
+             or root that only its owner can write to",
+            dir.display(),
+            parent.uid(),
+            parent.mode() & 0o7777
+        )));
+    }
     for d in [base, root] {
         match DirBuilder::new().mode(0o700).create(d) {
             Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
             _ => {}
         }
         let meta = fs::symlink_metadata(d)?;
-        let euid = nix::unistd::geteuid().as_raw();
         if !meta.is_dir() || meta.uid() != euid || meta.mode() & 0o077 != 0 {
             return Err(io::Error::other(format!(
                 "{} must be a directory owned by uid {euid} with mode 0700 (it has uid {}, mode {:o})",

@@ -18,8 +18,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::format::BlockName;
 use super::usage::UsageGuard;
 
-/// A block used less than this long after the index's idea of its last use is not "used since".
-const MTIME_SLACK: Duration = Duration::from_secs(1);
+/// A block whose mtime is less than this past the index's idea of its last use was not used
+/// since by another mount (hits set the mtime to exactly the time the index records).
+const MTIME_SLACK: Duration = Duration::from_millis(10);
 
 /// How much the cache may hold.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -37,9 +38,10 @@ impl Limit {
             Limit::Bytes(max) => total.saturating_add(incoming) <= max,
             Limit::KeepFree(ratio) => match nix::sys::statvfs::statvfs(root) {
                 Ok(s) => {
-                    let unit = s.fragment_size() as u64;
-                    let size = s.blocks() as u64 * unit;
-                    let avail = s.blocks_available() as u64 * unit;
+                    // All u64 on the 64-bit Linux targets we build for.
+                    let unit = s.fragment_size();
+                    let size = s.blocks().saturating_mul(unit);
+                    let avail = s.blocks_available().saturating_mul(unit);
                     avail >= incoming.saturating_add((size as f64 * ratio) as u64)
                 }
                 Err(e) => {

@@ -138,7 +138,7 @@ pub(crate) fn file_len(id: &ObjectId, length: u64) -> u64 {
 
 /// The trailer of a block file whose header and data are `parts`.
 pub(crate) fn checksum<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> [u8; CRC_LEN] {
-    parts.into_iter().fold(0u32, |crc, p| crc32c::crc32c_append(crc, p)).to_le_bytes()
+    parts.into_iter().fold(0u32, crc32c::crc32c_append).to_le_bytes()
 }
 
 /// Why a block file was not served.

@@ -73,6 +73,8 @@ mod usage;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_fs;
+#[cfg(test)]
 mod tests_shared;
 
 use std::path::PathBuf;

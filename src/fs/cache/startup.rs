@@ -88,10 +88,10 @@ impl DiskBlockCache {
     fn remove_trash(&self) {
         let Ok(entries) = fs::read_dir(&self.base) else { return };
         for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy().starts_with("trash-") {
-                if let Err(e) = fs::remove_dir_all(entry.path()) {
-                    tracing::debug!(path = %entry.path().display(), error = %e, "cache trash not removed");
-                }
+            if entry.file_name().to_string_lossy().starts_with("trash-")
+                && let Err(e) = fs::remove_dir_all(entry.path())
+            {
+                tracing::debug!(path = %entry.path().display(), error = %e, "cache trash not removed");
             }
         }
     }

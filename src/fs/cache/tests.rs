@@ -335,6 +335,13 @@ async fn reads_succeed_when_the_cache_dir_is_unusable_or_full() {
     std::fs::create_dir_all(open_dir.join("mount-s3-cache")).unwrap();
     std::fs::set_permissions(open_dir.join("mount-s3-cache"), std::fs::Permissions::from_mode(0o777)).unwrap();
     assert!(!open(config(&open_dir, 64 * KIB)).await.is_enabled());
+    // So is a --cache directory anyone may write to (they could swap ours), unless sticky.
+    let shared = parent.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    assert!(!open(config(&shared, 64 * KIB)).await.is_enabled());
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    assert!(open(config(&shared, 64 * KIB)).await.is_enabled(), "like /tmp");
     // Writes failing after start (the block tree replaced by a file, as good as read-only).
     let broken = parent.path().join("broken");
     let cache = open(config(&broken, 64 * KIB)).await;
@@ -351,9 +358,10 @@ async fn reads_succeed_when_the_cache_dir_is_unusable_or_full() {
     assert_eq!(gets(&c), 2);
     assert_eq!(blocks_on_disk(&full).0, 0);
     assert!(c.stats().writes_skipped > 0);
-    // With the default 5% free (this disk has more), blocks are stored.
+    // Free-space mode with room (a ratio of 0, so the test does not depend on this disk's state).
     let roomy = parent.path().join("roomy");
-    let c = read_twice(client(&open(DiskCacheConfig { max_size: None, ..config(&roomy, 64 * KIB) }).await, "b")).await;
+    let free = DiskCacheConfig { max_size: None, min_free_ratio: 0.0, ..config(&roomy, 64 * KIB) };
+    let c = read_twice(client(&open(free).await, "b")).await;
     assert_eq!((gets(&c), blocks_on_disk(&roomy).0), (1, 4));
 }
 

@@ -75,6 +75,8 @@ mod tests;
 #[cfg(test)]
 mod tests_fs;
 #[cfg(test)]
+mod tests_model;
+#[cfg(test)]
 mod tests_shared;
 
 use std::path::PathBuf;

@@ -2,22 +2,17 @@
 //! directory (two caches opened separately behave as two processes: locks are per open file),
 //! concurrent readers of one object, and readers that go away.
 
-use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use bytes::Bytes;
 use futures::StreamExt;
 
 use super::tests::{KIB, MIB, blocks_on_disk, client, close, config, data, get, gets, open, put};
+use super::tests_model::Bucket;
 use super::{CachingClient, DiskCacheConfig, ObjectId};
 use crate::client::memory::InMemoryClient;
-use crate::client::{
-    ClientError, ETag, GetObjectResponse, ListPage, ListRequest, ObjectClient, ObjectMeta, PutOptions, PutResult,
-    UploadedPart,
-};
+use crate::client::{ETag, ObjectClient};
 
 /// The shared counter, as the file says.
 fn usage_file(dir: &Path) -> u64 {
@@ -227,9 +222,9 @@ async fn two_mounts_of_one_bucket_fetch_once_between_them() {
 async fn a_reader_that_goes_away_stops_the_fetch_unless_another_waits_for_it() {
     let dir = tempfile::tempdir().unwrap();
     let cache = open(config(dir.path(), MIB)).await;
-    let c = Arc::new(CachingClient::new(Slow(InMemoryClient::new("b")), cache.clone()));
+    let c = Arc::new(CachingClient::new(Bucket::slow(InMemoryClient::new("b")), cache.clone()));
     let object = Arc::new(data(8 * MIB, 7));
-    let etag = c.inner().0.insert("k", object.to_vec());
+    let etag = c.inner().mem.insert("k", object.to_vec());
     let wait_idle = || async {
         for _ in 0..500 {
             if c.inflight_blocks() == 0 {
@@ -263,70 +258,6 @@ async fn a_reader_that_goes_away_stops_the_fetch_unless_another_waits_for_it() {
     cache.flush().await;
     assert_eq!(c.stats().bytes_fetched - fetched, (8 - cached) * MIB, "the rest fetched once");
     assert!(c.stats().joined >= 8 - cached);
-}
-
-/// An in-memory bucket whose GET bodies trickle: each chunk comes 5 ms after the last.
-#[derive(Debug)]
-struct Slow(InMemoryClient);
-
-#[async_trait]
-impl ObjectClient for Slow {
-    fn bucket(&self) -> &str {
-        self.0.bucket()
-    }
-    async fn head_object(&self, key: &str) -> Result<ObjectMeta, ClientError> {
-        self.0.head_object(key).await
-    }
-    async fn get_object(
-        &self,
-        key: &str,
-        range: Range<u64>,
-        if_match: Option<&ETag>,
-    ) -> Result<GetObjectResponse, ClientError> {
-        let mut response = self.0.get_object(key, range, if_match).await?;
-        response.body = Box::pin(response.body.then(|chunk| async {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            chunk
-        }));
-        Ok(response)
-    }
-    async fn list_objects(&self, request: &ListRequest) -> Result<ListPage, ClientError> {
-        self.0.list_objects(request).await
-    }
-    async fn put_object(&self, key: &str, body: Bytes, options: &PutOptions) -> Result<PutResult, ClientError> {
-        self.0.put_object(key, body, options).await
-    }
-    async fn create_multipart_upload(&self, key: &str, options: &PutOptions) -> Result<String, ClientError> {
-        self.0.create_multipart_upload(key, options).await
-    }
-    async fn upload_part(
-        &self,
-        key: &str,
-        upload_id: &str,
-        part_number: u32,
-        body: Bytes,
-        options: &PutOptions,
-    ) -> Result<UploadedPart, ClientError> {
-        self.0.upload_part(key, upload_id, part_number, body, options).await
-    }
-    async fn complete_multipart_upload(
-        &self,
-        key: &str,
-        upload_id: &str,
-        parts: &[UploadedPart],
-        options: &PutOptions,
-    ) -> Result<PutResult, ClientError> {
-        self.0.complete_multipart_upload(key, upload_id, parts, options).await
-    }
-    async fn abort_multipart_upload(&self, key: &str, upload_id: &str) -> Result<(), ClientError> {
-        self.0.abort_multipart_upload(key, upload_id).await
-    }
-    async fn delete_object(&self, key: &str) -> Result<(), ClientError> {
-        self.0.delete_object(key).await
-    }
-    async fn copy_object(&self, source_key: &str, dest_key: &str) -> Result<PutResult, ClientError> {
-        self.0.copy_object(source_key, dest_key).await
-    }
 }
 
 #[tokio::test]

@@ -9,11 +9,14 @@
 //! ranged GET (with `If-Match`), streamed to the caller as chunks arrive, and written to disk in
 //! the background. A block being fetched or read by one request is joined by every other request
 //! that needs it (in-flight dedupe), and stays joinable until it is on disk, so concurrent
-//! readers of one object fetch each byte from S3 once. GETs without `If-Match`, and every other
-//! call, go straight to the wrapped client.
+//! readers of one object fetch each byte from S3 once (within a process; across processes a
+//! block is stored once, though two mounts may fetch it at the same moment). A request claims
+//! at most two segments of 64 blocks ahead of its reader; a fetch nobody waits for any more is
+//! dropped. GETs without `If-Match`, and every other call, go straight to the wrapped client.
 //!
 //! # Layout and format (`format.rs`)
 //! ```text
+//! <DIR>/                          owned by us or root; not writable by others unless sticky
 //! <DIR>/mount-s3-cache/           0700, must be ours (owner = euid, no group/other bits)
 //!   usage                         shared byte counter + its CRC; flock'ed for every insert/evict
 //!   members                       each live cache holds a shared flock on it
@@ -36,9 +39,11 @@
 //! and rename of an insert happen in one lock hold, so concurrent mounts together never exceed
 //! the limit. A block already on disk (another mount fetched it) is not written or counted again;
 //! a removal is subtracted only by the process whose `unlink` succeeded. The count is reserved
-//! before the rename, so a crash can only over-count. It is made exact again when a cache starts
-//! and finds itself alone (nobody holds `members`): it then rescans under the lock and rewrites
-//! the total. Mounts of different buckets can share a directory: the bucket is in the identity.
+//! before the rename, so a crash can only over-count; a removal subtracts the file's real size,
+//! so files changed behind the cache's back leave their drift in the counter. Both are repaired
+//! when a cache starts and finds itself alone (nobody holds `members`): it then rescans under
+//! the lock and rewrites the total (`startup.rs`). Mounts of different buckets can share a
+//! directory: the bucket is in the identity.
 //!
 //! # Eviction (`evict.rs`)
 //! Each cache keeps an LRU index of the blocks it knows (startup scan + its own writes and hits,

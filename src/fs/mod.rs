@@ -6,6 +6,7 @@
 //! [`FsError::errno`] is the one place an errno is chosen. Nothing here imports fuser,
 //! aws-sdk-s3, aws-config or clap.
 
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod inode;

@@ -403,7 +403,7 @@ impl S3Filesystem {
             Handle::Read { ino, .. } => self.release_claim(ino, false),
             Handle::Write(w) => {
                 let result = self.complete(&w).await;
-                self.release_claim(w.ino, true);
+                self.unclaim_writer(&w);
                 if let Err(e) = result {
                     tracing::warn!("upload failed at release, after the file was closed: {e}");
                 }

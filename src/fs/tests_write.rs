@@ -235,3 +235,18 @@ async fn a_failed_upload_fails_close_with_eio_and_leaves_no_object_and_no_parts(
         assert_eq!(fs.memory_budget().reserved(), 0, "{what}: memory given back");
     }
 }
+
+#[tokio::test]
+async fn a_closed_file_can_be_read_before_its_release_arrives() {
+    let (_client, fs) = fs_with(FsConfig::default());
+    let (entry, opened) = fs.create(ROOT_INO, name("f"), 0o644, PID).await.unwrap();
+    fs.write(opened.fh, 0, b"ready").await.unwrap();
+    fs.flush(opened.fh, PID).await.unwrap();
+    // The kernel sends RELEASE after close() returned; a reader may come first.
+    let reader = fs.open(entry.attr.ino, libc::O_RDONLY, OTHER_PID).await.unwrap().fh;
+    assert_eq!(fs.read(reader, 0, 100).await.unwrap(), "ready".as_bytes());
+    fs.release(opened.fh).await.unwrap();
+    fs.release(reader).await.unwrap();
+    let again = fs.open(entry.attr.ino, libc::O_RDONLY, PID).await.unwrap().fh;
+    fs.release(again).await.unwrap();
+}

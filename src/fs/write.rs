@@ -25,6 +25,8 @@ pub(crate) struct WriteHandle {
     /// The process that opened the file: its close completes the upload.
     pub(crate) pid: u32,
     pub(crate) state: tokio::sync::Mutex<WriteState>,
+    /// Set once the inode's writer claim was given back (at completion, or at release).
+    pub(crate) unclaimed: std::sync::atomic::AtomicBool,
 }
 
 pub(crate) enum WriteState {
@@ -106,7 +108,12 @@ impl S3Filesystem {
         let config = self.upload_config(&inode.key, new);
         let memory = self.memory_budget().consumer(config.part_size);
         let upload = Upload::new(self.client.clone(), inode.key.clone(), config, memory);
-        let handle = WriteHandle { ino, pid, state: tokio::sync::Mutex::new(WriteState::Writing(Box::new(upload))) };
+        let handle = WriteHandle {
+            ino,
+            pid,
+            state: tokio::sync::Mutex::new(WriteState::Writing(Box::new(upload))),
+            unclaimed: std::sync::atomic::AtomicBool::new(false),
+        };
         Ok(Opened { fh: self.add_handle(Handle::Write(Arc::new(handle))), direct_io: false })
     }
 
@@ -144,6 +151,7 @@ impl S3Filesystem {
             let failed = upload.complete().await.map_err(|e| e.errno());
             self.finish_upload(handle.ino, &failed);
             *state = WriteState::Done(failed);
+            self.unclaim_writer(&handle);
         } else {
             let _ = self.inodes.update(handle.ino, |i| i.stat.size = size);
         }
@@ -159,6 +167,9 @@ impl S3Filesystem {
                 let done = result.as_ref().map(Clone::clone).map_err(FsError::errno);
                 self.finish_upload(handle.ino, &done);
                 *state = WriteState::Done(done);
+                // Nothing more can be written: readers may open the file as soon as close()
+                // returns, before the kernel's (asynchronous) release arrives.
+                self.unclaim_writer(handle);
                 result.map(|_| ())
             }
             WriteState::Done(Ok(_)) => Ok(()),
@@ -166,6 +177,13 @@ impl S3Filesystem {
                 let key = self.inodes.get(handle.ino).map(|i| i.key).unwrap_or_default();
                 Err(FsError::UploadFailed { key, errno: *errno })
             }
+        }
+    }
+
+    /// Gives back the inode's writer claim, once.
+    pub(crate) fn unclaim_writer(&self, handle: &WriteHandle) {
+        if !handle.unclaimed.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            self.release_claim(handle.ino, true);
         }
     }
 

@@ -12,13 +12,16 @@ use std::sync::Arc;
 use tracing::{error, info, warn};
 
 use crate::cli;
-use crate::client::ObjectClient;
 use crate::client::aws::{AwsClient, mount_hint};
+use crate::client::metered::{MeteredClient, metered};
+use crate::client::{ObjectClient, S3Operation};
 use crate::config::{AccessPolicy, FuseConfig, MountConfig};
 use crate::daemon;
 use crate::fs::S3Filesystem;
 use crate::fuse::FuseAdapter;
 use crate::logging;
+use crate::metrics;
+use crate::notify;
 
 /// Kernel readahead for the mount, so sequential reads arrive as 1 MiB requests.
 const READ_AHEAD_KB: u32 = 1024;
@@ -75,10 +78,14 @@ fn serve(config: MountConfig, success_message: &str) -> Result<(), String> {
     let client = runtime
         .block_on(AwsClient::new(&config.client))
         .map_err(|e| format!("cannot create the S3 client: {}", mount_hint(&e, &config.client)))?;
-    runtime.block_on(client.probe_bucket(&config.prefix)).map_err(|e| mount_hint(&e, &config.client))?;
-    let client: Arc<dyn ObjectClient> = Arc::new(client);
+    let registry = metrics::global();
+    let probe = metered(&registry, S3Operation::ListObjectsV2, &config.prefix, client.probe_bucket(&config.prefix));
+    runtime.block_on(probe).map_err(|e| mount_hint(&e, &config.client))?;
+    let client: Arc<dyn ObjectClient> = Arc::new(MeteredClient::new(client, registry));
 
     let fs = Arc::new(S3Filesystem::new(client, config.fs.clone()));
+    let metrics = metrics::install(runtime.handle(), &config.metrics, fs.memory_budget().clone())?;
+    logging::spawn_level_toggle(runtime.handle());
     let adapter = FuseAdapter::new(fs, runtime.handle().clone());
     let mut session = fuser::Session::new(adapter, &mount_point, &fuse_config(&config.fuse))
         .map_err(|e| format!("failed to mount at {}: {e}", mount_point.display()))?;
@@ -86,13 +93,17 @@ fn serve(config: MountConfig, success_message: &str) -> Result<(), String> {
     install_signal_handlers(&runtime, session.unmount_callable(), mount_point.clone());
 
     info!("{success_message}");
+    // Before the daemon's parent exits, so systemd learns the daemon's pid first.
+    notify::ready(success_message);
     if daemon::is_child() {
         daemon::report_ready();
     } else {
         println!("{success_message}");
     }
     let result = session.run();
+    notify::stopping();
     info!("file system unmounted, shutting down");
+    metrics.finish();
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     result.map_err(|e| format!("FUSE session failed: {e}"))
 }
@@ -147,6 +158,7 @@ fn install_signal_handlers(
             _ = hup.recv() => {}
         }
         info!("received interrupt signal, unmounting {}", mount_point.display());
+        notify::stopping();
         if let Err(e) = unmounter.unmount() {
             warn!("unmount failed ({e}); detaching the mount instead");
             if let Err(e) = nix::mount::umount2(&mount_point, nix::mount::MntFlags::MNT_DETACH) {

@@ -15,6 +15,7 @@ use super::values::{BucketType, UploadChecksums};
 use crate::client::aws::AwsClientConfig;
 use crate::config::{AccessPolicy, FuseConfig, LoggingConfig, MountConfig};
 use crate::fs::config::{FsConfig, MetadataTtl};
+use crate::metrics::{MetricsConfig, RequestPrices};
 
 /// Attempts per S3 request when `AWS_MAX_ATTEMPTS` is unset.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
@@ -83,7 +84,6 @@ const UNSUPPORTED: &[Unsupported] = &[
     Unsupported { what: "--metadata-ttl other than 'minimal'", used: |a| !is_minimal(a.metadata_ttl), fix: "use --metadata-ttl minimal, or remove it" },
     Unsupported { what: "--negative-metadata-ttl other than 'minimal'", used: |a| !is_minimal(a.negative_metadata_ttl), fix: "use --negative-metadata-ttl minimal, or remove it" },
     // Logging and metrics.
-    Unsupported { what: "--log-metrics", used: |a| a.log_metrics, fix: REMOVE },
     Unsupported { what: "--otlp-endpoint", used: |a| a.otlp_endpoint.is_some(), fix: "remove --otlp-endpoint (and --otlp-export-interval)" },
     // Networking.
     Unsupported { what: "--bind", used: |a| a.bind.is_some(), fix: "remove it; requests use the default route" },
@@ -139,6 +139,12 @@ impl CliArgs {
             && !cache_xz.uri_prefix().is_empty()
         {
             return Err(CliError::CacheXzPrefix { bucket: cache_xz.bucket().to_owned() });
+        }
+        if let Some(address) = self.metrics_address
+            && !address.ip().is_loopback()
+            && !self.metrics_allow_remote
+        {
+            return Err(CliError::MetricsAddressNotLoopback { address });
         }
         Ok(())
     }
@@ -237,6 +243,14 @@ impl CliArgs {
             log_metrics: self.log_metrics,
             ..LoggingConfig::default()
         };
+        let metrics = MetricsConfig {
+            address: self.metrics_address,
+            prices: RequestPrices {
+                get: self.cost_per_1k_get,
+                put: self.cost_per_1k_put,
+                delete: self.cost_per_1k_delete,
+            },
+        };
         MountConfig {
             bucket,
             prefix,
@@ -245,6 +259,7 @@ impl CliArgs {
             fs,
             fuse,
             logging,
+            metrics,
             fstab_style: false,
             maximum_throughput_gbps: self.maximum_throughput_gbps,
             warnings,

@@ -53,6 +53,42 @@ pub fn is_mounted(path: &Path) -> bool {
     info.lines().any(|l| l.split(' ').nth(4) == Some(wanted.as_str()))
 }
 
+/// Processes whose command line mentions `needle` (e.g. a mount point: finds its daemon).
+pub fn processes_mentioning(needle: &str) -> Vec<u32> {
+    let mut pids = vec![];
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline"))
+            && String::from_utf8_lossy(&cmdline).contains(needle)
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Waits until no process mentions `needle`; false on timeout.
+pub fn wait_no_process_mentioning(needle: &str, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !processes_mentioning(needle).is_empty() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
+/// Unmounts `path` when dropped (also when the test panics): for mounts made by a daemon the
+/// test has no handle on (background mode, mount(8), scripts). The daemon then exits by itself.
+pub struct UnmountGuard(pub PathBuf);
+
+impl Drop for UnmountGuard {
+    fn drop(&mut self) {
+        force_unmount(&self.0);
+    }
+}
+
 /// Unmounts `path` (lazily if busy). Returns whether something was unmounted.
 pub fn force_unmount(path: &Path) -> bool {
     if !is_mounted(path) {

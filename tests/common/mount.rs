@@ -32,7 +32,12 @@ pub fn binary() -> PathBuf {
 /// A `mount-s3` command with a sealed environment: `env` (the server's credentials and region)
 /// plus PATH, a private HOME and IMDS disabled.
 pub fn command(env: &[(String, String)], home: &Path) -> Command {
-    let mut cmd = Command::new(binary());
+    sealed_command(binary(), env, home)
+}
+
+/// Any program (`mount`, `sh`, ...) with the sealed environment of [`command`].
+pub fn sealed_command(program: impl AsRef<std::ffi::OsStr>, env: &[(String, String)], home: &Path) -> Command {
+    let mut cmd = Command::new(program);
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", home)

@@ -18,7 +18,14 @@ use common::mount::{UnmountGuard, binary, is_mounted, sealed_command, wait_no_pr
 use common::s3_server::LocalS3;
 
 const HELPER: &str = "/sbin/mount.mount-s3";
-const HELPER_LOCK: &str = "/run/lock/mount-s3-test-helper.lock";
+/// Machine-wide, so test binaries of every checkout agree on it (`/run/lock` if the system has it).
+fn helper_lock() -> &'static str {
+    if Path::new("/run/lock").is_dir() {
+        "/run/lock/mount-s3-test-helper.lock"
+    } else {
+        "/tmp/mount-s3-test-helper.lock"
+    }
+}
 
 /// `/sbin/mount.mount-s3` -> the binary under test, while this value lives.
 struct HelperLink {
@@ -29,7 +36,7 @@ struct HelperLink {
 impl HelperLink {
     /// `None` when the helper belongs to a real installation.
     fn install() -> Option<HelperLink> {
-        let file = OpenOptions::new().create(true).truncate(false).write(true).open(HELPER_LOCK).unwrap();
+        let file = OpenOptions::new().create(true).truncate(false).write(true).open(helper_lock()).unwrap();
         let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e).unwrap();
         let previous = match std::fs::symlink_metadata(HELPER) {
             Err(_) => None,

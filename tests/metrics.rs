@@ -60,24 +60,27 @@ fn pico_usd(text: &str) -> u128 {
     whole.parse::<u128>().unwrap() * 1_000_000_000_000 + format!("{fraction:0<12}").parse::<u128>().unwrap()
 }
 
-/// Runs the same workload on a mount: reads, listings, a write, a delete, a missing file.
+/// Runs the same workload on a mount: reads, a listing, a write, a delete, a missing file.
+///
+/// Only keys at the top: s3s-fs answers a HEAD of an implicit directory (`dir` beside
+/// `dir/x`) with a 500, which the AWS SDK retries inside one client call, so the server would
+/// count attempts the client trait never sees (the documented limit of the metrics).
 fn workload(s3: &LocalS3, m: &TestMount) {
     let p = m.path();
     assert_eq!(std::fs::read(p.join("a.txt")).unwrap().len(), 10_000);
-    assert_eq!(std::fs::read(p.join("dir/b.txt")).unwrap(), b"bee");
+    assert_eq!(std::fs::read(p.join("b.txt")).unwrap(), b"bee");
     assert_eq!(std::fs::read(p.join("big.bin")).unwrap().len(), 3 << 20);
-    assert_eq!(std::fs::read_dir(p).unwrap().count(), 3);
-    assert_eq!(std::fs::read_dir(p.join("dir")).unwrap().count(), 2);
+    assert_eq!(std::fs::read_dir(p).unwrap().count(), 4);
     std::fs::write(p.join("out.txt"), b"written through the mount").unwrap();
-    std::fs::remove_file(p.join("dir/c.txt")).unwrap();
+    std::fs::remove_file(p.join("c.txt")).unwrap();
     assert!(std::fs::metadata(p.join("no-such-file")).is_err());
     wait_for_object(s3, "out.txt");
 }
 
 fn seed(s3: &LocalS3) {
     s3.put("a.txt", vec![b'a'; 10_000]);
-    s3.put("dir/b.txt", b"bee");
-    s3.put("dir/c.txt", b"sea");
+    s3.put("b.txt", b"bee");
+    s3.put("c.txt", b"sea");
     s3.put("big.bin", vec![7u8; 3 << 20]);
 }
 
@@ -115,7 +118,7 @@ fn log_metrics_counts_match_the_server_and_the_cost_is_requests_times_prices() {
     }
     assert_eq!(counts["total"], s3.total_request_count(), "no request escapes the metrics ({server:?})");
     assert_eq!(counts["billable"], counts["total"], "nothing failed with a 5xx");
-    assert!(counts["GetObject"] >= 3 && counts["HeadObject"] >= 1 && counts["ListObjectsV2"] >= 3, "{counts:?}");
+    assert!(counts["GetObject"] >= 3 && counts["HeadObject"] >= 1 && counts["ListObjectsV2"] >= 2, "{counts:?}");
     assert_eq!(counts["DeleteObject"], 1);
     assert!(counts["PutObject"] + counts["CompleteMultipartUpload"] >= 1, "{counts:?}");
 

@@ -169,8 +169,7 @@ fn daemonset_mount_loop_mounts_keeps_and_repairs_the_mount() {
     assert!(common::mount::wait_no_process_mentioning(mnt.to_str().unwrap(), Duration::from_secs(5)));
     assert!(std::fs::read_dir(&mnt).is_err(), "a dead mount");
     // `mountpoint -q` stats the directory, which the kernel answers from its cache for 1 s (the
-    // directory TTL) even when the daemon is dead; the real
-    // check interval is 60 s.
+    // directory TTL) even when the daemon is dead; the real check interval is 60 s.
     std::thread::sleep(Duration::from_millis(1500));
     vars.pop();
     vars.push(("MAX_CHECKS", "1".into()));

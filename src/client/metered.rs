@@ -4,8 +4,9 @@
 //! What it sees is what the client trait sees. Retries the AWS SDK makes inside one call are
 //! not visible: a call that succeeded on its third attempt counts as one request (S3 billed
 //! three). With a healthy server the two agree; the tests check them against the server's own
-//! counts. GET latency is time to the response headers; bytes in are counted as the body
-//! streams, bytes out when S3 accepts a PUT or part.
+//! counts. A call is counted when it starts, so a call its caller abandons in flight still
+//! counts (it has no latency). GET latency is time to the response headers; bytes in are
+//! counted as the body streams, bytes out when S3 accepts a PUT or part.
 //!
 //! Every failed request is logged here once at DEBUG with its S3 request id, so `--debug` gives
 //! the id to quote to AWS support even for failures the file system absorbs (a HEAD 404 during
@@ -54,10 +55,11 @@ pub async fn metered<T>(
     key: &str,
     call: impl Future<Output = Result<T, ClientError>>,
 ) -> Result<T, ClientError> {
+    metrics.s3_request_sent(op);
     let started = Instant::now();
     let result = call.await;
     let error = result.as_ref().err();
-    metrics.s3_request(op, started.elapsed(), error);
+    metrics.s3_request_answered(op, started.elapsed(), error);
     if let Some(e) = error {
         log_failure(op, key, e);
     }
@@ -205,6 +207,16 @@ mod tests {
         assert_eq!((s.bytes_in, s.bytes_out), (60_000, 1_005));
         assert_eq!(s.errors_by_code.get("NoSuchKey"), Some(&1));
         assert_eq!(s.errors_by_code.get("Throttled"), Some(&1));
+    }
+
+    #[tokio::test]
+    async fn a_call_abandoned_in_flight_is_still_counted() {
+        let (c, metrics) = client();
+        c.inner().delay(S3Operation::HeadObject, std::time::Duration::from_secs(60));
+        let abandoned = tokio::time::timeout(std::time::Duration::from_millis(10), c.head_object("k")).await;
+        assert!(abandoned.is_err(), "dropped while in flight");
+        let head = metrics.snapshot().s3_op(S3Operation::HeadObject).clone();
+        assert_eq!((head.requests, head.errors, head.latency.count), (1, 0, 0));
     }
 
     #[tokio::test]

@@ -165,11 +165,24 @@ impl Metrics {
         stats.latency.record(elapsed);
     }
 
-    /// An S3 request of `op` answered after `elapsed` (for a GET: when the response headers
-    /// arrived), successfully or with `error`.
+    /// An S3 request of `op` answered after `elapsed`: [`Self::s3_request_sent`] then
+    /// [`Self::s3_request_answered`].
     pub fn s3_request(&self, op: S3Operation, elapsed: Duration, error: Option<&ClientError>) {
+        self.s3_request_sent(op);
+        self.s3_request_answered(op, elapsed, error);
+    }
+
+    /// An S3 request of `op` is on its way. Counted now, not when answered: a caller may
+    /// abandon a request in flight (a lookup drops its HEAD once the LIST shows a directory),
+    /// and S3 still received it.
+    pub fn s3_request_sent(&self, op: S3Operation) {
+        self.s3[s3_index(op)].requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The answer to a request counted by [`Self::s3_request_sent`], after `elapsed` (for a GET:
+    /// when the response headers arrived), successful or `error`.
+    pub fn s3_request_answered(&self, op: S3Operation, elapsed: Duration, error: Option<&ClientError>) {
         let stats = &self.s3[s3_index(op)];
-        stats.requests.fetch_add(1, Ordering::Relaxed);
         stats.latency.record(elapsed);
         if let Some(error) = error {
             stats.errors.fetch_add(1, Ordering::Relaxed);

@@ -12,8 +12,9 @@ use std::sync::Arc;
 use tracing::{error, info, warn};
 
 use crate::cli;
-use crate::client::aws::{AwsClient, mount_hint};
+use crate::client::aws::{AwsClient, AwsClientConfig, mount_hint};
 use crate::client::metered::{MeteredClient, metered};
+use crate::client::retry::{RetryClient, RetryConfig};
 use crate::client::{ObjectClient, S3Operation};
 use crate::config::{AccessPolicy, FuseConfig, MountConfig};
 use crate::daemon;
@@ -76,12 +77,16 @@ fn serve(config: MountConfig, success_message: &str) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the I/O runtime: {e}"))?;
     let client = runtime
-        .block_on(AwsClient::new(&config.client))
+        // One attempt per SDK call: RetryClient owns the retry policy (AWS_MAX_ATTEMPTS).
+        .block_on(AwsClient::new(&AwsClientConfig { max_attempts: 1, ..config.client.clone() }))
         .map_err(|e| format!("cannot create the S3 client: {}", mount_hint(&e, &config.client)))?;
     let registry = metrics::global();
     let probe = metered(&registry, S3Operation::ListObjectsV2, &config.prefix, client.probe_bucket(&config.prefix));
     runtime.block_on(probe).map_err(|e| mount_hint(&e, &config.client))?;
-    let client: Arc<dyn ObjectClient> = Arc::new(MeteredClient::new(client, registry));
+    // Metered under the retries: each attempt is a request S3 receives (and bills).
+    let client = MeteredClient::new(client, registry);
+    let retry = RetryConfig { max_attempts: config.client.max_attempts.max(1), ..RetryConfig::default() };
+    let client: Arc<dyn ObjectClient> = Arc::new(RetryClient::new(client, retry));
 
     let fs = Arc::new(S3Filesystem::new(client, config.fs.clone()));
     let metrics = metrics::install(runtime.handle(), &config.metrics, fs.memory_budget().clone())?;

@@ -156,18 +156,23 @@ fn http_get(address: &str, path: &str) -> (String, String) {
     (head.lines().next().unwrap().to_string(), body.to_string())
 }
 
+/// `127.0.0.1:PORT` of the endpoint, from the mount's "serving metrics at" log line.
+fn metrics_address(m: &TestMount) -> String {
+    let output = m.output();
+    output
+        .lines()
+        .find_map(|l| l.split("serving metrics at http://").nth(1))
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("no metrics address logged:\n{output}"))
+        .to_string()
+}
+
 #[test]
 fn the_prometheus_endpoint_serves_the_same_counts_as_the_server() {
     let s3 = LocalS3::start();
     seed(&s3);
     let m = mount(&s3, &["--metrics-address", "127.0.0.1:0", "--allow-delete"]);
-    let output = m.output();
-    let address = output
-        .lines()
-        .find_map(|l| l.split("serving metrics at http://").nth(1))
-        .and_then(|rest| rest.strip_suffix("/metrics"))
-        .unwrap_or_else(|| panic!("no metrics address logged:\n{output}"))
-        .to_string();
+    let address = metrics_address(&m);
     workload(&s3, &m);
 
     let (status, body) = http_get(&address, "/metrics");
@@ -247,5 +252,30 @@ fn sigusr2_does_not_kill_a_mount_without_logs() {
     std::thread::sleep(Duration::from_millis(200));
     assert!(m.wait_exit(Duration::ZERO).is_none(), "still running");
     assert_eq!(std::fs::read(m.path().join("f")).unwrap(), b"x");
+    assert!(m.unmount().success());
+}
+
+/// The client is metered beneath its retries: every attempt is a request the server received,
+/// and is counted. Here each GET body stops after 1000 bytes, so reading 5000 bytes takes a GET
+/// and four resumes from where the body stopped.
+#[test]
+fn every_retry_attempt_is_counted() {
+    let s3 = LocalS3::start();
+    s3.put("f.bin", vec![9u8; 5000]);
+    let m = mount(&s3, &["--metrics-address", "127.0.0.1:0"]);
+    let address = metrics_address(&m);
+    s3.truncate_get_bodies(Some(1000));
+    assert_eq!(std::fs::read(m.path().join("f.bin")).unwrap(), vec![9u8; 5000]);
+    s3.truncate_get_bodies(None);
+    let (_, body) = http_get(&address, "/metrics");
+    let counted = |op: S3Operation| -> u64 {
+        let sample = format!("mount_s3_s3_requests_total{{operation=\"{}\"}} ", op.name());
+        body.lines().find_map(|l| l.strip_prefix(&sample)).unwrap().parse().unwrap()
+    };
+    assert_eq!(s3.request_count(S3Operation::GetObject), 5, "{:?}", s3.request_counts());
+    for op in S3Operation::ALL {
+        assert_eq!(counted(op), s3.request_count(op), "{op:?}");
+    }
+    assert!(body.contains("mount_s3_s3_errors_total{code=\"Transient\"} 4"), "{body}");
     assert!(m.unmount().success());
 }

@@ -223,7 +223,7 @@ pub struct CliArgs {
     #[arg(short, long, help_heading = LOGGING, value_name = "DIRECTORY")]
     pub log_directory: Option<PathBuf>,
 
-    /// Log performance metric summaries
+    /// Log metric summaries every 5 seconds, and the estimated S3 request cost at unmount
     #[arg(long, help_heading = LOGGING)]
     pub log_metrics: bool,
 
@@ -254,12 +254,12 @@ pub struct CliArgs {
     pub metrics_allow_remote: bool,
 
     /// US dollars per 1,000 GET, HEAD and other requests, for the request cost estimate
-    /// (S3 "Tier 2"; default: S3 Standard in us-east-1)
+    /// (S3 "Tier 2"; the default is the S3 Standard price in us-east-1)
     #[arg(long, help_heading = LOGGING, value_name = "USD", default_value = "0.0004")]
     pub cost_per_1k_get: PricePer1k,
 
     /// US dollars per 1,000 PUT, COPY, POST and LIST requests, multipart parts included, for
-    /// the request cost estimate (S3 "Tier 1"; default: S3 Standard in us-east-1)
+    /// the request cost estimate (S3 "Tier 1"; the default is the S3 Standard price in us-east-1)
     #[arg(long, help_heading = LOGGING, value_name = "USD", default_value = "0.005")]
     pub cost_per_1k_put: PricePer1k,
 

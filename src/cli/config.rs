@@ -81,8 +81,6 @@ const UNSUPPORTED: &[Unsupported] = &[
     Unsupported { what: "--cache-xz", used: |a| a.cache_xz.is_some(), fix: "remove it; every read goes to S3" },
     Unsupported { what: "--max-cache-size", used: |a| a.max_cache_size.is_some(), fix: REMOVE },
     Unsupported { what: "--cache-block-size", used: |a| a.cache_block_size.is_some(), fix: REMOVE },
-    Unsupported { what: "--metadata-ttl other than 'minimal'", used: |a| !is_minimal(a.metadata_ttl), fix: "use --metadata-ttl minimal, or remove it" },
-    Unsupported { what: "--negative-metadata-ttl other than 'minimal'", used: |a| !is_minimal(a.negative_metadata_ttl), fix: "use --negative-metadata-ttl minimal, or remove it" },
     // Logging and metrics.
     Unsupported { what: "--otlp-endpoint", used: |a| a.otlp_endpoint.is_some(), fix: "remove --otlp-endpoint (and --otlp-export-interval)" },
     // Networking.
@@ -92,12 +90,6 @@ const UNSUPPORTED: &[Unsupported] = &[
     Unsupported { what: "--bucket-type directory", used: |a| a.bucket_type == Some(BucketType::Directory), fix: "only general purpose buckets can be mounted for now" },
     Unsupported { what: "mounting a FUSE file descriptor (/dev/fd/N)", used: |a| is_fuse_fd(&a.mount_point), fix: "mount on a directory instead" },
 ];
-
-/// `None` counts as minimal: without a cache flag (refused separately) the default is minimal.
-/// `0` is minimal too, as in Mountpoint.
-fn is_minimal(ttl: Option<MetadataTtl>) -> bool {
-    matches!(ttl, None | Some(MetadataTtl::Minimal) | Some(MetadataTtl::Duration(Duration::ZERO)))
-}
 
 fn is_fuse_fd(path: &std::path::Path) -> bool {
     path.to_str()

@@ -1,12 +1,14 @@
 //! [`MeteredClient`]: wraps any [`ObjectClient`] and reports every call to the [`Metrics`]
 //! registry: one request per call, its latency, bytes, and the error code of failures.
 //!
-//! What it sees is what the client trait sees. Retries the AWS SDK makes inside one call are
-//! not visible: a call that succeeded on its third attempt counts as one request (S3 billed
-//! three). With a healthy server the two agree; the tests check them against the server's own
-//! counts. A call is counted when it starts, so a call its caller abandons in flight still
-//! counts (it has no latency). GET latency is time to the response headers; bytes in are
-//! counted as the body streams, bytes out when S3 accepts a PUT or part.
+//! What it sees is what the client trait sees: retries made below it are invisible (a call that
+//! succeeded on its third SDK attempt counts once, S3 billed three). So `run` puts it directly
+//! around the AWS client, whose SDK makes one attempt per call, and under the
+//! [`super::retry::RetryClient`]: every attempt is then one call here, and the counts equal the
+//! server's (the tests check them against a server's own counts). A call is counted when it
+//! starts, so a call its caller abandons in flight still counts (it has no latency). GET latency
+//! is time to the response headers; bytes in are counted as the body streams, bytes out when S3
+//! accepts a PUT or part.
 //!
 //! Every failed request is logged here once at DEBUG with its S3 request id, so `--debug` gives
 //! the id to quote to AWS support even for failures the file system absorbs (a HEAD 404 during

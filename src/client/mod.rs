@@ -15,6 +15,7 @@ pub mod aws;
 pub mod fault;
 pub mod memory;
 pub mod metered;
+pub mod retry;
 
 use std::fmt;
 use std::ops::Range;

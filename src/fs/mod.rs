@@ -6,11 +6,13 @@
 //! [`FsError::errno`] is the one place an errno is chosen. Nothing here imports fuser,
 //! aws-sdk-s3, aws-config or clap.
 
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod inode;
 pub mod lookup;
 pub mod memory;
+pub mod metacache;
 pub mod prefetch;
 pub mod read;
 pub mod readdir;
@@ -121,6 +123,7 @@ pub struct S3Filesystem {
     next_fh: AtomicU64,
     mount_time: SystemTime,
     prefetcher: Arc<Prefetcher>,
+    meta: metacache::MetadataCache,
 }
 
 impl std::fmt::Debug for S3Filesystem {
@@ -138,6 +141,7 @@ impl S3Filesystem {
         let budget = MemoryBudget::for_target(target);
         tracing::debug!(target, budget = budget.limit(), "memory budget for data buffers");
         let prefetcher = Prefetcher::new(PrefetchConfig::from_fs_config(&config), budget);
+        let meta = metacache::MetadataCache::new(config.metadata_ttl, config.negative_metadata_ttl);
         S3Filesystem {
             prefetcher,
             inodes: InodeTable::new(&config.prefix, mount_time),
@@ -148,7 +152,31 @@ impl S3Filesystem {
             dirs: Mutex::default(),
             next_fh: AtomicU64::new(1),
             mount_time,
+            meta,
         }
+    }
+
+    /// Persists learned metadata through `journal` (for `--metadata-ttl indefinite` with a
+    /// cache directory), starting from what it already holds.
+    pub fn with_journal(mut self, journal: metacache::journal::Journal, loaded: metacache::journal::Loaded) -> Self {
+        self.meta = self.meta.with_journal(journal, loaded);
+        self
+    }
+
+    /// Writes out buffered metadata (at unmount).
+    pub fn flush_metadata(&self) {
+        self.meta.flush();
+    }
+
+    /// What `dir_key` + `name` is: from the metadata cache while it may be trusted, else from S3
+    /// (and then remembered).
+    pub(crate) async fn resolve(&self, dir_key: &str, name: &str) -> Result<Option<inode::RemoteEntry>, FsError> {
+        if let Some(known) = self.meta.lookup(dir_key, name) {
+            return Ok(known);
+        }
+        let remote = lookup::remote_lookup(self.client.as_ref(), dir_key, name, self.mount_time).await?;
+        self.meta.record(dir_key, name, remote.as_ref());
+        Ok(remote)
     }
 
     /// The configuration in force.
@@ -216,7 +244,7 @@ impl S3Filesystem {
             let inode = self.inodes.reference(file.ino)?;
             return Ok(self.entry(&inode));
         }
-        match lookup::remote_lookup(self.client.as_ref(), &dir.key, name, self.mount_time).await? {
+        match self.resolve(&dir.key, name).await? {
             Some(remote) => {
                 let ttl = self.ttl(remote.kind);
                 let inode = self.inodes.lookup_upsert(parent, name, remote, ttl)?;
@@ -249,8 +277,9 @@ impl S3Filesystem {
     }
 
     async fn revalidate(&self, inode: &Inode) -> Result<Inode, FsError> {
-        let remote =
-            lookup::remote_lookup(self.client.as_ref(), Self::parent_key(inode), &inode.name, self.mount_time).await?;
+        let parent_key = Self::parent_key(inode);
+        let remote = lookup::remote_lookup(self.client.as_ref(), parent_key, &inode.name, self.mount_time).await?;
+        self.meta.record(parent_key, &inode.name, remote.as_ref());
         let ttl = self.ttl(inode.kind);
         self.inodes.revalidate(inode.ino, remote, ttl)
     }
@@ -390,7 +419,13 @@ impl S3Filesystem {
             return Err(FsError::NotADirectory(ino));
         }
         let locals = self.inodes.local_children(ino).into_iter().map(|i| (i.name, i.kind)).collect();
-        let listing = DirListing::new(inode.key, self.config.list_page_size, self.mount_time, locals);
+        let cached = self.meta.listing(&inode.key);
+        let mut listing = DirListing::new(inode.key, self.config.list_page_size, self.mount_time, locals);
+        listing = match cached {
+            Some(entries) => listing.with_cached(entries),
+            None if self.meta.is_enabled() => listing.collecting(),
+            None => listing,
+        };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         let handle = Arc::new(DirHandle { ino, listing: tokio::sync::Mutex::new(listing) });
         self.dirs.lock().unwrap().insert(fh, handle);
@@ -447,6 +482,9 @@ impl S3Filesystem {
                 break;
             }
             at = next_offset;
+        }
+        if let Some(entries) = listing.take_complete() {
+            self.meta.record_listing(&dir.key, entries);
         }
         Ok(())
     }

@@ -11,6 +11,7 @@
 //! directory replaces the file.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::client::{ListRequest, ObjectClient};
@@ -57,6 +58,11 @@ pub struct DirListing {
     locals: Vec<(String, InodeKind)>,
     /// Locals not yet listed; they are added at the end of the listing.
     locals_pending: BTreeMap<String, InodeKind>,
+    /// A complete listing from the metadata cache: no requests at all.
+    cached: Option<Arc<Vec<ListedEntry>>>,
+    /// Every entry listed since offset 0, kept for the metadata cache when `collect` is on.
+    collected: Option<Vec<ListedEntry>>,
+    collect: bool,
 }
 
 impl DirListing {
@@ -75,6 +81,9 @@ impl DirListing {
             cursor: String::new(),
             locals,
             locals_pending: BTreeMap::new(),
+            cached: None,
+            collected: None,
+            collect: false,
         };
         listing.restart();
         listing
@@ -88,6 +97,33 @@ impl DirListing {
         self.held.clear();
         self.cursor.clear();
         self.locals_pending = self.locals.iter().cloned().collect();
+        self.collected = self.collect.then(Vec::new);
+        if let Some(cached) = self.cached.clone() {
+            for e in cached.iter() {
+                self.held.insert(e.name.clone(), e.entry.clone());
+            }
+            self.done = true;
+            self.release_held();
+        }
+    }
+
+    /// Serves the listing from `entries`, a complete listing the metadata cache kept.
+    pub fn with_cached(mut self, entries: Arc<Vec<ListedEntry>>) -> Self {
+        self.cached = Some(entries);
+        self.restart();
+        self
+    }
+
+    /// Keeps every entry listed from offset 0, for [`take_complete`](Self::take_complete).
+    pub fn collecting(mut self) -> Self {
+        self.collect = true;
+        self.collected = Some(Vec::new());
+        self
+    }
+
+    /// The whole listing, once it was read from offset 0 to the end from S3 (once).
+    pub fn take_complete(&mut self) -> Option<Vec<ListedEntry>> {
+        if self.done && self.cached.is_none() { self.collected.take() } else { None }
     }
 
     /// Positions the listing at `offset`: 0 restarts it; earlier offsets than the buffered ones
@@ -190,6 +226,9 @@ impl DirListing {
             }
             let (name, entry) = entry.remove_entry();
             self.locals_pending.remove(&name);
+            if let Some(collected) = &mut self.collected {
+                collected.push(ListedEntry { name: name.clone(), entry: entry.clone() });
+            }
             self.buffer.push_back(DirSlot::Entry(ListedEntry { name, entry }));
         }
         if self.done {

@@ -15,9 +15,9 @@ use std::time::SystemTime;
 
 use crate::client::{ListRequest, PutOptions};
 use crate::fs::inode::names::parse_name;
-use crate::fs::inode::{Inode, InodeKind, LocalState};
+use crate::fs::inode::{Inode, InodeKind, LocalState, RemoteEntry};
 use crate::fs::upload::{Upload, UploadConfig, Uploaded};
-use crate::fs::{Entry, FsError, Handle, Opened, S3Filesystem, lookup};
+use crate::fs::{Entry, FsError, Handle, Opened, S3Filesystem};
 
 /// The write side of one open file.
 pub(crate) struct WriteHandle {
@@ -66,9 +66,7 @@ impl S3Filesystem {
     /// Fails with `AlreadyExists` if `name` exists in `parent`, locally or in S3.
     async fn ensure_absent(&self, dir: &Inode, name: &str) -> Result<(), FsError> {
         let key = format!("{}{}", dir.key, name);
-        if self.inodes.local_child(dir.ino, name).is_some()
-            || lookup::remote_lookup(self.client.as_ref(), &dir.key, name, self.mount_time).await?.is_some()
-        {
+        if self.inodes.local_child(dir.ino, name).is_some() || self.resolve(&dir.key, name).await?.is_some() {
             return Err(FsError::AlreadyExists { key });
         }
         Ok(())
@@ -173,7 +171,19 @@ impl S3Filesystem {
 
     fn finish_upload(&self, ino: u64, result: &Result<Uploaded, i32>) {
         match result {
-            Ok(done) => self.inodes.finish_local_file(ino, done.etag.clone(), done.size, self.ttl(InodeKind::File)),
+            Ok(done) => {
+                self.inodes.finish_local_file(ino, done.etag.clone(), done.size, self.ttl(InodeKind::File));
+                if let Ok(inode) = self.inodes.get(ino) {
+                    let entry = RemoteEntry {
+                        kind: InodeKind::File,
+                        size: done.size,
+                        mtime: inode.stat.mtime,
+                        etag: Some(done.etag.clone()),
+                        storage_class: None,
+                    };
+                    self.meta.created(Self::parent_key(&inode), &inode.name, &entry);
+                }
+            }
             // Nothing reached S3: forget the local file (an overwritten object is unchanged).
             Err(_) => self.inodes.abandon_local(ino),
         }
@@ -213,12 +223,13 @@ impl S3Filesystem {
             });
         }
         let key = format!("{}{}", dir.key, name);
-        match lookup::remote_lookup(self.client.as_ref(), &dir.key, &name, self.mount_time).await? {
+        match self.resolve(&dir.key, &name).await? {
             None => Err(FsError::NotFound { parent, name }),
             Some(e) if e.kind == InodeKind::Directory => Err(FsError::IsADirectory(parent)),
             Some(_) => {
                 self.client.delete_object(&key).await.map_err(|e| FsError::client("delete", &key, e))?;
                 self.inodes.remove_name(parent, &name);
+                self.meta.removed(&dir.key, &name);
                 Ok(())
             }
         }
@@ -250,7 +261,7 @@ impl S3Filesystem {
                 return Ok(());
             }
         }
-        match lookup::remote_lookup(self.client.as_ref(), &dir.key, &name, self.mount_time).await? {
+        match self.resolve(&dir.key, &name).await? {
             None => Err(FsError::NotFound { parent, name }),
             Some(e) if e.kind == InodeKind::File => Err(FsError::NotADirectory(parent)),
             Some(_) => Err(FsError::PermissionDenied(format!(

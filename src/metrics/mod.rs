@@ -2,12 +2,11 @@
 //!
 //! One [`Metrics`] registry per process ([`global`]), written by three instruments:
 //! - the FUSE adapter times every request it hands to the core ([`Metrics::fuse_request`]);
-//! - [`crate::client::metered::MeteredClient`] wraps the S3 client and counts every request,
-//!   its latency, bytes and error code ([`Metrics::s3_request`]). Retries inside the AWS SDK
-//!   happen below the client trait and are invisible here: one call is one request, however
-//!   many attempts it took (with a healthy server there is one attempt per call);
-//! - the data cache reports hits, misses and evictions through [`Metrics::cache`] (a hook: no
-//!   cache exists yet, so these stay 0).
+//! - [`crate::client::metered::MeteredClient`] wraps the S3 client beneath the retry layer and
+//!   counts every request, its latency, bytes and error code ([`Metrics::s3_request_sent`],
+//!   [`Metrics::s3_request_answered`]): one call is one attempt the server sees;
+//! - the data cache's own counters (hits, misses, evictions) are read through the closure
+//!   registered with [`Metrics::watch_cache`] by whoever builds the cache; 0 without a cache.
 //!
 //! Writers only touch atomics (a mutex guards the error-code map, taken on failures only).
 //! Readers take a [`Snapshot`]; the difference of two snapshots is an interval. The rest is
@@ -81,31 +80,21 @@ impl OpStats {
     }
 }
 
-/// Data-cache counters (the hook the cache reports through).
-#[derive(Debug, Default)]
-pub struct CacheStats {
-    hits: AtomicU64,
-    misses: AtomicU64,
-    evictions: AtomicU64,
+/// Data-cache counters, cumulative, as the cache reports them to [`Metrics::watch_cache`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheCounts {
+    /// Blocks served from the cache.
+    pub hits: u64,
+    /// Blocks the cache did not have.
+    pub misses: u64,
+    /// Blocks evicted.
+    pub evictions: u64,
 }
 
-impl CacheStats {
-    /// A read served from the cache.
-    pub fn hit(&self) {
-        self.hits.fetch_add(1, Ordering::Relaxed);
-    }
-    /// A read the cache could not serve.
-    pub fn miss(&self) {
-        self.misses.fetch_add(1, Ordering::Relaxed);
-    }
-    /// `n` blocks evicted.
-    pub fn evicted(&self, n: u64) {
-        self.evictions.fetch_add(n, Ordering::Relaxed);
-    }
-}
+/// Reads the cache's counters.
+type CacheSource = Box<dyn Fn() -> CacheCounts + Send + Sync>;
 
 /// The registry every instrument writes to.
-#[derive(Debug)]
 pub struct Metrics {
     started: Instant,
     fuse: Vec<OpStats>,
@@ -113,8 +102,14 @@ pub struct Metrics {
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     errors_by_code: Mutex<BTreeMap<String, u64>>,
-    cache: CacheStats,
+    cache: OnceLock<CacheSource>,
     memory: OnceLock<MemoryBudget>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").field("uptime", &self.started.elapsed()).finish_non_exhaustive()
+    }
 }
 
 impl Default for Metrics {
@@ -126,7 +121,7 @@ impl Default for Metrics {
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             errors_by_code: Mutex::default(),
-            cache: CacheStats::default(),
+            cache: OnceLock::new(),
             memory: OnceLock::new(),
         }
     }
@@ -212,9 +207,11 @@ impl Metrics {
         self.bytes_out.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Where the data cache reports.
-    pub fn cache(&self) -> &CacheStats {
-        &self.cache
+    /// Reports the data cache's counters from now on, read through `source` at each snapshot
+    /// (the first source given wins). For example, where the cache is built:
+    /// `metrics::global().watch_cache(move || { let s = caching.stats(); CacheCounts { .. } })`.
+    pub fn watch_cache(&self, source: impl Fn() -> CacheCounts + Send + Sync + 'static) {
+        let _ = self.cache.set(Box::new(source));
     }
 
     /// Reports the data-buffer budget's use from now on (the first budget given wins).
@@ -225,6 +222,7 @@ impl Metrics {
     /// Every counter, now.
     pub fn snapshot(&self) -> Snapshot {
         let budget = self.memory.get();
+        let cache = self.cache.get().map(|source| source()).unwrap_or_default();
         Snapshot {
             uptime: self.started.elapsed(),
             fuse: FUSE_OPS.iter().zip(&self.fuse).map(|(name, stats)| stats.snapshot(name)).collect(),
@@ -232,9 +230,7 @@ impl Metrics {
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
             errors_by_code: self.errors_by_code.lock().unwrap().clone(),
-            cache_hits: self.cache.hits.load(Ordering::Relaxed),
-            cache_misses: self.cache.misses.load(Ordering::Relaxed),
-            cache_evictions: self.cache.evictions.load(Ordering::Relaxed),
+            cache,
             memory: MemorySnapshot {
                 rss: read_rss(),
                 reserved: budget.map(MemoryBudget::reserved).unwrap_or_default(),
@@ -297,9 +293,7 @@ pub struct Snapshot {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub errors_by_code: BTreeMap<String, u64>,
-    pub cache_hits: u64,
-    pub cache_misses: u64,
-    pub cache_evictions: u64,
+    pub cache: CacheCounts,
     /// Memory is a gauge: an interval carries the later value.
     pub memory: MemorySnapshot,
 }
@@ -322,9 +316,11 @@ impl Snapshot {
             bytes_in: self.bytes_in.saturating_sub(earlier.bytes_in),
             bytes_out: self.bytes_out.saturating_sub(earlier.bytes_out),
             errors_by_code,
-            cache_hits: self.cache_hits.saturating_sub(earlier.cache_hits),
-            cache_misses: self.cache_misses.saturating_sub(earlier.cache_misses),
-            cache_evictions: self.cache_evictions.saturating_sub(earlier.cache_evictions),
+            cache: CacheCounts {
+                hits: self.cache.hits.saturating_sub(earlier.cache.hits),
+                misses: self.cache.misses.saturating_sub(earlier.cache.misses),
+                evictions: self.cache.evictions.saturating_sub(earlier.cache.evictions),
+            },
             memory: self.memory,
         }
     }
@@ -431,15 +427,16 @@ mod tests {
     fn intervals_subtract_counters_and_keep_gauges() {
         let m = Metrics::default();
         m.watch_memory(MemoryBudget::new(1 << 20));
+        let cache = Arc::new(Mutex::new(CacheCounts { hits: 1, misses: 0, evictions: 0 }));
+        let source = cache.clone();
+        m.watch_cache(move || *source.lock().unwrap());
         m.s3_request(S3Operation::ListObjectsV2, Duration::from_millis(1), None);
-        m.cache().hit();
         let first = m.snapshot();
         m.s3_request(S3Operation::ListObjectsV2, Duration::from_millis(1), None);
-        m.cache().miss();
-        m.cache().evicted(2);
+        *cache.lock().unwrap() = CacheCounts { hits: 1, misses: 1, evictions: 2 };
         let interval = m.snapshot().since(&first);
         assert_eq!(interval.s3_op(S3Operation::ListObjectsV2).requests, 1);
-        assert_eq!((interval.cache_hits, interval.cache_misses, interval.cache_evictions), (0, 1, 2));
+        assert_eq!(interval.cache, CacheCounts { hits: 0, misses: 1, evictions: 2 });
         assert_eq!(interval.memory.limit, 1 << 20);
         assert!(interval.memory.rss.is_some_and(|rss| rss > 0));
     }

@@ -162,7 +162,7 @@ pub fn render(s: &Snapshot, prices: RequestPrices) -> String {
     family(
         "mount_s3_s3_requests_total",
         "counter",
-        "S3 requests sent, by operation (SDK-internal retries not included).",
+        "S3 requests sent, by operation, each retry attempt included.",
         per_op(&s.s3, "operation", |o| o.requests.to_string()),
     );
     family(
@@ -199,18 +199,18 @@ pub fn render(s: &Snapshot, prices: RequestPrices) -> String {
         one(s.memory.reserved.to_string()),
     );
     family("mount_s3_memory_limit_bytes", "gauge", "Data-buffer memory budget.", one(s.memory.limit.to_string()));
-    family("mount_s3_cache_hits_total", "counter", "Reads served by the data cache.", one(s.cache_hits.to_string()));
+    family("mount_s3_cache_hits_total", "counter", "Blocks served by the data cache.", one(s.cache.hits.to_string()));
     family(
         "mount_s3_cache_misses_total",
         "counter",
-        "Reads the data cache could not serve.",
-        one(s.cache_misses.to_string()),
+        "Blocks the data cache did not have.",
+        one(s.cache.misses.to_string()),
     );
     family(
         "mount_s3_cache_evictions_total",
         "counter",
         "Blocks evicted from the data cache.",
-        one(s.cache_evictions.to_string()),
+        one(s.cache.evictions.to_string()),
     );
     family(
         "mount_s3_estimated_request_cost_dollars",

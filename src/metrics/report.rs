@@ -121,8 +121,9 @@ pub fn interval_lines(s: &Snapshot) -> Vec<String> {
         lines.push(format!("s3.bytes: in={} out={}", s.bytes_in, s.bytes_out));
     }
     lines.extend(s.errors_by_code.iter().map(|(code, n)| format!("s3.errors[code={code}]: {n}")));
-    if s.cache_hits + s.cache_misses + s.cache_evictions > 0 {
-        lines.push(format!("cache: hits={} misses={} evictions={}", s.cache_hits, s.cache_misses, s.cache_evictions));
+    let cache = &s.cache;
+    if cache.hits + cache.misses + cache.evictions > 0 {
+        lines.push(format!("cache: hits={} misses={} evictions={}", cache.hits, cache.misses, cache.evictions));
     }
     let m = &s.memory;
     lines.push(format!(

@@ -165,14 +165,13 @@ impl InodeTable {
             storage_class: entry.storage_class.clone(),
             expiry: Instant::now() + ttl,
         };
+        let held = existing.is_some_and(|ino| Self::is_held(&tables, ino));
         if let Some(node) = existing.and_then(|ino| tables.nodes.get_mut(&ino))
-            && node.inode.local.is_some()
+            && held
         {
-            // What this mount is creating wins over remote files; a local directory that S3
-            // now has too simply becomes remote.
-            if node.inode.local == Some(LocalState::Directory) && entry.kind == InodeKind::Directory {
-                node.inode.local = None;
-            }
+            // What this mount created wins over what S3 says. A local directory stays local
+            // (and visible) until this mount uploads a file under it or removes it, whatever
+            // other clients put under it or delete meanwhile.
             node.lookups += 1;
             return Ok(node.inode.clone());
         }
@@ -200,22 +199,33 @@ impl InodeTable {
         inode
     }
 
-    /// The child `name` of `parent` if this mount created it and S3 does not have it yet.
-    pub fn local_child(&self, parent: u64, name: &str) -> Option<Inode> {
-        let tables = self.tables.lock().unwrap();
-        let ino = tables.nodes.get(&parent)?.children.get(name)?;
-        tables.nodes.get(ino).map(|n| n.inode.clone()).filter(|i| i.local.is_some())
+    /// True if `ino` exists only in this mount, or holds something that does: such inodes stay
+    /// visible whatever S3 says.
+    fn is_held(tables: &Tables, ino: u64) -> bool {
+        tables
+            .nodes
+            .get(&ino)
+            .is_some_and(|n| n.inode.local.is_some() || n.children.values().any(|child| Self::is_held(tables, *child)))
     }
 
-    /// The children of `parent` that exist only in this mount, in name order.
+    /// The child `name` of `parent` if this mount holds it: created here and not in S3 yet, or
+    /// a directory with such a descendant.
+    pub fn local_child(&self, parent: u64, name: &str) -> Option<Inode> {
+        let tables = self.tables.lock().unwrap();
+        let ino = *tables.nodes.get(&parent)?.children.get(name)?;
+        Self::is_held(&tables, ino).then(|| tables.nodes.get(&ino).map(|n| n.inode.clone())).flatten()
+    }
+
+    /// The children of `parent` this mount holds (see [`local_child`](Self::local_child)), in
+    /// name order.
     pub fn local_children(&self, parent: u64) -> Vec<Inode> {
         let tables = self.tables.lock().unwrap();
         let Some(dir) = tables.nodes.get(&parent) else { return vec![] };
         let mut children: Vec<Inode> = dir
             .children
             .values()
+            .filter(|ino| Self::is_held(&tables, **ino))
             .filter_map(|ino| tables.nodes.get(ino))
-            .filter(|n| n.inode.local.is_some())
             .map(|n| n.inode.clone())
             .collect();
         children.sort_by(|a, b| a.name.cmp(&b.name));

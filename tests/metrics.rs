@@ -279,3 +279,29 @@ fn every_retry_attempt_is_counted() {
     assert!(body.contains("mount_s3_s3_errors_total{code=\"Transient\"} 4"), "{body}");
     assert!(m.unmount().success());
 }
+
+/// With `--cache`, the summary reports the disk cache's block hits and misses, and a second
+/// read of a file costs no GET.
+#[test]
+fn the_summary_reports_disk_cache_hits() {
+    let s3 = LocalS3::start();
+    s3.put("big.bin", vec![3u8; 3 << 20]);
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, log_dir) = (dir.path().join("cache"), dir.path().join("logs"));
+    let (cache_arg, log_arg) = (cache.to_string_lossy().into_owned(), log_dir.to_string_lossy().into_owned());
+    let m = mount(&s3, &["--cache", &cache_arg, "--log-metrics", "-l", &log_arg]);
+    assert_eq!(std::fs::read(m.path().join("big.bin")).unwrap().len(), 3 << 20);
+    let gets = s3.request_count(S3Operation::GetObject);
+    assert_eq!(std::fs::read(m.path().join("big.bin")).unwrap().len(), 3 << 20);
+    assert_eq!(s3.request_count(S3Operation::GetObject), gets, "the second read came from the disk cache");
+    assert!(m.unmount().success());
+    let text = log_text(&log_dir);
+    let line = text.lines().find_map(|l| l.split("summary: cache: ").nth(1)).unwrap_or_else(|| panic!("{text}"));
+    let field = |name: &str| -> u64 {
+        line.split_whitespace().find_map(|kv| kv.strip_prefix(&format!("{name}="))).unwrap().parse().unwrap()
+    };
+    eprintln!("cache summary: {line}");
+    assert_eq!(field("misses"), 3, "3 blocks of 1 MiB fetched once: {line}");
+    assert!(field("hits") >= 3, "then read from disk: {line}");
+    assert!(text.contains(&format!("GetObject={gets} ")), "{text}");
+}

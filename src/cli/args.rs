@@ -294,6 +294,11 @@ pub struct CliArgs {
     #[arg(long, help_heading = CACHING, value_name = "KiB", requires = "cache_group", hide = true, value_parser = value_parser!(u64).range(1..))]
     pub cache_block_size: Option<u64>,
 
+    /// Empty the --cache directory when mounting, as Mountpoint does (by default valid blocks
+    /// and, with --metadata-ttl indefinite, known metadata survive remounts)
+    #[arg(long, help_heading = CACHING, requires = "cache")]
+    pub cache_wipe_at_start: bool,
+
     /// Also cache object content in this S3 Express One Zone directory bucket (same region, no
     /// prefix)
     #[arg(long, help_heading = CACHING, value_name = "BUCKET", group = "cache_group", value_parser = parse_bucket)]

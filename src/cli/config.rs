@@ -13,7 +13,7 @@ use super::args::CliArgs;
 use super::error::CliError;
 use super::values::{BucketType, UploadChecksums};
 use crate::client::aws::AwsClientConfig;
-use crate::config::{AccessPolicy, FuseConfig, LoggingConfig, MountConfig};
+use crate::config::{AccessPolicy, CacheConfig, FuseConfig, LoggingConfig, MountConfig};
 use crate::fs::config::{FsConfig, MetadataTtl};
 use crate::metrics::{MetricsConfig, RequestPrices};
 
@@ -77,10 +77,7 @@ const UNSUPPORTED: &[Unsupported] = &[
         fix: "use --upload-checksums crc32c (the default) or off",
     },
     // Caching.
-    Unsupported { what: "--cache", used: |a| a.cache.is_some(), fix: "remove it; every read goes to S3" },
     Unsupported { what: "--cache-xz", used: |a| a.cache_xz.is_some(), fix: "remove it; every read goes to S3" },
-    Unsupported { what: "--max-cache-size", used: |a| a.max_cache_size.is_some(), fix: REMOVE },
-    Unsupported { what: "--cache-block-size", used: |a| a.cache_block_size.is_some(), fix: REMOVE },
     // Logging and metrics.
     Unsupported { what: "--otlp-endpoint", used: |a| a.otlp_endpoint.is_some(), fix: "remove --otlp-endpoint (and --otlp-export-interval)" },
     // Networking.
@@ -243,7 +240,14 @@ impl CliArgs {
                 delete: self.cost_per_1k_delete,
             },
         };
+        let cache = self.cache.map(|dir| CacheConfig {
+            dir,
+            max_size: self.max_cache_size.map(|mib| mib.saturating_mul(1024 * 1024)),
+            block_size: self.cache_block_size.unwrap_or(1024).saturating_mul(1024),
+            wipe_at_start: self.cache_wipe_at_start,
+        });
         MountConfig {
+            cache,
             bucket,
             prefix,
             foreground: self.foreground,

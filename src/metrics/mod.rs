@@ -5,8 +5,8 @@
 //! - [`crate::client::metered::MeteredClient`] wraps the S3 client beneath the retry layer and
 //!   counts every request, its latency, bytes and error code ([`Metrics::s3_request_sent`],
 //!   [`Metrics::s3_request_answered`]): one call is one attempt the server sees;
-//! - the data cache's own counters (hits, misses, evictions) are read through the closure
-//!   registered with [`Metrics::watch_cache`] by whoever builds the cache; 0 without a cache.
+//! - the data cache's own counters (block hits, misses, evictions) are read through the closure
+//!   registered with [`Metrics::watch_cache`] where the cache is built; 0 without a cache.
 //!
 //! Writers only touch atomics (a mutex guards the error-code map, taken on failures only).
 //! Readers take a [`Snapshot`]; the difference of two snapshots is an interval. The rest is
@@ -89,6 +89,12 @@ pub struct CacheCounts {
     pub misses: u64,
     /// Blocks evicted.
     pub evictions: u64,
+}
+
+impl From<crate::fs::cache::CacheStats> for CacheCounts {
+    fn from(stats: crate::fs::cache::CacheStats) -> Self {
+        CacheCounts { hits: stats.hits, misses: stats.misses, evictions: stats.evictions }
+    }
 }
 
 /// Reads the cache's counters.
@@ -208,8 +214,7 @@ impl Metrics {
     }
 
     /// Reports the data cache's counters from now on, read through `source` at each snapshot
-    /// (the first source given wins). For example, where the cache is built:
-    /// `metrics::global().watch_cache(move || { let s = caching.stats(); CacheCounts { .. } })`.
+    /// (the first source given wins): `run` registers the disk cache's `stats()`.
     pub fn watch_cache(&self, source: impl Fn() -> CacheCounts + Send + Sync + 'static) {
         let _ = self.cache.set(Box::new(source));
     }

@@ -35,6 +35,7 @@ fn parse_env(args: &[&str], env: &Environment) -> Result<MountConfig, CliFailure
 fn default_config() -> MountConfig {
     MountConfig {
         bucket: "bucket".into(),
+        cache: None,
         prefix: String::new(),
         foreground: false,
         client: AwsClientConfig { bucket: "bucket".into(), max_attempts: 10, ..AwsClientConfig::default() },
@@ -350,4 +351,21 @@ fn write_flags_fill_the_file_system_config() {
     assert_eq!(fs.sse_kms_key_id.as_deref(), Some("arn:aws:kms:us-east-1:111122223333:key/k"));
     assert_eq!(fs.write_part_size, 5 << 20);
     assert!(parse(&["bucket", "/mnt"]).unwrap().fs.upload_checksums, "crc32c by default");
+}
+
+#[test]
+fn cache_flags_fill_the_cache_config_and_the_default_ttl() {
+    let config =
+        parse(&["bucket", "/mnt", "--cache", "/var/cache/s3", "--max-cache-size", "100", "--cache-wipe-at-start"])
+            .unwrap();
+    let cache = config.cache.unwrap();
+    assert_eq!(cache.dir, PathBuf::from("/var/cache/s3"));
+    assert_eq!(cache.max_size, Some(100 << 20));
+    assert_eq!(cache.block_size, 1 << 20);
+    assert!(cache.wipe_at_start);
+    assert_eq!(config.fs.metadata_ttl, MetadataTtl::Duration(std::time::Duration::from_secs(60)));
+    let spark = parse(&["bucket", "/mnt", "--metadata-ttl", "indefinite", "--cache", "/tmp/mountpoint-cache"]).unwrap();
+    assert_eq!(spark.fs.metadata_ttl, MetadataTtl::Indefinite);
+    assert_eq!(spark.cache.unwrap().max_size, None, "default: keep 5% free");
+    assert!(parse(&["bucket", "/mnt", "--cache-wipe-at-start"]).is_err(), "needs --cache");
 }

@@ -246,7 +246,8 @@ async fn fetch<C: ObjectClient>(
                 k += 1;
             }
         }
-        if k < run.len() && unwanted(&run[k..]) {
+        // Stop only between blocks: a started block is finished and stored, never fetched twice.
+        if k < run.len() && at == run[k].0 * block_size && unwanted(&run[k..]) {
             // Dropping the body cancels the GET.
             core.fail(&run[k..], FlightError::Cancelled);
             return Some(size);

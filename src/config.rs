@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use crate::client::aws::AwsClientConfig;
 use crate::fs::config::FsConfig;
+use crate::metrics::MetricsConfig;
 
 /// Who besides the mounting user may use the mount.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -67,6 +68,8 @@ pub struct MountConfig {
     pub fs: FsConfig,
     pub fuse: FuseConfig,
     pub logging: LoggingConfig,
+    /// `--metrics-address` and the request prices of the cost estimate.
+    pub metrics: MetricsConfig,
     /// `--cache`: the local disk block cache.
     pub cache: Option<CacheConfig>,
     /// The command line came in fstab (`-o`) style.

@@ -3,13 +3,14 @@
 //! No behaviour lives here. Each request becomes a task on the tokio runtime, which replies
 //! when the core answers, so one slow S3 call never holds up other requests; fuser's threads
 //! only read requests and dispatch. Errors are logged once, here, with the errno the core
-//! chose ([`FsError::errno`]).
+//! chose ([`FsError::errno`]). Every request is timed from dispatch to reply and counted in
+//! [`Metrics`] under its operation name.
 
 use std::ffi::OsStr;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
@@ -20,6 +21,7 @@ use tracing::{debug, warn};
 
 use crate::fs::inode::InodeKind;
 use crate::fs::{Attr, FsError, S3Filesystem, SetAttr};
+use crate::metrics::{self, Metrics};
 
 /// Kernel requests allowed in flight at once (Mountpoint: 64).
 const MAX_BACKGROUND: u16 = 64;
@@ -28,12 +30,13 @@ const MAX_BACKGROUND: u16 = 64;
 pub struct FuseAdapter {
     fs: Arc<S3Filesystem>,
     runtime: tokio::runtime::Handle,
+    metrics: Arc<Metrics>,
 }
 
 impl FuseAdapter {
-    /// An adapter running the core's futures on `runtime`.
+    /// An adapter running the core's futures on `runtime`, reporting to [`metrics::global`].
     pub fn new(fs: Arc<S3Filesystem>, runtime: tokio::runtime::Handle) -> Self {
-        FuseAdapter { fs, runtime }
+        FuseAdapter { fs, runtime, metrics: metrics::global() }
     }
 
     /// Runs `work` on the runtime; replies with its result through `ok`, or with its errno.
@@ -43,8 +46,11 @@ impl FuseAdapter {
         R: ErrorReply + Send + 'static,
         F: Future<Output = Result<T, FsError>> + Send + 'static,
     {
+        let (metrics, started) = (self.metrics.clone(), Instant::now());
         self.runtime.spawn(async move {
-            match work.await {
+            let result = work.await;
+            metrics.fuse_request(op, started.elapsed(), result.is_ok());
+            match result {
                 Ok(value) => ok(reply, value),
                 Err(e) => reply.error(errno_of(op, &e)),
             }
@@ -227,7 +233,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn readdirplus(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, reply: ReplyDirectoryPlus) {
-        let fs = self.fs.clone();
+        let (fs, metrics, started) = (self.fs.clone(), self.metrics.clone(), Instant::now());
         self.runtime.spawn(async move {
             let mut reply = Some(reply);
             let result = fs
@@ -238,6 +244,7 @@ impl Filesystem for FuseAdapter {
                 })
                 .await;
             let reply = reply.take().expect("reply still here");
+            metrics.fuse_request("readdirplus", started.elapsed(), result.is_ok());
             match result {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno_of("readdirplus", &e)),
@@ -246,14 +253,19 @@ impl Filesystem for FuseAdapter {
     }
 
     fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
-        match self.fs.releasedir(fh.0) {
+        let started = Instant::now();
+        let result = self.fs.releasedir(fh.0);
+        self.metrics.fuse_request("releasedir", started.elapsed(), result.is_ok());
+        match result {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno_of("releasedir", &e)),
         }
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let started = Instant::now();
         let s = self.fs.statfs();
+        self.metrics.fuse_request("statfs", started.elapsed(), true);
         reply.statfs(s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize);
     }
 

@@ -12,9 +12,10 @@ use std::sync::Arc;
 use tracing::{error, info, warn};
 
 use crate::cli;
-use crate::client::ObjectClient;
 use crate::client::aws::{AwsClient, AwsClientConfig, mount_hint};
+use crate::client::metered::{MeteredClient, metered};
 use crate::client::retry::{RetryClient, RetryConfig};
+use crate::client::{ObjectClient, S3Operation};
 use crate::config::{AccessPolicy, CacheConfig, FuseConfig, MountConfig};
 use crate::daemon;
 use crate::fs::MetadataTtl;
@@ -23,6 +24,8 @@ use crate::fs::cache::{CachingClient, DiskBlockCache, DiskCacheConfig};
 use crate::fs::metacache::journal::{self, Journal, Loaded};
 use crate::fuse::FuseAdapter;
 use crate::logging;
+use crate::metrics;
+use crate::notify;
 
 /// Kernel readahead for the mount, so sequential reads arrive as 1 MiB requests.
 const READ_AHEAD_KB: u32 = 1024;
@@ -80,7 +83,11 @@ fn serve(config: MountConfig, success_message: &str) -> Result<(), String> {
         // One attempt per SDK call: RetryClient owns the retry policy (AWS_MAX_ATTEMPTS).
         .block_on(AwsClient::new(&AwsClientConfig { max_attempts: 1, ..config.client.clone() }))
         .map_err(|e| format!("cannot create the S3 client: {}", mount_hint(&e, &config.client)))?;
-    runtime.block_on(client.probe_bucket(&config.prefix)).map_err(|e| mount_hint(&e, &config.client))?;
+    let registry = metrics::global();
+    let probe = metered(&registry, S3Operation::ListObjectsV2, &config.prefix, client.probe_bucket(&config.prefix));
+    runtime.block_on(probe).map_err(|e| mount_hint(&e, &config.client))?;
+    // Metered under the retries: each attempt is a request S3 receives (and bills).
+    let client = MeteredClient::new(client, registry);
     let retry = RetryConfig { max_attempts: config.client.max_attempts.max(1), ..RetryConfig::default() };
     let client = RetryClient::new(client, retry);
     let disk_cache = match &config.cache {
@@ -88,7 +95,12 @@ fn serve(config: MountConfig, success_message: &str) -> Result<(), String> {
         None => None,
     };
     let client: Arc<dyn ObjectClient> = match &disk_cache {
-        Some(disk) if disk.is_enabled() => Arc::new(CachingClient::new(client, disk.clone())),
+        Some(disk) if disk.is_enabled() => {
+            let caching = Arc::new(CachingClient::new(client, disk.clone()));
+            let counted = caching.clone();
+            metrics::global().watch_cache(move || counted.stats().into());
+            caching
+        }
         _ => Arc::new(client),
     };
 
@@ -109,6 +121,8 @@ fn serve(config: MountConfig, success_message: &str) -> Result<(), String> {
         }
     }
     let fs = Arc::new(fs);
+    let metrics = metrics::install(runtime.handle(), &config.metrics, fs.memory_budget().clone())?;
+    logging::spawn_level_toggle(runtime.handle());
     let adapter = FuseAdapter::new(fs.clone(), runtime.handle().clone());
     let mut session = fuser::Session::new(adapter, &mount_point, &fuse_config(&config.fuse))
         .map_err(|e| format!("failed to mount at {}: {e}", mount_point.display()))?;
@@ -116,17 +130,21 @@ fn serve(config: MountConfig, success_message: &str) -> Result<(), String> {
     install_signal_handlers(&runtime, session.unmount_callable(), mount_point.clone());
 
     info!("{success_message}");
+    // Before the daemon's parent exits, so systemd learns the daemon's pid first.
+    notify::ready(success_message);
     if daemon::is_child() {
         daemon::report_ready();
     } else {
         println!("{success_message}");
     }
     let result = session.run();
+    notify::stopping();
     info!("file system unmounted, shutting down");
     fs.flush_metadata();
     if let Some(disk) = &disk_cache {
         runtime.block_on(disk.flush());
     }
+    metrics.finish();
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     result.map_err(|e| format!("FUSE session failed: {e}"))
 }
@@ -211,6 +229,7 @@ fn install_signal_handlers(
             _ = hup.recv() => {}
         }
         info!("received interrupt signal, unmounting {}", mount_point.display());
+        notify::stopping();
         if let Err(e) = unmounter.unmount() {
             warn!("unmount failed ({e}); detaching the mount instead");
             if let Err(e) = nix::mount::umount2(&mount_point, nix::mount::MntFlags::MNT_DETACH) {

@@ -15,6 +15,7 @@ use super::values::{BucketType, UploadChecksums};
 use crate::client::aws::AwsClientConfig;
 use crate::config::{AccessPolicy, CacheConfig, FuseConfig, LoggingConfig, MountConfig};
 use crate::fs::config::{FsConfig, MetadataTtl};
+use crate::metrics::{MetricsConfig, RequestPrices};
 
 /// Attempts per S3 request when `AWS_MAX_ATTEMPTS` is unset.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
@@ -78,7 +79,6 @@ const UNSUPPORTED: &[Unsupported] = &[
     // Caching.
     Unsupported { what: "--cache-xz", used: |a| a.cache_xz.is_some(), fix: "remove it; every read goes to S3" },
     // Logging and metrics.
-    Unsupported { what: "--log-metrics", used: |a| a.log_metrics, fix: REMOVE },
     Unsupported { what: "--otlp-endpoint", used: |a| a.otlp_endpoint.is_some(), fix: "remove --otlp-endpoint (and --otlp-export-interval)" },
     // Networking.
     Unsupported { what: "--bind", used: |a| a.bind.is_some(), fix: "remove it; requests use the default route" },
@@ -128,6 +128,12 @@ impl CliArgs {
             && !cache_xz.uri_prefix().is_empty()
         {
             return Err(CliError::CacheXzPrefix { bucket: cache_xz.bucket().to_owned() });
+        }
+        if let Some(address) = self.metrics_address
+            && !address.ip().is_loopback()
+            && !self.metrics_allow_remote
+        {
+            return Err(CliError::MetricsAddressNotLoopback { address });
         }
         Ok(())
     }
@@ -226,6 +232,14 @@ impl CliArgs {
             log_metrics: self.log_metrics,
             ..LoggingConfig::default()
         };
+        let metrics = MetricsConfig {
+            address: self.metrics_address,
+            prices: RequestPrices {
+                get: self.cost_per_1k_get,
+                put: self.cost_per_1k_put,
+                delete: self.cost_per_1k_delete,
+            },
+        };
         let cache = self.cache.map(|dir| CacheConfig {
             dir,
             max_size: self.max_cache_size.map(|mib| mib.saturating_mul(1024 * 1024)),
@@ -241,6 +255,7 @@ impl CliArgs {
             fs,
             fuse,
             logging,
+            metrics,
             fstab_style: false,
             maximum_throughput_gbps: self.maximum_throughput_gbps,
             warnings,

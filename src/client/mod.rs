@@ -3,7 +3,8 @@
 //! A client is bound to one bucket at construction, so keys here are full S3 keys
 //! (mount prefix included) and never carry a bucket name. Implementations:
 //! [`aws::AwsClient`] (aws-sdk-s3, production), [`memory::InMemoryClient`] (tests, with
-//! request counters), [`fault::FaultClient`] (wraps any client to inject failures, for tests).
+//! request counters), [`fault::FaultClient`] (wraps any client to inject failures, for tests),
+//! [`metered::MeteredClient`] (wraps any client to count requests for metrics).
 //! The same conformance suite (`tests/client_conformance.rs`) runs against the first two so the
 //! mock cannot drift from a real server.
 //!
@@ -13,6 +14,7 @@
 pub mod aws;
 pub mod fault;
 pub mod memory;
+pub mod metered;
 pub mod retry;
 
 use std::fmt;

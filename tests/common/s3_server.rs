@@ -11,6 +11,8 @@
 //! `sdk_client()`) are not counted, so seeding a bucket never disturbs a test's assertions.
 //! Requests rejected before that point (bad signature, unknown route) are not counted either.
 //!
+//! Every response carries an `x-amz-request-id` (`LOCALS3` and 13 digits), as S3's do.
+//!
 //! Known s3s-fs 0.14.1 limits (see /work/shared/TESTING.md): keys ending in `/` and a key `x`
 //! beside `x/y` do not work, conditional GET/HEAD are ignored, listings carry no ETags, and HEAD
 //! of a key that is an implicit directory (`a` when `a/b` exists) answers 500, not 404.
@@ -18,6 +20,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
@@ -353,11 +356,15 @@ async fn handle(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains(&format!("Credential={HELPER_ACCESS_KEY}/")));
-    let response = hyper::service::Service::call(&service, request).await?;
+    let mut response = hyper::service::Service::call(&service, request).await?;
     if is_get && !from_harness && response.status().is_success() && response.headers().contains_key(header::ETAG) {
         let length = response.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         counts.get_bytes.fetch_add(length.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
     }
+    // Real S3 names every response; s3s does not, so give each one an id clients can log.
+    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+    let id = format!("LOCALS3{:013}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
+    response.headers_mut().insert("x-amz-request-id", header::HeaderValue::from_str(&id).expect("ascii id"));
     let keep = *faults.truncate_get_bodies.lock().unwrap();
     // Only a successful GetObject carries an ETag header on a GET.
     match keep {

@@ -12,6 +12,7 @@ use super::*;
 use crate::client::aws::AwsClientConfig;
 use crate::config::{AccessPolicy, FuseConfig, LoggingConfig};
 use crate::fs::config::{FsConfig, MetadataTtl};
+use crate::metrics::MetricsConfig;
 
 const UID: u32 = 1234;
 const GID: u32 = 5678;
@@ -47,6 +48,7 @@ fn default_config() -> MountConfig {
             max_threads: 16,
         },
         logging: LoggingConfig::default(),
+        metrics: MetricsConfig::default(),
         fstab_style: false,
         maximum_throughput_gbps: None,
         warnings: Vec::new(),
@@ -137,6 +139,17 @@ fn supported_flags_fill_the_config() {
             c.logging.debug_crt = true;
         }),
         (&["--no-log"], |c| c.logging.no_log = true),
+        (&["--log-metrics"], |c| c.logging.log_metrics = true),
+        (&["--metrics-address", "127.0.0.1:9464"], |c| c.metrics.address = Some("127.0.0.1:9464".parse().unwrap())),
+        (&["--metrics-address", "[::1]:0"], |c| c.metrics.address = Some("[::1]:0".parse().unwrap())),
+        (&["--metrics-address", "0.0.0.0:9464", "--metrics-allow-remote"], |c| {
+            c.metrics.address = Some("0.0.0.0:9464".parse().unwrap())
+        }),
+        (&["--cost-per-1k-get", "0.00003", "--cost-per-1k-put", "0.00113", "--cost-per-1k-delete", "1"], |c| {
+            c.metrics.prices.get = "0.00003".parse().unwrap();
+            c.metrics.prices.put = "0.00113".parse().unwrap();
+            c.metrics.prices.delete = "1".parse().unwrap();
+        }),
         (&["--metadata-ttl", "minimal", "--negative-metadata-ttl", "minimal"], |_| {}),
         (&["--negative-metadata-ttl", "0"], |_| {}),
     ];
@@ -260,12 +273,19 @@ fn fstab_style_command_lines() {
     assert_eq!((config.bucket.as_str(), config.prefix.as_str()), ("bucket", "foo/bar,baz/"));
     assert!(config.fs.read_only && config.fuse.read_only && config.fstab_style && !config.foreground);
 
+    let config =
+        parse(&["bucket", "/mnt", "-o", "rw,log-metrics,metrics-address=127.0.0.1:0,cost-per-1k-get=1"]).unwrap();
+    assert!(config.logging.log_metrics);
+    assert_eq!(config.metrics.address, Some("127.0.0.1:0".parse().unwrap()));
+    assert_eq!(config.metrics.prices.get.nano_usd(), 1_000_000_000);
+
     let errors: &[(&[&str], &str)] = &[
         (&["bucket", "/mnt", "-o", "ro,rw"], "'ro' and 'rw'"),
         (&["bucket", "/mnt", "-o", "foreground"], "always run in the background"),
         (&["bucket", "/mnt", "-o", "--uid=2"], "write it as 'uid=2'"),
         (&["bucket", "/mnt", "-o", "typo"], "--typo"),
         (&["bucket", "/mnt", "-o", "incremental-upload"], "--incremental-upload is not supported yet"),
+        (&["bucket", "/mnt", "-o", "metrics-address=0.0.0.0:80"], "--metrics-allow-remote"),
         (&["s3://bucket/p/", "/mnt", "-o", "prefix=q/"], "explicit prefix option not allowed with S3 URI"),
         (&["s3://bucket/p", "/mnt", "-o", "ro"], "try s3://bucket/p/"),
         (&["sm", "/mnt", "-o", "ro"], "3-255 characters"),

@@ -10,4 +10,4 @@ if [ ! -e /dev/fuse ]; then
     exit 1
 fi
 cargo build --release --locked --bin mount-s3 --example demo
-exec ./target/release/examples/demo "$@"
+exec "${CARGO_TARGET_DIR:-target}/release/examples/demo" "$@"

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use crate::client::aws::AwsClientConfig;
 use crate::fs::config::FsConfig;
+use crate::metrics::MetricsConfig;
 
 /// Who besides the mounting user may use the mount.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -43,6 +44,19 @@ pub struct LoggingConfig {
     pub log_metrics: bool,
 }
 
+/// The local disk cache (`--cache` and friends).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// `--cache DIR`.
+    pub dir: PathBuf,
+    /// `--max-cache-size` in bytes; `None`: keep 5% of the file system free; `Some(0)`: off.
+    pub max_size: Option<u64>,
+    /// `--cache-block-size` in bytes.
+    pub block_size: u64,
+    /// `--cache-wipe-at-start`.
+    pub wipe_at_start: bool,
+}
+
 /// Everything `run` needs to mount.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MountConfig {
@@ -54,6 +68,10 @@ pub struct MountConfig {
     pub fs: FsConfig,
     pub fuse: FuseConfig,
     pub logging: LoggingConfig,
+    /// `--metrics-address` and the request prices of the cost estimate.
+    pub metrics: MetricsConfig,
+    /// `--cache`: the local disk block cache.
+    pub cache: Option<CacheConfig>,
     /// The command line came in fstab (`-o`) style.
     pub fstab_style: bool,
     /// `--maximum-throughput-gbps`: network throughput to aim for, which sizes S3 request

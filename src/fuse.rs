@@ -3,23 +3,25 @@
 //! No behaviour lives here. Each request becomes a task on the tokio runtime, which replies
 //! when the core answers, so one slow S3 call never holds up other requests; fuser's threads
 //! only read requests and dispatch. Errors are logged once, here, with the errno the core
-//! chose ([`FsError::errno`]).
+//! chose ([`FsError::errno`]). Every request is timed from dispatch to reply and counted in
+//! [`Metrics`] under its operation name.
 
 use std::ffi::OsStr;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
-    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
-    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 use tracing::{debug, warn};
 
 use crate::fs::inode::InodeKind;
-use crate::fs::{Attr, FsError, S3Filesystem};
+use crate::fs::{Attr, FsError, S3Filesystem, SetAttr};
+use crate::metrics::{self, Metrics};
 
 /// Kernel requests allowed in flight at once (Mountpoint: 64).
 const MAX_BACKGROUND: u16 = 64;
@@ -28,12 +30,13 @@ const MAX_BACKGROUND: u16 = 64;
 pub struct FuseAdapter {
     fs: Arc<S3Filesystem>,
     runtime: tokio::runtime::Handle,
+    metrics: Arc<Metrics>,
 }
 
 impl FuseAdapter {
-    /// An adapter running the core's futures on `runtime`.
+    /// An adapter running the core's futures on `runtime`, reporting to [`metrics::global`].
     pub fn new(fs: Arc<S3Filesystem>, runtime: tokio::runtime::Handle) -> Self {
-        FuseAdapter { fs, runtime }
+        FuseAdapter { fs, runtime, metrics: metrics::global() }
     }
 
     /// Runs `work` on the runtime; replies with its result through `ok`, or with its errno.
@@ -43,8 +46,11 @@ impl FuseAdapter {
         R: ErrorReply + Send + 'static,
         F: Future<Output = Result<T, FsError>> + Send + 'static,
     {
+        let (metrics, started) = (self.metrics.clone(), Instant::now());
         self.runtime.spawn(async move {
-            match work.await {
+            let result = work.await;
+            metrics.fuse_request(op, started.elapsed(), result.is_ok());
+            match result {
                 Ok(value) => ok(reply, value),
                 Err(e) => reply.error(errno_of(op, &e)),
             }
@@ -77,7 +83,7 @@ macro_rules! error_reply {
         }
     )*};
 }
-error_reply!(ReplyEntry, ReplyAttr, ReplyData, ReplyOpen, ReplyEmpty, ReplyDirectoryPlus, ReplyWrite);
+error_reply!(ReplyEntry, ReplyAttr, ReplyData, ReplyOpen, ReplyEmpty, ReplyDirectoryPlus, ReplyWrite, ReplyCreate);
 
 fn file_attr(a: &Attr) -> FileAttr {
     FileAttr {
@@ -105,7 +111,8 @@ fn file_attr(a: &Attr) -> FileAttr {
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         // readdirplus saves a lookup per entry; parallel dirops let lookups in one directory overlap.
-        for flag in [InitFlags::FUSE_DO_READDIRPLUS, InitFlags::FUSE_PARALLEL_DIROPS] {
+        // Atomic O_TRUNC lets open() see O_TRUNC instead of a separate truncate (setattr size 0).
+        for flag in [InitFlags::FUSE_DO_READDIRPLUS, InitFlags::FUSE_PARALLEL_DIROPS, InitFlags::FUSE_ATOMIC_O_TRUNC] {
             if config.add_capabilities(flag).is_err() {
                 debug!("kernel does not offer {flag:?}");
             }
@@ -153,30 +160,22 @@ impl Filesystem for FuseAdapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let what = if mode.is_some() {
-            Some("the mode")
-        } else if uid.is_some() || gid.is_some() {
-            Some("the owner")
-        } else if size.is_some() {
-            Some("the size")
-        } else if atime.is_some() || mtime.is_some() {
-            Some("the times")
-        } else {
-            None
+        let change = SetAttr {
+            mode: mode.is_some(),
+            owner: uid.is_some() || gid.is_some(),
+            size,
+            mtime: mtime.map(time_of),
+            atime: atime.map(time_of),
         };
         let fs = self.fs.clone();
-        let work = async move {
-            match what {
-                Some(what) => fs.setattr(ino.0, what).await,
-                None => fs.getattr(ino.0).await,
-            }
-        };
-        self.spawn("setattr", reply, work, |reply, e| reply.attr(&e.ttl, &file_attr(&e.attr)));
+        self.spawn("setattr", reply, async move { fs.setattr(ino.0, change).await }, |reply, e| {
+            reply.attr(&e.ttl, &file_attr(&e.attr))
+        });
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let fs = self.fs.clone();
-        self.spawn("open", reply, async move { fs.open(ino.0, flags.0).await }, |reply, opened| {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let (fs, pid) = (self.fs.clone(), req.pid());
+        self.spawn("open", reply, async move { fs.open(ino.0, flags.0, pid).await }, |reply, opened| {
             let flags = if opened.direct_io { FopenFlags::FOPEN_DIRECT_IO } else { FopenFlags::empty() };
             reply.opened(FileHandle(opened.fh), flags)
         });
@@ -207,19 +206,18 @@ impl Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        match self.fs.release(fh.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno_of("release", &e)),
-        }
+        let fs = self.fs.clone();
+        self.spawn("release", reply, async move { fs.release(fh.0).await }, |reply, ()| reply.ok());
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        // Read handles have nothing to flush.
-        reply.ok();
+    fn flush(&self, req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        let (fs, pid) = (self.fs.clone(), req.pid());
+        self.spawn("flush", reply, async move { fs.flush(fh.0, pid).await }, |reply, ()| reply.ok());
     }
 
-    fn fsync(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        reply.ok();
+    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        let fs = self.fs.clone();
+        self.spawn("fsync", reply, async move { fs.fsync(fh.0).await }, |reply, ()| reply.ok());
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -235,7 +233,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn readdirplus(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, reply: ReplyDirectoryPlus) {
-        let fs = self.fs.clone();
+        let (fs, metrics, started) = (self.fs.clone(), self.metrics.clone(), Instant::now());
         self.runtime.spawn(async move {
             let mut reply = Some(reply);
             let result = fs
@@ -246,6 +244,7 @@ impl Filesystem for FuseAdapter {
                 })
                 .await;
             let reply = reply.take().expect("reply still here");
+            metrics.fuse_request("readdirplus", started.elapsed(), result.is_ok());
             match result {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno_of("readdirplus", &e)),
@@ -254,48 +253,77 @@ impl Filesystem for FuseAdapter {
     }
 
     fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
-        match self.fs.releasedir(fh.0) {
+        let started = Instant::now();
+        let result = self.fs.releasedir(fh.0);
+        self.metrics.fuse_request("releasedir", started.elapsed(), result.is_ok());
+        match result {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno_of("releasedir", &e)),
         }
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let started = Instant::now();
         let s = self.fs.statfs();
+        self.metrics.fuse_request("statfs", started.elapsed(), true);
         reply.statfs(s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize);
     }
 
     fn mknod(
         &self,
         _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _mode: u32,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
         _umask: u32,
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(errno_of("mknod", &self.fs.refuse_change("mknod")));
+        let (fs, name) = (self.fs.clone(), name.to_owned());
+        self.spawn("mknod", reply, async move { fs.mknod(parent.0, &name, mode).await }, |reply, e| {
+            reply.entry(&e.ttl, &file_attr(&e.attr), Generation(0))
+        });
     }
 
-    fn mkdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
-        reply.error(errno_of("mkdir", &self.fs.refuse_change("mkdir")));
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let (fs, name, pid) = (self.fs.clone(), name.to_owned(), req.pid());
+        self.spawn("create", reply, async move { fs.create(parent.0, &name, mode, pid).await }, |reply, (e, o)| {
+            reply.created(&e.ttl, &file_attr(&e.attr), Generation(0), FileHandle(o.fh), FopenFlags::empty())
+        });
     }
 
-    fn unlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(errno_of("unlink", &self.fs.refuse_change("unlink")));
+    fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
+        let (fs, name) = (self.fs.clone(), name.to_owned());
+        self.spawn("mkdir", reply, async move { fs.mkdir(parent.0, &name).await }, |reply, e| {
+            reply.entry(&e.ttl, &file_attr(&e.attr), Generation(0))
+        });
     }
 
-    fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(errno_of("rmdir", &self.fs.refuse_change("rmdir")));
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let (fs, name) = (self.fs.clone(), name.to_owned());
+        self.spawn("unlink", reply, async move { fs.unlink(parent.0, &name).await }, |reply, ()| reply.ok());
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let (fs, name) = (self.fs.clone(), name.to_owned());
+        self.spawn("rmdir", reply, async move { fs.rmdir(parent.0, &name).await }, |reply, ()| reply.ok());
     }
 
     fn symlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, _target: &std::path::Path, reply: ReplyEntry) {
-        reply.error(errno_of("symlink", &self.fs.refuse_change("symlink")));
+        reply.error(errno_of("symlink", &self.fs.refuse("symlink")));
     }
 
     fn link(&self, _req: &Request, _ino: INodeNo, _newparent: INodeNo, _newname: &OsStr, reply: ReplyEntry) {
-        reply.error(errno_of("link", &self.fs.refuse_change("link")));
+        reply.error(errno_of("link", &self.fs.refuse("link")));
     }
 
     fn rename(
@@ -308,7 +336,7 @@ impl Filesystem for FuseAdapter {
         _flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        reply.error(errno_of("rename", &self.fs.refuse_change("rename")));
+        reply.error(errno_of("rename", &self.fs.refuse("rename")));
     }
 
     fn write(
@@ -316,14 +344,22 @@ impl Filesystem for FuseAdapter {
         _req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
-        _offset: u64,
-        _data: &[u8],
+        offset: u64,
+        data: &[u8],
         _write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        // Only read handles exist in this release.
-        reply.error(errno_of("write", &FsError::BadHandle(fh.0)));
+        let (fs, data) = (self.fs.clone(), data.to_vec());
+        self.spawn("write", reply, async move { fs.write(fh.0, offset, &data).await }, |reply, n| reply.written(n));
+    }
+}
+
+/// A kernel time argument as a point in time.
+fn time_of(t: TimeOrNow) -> SystemTime {
+    match t {
+        TimeOrNow::SpecificTime(t) => t,
+        TimeOrNow::Now => SystemTime::now(),
     }
 }

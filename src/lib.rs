@@ -2,7 +2,8 @@
 //!
 //! Layers, dependencies pointing down only: `cli` and `run` (process, composition root) ->
 //! `fuse` (thin adapter over fuser) -> `fs` (the kernel-free core) -> `client` (the S3 boundary).
-//! `src/fs/**` never imports fuser, aws-sdk-s3, aws-config or clap.
+//! `src/fs/**` never imports fuser, aws-sdk-s3, aws-config or clap. Beside the layers: `metrics`
+//! (counters every layer may write to), `logging`, `daemon` and `notify` (systemd readiness).
 
 pub mod cli;
 pub mod client;
@@ -11,4 +12,6 @@ pub mod daemon;
 pub mod fs;
 pub mod fuse;
 pub mod logging;
+pub mod metrics;
+pub mod notify;
 pub mod run;

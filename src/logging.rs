@@ -5,34 +5,117 @@
 //! operators' log collectors already know), otherwise syslog (identity `mount-s3`).
 //! `MOUNTPOINT_LOG` (tracing filter syntax) overrides the level flags. No credentials are
 //! ever logged: the client never formats them.
+//!
+//! Metric summaries go to the target `mount_s3::metrics`, off unless `--log-metrics` or
+//! `--debug`. The filter sits behind a reload handle so SIGUSR2 can cycle it, as in Mountpoint:
+//! the starting filter -> debug (SDK and HTTP crates at warn) -> debug everywhere -> trace (SDK
+//! at warn) -> trace everywhere -> the starting filter. With `--no-log` SIGUSR2 is ignored.
 
 use std::fs::{DirBuilder, OpenOptions};
 use std::io::IsTerminal;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use rand::Rng;
 use rand::distributions::Alphanumeric;
-use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::prelude::*;
+use tracing_subscriber::{EnvFilter, Registry, reload};
 
 use crate::config::LoggingConfig;
 
 /// The filter when neither `MOUNTPOINT_LOG` nor `--debug` says otherwise.
-pub const DEFAULT_FILTER: &str = "warn,mount_s3=info";
+pub const DEFAULT_FILTER: &str = "warn,mount_s3=info,mount_s3::metrics=off";
+
+/// Crates of the AWS SDK and its HTTP stack: what Mountpoint calls the CRT (`--debug-crt`).
+const SDK_TARGETS: [&str; 12] = [
+    "aws_smithy_runtime",
+    "aws_smithy_runtime_api",
+    "aws_smithy_http_client",
+    "aws_smithy_http",
+    "aws_smithy_types",
+    "aws_sdk_s3",
+    "aws_config",
+    "aws_runtime",
+    "hyper",
+    "hyper_util",
+    "h2",
+    "rustls",
+];
+
+/// `,crate=level` for every SDK crate.
+fn sdk_at(level: &str) -> String {
+    SDK_TARGETS.iter().map(|target| format!(",{target}={level}")).collect()
+}
 
 /// The filter directives for a configuration (before `MOUNTPOINT_LOG`).
 pub fn filter_directives(config: &LoggingConfig) -> String {
     if config.no_log {
         return "off".to_string();
     }
-    let mut filter = if config.debug { "warn,mount_s3=debug".to_string() } else { DEFAULT_FILTER.to_string() };
+    let mut filter = if config.debug { "warn,mount_s3=debug".to_string() } else { "warn,mount_s3=info".to_string() };
+    if !config.debug && !config.log_metrics {
+        filter.push_str(",mount_s3::metrics=off");
+    }
     if config.debug_crt {
-        filter.push_str(",aws_smithy_runtime=debug,aws_sdk_s3=debug,aws_config=debug,hyper_util=debug");
+        filter.push_str(&sdk_at("debug"));
     }
     filter
+}
+
+/// The filters SIGUSR2 steps through, starting from (and returning to) `initial`.
+pub fn level_cycle(initial: &str) -> Vec<String> {
+    vec![
+        initial.to_string(),
+        format!("debug{}", sdk_at("warn")),
+        "debug".to_string(),
+        format!("trace{}", sdk_at("warn")),
+        "trace".to_string(),
+    ]
+}
+
+/// The live filter and where SIGUSR2 is in [`level_cycle`].
+struct LevelControl {
+    handle: reload::Handle<EnvFilter, Registry>,
+    levels: Vec<String>,
+    current: Mutex<usize>,
+}
+
+static LEVEL_CONTROL: OnceLock<LevelControl> = OnceLock::new();
+
+/// Moves the live filter to the next step of [`level_cycle`]; returns the new directives, or
+/// `None` when logging is off (`--no-log`) or not initialised.
+pub fn cycle_level() -> Option<String> {
+    let control = LEVEL_CONTROL.get()?;
+    let mut current = control.current.lock().unwrap();
+    let next = (*current + 1) % control.levels.len();
+    let directives = &control.levels[next];
+    let filter = EnvFilter::try_new(directives).ok()?;
+    if let Err(e) = control.handle.reload(filter) {
+        tracing::warn!("cannot change the log filter: {e}");
+        return None;
+    }
+    *current = next;
+    Some(directives.clone())
+}
+
+/// Listens for SIGUSR2 on `runtime` and cycles the log filter on each one. Installed even with
+/// `--no-log`, so that SIGUSR2 never kills the daemon (its default action).
+pub fn spawn_level_toggle(runtime: &tokio::runtime::Handle) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let _entered = runtime.enter();
+    let Ok(mut usr2) = signal(SignalKind::user_defined2()) else {
+        tracing::warn!("cannot listen for SIGUSR2; the log level cannot be changed at runtime");
+        return;
+    };
+    runtime.spawn(async move {
+        while usr2.recv().await.is_some() {
+            if let Some(directives) = cycle_level() {
+                tracing::info!("SIGUSR2: log filter is now {directives:?}");
+            }
+        }
+    });
 }
 
 /// A new log file name for this run.
@@ -60,6 +143,7 @@ pub fn init(config: &LoggingConfig, foreground: bool) -> Result<Option<PathBuf>,
     if config.no_log {
         return Ok(None);
     }
+    let (filter, handle) = reload::Layer::new(filter);
     let mut file_path = None;
     let file_layer = match &config.log_directory {
         Some(dir) => {
@@ -90,6 +174,8 @@ pub fn init(config: &LoggingConfig, foreground: bool) -> Result<Option<PathBuf>,
         .with(syslog_layer)
         .try_init()
         .map_err(|e| format!("cannot install the logger: {e}"))?;
+    let control = LevelControl { handle, levels: level_cycle(&directives), current: Mutex::new(0) };
+    let _ = LEVEL_CONTROL.set(control);
     Ok(file_path)
 }
 
@@ -107,6 +193,40 @@ mod tests {
         assert!(filter_directives(&c).contains("aws_smithy_runtime=debug"));
         c.no_log = true;
         assert_eq!(filter_directives(&c), "off");
+    }
+
+    #[test]
+    fn metrics_are_logged_with_log_metrics_or_debug_only() {
+        let enabled = |config: &LoggingConfig| {
+            let filter = EnvFilter::try_new(filter_directives(config)).unwrap();
+            let subscriber = tracing_subscriber::registry().with(filter);
+            tracing::subscriber::with_default(subscriber, || {
+                (
+                    tracing::enabled!(target: "mount_s3::metrics", tracing::Level::INFO),
+                    tracing::enabled!(target: "mount_s3::run", tracing::Level::INFO),
+                )
+            })
+        };
+        let mut c = LoggingConfig::default();
+        assert_eq!(enabled(&c), (false, true));
+        c.log_metrics = true;
+        assert_eq!(enabled(&c), (true, true));
+        c = LoggingConfig { debug: true, ..LoggingConfig::default() };
+        assert_eq!(enabled(&c), (true, true));
+    }
+
+    #[test]
+    fn sigusr2_cycles_through_debug_and_trace_and_back() {
+        let levels = level_cycle(DEFAULT_FILTER);
+        assert_eq!(levels.len(), 5);
+        assert_eq!(levels[0], DEFAULT_FILTER);
+        assert!(levels[1].starts_with("debug,aws_smithy_runtime=warn"), "{}", levels[1]);
+        assert_eq!(levels[2], "debug");
+        assert!(levels[3].starts_with("trace,") && levels[3].contains("hyper=warn"), "{}", levels[3]);
+        assert_eq!(levels[4], "trace");
+        for level in &levels {
+            EnvFilter::try_new(level).unwrap();
+        }
     }
 
     #[test]

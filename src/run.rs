@@ -12,13 +12,20 @@ use std::sync::Arc;
 use tracing::{error, info, warn};
 
 use crate::cli;
-use crate::client::ObjectClient;
-use crate::client::aws::{AwsClient, mount_hint};
-use crate::config::{AccessPolicy, FuseConfig, MountConfig};
+use crate::client::aws::{AwsClient, AwsClientConfig, mount_hint};
+use crate::client::metered::{MeteredClient, metered};
+use crate::client::retry::{RetryClient, RetryConfig};
+use crate::client::{ObjectClient, S3Operation};
+use crate::config::{AccessPolicy, CacheConfig, FuseConfig, MountConfig};
 use crate::daemon;
+use crate::fs::MetadataTtl;
 use crate::fs::S3Filesystem;
+use crate::fs::cache::{CachingClient, DiskBlockCache, DiskCacheConfig};
+use crate::fs::metacache::journal::{self, Journal, Loaded};
 use crate::fuse::FuseAdapter;
 use crate::logging;
+use crate::metrics;
+use crate::notify;
 
 /// Kernel readahead for the mount, so sequential reads arrive as 1 MiB requests.
 const READ_AHEAD_KB: u32 = 1024;
@@ -73,28 +80,103 @@ fn serve(config: MountConfig, success_message: &str) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the I/O runtime: {e}"))?;
     let client = runtime
-        .block_on(AwsClient::new(&config.client))
+        // One attempt per SDK call: RetryClient owns the retry policy (AWS_MAX_ATTEMPTS).
+        .block_on(AwsClient::new(&AwsClientConfig { max_attempts: 1, ..config.client.clone() }))
         .map_err(|e| format!("cannot create the S3 client: {}", mount_hint(&e, &config.client)))?;
-    runtime.block_on(client.probe_bucket(&config.prefix)).map_err(|e| mount_hint(&e, &config.client))?;
-    let client: Arc<dyn ObjectClient> = Arc::new(client);
+    let registry = metrics::global();
+    let probe = metered(&registry, S3Operation::ListObjectsV2, &config.prefix, client.probe_bucket(&config.prefix));
+    runtime.block_on(probe).map_err(|e| mount_hint(&e, &config.client))?;
+    // Metered under the retries: each attempt is a request S3 receives (and bills).
+    let client = MeteredClient::new(client, registry);
+    let retry = RetryConfig { max_attempts: config.client.max_attempts.max(1), ..RetryConfig::default() };
+    let client = RetryClient::new(client, retry);
+    let disk_cache = match &config.cache {
+        Some(cache) => Some(open_disk_cache(cache)?),
+        None => None,
+    };
+    let client: Arc<dyn ObjectClient> = match &disk_cache {
+        Some(disk) if disk.is_enabled() => {
+            let caching = Arc::new(CachingClient::new(client, disk.clone()));
+            let counted = caching.clone();
+            metrics::global().watch_cache(move || counted.stats().into());
+            caching
+        }
+        _ => Arc::new(client),
+    };
 
-    let fs = Arc::new(S3Filesystem::new(client, config.fs.clone()));
-    let adapter = FuseAdapter::new(fs, runtime.handle().clone());
+    let mut fs = S3Filesystem::new(client, config.fs.clone());
+    if let Some(cache) = &config.cache
+        && config.fs.metadata_ttl == MetadataTtl::Indefinite
+    {
+        match open_journal(cache, &config.bucket, &config.prefix) {
+            Ok((journal, loaded)) => {
+                info!(
+                    entries = loaded.entries.len(),
+                    listings = loaded.listings.len(),
+                    "metadata loaded from the cache"
+                );
+                fs = fs.with_journal(journal, loaded);
+            }
+            Err(e) => warn!("metadata will not persist across mounts: {e}"),
+        }
+    }
+    let fs = Arc::new(fs);
+    let metrics = metrics::install(runtime.handle(), &config.metrics, fs.memory_budget().clone())?;
+    logging::spawn_level_toggle(runtime.handle());
+    let adapter = FuseAdapter::new(fs.clone(), runtime.handle().clone());
     let mut session = fuser::Session::new(adapter, &mount_point, &fuse_config(&config.fuse))
         .map_err(|e| format!("failed to mount at {}: {e}", mount_point.display()))?;
     raise_read_ahead(&mount_point);
     install_signal_handlers(&runtime, session.unmount_callable(), mount_point.clone());
 
     info!("{success_message}");
+    // Before the daemon's parent exits, so systemd learns the daemon's pid first.
+    notify::ready(success_message);
     if daemon::is_child() {
         daemon::report_ready();
     } else {
         println!("{success_message}");
     }
     let result = session.run();
+    notify::stopping();
     info!("file system unmounted, shutting down");
+    fs.flush_metadata();
+    if let Some(disk) = &disk_cache {
+        runtime.block_on(disk.flush());
+    }
+    metrics.finish();
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     result.map_err(|e| format!("FUSE session failed: {e}"))
+}
+
+/// Opens the `--cache` directory (never blocks on scanning it).
+fn open_disk_cache(cache: &CacheConfig) -> Result<Arc<DiskBlockCache>, String> {
+    let config = DiskCacheConfig {
+        max_size: cache.max_size,
+        block_size: cache.block_size,
+        wipe_at_start: cache.wipe_at_start,
+        ..DiskCacheConfig::new(cache.dir.clone())
+    };
+    let disk = DiskBlockCache::open(config).map_err(|e| format!("cannot use --cache {}: {e}", cache.dir.display()))?;
+    if !disk.is_enabled() && cache.max_size != Some(0) {
+        warn!("the cache directory {} is not usable; reading from S3 only", cache.dir.display());
+    }
+    Ok(disk)
+}
+
+/// The metadata journal for `--metadata-ttl indefinite` in the cache directory.
+fn open_journal(cache: &CacheConfig, bucket: &str, prefix: &str) -> std::io::Result<(Journal, Loaded)> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = cache.dir.join("mount-s3-cache").join("metadata");
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
+    let path = journal::path_for(&dir, bucket, prefix);
+    if cache.wipe_at_start {
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Journal::open(&path)
 }
 
 /// fuser mount options matching Mountpoint's: kernel permission checks, no atime, no
@@ -147,6 +229,7 @@ fn install_signal_handlers(
             _ = hup.recv() => {}
         }
         info!("received interrupt signal, unmounting {}", mount_point.display());
+        notify::stopping();
         if let Err(e) = unmounter.unmount() {
             warn!("unmount failed ({e}); detaching the mount instead");
             if let Err(e) = nix::mount::umount2(&mount_point, nix::mount::MntFlags::MNT_DETACH) {

@@ -5,6 +5,7 @@
 //! keep working. Whether a flag is implemented is decided later, in `config.rs`; here every flag
 //! is accepted and checked the same way Mountpoint checks it.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::LazyLock;
 
@@ -15,6 +16,7 @@ use super::values::{
     parse_otlp_endpoint, parse_prefix, parse_ttl,
 };
 use crate::fs::config::MetadataTtl;
+use crate::metrics::PricePer1k;
 
 const BUCKET: &str = "Bucket options";
 const CREDENTIALS: &str = "AWS credentials options";
@@ -221,7 +223,7 @@ pub struct CliArgs {
     #[arg(short, long, help_heading = LOGGING, value_name = "DIRECTORY")]
     pub log_directory: Option<PathBuf>,
 
-    /// Log performance metric summaries
+    /// Log metric summaries every 5 seconds, and the estimated S3 request cost at unmount
     #[arg(long, help_heading = LOGGING)]
     pub log_metrics: bool,
 
@@ -240,6 +242,31 @@ pub struct CliArgs {
     /// Log the S3 client's HTTP and SDK layers at debug level
     #[arg(long, help_heading = LOGGING)]
     pub debug_crt: bool,
+
+    /// Serve metrics in Prometheus text format at http://ADDRESS:PORT/metrics, e.g.
+    /// 127.0.0.1:9464 (port 0 picks a free port; the log names it)
+    #[arg(long, help_heading = LOGGING, value_name = "ADDRESS:PORT")]
+    pub metrics_address: Option<SocketAddr>,
+
+    /// Let --metrics-address listen on an address other than loopback (anyone who can reach it
+    /// can read the metrics)
+    #[arg(long, help_heading = LOGGING, requires = "metrics_address")]
+    pub metrics_allow_remote: bool,
+
+    /// US dollars per 1,000 GET, HEAD and other requests, for the request cost estimate
+    /// (S3 "Tier 2"; the default is the S3 Standard price in us-east-1)
+    #[arg(long, help_heading = LOGGING, value_name = "USD", default_value = "0.0004")]
+    pub cost_per_1k_get: PricePer1k,
+
+    /// US dollars per 1,000 PUT, COPY, POST and LIST requests, multipart parts included, for
+    /// the request cost estimate (S3 "Tier 1"; the default is the S3 Standard price in us-east-1)
+    #[arg(long, help_heading = LOGGING, value_name = "USD", default_value = "0.005")]
+    pub cost_per_1k_put: PricePer1k,
+
+    /// US dollars per 1,000 DELETE and multipart-abort requests, for the request cost estimate
+    /// (free on S3)
+    #[arg(long, help_heading = LOGGING, value_name = "USD", default_value = "0")]
+    pub cost_per_1k_delete: PricePer1k,
 
     /// Turn logging off (messages printed on stdout still appear)
     #[arg(long, help_heading = LOGGING, conflicts_with_all = ["log_directory", "debug", "debug_crt", "log_metrics"])]
@@ -266,6 +293,11 @@ pub struct CliArgs {
     /// Size of a cache block in KiB [default: 1024]
     #[arg(long, help_heading = CACHING, value_name = "KiB", requires = "cache_group", hide = true, value_parser = value_parser!(u64).range(1..))]
     pub cache_block_size: Option<u64>,
+
+    /// Empty the --cache directory when mounting, as Mountpoint does (by default valid blocks
+    /// and, with --metadata-ttl indefinite, known metadata survive remounts)
+    #[arg(long, help_heading = CACHING, requires = "cache")]
+    pub cache_wipe_at_start: bool,
 
     /// Also cache object content in this S3 Express One Zone directory bucket (same region, no
     /// prefix)

@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use super::args::CliArgs;
 use super::error::CliError;
-use super::values::BucketType;
+use super::values::{BucketType, UploadChecksums};
 use crate::client::aws::AwsClientConfig;
-use crate::config::{AccessPolicy, FuseConfig, LoggingConfig, MountConfig};
+use crate::config::{AccessPolicy, CacheConfig, FuseConfig, LoggingConfig, MountConfig};
 use crate::fs::config::{FsConfig, MetadataTtl};
+use crate::metrics::{MetricsConfig, RequestPrices};
 
 /// Attempts per S3 request when `AWS_MAX_ATTEMPTS` is unset.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
@@ -69,22 +70,15 @@ const REMOVE: &str = "remove it from the command line (or fstab options)";
 #[rustfmt::skip]
 const UNSUPPORTED: &[Unsupported] = &[
     // Writing.
-    Unsupported { what: "--allow-delete", used: |a| a.allow_delete, fix: REMOVE },
-    Unsupported { what: "--allow-overwrite", used: |a| a.allow_overwrite, fix: REMOVE },
     Unsupported { what: "--incremental-upload", used: |a| a.incremental_upload, fix: REMOVE },
-    Unsupported { what: "--storage-class", used: |a| a.storage_class.is_some(), fix: "remove it; new objects get the bucket's default storage class" },
-    Unsupported { what: "--sse", used: |a| a.sse.is_some(), fix: "remove --sse (and --sse-kms-key-id); new objects get the bucket's default encryption" },
-    Unsupported { what: "--upload-checksums", used: |a| a.upload_checksums.is_some(), fix: REMOVE },
-    Unsupported { what: "--infer-content-type", used: |a| a.infer_content_type, fix: REMOVE },
+    Unsupported {
+        what: "--upload-checksums crc64nvme",
+        used: |a| a.upload_checksums == Some(UploadChecksums::Crc64nvme),
+        fix: "use --upload-checksums crc32c (the default) or off",
+    },
     // Caching.
-    Unsupported { what: "--cache", used: |a| a.cache.is_some(), fix: "remove it; every read goes to S3" },
     Unsupported { what: "--cache-xz", used: |a| a.cache_xz.is_some(), fix: "remove it; every read goes to S3" },
-    Unsupported { what: "--max-cache-size", used: |a| a.max_cache_size.is_some(), fix: REMOVE },
-    Unsupported { what: "--cache-block-size", used: |a| a.cache_block_size.is_some(), fix: REMOVE },
-    Unsupported { what: "--metadata-ttl other than 'minimal'", used: |a| !is_minimal(a.metadata_ttl), fix: "use --metadata-ttl minimal, or remove it" },
-    Unsupported { what: "--negative-metadata-ttl other than 'minimal'", used: |a| !is_minimal(a.negative_metadata_ttl), fix: "use --negative-metadata-ttl minimal, or remove it" },
     // Logging and metrics.
-    Unsupported { what: "--log-metrics", used: |a| a.log_metrics, fix: REMOVE },
     Unsupported { what: "--otlp-endpoint", used: |a| a.otlp_endpoint.is_some(), fix: "remove --otlp-endpoint (and --otlp-export-interval)" },
     // Networking.
     Unsupported { what: "--bind", used: |a| a.bind.is_some(), fix: "remove it; requests use the default route" },
@@ -93,12 +87,6 @@ const UNSUPPORTED: &[Unsupported] = &[
     Unsupported { what: "--bucket-type directory", used: |a| a.bucket_type == Some(BucketType::Directory), fix: "only general purpose buckets can be mounted for now" },
     Unsupported { what: "mounting a FUSE file descriptor (/dev/fd/N)", used: |a| is_fuse_fd(&a.mount_point), fix: "mount on a directory instead" },
 ];
-
-/// `None` counts as minimal: without a cache flag (refused separately) the default is minimal.
-/// `0` is minimal too, as in Mountpoint.
-fn is_minimal(ttl: Option<MetadataTtl>) -> bool {
-    matches!(ttl, None | Some(MetadataTtl::Minimal) | Some(MetadataTtl::Duration(Duration::ZERO)))
-}
 
 fn is_fuse_fd(path: &std::path::Path) -> bool {
     path.to_str()
@@ -140,6 +128,12 @@ impl CliArgs {
             && !cache_xz.uri_prefix().is_empty()
         {
             return Err(CliError::CacheXzPrefix { bucket: cache_xz.bucket().to_owned() });
+        }
+        if let Some(address) = self.metrics_address
+            && !address.ip().is_loopback()
+            && !self.metrics_allow_remote
+        {
+            return Err(CliError::MetricsAddressNotLoopback { address });
         }
         Ok(())
     }
@@ -200,6 +194,11 @@ impl CliArgs {
             read_part_size: self.read_part_size.unwrap_or(self.part_size),
             write_part_size: self.write_part_size.unwrap_or(self.part_size),
             memory_target: self.memory_target.map(|mib| mib.saturating_mul(1024 * 1024)),
+            upload_checksums: self.upload_checksums != Some(UploadChecksums::Off),
+            storage_class: self.storage_class.clone(),
+            sse: self.sse.clone(),
+            sse_kms_key_id: self.sse_kms_key_id.clone(),
+            infer_content_type: self.infer_content_type,
             ..FsConfig::default()
         };
         let client = AwsClientConfig {
@@ -233,7 +232,22 @@ impl CliArgs {
             log_metrics: self.log_metrics,
             ..LoggingConfig::default()
         };
+        let metrics = MetricsConfig {
+            address: self.metrics_address,
+            prices: RequestPrices {
+                get: self.cost_per_1k_get,
+                put: self.cost_per_1k_put,
+                delete: self.cost_per_1k_delete,
+            },
+        };
+        let cache = self.cache.map(|dir| CacheConfig {
+            dir,
+            max_size: self.max_cache_size.map(|mib| mib.saturating_mul(1024 * 1024)),
+            block_size: self.cache_block_size.unwrap_or(1024).saturating_mul(1024),
+            wipe_at_start: self.cache_wipe_at_start,
+        });
         MountConfig {
+            cache,
             bucket,
             prefix,
             foreground: self.foreground,
@@ -241,6 +255,7 @@ impl CliArgs {
             fs,
             fuse,
             logging,
+            metrics,
             fstab_style: false,
             maximum_throughput_gbps: self.maximum_throughput_gbps,
             warnings,

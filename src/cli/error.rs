@@ -36,6 +36,14 @@ pub enum CliError {
     #[error("AWS_MAX_ATTEMPTS must be a whole number of at least 1, not '{value}': fix or unset AWS_MAX_ATTEMPTS")]
     MaxAttempts { value: String },
 
+    /// `--metrics-address` names an address other hosts could reach.
+    #[error(
+        "--metrics-address {address} is not a loopback address: use 127.0.0.1:{port} (or [::1]:{port}), \
+         or add --metrics-allow-remote to serve metrics to other hosts",
+        port = address.port()
+    )]
+    MetricsAddressNotLoopback { address: std::net::SocketAddr },
+
     /// A flag (or flag value) this version does not implement yet.
     #[error("{what} is not supported yet by this version of mount-s3: {fix}")]
     Unsupported {

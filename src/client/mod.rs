@@ -3,14 +3,19 @@
 //! A client is bound to one bucket at construction, so keys here are full S3 keys
 //! (mount prefix included) and never carry a bucket name. Implementations:
 //! [`aws::AwsClient`] (aws-sdk-s3, production), [`memory::InMemoryClient`] (tests, with
-//! request counters). The same conformance suite (`tests/client_conformance.rs`) runs
-//! against both so the mock cannot drift from a real server.
+//! request counters), [`fault::FaultClient`] (wraps any client to inject failures, for tests),
+//! [`metered::MeteredClient`] (wraps any client to count requests for metrics).
+//! The same conformance suite (`tests/client_conformance.rs`) runs against the first two so the
+//! mock cannot drift from a real server.
 //!
 //! Errors are semantic ([`ClientErrorKind`]) and carry the S3 code and request id; whether a
 //! failure is worth retrying is decided here ([`ClientError::is_retryable`]), not at call sites.
 
 pub mod aws;
+pub mod fault;
 pub mod memory;
+pub mod metered;
+pub mod retry;
 
 use std::fmt;
 use std::ops::Range;

@@ -54,9 +54,27 @@ pub struct FsConfig {
     pub write_part_size: u64,
     /// Page size of readdir listings (S3 maximum 1000).
     pub list_page_size: u32,
+    /// Multipart-upload parts in flight per file being written.
+    pub max_parts_in_flight: usize,
+    /// Send CRC32C checksums with uploads and check S3's answer (`--upload-checksums`).
+    pub upload_checksums: bool,
+    /// Storage class of new objects (`--storage-class`); `None`: the bucket's default.
+    pub storage_class: Option<String>,
+    /// Server-side encryption of new objects (`--sse`).
+    pub sse: Option<String>,
+    /// KMS key of new objects (`--sse-kms-key-id`).
+    pub sse_kms_key_id: Option<String>,
+    /// Content-Type of new objects from their extension (`--infer-content-type`).
+    pub infer_content_type: bool,
     /// `--memory-target`, in bytes: the memory budget for read and write buffers. `None`: decided
     /// at mount time (Mountpoint uses 95% of system or cgroup memory, at least 512 MiB).
     pub memory_target: Option<u64>,
+    /// Cap on one handle's prefetch window, in bytes (Mountpoint: 2 GiB; ours is small so one
+    /// sequential reader stays well under 256 MiB of memory while keeping ~16 GETs in flight).
+    pub max_prefetch_window: u64,
+    /// Ranged GETs in flight at once, across all handles (to be derived from
+    /// `--maximum-throughput-gbps`).
+    pub max_concurrent_requests: usize,
 }
 
 impl Default for FsConfig {
@@ -78,6 +96,14 @@ impl Default for FsConfig {
             write_part_size: 8 * 1024 * 1024,
             list_page_size: 1000,
             memory_target: None,
+            max_parts_in_flight: 4,
+            upload_checksums: true,
+            storage_class: None,
+            sse: None,
+            sse_kms_key_id: None,
+            infer_content_type: false,
+            max_prefetch_window: 128 * 1024 * 1024,
+            max_concurrent_requests: 64,
         }
     }
 }

@@ -60,6 +60,27 @@ pub enum FsError {
 
     #[error("open flags {0:#o} are not supported (O_SYNC and O_DSYNC cannot be honoured)")]
     InvalidOpenFlags(i32),
+
+    #[error("write to {key:?} at offset {offset}, but the file ends at {expected}: writes must be sequential")]
+    OutOfOrderWrite { key: String, offset: u64, expected: u64 },
+
+    #[error("{key:?} would exceed {limit} bytes, the most --write-part-size x 10,000 parts allows")]
+    TooLarge { key: String, limit: u64 },
+
+    #[error("{key:?} already exists")]
+    AlreadyExists { key: String },
+
+    #[error("the upload of {key:?} already failed (errno {errno}); nothing was written to S3")]
+    UploadFailed { key: String, errno: i32 },
+
+    #[error("directory {key:?} is not empty")]
+    NotEmpty { key: String },
+
+    #[error("{key:?} is being written; it can be read once it is closed")]
+    BeingWritten { key: String },
+
+    #[error("{key:?} was already uploaded (closed or fsynced); reopen it with O_TRUNC to replace it")]
+    AlreadyCommitted { key: String },
 }
 
 impl FsError {
@@ -103,6 +124,13 @@ impl FsError {
             FsError::NotSupported(_) => libc::ENOSYS,
             FsError::NotYetSupported(_) => libc::ENOSYS,
             FsError::InvalidOpenFlags(_) => libc::EINVAL,
+            FsError::OutOfOrderWrite { .. } => libc::EINVAL,
+            FsError::TooLarge { .. } => libc::EFBIG,
+            FsError::AlreadyExists { .. } => libc::EEXIST,
+            FsError::UploadFailed { errno, .. } => *errno,
+            FsError::NotEmpty { .. } => libc::ENOTEMPTY,
+            FsError::BeingWritten { .. } => libc::EPERM,
+            FsError::AlreadyCommitted { .. } => libc::EIO,
         }
     }
 

@@ -6,12 +6,18 @@
 //! [`FsError::errno`] is the one place an errno is chosen. Nothing here imports fuser,
 //! aws-sdk-s3, aws-config or clap.
 
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod inode;
 pub mod lookup;
+pub mod memory;
+pub mod metacache;
+pub mod prefetch;
 pub mod read;
 pub mod readdir;
+pub mod upload;
+pub mod write;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -24,10 +30,15 @@ use bytes::Bytes;
 use crate::client::ObjectClient;
 pub use config::{FsConfig, MetadataTtl};
 pub use error::FsError;
+use inode::LocalState;
 use inode::names::{NAME_MAX, parse_name};
 use inode::{Inode, InodeKind, InodeTable, ROOT_INO};
+use memory::MemoryBudget;
+use prefetch::{PrefetchConfig, Prefetcher};
 use read::{FileReader, ObjectVersion};
 use readdir::{DirListing, DirSlot};
+pub use write::SetAttr;
+use write::WriteHandle;
 
 /// Attributes of an inode, as `stat` shows them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,15 +98,32 @@ struct DirHandle {
     listing: tokio::sync::Mutex<DirListing>,
 }
 
+/// An open file: read or write for its whole life.
+#[derive(Clone)]
+enum Handle {
+    Read { ino: u64, reader: Arc<FileReader> },
+    Write(Arc<WriteHandle>),
+}
+
+/// Who has an inode open: one writer, or any number of readers.
+#[derive(Clone, Copy, Debug, Default)]
+struct OpenCount {
+    readers: usize,
+    writer: bool,
+}
+
 /// The file system over one bucket (and prefix).
 pub struct S3Filesystem {
     client: Arc<dyn ObjectClient>,
     config: FsConfig,
     inodes: InodeTable,
-    files: Mutex<HashMap<u64, Arc<FileReader>>>,
+    files: Mutex<HashMap<u64, Handle>>,
+    open_counts: Mutex<HashMap<u64, OpenCount>>,
     dirs: Mutex<HashMap<u64, Arc<DirHandle>>>,
     next_fh: AtomicU64,
     mount_time: SystemTime,
+    prefetcher: Arc<Prefetcher>,
+    meta: metacache::MetadataCache,
 }
 
 impl std::fmt::Debug for S3Filesystem {
@@ -105,23 +133,60 @@ impl std::fmt::Debug for S3Filesystem {
 }
 
 impl S3Filesystem {
-    /// A file system over `client` rooted at `config.prefix`.
+    /// A file system over `client` rooted at `config.prefix`. The memory budget comes from
+    /// `config.memory_target`, or from the machine's memory when it is `None`.
     pub fn new(client: Arc<dyn ObjectClient>, config: FsConfig) -> Self {
         let mount_time = SystemTime::now();
+        let target = config.memory_target.unwrap_or_else(memory::default_memory_target);
+        let budget = MemoryBudget::for_target(target);
+        tracing::debug!(target, budget = budget.limit(), "memory budget for data buffers");
+        let prefetcher = Prefetcher::new(PrefetchConfig::from_fs_config(&config), budget);
+        let meta = metacache::MetadataCache::new(config.metadata_ttl, config.negative_metadata_ttl);
         S3Filesystem {
+            prefetcher,
             inodes: InodeTable::new(&config.prefix, mount_time),
             client,
             config,
             files: Mutex::default(),
+            open_counts: Mutex::default(),
             dirs: Mutex::default(),
             next_fh: AtomicU64::new(1),
             mount_time,
+            meta,
         }
+    }
+
+    /// Persists learned metadata through `journal` (for `--metadata-ttl indefinite` with a
+    /// cache directory), starting from what it already holds.
+    pub fn with_journal(mut self, journal: metacache::journal::Journal, loaded: metacache::journal::Loaded) -> Self {
+        self.meta = self.meta.with_journal(journal, loaded);
+        self
+    }
+
+    /// Writes out buffered metadata (at unmount).
+    pub fn flush_metadata(&self) {
+        self.meta.flush();
+    }
+
+    /// What `dir_key` + `name` is: from the metadata cache while it may be trusted, else from S3
+    /// (and then remembered).
+    pub(crate) async fn resolve(&self, dir_key: &str, name: &str) -> Result<Option<inode::RemoteEntry>, FsError> {
+        if let Some(known) = self.meta.lookup(dir_key, name) {
+            return Ok(known);
+        }
+        let remote = lookup::remote_lookup(self.client.as_ref(), dir_key, name, self.mount_time).await?;
+        self.meta.record(dir_key, name, remote.as_ref());
+        Ok(remote)
     }
 
     /// The configuration in force.
     pub fn config(&self) -> &FsConfig {
         &self.config
+    }
+
+    /// The memory budget shared by all read (and later write) buffers.
+    pub fn memory_budget(&self) -> &MemoryBudget {
+        self.prefetcher.budget()
     }
 
     /// Number of inodes the table holds (root included).
@@ -173,10 +238,20 @@ impl S3Filesystem {
         if dir.kind != InodeKind::Directory {
             return Err(FsError::NotADirectory(parent));
         }
-        match lookup::remote_lookup(self.client.as_ref(), &dir.key, name, self.mount_time).await? {
+        let local = self.inodes.local_child(parent, name);
+        if let Some(file) = local.as_ref().filter(|i| i.local == Some(LocalState::File)) {
+            // Being written here: S3 has nothing newer to say.
+            let inode = self.inodes.reference(file.ino)?;
+            return Ok(self.entry(&inode));
+        }
+        match self.resolve(&dir.key, name).await? {
             Some(remote) => {
                 let ttl = self.ttl(remote.kind);
                 let inode = self.inodes.lookup_upsert(parent, name, remote, ttl)?;
+                Ok(self.entry(&inode))
+            }
+            None if local.is_some() => {
+                let inode = self.inodes.reference(local.expect("checked").ino)?;
                 Ok(self.entry(&inode))
             }
             None => {
@@ -194,7 +269,7 @@ impl S3Filesystem {
     /// Attributes of `ino`, asking S3 again once the cached ones expire.
     pub async fn getattr(&self, ino: u64) -> Result<Entry, FsError> {
         let inode = self.inodes.get(ino)?;
-        if inode.stat.is_fresh() {
+        if inode.stat.is_fresh() || inode.local.is_some() {
             return Ok(self.entry(&inode));
         }
         let inode = self.revalidate(&inode).await?;
@@ -202,23 +277,16 @@ impl S3Filesystem {
     }
 
     async fn revalidate(&self, inode: &Inode) -> Result<Inode, FsError> {
-        let remote =
-            lookup::remote_lookup(self.client.as_ref(), Self::parent_key(inode), &inode.name, self.mount_time).await?;
+        let parent_key = Self::parent_key(inode);
+        let remote = lookup::remote_lookup(self.client.as_ref(), parent_key, &inode.name, self.mount_time).await?;
+        self.meta.record(parent_key, &inode.name, remote.as_ref());
         let ttl = self.ttl(inode.kind);
         self.inodes.revalidate(inode.ino, remote, ttl)
     }
 
-    /// setattr: S3 objects have no mutable mode, owner, size or times.
-    pub async fn setattr(&self, ino: u64, what: &'static str) -> Result<Entry, FsError> {
-        let inode = self.inodes.get(ino)?;
-        Err(FsError::PermissionDenied(format!(
-            "cannot change {what} of {:?}: S3 objects have fixed attributes",
-            inode.key
-        )))
-    }
-
-    /// Opens a file for reading. Write access to existing objects is refused.
-    pub async fn open(&self, ino: u64, flags: i32) -> Result<Opened, FsError> {
+    /// Opens a file. A handle reads or writes, decided here as Mountpoint does: `O_WRONLY`
+    /// writes; `O_RDWR` writes only a new file or (with `O_TRUNC`) a replaced one; else read.
+    pub async fn open(&self, ino: u64, flags: i32, pid: u32) -> Result<Opened, FsError> {
         let inode = self.inodes.get(ino)?;
         if inode.kind == InodeKind::Directory {
             return Err(FsError::IsADirectory(ino));
@@ -226,12 +294,17 @@ impl S3Filesystem {
         if flags & (libc::O_SYNC | libc::O_DSYNC) != 0 {
             return Err(FsError::InvalidOpenFlags(flags));
         }
-        let write = flags & libc::O_ACCMODE == libc::O_WRONLY || flags & libc::O_TRUNC != 0;
-        if write {
-            return Err(FsError::PermissionDenied(format!(
-                "cannot open {:?} for writing: overwriting objects is not supported yet",
-                inode.key
-            )));
+        let access = flags & libc::O_ACCMODE;
+        let wants_write = access == libc::O_WRONLY || access == libc::O_RDWR;
+        if inode.local == Some(LocalState::File) {
+            return if wants_write {
+                self.open_for_write(ino, pid, true)
+            } else {
+                Err(FsError::BeingWritten { key: inode.key })
+            };
+        }
+        if access == libc::O_WRONLY || (access == libc::O_RDWR && flags & libc::O_TRUNC != 0) {
+            return self.open_overwrite(&inode, flags, pid);
         }
         let direct_io = flags & libc::O_DIRECT != 0;
         // Reading needs the current ETag; O_DIRECT asks for the freshest view.
@@ -243,25 +316,100 @@ impl S3Filesystem {
         let Some(etag) = inode.stat.etag.clone() else {
             return Err(FsError::StaleInode { ino, key: inode.key });
         };
-        let reader =
-            FileReader::new(self.client.clone(), ObjectVersion { key: inode.key, etag, size: inode.stat.size });
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.files.lock().unwrap().insert(fh, Arc::new(reader));
+        self.claim_reader(&inode)?;
+        let object = ObjectVersion { key: inode.key, etag, size: inode.stat.size };
+        let reader = FileReader::new(self.client.clone(), object, self.prefetcher.clone());
+        let fh = self.add_handle(Handle::Read { ino, reader: Arc::new(reader) });
         Ok(Opened { fh, direct_io })
     }
 
-    fn reader(&self, fh: u64) -> Result<Arc<FileReader>, FsError> {
-        self.files.lock().unwrap().get(&fh).cloned().ok_or(FsError::BadHandle(fh))
+    fn add_handle(&self, handle: Handle) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.files.lock().unwrap().insert(fh, handle);
+        fh
+    }
+
+    fn handle(&self, fh: u64) -> Option<Handle> {
+        self.files.lock().unwrap().get(&fh).cloned()
+    }
+
+    fn write_handle(&self, fh: u64) -> Result<Arc<WriteHandle>, FsError> {
+        match self.handle(fh) {
+            Some(Handle::Write(w)) => Ok(w),
+            _ => Err(FsError::BadHandle(fh)),
+        }
+    }
+
+    fn claim_reader(&self, inode: &Inode) -> Result<(), FsError> {
+        let mut counts = self.open_counts.lock().unwrap();
+        let count = counts.entry(inode.ino).or_default();
+        if count.writer {
+            return Err(FsError::BeingWritten { key: inode.key.clone() });
+        }
+        count.readers += 1;
+        Ok(())
+    }
+
+    fn claim_writer(&self, inode: &Inode) -> Result<(), FsError> {
+        let mut counts = self.open_counts.lock().unwrap();
+        let count = counts.entry(inode.ino).or_default();
+        if count.writer || count.readers > 0 {
+            return Err(FsError::PermissionDenied(format!(
+                "{:?} is open elsewhere: a file has one writer or any number of readers",
+                inode.key
+            )));
+        }
+        count.writer = true;
+        Ok(())
+    }
+
+    fn check_no_readers(&self, inode: &Inode) -> Result<(), FsError> {
+        let counts = self.open_counts.lock().unwrap();
+        match counts.get(&inode.ino) {
+            Some(c) if c.readers > 0 || c.writer => {
+                Err(FsError::PermissionDenied(format!("{:?} is open elsewhere and cannot be replaced now", inode.key)))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn release_claim(&self, ino: u64, writer: bool) {
+        let mut counts = self.open_counts.lock().unwrap();
+        if let Some(count) = counts.get_mut(&ino) {
+            if writer {
+                count.writer = false;
+            } else {
+                count.readers = count.readers.saturating_sub(1);
+            }
+            if !count.writer && count.readers == 0 {
+                counts.remove(&ino);
+            }
+        }
     }
 
     /// Reads up to `size` bytes at `offset` from open handle `fh`.
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Bytes, FsError> {
-        self.reader(fh)?.read(offset, size).await
+        match self.handle(fh) {
+            Some(Handle::Read { reader, .. }) => reader.read(offset, size).await,
+            _ => Err(FsError::BadHandle(fh)),
+        }
     }
 
-    /// Closes handle `fh`.
-    pub fn release(&self, fh: u64) -> Result<(), FsError> {
-        self.files.lock().unwrap().remove(&fh).map(|_| ()).ok_or(FsError::BadHandle(fh))
+    /// Closes handle `fh` for good. A write handle's upload completes here if no close did it;
+    /// its errors can only be logged, since the application is gone.
+    pub async fn release(&self, fh: u64) -> Result<(), FsError> {
+        let handle = self.files.lock().unwrap().remove(&fh).ok_or(FsError::BadHandle(fh))?;
+        match handle {
+            Handle::Read { ino, .. } => self.release_claim(ino, false),
+            Handle::Write(w) => {
+                let result = self.complete(&w).await;
+                self.unclaim_writer(&w);
+                if let Err(e) = result {
+                    tracing::warn!("upload failed at release, after the file was closed: {e}");
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Opens directory `ino` for listing.
@@ -270,7 +418,14 @@ impl S3Filesystem {
         if inode.kind != InodeKind::Directory {
             return Err(FsError::NotADirectory(ino));
         }
-        let listing = DirListing::new(inode.key, self.config.list_page_size, self.mount_time);
+        let locals = self.inodes.local_children(ino).into_iter().map(|i| (i.name, i.kind)).collect();
+        let cached = self.meta.listing(&inode.key);
+        let mut listing = DirListing::new(inode.key, self.config.list_page_size, self.mount_time, locals);
+        listing = match cached {
+            Some(entries) => listing.with_cached(entries),
+            None if self.meta.is_enabled() => listing.collecting(),
+            None => listing,
+        };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         let handle = Arc::new(DirHandle { ino, listing: tokio::sync::Mutex::new(listing) });
         self.dirs.lock().unwrap().insert(fh, handle);
@@ -299,6 +454,19 @@ impl S3Filesystem {
                     let parent = self.inodes.get(dir.parent).unwrap_or_else(|_| dir.clone());
                     add(DirEntry { name: "..", next_offset, entry: self.entry(&parent) })
                 }
+                DirSlot::Local(name) => {
+                    // Gone since the handle opened (uploaded and forgotten, or removed): skip it.
+                    let Some(local) = self.inodes.local_child(handle.ino, &name) else {
+                        at = next_offset;
+                        continue;
+                    };
+                    let inode = self.inodes.reference(local.ino)?;
+                    let full = add(DirEntry { name: &name, next_offset, entry: self.entry(&inode) });
+                    if full {
+                        self.inodes.forget(inode.ino, 1);
+                    }
+                    full
+                }
                 DirSlot::Entry(e) => {
                     let ttl = self.ttl(e.entry.kind);
                     let inode = self.inodes.lookup_upsert(handle.ino, &e.name, e.entry, ttl)?;
@@ -314,6 +482,9 @@ impl S3Filesystem {
                 break;
             }
             at = next_offset;
+        }
+        if let Some(entries) = listing.take_complete() {
+            self.meta.record_listing(&dir.key, entries);
         }
         Ok(())
     }
@@ -338,16 +509,11 @@ impl S3Filesystem {
         }
     }
 
-    /// Operations that change the bucket are not available in this release.
-    pub fn refuse_change(&self, operation: &'static str) -> FsError {
+    /// Operations S3 cannot do.
+    pub fn refuse(&self, operation: &'static str) -> FsError {
         match operation {
-            "unlink" => FsError::PermissionDenied(
-                "deleting objects is not supported yet by this version of mount-s3".to_string(),
-            ),
-            "rmdir" => FsError::PermissionDenied("cannot remove a directory that exists in S3".to_string()),
-            "symlink" | "link" => FsError::PermissionDenied(format!("{operation} is not supported by S3")),
             "rename" => FsError::NotSupported("rename on general purpose buckets"),
-            _ => FsError::NotYetSupported(operation),
+            _ => FsError::PermissionDenied(format!("{operation} is not supported by S3")),
         }
     }
 
@@ -359,3 +525,6 @@ impl S3Filesystem {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod tests_write;

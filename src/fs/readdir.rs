@@ -11,6 +11,7 @@
 //! directory replaces the file.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::client::{ListRequest, ObjectClient};
@@ -33,6 +34,8 @@ pub enum DirSlot {
     /// `..`
     DotDot,
     Entry(ListedEntry),
+    /// A child only this mount has (being written, or made by mkdir).
+    Local(String),
 }
 
 /// The listing state behind one open directory handle.
@@ -51,11 +54,21 @@ pub struct DirListing {
     held: BTreeMap<String, RemoteEntry>,
     /// The last relative key the listing produced.
     cursor: String,
+    /// Children that exist only in this mount, taken when the handle opened.
+    locals: Vec<(String, InodeKind)>,
+    /// Locals not yet listed; they are added at the end of the listing.
+    locals_pending: BTreeMap<String, InodeKind>,
+    /// A complete listing from the metadata cache: no requests at all.
+    cached: Option<Arc<Vec<ListedEntry>>>,
+    /// Every entry listed since offset 0, kept for the metadata cache when `collect` is on.
+    collected: Option<Vec<ListedEntry>>,
+    collect: bool,
 }
 
 impl DirListing {
-    /// A listing of the directory with key `key`, not yet fetched.
-    pub fn new(key: String, page_size: u32, mount_time: SystemTime) -> Self {
+    /// A listing of the directory with key `key`, not yet fetched, that also shows `locals`
+    /// (entries this mount created that S3 may not have yet).
+    pub fn new(key: String, page_size: u32, mount_time: SystemTime, locals: Vec<(String, InodeKind)>) -> Self {
         let mut listing = DirListing {
             key,
             page_size,
@@ -66,6 +79,11 @@ impl DirListing {
             done: false,
             held: BTreeMap::new(),
             cursor: String::new(),
+            locals,
+            locals_pending: BTreeMap::new(),
+            cached: None,
+            collected: None,
+            collect: false,
         };
         listing.restart();
         listing
@@ -78,6 +96,34 @@ impl DirListing {
         self.done = false;
         self.held.clear();
         self.cursor.clear();
+        self.locals_pending = self.locals.iter().cloned().collect();
+        self.collected = self.collect.then(Vec::new);
+        if let Some(cached) = self.cached.clone() {
+            for e in cached.iter() {
+                self.held.insert(e.name.clone(), e.entry.clone());
+            }
+            self.done = true;
+            self.release_held();
+        }
+    }
+
+    /// Serves the listing from `entries`, a complete listing the metadata cache kept.
+    pub fn with_cached(mut self, entries: Arc<Vec<ListedEntry>>) -> Self {
+        self.cached = Some(entries);
+        self.restart();
+        self
+    }
+
+    /// Keeps every entry listed from offset 0, for [`take_complete`](Self::take_complete).
+    pub fn collecting(mut self) -> Self {
+        self.collect = true;
+        self.collected = Some(Vec::new());
+        self
+    }
+
+    /// The whole listing, once it was read from offset 0 to the end from S3 (once).
+    pub fn take_complete(&mut self) -> Option<Vec<ListedEntry>> {
+        if self.done && self.cached.is_none() { self.collected.take() } else { None }
     }
 
     /// Positions the listing at `offset`: 0 restarts it; earlier offsets than the buffered ones
@@ -179,7 +225,16 @@ impl DirListing {
                 break;
             }
             let (name, entry) = entry.remove_entry();
+            self.locals_pending.remove(&name);
+            if let Some(collected) = &mut self.collected {
+                collected.push(ListedEntry { name: name.clone(), entry: entry.clone() });
+            }
             self.buffer.push_back(DirSlot::Entry(ListedEntry { name, entry }));
+        }
+        if self.done {
+            for name in std::mem::take(&mut self.locals_pending).into_keys() {
+                self.buffer.push_back(DirSlot::Local(name));
+            }
         }
     }
 }
@@ -190,7 +245,7 @@ mod tests {
     use crate::client::memory::InMemoryClient;
 
     async fn list_all(client: &InMemoryClient, key: &str, page: u32) -> Vec<(String, InodeKind)> {
-        let mut listing = DirListing::new(key.to_string(), page, SystemTime::now());
+        let mut listing = DirListing::new(key.to_string(), page, SystemTime::now(), vec![]);
         let mut out = vec![];
         let mut offset = 0;
         loop {
@@ -239,7 +294,7 @@ mod tests {
         for i in 0..5 {
             c.insert(&format!("f{i}"), "x");
         }
-        let mut l = DirListing::new(String::new(), 2, SystemTime::now());
+        let mut l = DirListing::new(String::new(), 2, SystemTime::now(), vec![]);
         l.seek(1, 0).unwrap();
         assert_eq!(l.slot(&c, 0).await.unwrap(), Some(DirSlot::Dot));
         l.seek(1, 4).unwrap();

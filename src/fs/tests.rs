@@ -7,6 +7,9 @@ use super::*;
 use crate::client::S3Operation;
 use crate::client::memory::InMemoryClient;
 
+/// The process id the tests open files as.
+const PID: u32 = 4242;
+
 fn fs_with(keys: &[(&str, &[u8])], prefix: &str) -> (Arc<InMemoryClient>, S3Filesystem) {
     let client = Arc::new(InMemoryClient::new("bucket"));
     for (k, v) in keys {
@@ -29,7 +32,7 @@ async fn lookup_path(fs: &S3Filesystem, path: &str) -> Result<Entry, FsError> {
 }
 
 async fn read_all(fs: &S3Filesystem, ino: u64) -> Vec<u8> {
-    let fh = fs.open(ino, libc::O_RDONLY).await.unwrap().fh;
+    let fh = fs.open(ino, libc::O_RDONLY, PID).await.unwrap().fh;
     let mut out = vec![];
     loop {
         let b = fs.read(fh, out.len() as u64, 128 * 1024).await.unwrap();
@@ -38,7 +41,7 @@ async fn read_all(fs: &S3Filesystem, ino: u64) -> Vec<u8> {
         }
         out.extend_from_slice(&b);
     }
-    fs.release(fh).unwrap();
+    fs.release(fh).await.unwrap();
     out
 }
 
@@ -79,9 +82,10 @@ async fn lookup_stat_and_read_with_prefix() {
 
     client.reset_counts();
     assert_eq!(read_all(&fs, big.attr.ino).await, data);
-    // Opened right after the lookup: no revalidation, one GET for the whole file.
-    assert_eq!(client.count(S3Operation::GetObject), 1);
-    assert_eq!(client.total_requests(), 1);
+    // Opened right after the lookup: no revalidation. Two GETs: the prefetcher's 1.125 MiB first
+    // request, then one ranged GET for the rest (up to the first 8 MiB part boundary, past EOF).
+    assert_eq!(client.count(S3Operation::GetObject), 2);
+    assert_eq!(client.total_requests(), 2);
 
     let empty = lookup_path(&fs, "empty").await.unwrap();
     assert_eq!(read_all(&fs, empty.attr.ino).await, b"");
@@ -148,7 +152,7 @@ async fn readdir_paginates_streams_and_counts_references() {
 async fn a_changed_object_gets_a_new_inode_and_the_old_handle_is_stale() {
     let (client, fs) = fs_with(&[("k", b"version one")], "");
     let one = lookup_path(&fs, "k").await.unwrap();
-    let fh = fs.open(one.attr.ino, libc::O_RDONLY).await.unwrap().fh;
+    let fh = fs.open(one.attr.ino, libc::O_RDONLY, PID).await.unwrap().fh;
     client.insert("k", "version two!");
     assert_eq!(fs.read(fh, 0, 100).await.unwrap_err().errno(), libc::ESTALE);
     let two = lookup_path(&fs, "k").await.unwrap();
@@ -156,7 +160,7 @@ async fn a_changed_object_gets_a_new_inode_and_the_old_handle_is_stale() {
     assert_eq!(read_all(&fs, two.attr.ino).await, b"version two!");
     // Opening the old inode after its name moved on: ESTALE, so the kernel looks up again.
     tokio::time::sleep(Duration::from_millis(150)).await;
-    assert_eq!(fs.open(one.attr.ino, libc::O_RDONLY).await.unwrap_err().errno(), libc::ESTALE);
+    assert_eq!(fs.open(one.attr.ino, libc::O_RDONLY, PID).await.unwrap_err().errno(), libc::ESTALE);
 }
 
 #[tokio::test]
@@ -178,13 +182,120 @@ async fn getattr_revalidates_after_the_ttl() {
 async fn writes_and_bad_handles_get_the_documented_errno() {
     let (_c, fs) = fs_with(&[("k", b"abc")], "");
     let e = lookup_path(&fs, "k").await.unwrap();
-    assert_eq!(fs.open(e.attr.ino, libc::O_WRONLY).await.unwrap_err().errno(), libc::EPERM);
-    assert_eq!(fs.open(e.attr.ino, libc::O_RDWR | libc::O_TRUNC).await.unwrap_err().errno(), libc::EPERM);
-    assert_eq!(fs.open(e.attr.ino, libc::O_RDONLY | libc::O_SYNC).await.unwrap_err().errno(), libc::EINVAL);
-    assert!(fs.open(e.attr.ino, libc::O_RDWR).await.is_ok(), "O_RDWR on an existing file is a read handle");
-    assert_eq!(fs.open(ROOT_INO, libc::O_RDONLY).await.unwrap_err().errno(), libc::EISDIR);
+    assert_eq!(fs.open(e.attr.ino, libc::O_WRONLY, PID).await.unwrap_err().errno(), libc::EPERM);
+    assert_eq!(fs.open(e.attr.ino, libc::O_RDWR | libc::O_TRUNC, PID).await.unwrap_err().errno(), libc::EPERM);
+    assert_eq!(fs.open(e.attr.ino, libc::O_RDONLY | libc::O_SYNC, PID).await.unwrap_err().errno(), libc::EINVAL);
+    assert!(fs.open(e.attr.ino, libc::O_RDWR, PID).await.is_ok(), "O_RDWR on an existing file is a read handle");
+    assert_eq!(fs.open(ROOT_INO, libc::O_RDONLY, PID).await.unwrap_err().errno(), libc::EISDIR);
     assert_eq!(fs.read(999, 0, 1).await.unwrap_err().errno(), libc::EBADF);
-    assert_eq!(fs.setattr(e.attr.ino, "mode").await.unwrap_err().errno(), libc::EPERM);
-    assert_eq!(fs.refuse_change("unlink").errno(), libc::EPERM);
-    assert_eq!(fs.refuse_change("mkdir").errno(), libc::ENOSYS);
+    let chmod = SetAttr { mode: true, ..SetAttr::default() };
+    assert_eq!(fs.setattr(e.attr.ino, chmod).await.unwrap_err().errno(), libc::EPERM);
+    assert_eq!(fs.unlink(ROOT_INO, OsStr::new("k")).await.unwrap_err().errno(), libc::EPERM, "no --allow-delete");
+    assert_eq!(fs.refuse("symlink").errno(), libc::EPERM);
+    assert_eq!(fs.refuse("rename").errno(), libc::ENOSYS);
+}
+
+fn cached_fs(client: &Arc<InMemoryClient>, ttl: MetadataTtl) -> S3Filesystem {
+    let config = FsConfig { metadata_ttl: ttl, negative_metadata_ttl: ttl, ..FsConfig::default() };
+    S3Filesystem::new(client.clone(), config)
+}
+
+#[tokio::test]
+async fn with_a_ttl_lookups_and_listings_are_served_from_the_cache() {
+    let client = Arc::new(InMemoryClient::new("bucket"));
+    for i in 0..30 {
+        client.insert(&format!("d{}/f{i}", i % 3), "x");
+    }
+    let fs = cached_fs(&client, MetadataTtl::Duration(Duration::from_secs(60)));
+    let entry = lookup_path(&fs, "d0/f0").await.unwrap();
+    assert_eq!(entry.ttl, Duration::from_secs(60), "the kernel may cache for the TTL too");
+    client.reset_counts();
+    lookup_path(&fs, "d0/f0").await.unwrap();
+    assert_eq!(client.total_requests(), 0, "positive entries cached");
+    assert!(lookup_path(&fs, "d0/missing").await.is_err());
+    assert!(lookup_path(&fs, "d0/missing").await.is_err());
+    assert_eq!(client.count(S3Operation::HeadObject), 1, "negative entries cached");
+
+    // A complete listing answers readdir and every lookup in the directory.
+    for d in ["d1", "d2"] {
+        let ino = lookup_path(&fs, d).await.unwrap().attr.ino;
+        assert_eq!(list(&fs, ino, 4).await.len(), 12);
+    }
+    client.reset_counts();
+    for d in ["d1", "d2"] {
+        let ino = lookup_path(&fs, d).await.unwrap().attr.ino;
+        assert_eq!(list(&fs, ino, 4).await.len(), 12);
+        for i in 0..30 {
+            let _ = fs.lookup(ino, OsStr::new(&format!("f{i}"))).await;
+        }
+    }
+    assert_eq!(client.total_requests(), 0, "second find: no requests at all");
+}
+
+#[tokio::test]
+async fn minimal_ttl_always_asks_s3() {
+    let client = Arc::new(InMemoryClient::new("bucket"));
+    client.insert("a", "x");
+    let fs = cached_fs(&client, MetadataTtl::Minimal);
+    lookup_path(&fs, "a").await.unwrap();
+    lookup_path(&fs, "a").await.unwrap();
+    assert_eq!(client.count(S3Operation::HeadObject), 2);
+    list(&fs, ROOT_INO, 10).await;
+    list(&fs, ROOT_INO, 10).await;
+    assert_eq!(client.count(S3Operation::ListObjectsV2), 2 + 2);
+}
+
+#[tokio::test]
+async fn local_changes_update_cached_listings_at_once() {
+    let client = Arc::new(InMemoryClient::new("bucket"));
+    client.insert("old", "x");
+    let config = FsConfig {
+        metadata_ttl: MetadataTtl::Indefinite,
+        negative_metadata_ttl: MetadataTtl::Indefinite,
+        allow_delete: true,
+        ..FsConfig::default()
+    };
+    let fs = S3Filesystem::new(client.clone(), config);
+    assert_eq!(list(&fs, ROOT_INO, 10).await.len(), 3);
+    assert!(lookup_path(&fs, "new").await.is_err(), "cached as absent");
+    let (_, opened) = fs.create(ROOT_INO, OsStr::new("new"), 0o644, PID).await.unwrap();
+    fs.write(opened.fh, 0, b"hello").await.unwrap();
+    fs.flush(opened.fh, PID).await.unwrap();
+    fs.release(opened.fh).await.unwrap();
+    fs.unlink(ROOT_INO, OsStr::new("old")).await.unwrap();
+    client.reset_counts();
+    let names: Vec<String> = list(&fs, ROOT_INO, 10).await.into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, [".", "..", "new"]);
+    assert_eq!(lookup_path(&fs, "new").await.unwrap().attr.size, 5);
+    assert!(lookup_path(&fs, "old").await.is_err());
+    assert_eq!(client.total_requests(), 0);
+}
+
+#[tokio::test]
+async fn indefinite_metadata_survives_a_restart_through_the_journal() {
+    use crate::fs::metacache::journal::{Journal, path_for};
+    let client = Arc::new(InMemoryClient::new("bucket"));
+    client.insert("jars/a.jar", vec![1u8; 3000]);
+    client.insert("jars/b.jar", vec![2u8; 10]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = path_for(dir.path(), "bucket", "");
+    {
+        let (journal, loaded) = Journal::open(&path).unwrap();
+        let fs = cached_fs(&client, MetadataTtl::Indefinite).with_journal(journal, loaded);
+        let jars = lookup_path(&fs, "jars").await.unwrap().attr.ino;
+        assert_eq!(list(&fs, jars, 10).await.len(), 4);
+        assert_eq!(read_all(&fs, lookup_path(&fs, "jars/a.jar").await.unwrap().attr.ino).await.len(), 3000);
+        fs.flush_metadata();
+    }
+    client.reset_counts();
+    let (journal, loaded) = Journal::open(&path).unwrap();
+    let fs = cached_fs(&client, MetadataTtl::Indefinite).with_journal(journal, loaded);
+    let jars = lookup_path(&fs, "jars").await.unwrap().attr.ino;
+    assert_eq!(list(&fs, jars, 10).await.len(), 4);
+    let b = lookup_path(&fs, "jars/b.jar").await.unwrap();
+    assert_eq!(b.attr.size, 10);
+    assert_eq!(client.total_requests(), 0, "known paths need no HEAD or LIST after a restart");
+    assert_eq!(read_all(&fs, b.attr.ino).await, vec![2u8; 10]);
+    assert_eq!(client.count(S3Operation::GetObject), 1, "only the data (the block cache removes this one)");
+    assert_eq!(client.count(S3Operation::HeadObject), 0);
 }

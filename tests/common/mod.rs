@@ -25,6 +25,7 @@ pub mod mem_store;
 pub mod moto;
 pub mod mount;
 pub mod s3_server;
+pub mod tools;
 
 use aws_sdk_s3::config::Credentials;
 use mount_s3::client::aws::{AwsClient, AwsClientConfig};

@@ -32,7 +32,12 @@ pub fn binary() -> PathBuf {
 /// A `mount-s3` command with a sealed environment: `env` (the server's credentials and region)
 /// plus PATH, a private HOME and IMDS disabled.
 pub fn command(env: &[(String, String)], home: &Path) -> Command {
-    let mut cmd = Command::new(binary());
+    sealed_command(binary(), env, home)
+}
+
+/// Any program (`mount`, `sh`, ...) with the sealed environment of [`command`].
+pub fn sealed_command(program: impl AsRef<std::ffi::OsStr>, env: &[(String, String)], home: &Path) -> Command {
+    let mut cmd = Command::new(program);
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", home)
@@ -51,6 +56,42 @@ pub fn is_mounted(path: &Path) -> bool {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
     let wanted = path.to_string_lossy().replace(' ', "\\040");
     info.lines().any(|l| l.split(' ').nth(4) == Some(wanted.as_str()))
+}
+
+/// Processes whose command line mentions `needle` (e.g. a mount point: finds its daemon).
+pub fn processes_mentioning(needle: &str) -> Vec<u32> {
+    let mut pids = vec![];
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline"))
+            && String::from_utf8_lossy(&cmdline).contains(needle)
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Waits until no process mentions `needle`; false on timeout.
+pub fn wait_no_process_mentioning(needle: &str, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !processes_mentioning(needle).is_empty() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
+/// Unmounts `path` when dropped (also when the test panics): for mounts made by a daemon the
+/// test has no handle on (background mode, mount(8), scripts). The daemon then exits by itself.
+pub struct UnmountGuard(pub PathBuf);
+
+impl Drop for UnmountGuard {
+    fn drop(&mut self) {
+        force_unmount(&self.0);
+    }
 }
 
 /// Unmounts `path` (lazily if busy). Returns whether something was unmounted.

@@ -11,6 +11,8 @@
 //! `sdk_client()`) are not counted, so seeding a bucket never disturbs a test's assertions.
 //! Requests rejected before that point (bad signature, unknown route) are not counted either.
 //!
+//! Every response carries an `x-amz-request-id` (`LOCALS3` and 13 digits), as S3's do.
+//!
 //! Known s3s-fs 0.14.1 limits (see /work/shared/TESTING.md): keys ending in `/` and a key `x`
 //! beside `x/y` do not work, conditional GET/HEAD are ignored, listings carry no ETags, and HEAD
 //! of a key that is an implicit directory (`a` when `a/b` exists) answers 500, not 404.
@@ -18,6 +20,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
@@ -57,6 +60,8 @@ const HELPER_SECRET_KEY: &str = "local-s3-helper-secret-key-0123456789abcd";
 #[derive(Default)]
 struct Counts {
     by_operation: Mutex<HashMap<String, u64>>,
+    /// Body bytes of successful GetObject responses to clients other than the harness.
+    get_bytes: std::sync::atomic::AtomicU64,
     user_agents: Mutex<Vec<String>>,
 }
 
@@ -128,6 +133,7 @@ impl LocalS3 {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = oneshot::channel();
         let server_faults = faults.clone();
+        let server_counts = counts.clone();
         let thread = std::thread::Builder::new()
             .name("local-s3".into())
             .spawn(move || {
@@ -140,7 +146,7 @@ impl LocalS3 {
                 let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).expect("bind 127.0.0.1:0");
                 let addr = listener.local_addr().expect("local addr");
                 ready_tx.send((addr, rt.handle().clone())).expect("report address");
-                rt.block_on(serve(listener, service, server_faults, stop_rx));
+                rt.block_on(serve(listener, service, server_faults, server_counts, stop_rx));
                 rt.shutdown_timeout(Duration::from_secs(2));
             })
             .expect("server thread");
@@ -247,6 +253,12 @@ impl LocalS3 {
     /// Sets every count back to zero.
     pub fn reset_counts(&self) {
         self.counts.by_operation.lock().unwrap().clear();
+        self.counts.get_bytes.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Body bytes of GetObject responses served to the code under test (not the harness).
+    pub fn get_bytes(&self) -> u64 {
+        self.counts.get_bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Distinct `User-Agent` headers of counted requests, in order of first appearance.
@@ -303,7 +315,13 @@ impl TestS3 for LocalS3 {
     }
 }
 
-async fn serve(listener: TcpListener, service: S3Service, faults: Arc<Faults>, mut stop: oneshot::Receiver<()>) {
+async fn serve(
+    listener: TcpListener,
+    service: S3Service,
+    faults: Arc<Faults>,
+    counts: Arc<Counts>,
+    mut stop: oneshot::Receiver<()>,
+) {
     loop {
         let socket = tokio::select! {
             _ = &mut stop => return,
@@ -316,9 +334,11 @@ async fn serve(listener: TcpListener, service: S3Service, faults: Arc<Faults>, m
             },
         };
         let _ = socket.set_nodelay(true);
-        let (service, faults) = (service.clone(), faults.clone());
+        let (service, faults, counts) = (service.clone(), faults.clone(), counts.clone());
         tokio::spawn(async move {
-            let handler = hyper::service::service_fn(move |request| handle(service.clone(), faults.clone(), request));
+            let handler = hyper::service::service_fn(move |request| {
+                handle(service.clone(), faults.clone(), counts.clone(), request)
+            });
             let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(socket), handler).await;
         });
     }
@@ -327,10 +347,24 @@ async fn serve(listener: TcpListener, service: S3Service, faults: Arc<Faults>, m
 async fn handle(
     service: S3Service,
     faults: Arc<Faults>,
+    counts: Arc<Counts>,
     request: hyper::Request<Incoming>,
 ) -> Result<HttpResponse, HttpError> {
     let is_get = request.method() == Method::GET;
-    let response = hyper::service::Service::call(&service, request).await?;
+    let from_harness = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains(&format!("Credential={HELPER_ACCESS_KEY}/")));
+    let mut response = hyper::service::Service::call(&service, request).await?;
+    if is_get && !from_harness && response.status().is_success() && response.headers().contains_key(header::ETAG) {
+        let length = response.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        counts.get_bytes.fetch_add(length.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+    }
+    // Real S3 names every response; s3s does not, so give each one an id clients can log.
+    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+    let id = format!("LOCALS3{:013}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
+    response.headers_mut().insert("x-amz-request-id", header::HeaderValue::from_str(&id).expect("ascii id"));
     let keep = *faults.truncate_get_bodies.lock().unwrap();
     // Only a successful GetObject carries an ETag header on a GET.
     match keep {

@@ -12,6 +12,7 @@ use super::*;
 use crate::client::aws::AwsClientConfig;
 use crate::config::{AccessPolicy, FuseConfig, LoggingConfig};
 use crate::fs::config::{FsConfig, MetadataTtl};
+use crate::metrics::MetricsConfig;
 
 const UID: u32 = 1234;
 const GID: u32 = 5678;
@@ -34,6 +35,7 @@ fn parse_env(args: &[&str], env: &Environment) -> Result<MountConfig, CliFailure
 fn default_config() -> MountConfig {
     MountConfig {
         bucket: "bucket".into(),
+        cache: None,
         prefix: String::new(),
         foreground: false,
         client: AwsClientConfig { bucket: "bucket".into(), max_attempts: 10, ..AwsClientConfig::default() },
@@ -46,6 +48,7 @@ fn default_config() -> MountConfig {
             max_threads: 16,
         },
         logging: LoggingConfig::default(),
+        metrics: MetricsConfig::default(),
         fstab_style: false,
         maximum_throughput_gbps: None,
         warnings: Vec::new(),
@@ -136,6 +139,17 @@ fn supported_flags_fill_the_config() {
             c.logging.debug_crt = true;
         }),
         (&["--no-log"], |c| c.logging.no_log = true),
+        (&["--log-metrics"], |c| c.logging.log_metrics = true),
+        (&["--metrics-address", "127.0.0.1:9464"], |c| c.metrics.address = Some("127.0.0.1:9464".parse().unwrap())),
+        (&["--metrics-address", "[::1]:0"], |c| c.metrics.address = Some("[::1]:0".parse().unwrap())),
+        (&["--metrics-address", "0.0.0.0:9464", "--metrics-allow-remote"], |c| {
+            c.metrics.address = Some("0.0.0.0:9464".parse().unwrap())
+        }),
+        (&["--cost-per-1k-get", "0.00003", "--cost-per-1k-put", "0.00113", "--cost-per-1k-delete", "1"], |c| {
+            c.metrics.prices.get = "0.00003".parse().unwrap();
+            c.metrics.prices.put = "0.00113".parse().unwrap();
+            c.metrics.prices.delete = "1".parse().unwrap();
+        }),
         (&["--metadata-ttl", "minimal", "--negative-metadata-ttl", "minimal"], |_| {}),
         (&["--negative-metadata-ttl", "0"], |_| {}),
     ];
@@ -259,12 +273,19 @@ fn fstab_style_command_lines() {
     assert_eq!((config.bucket.as_str(), config.prefix.as_str()), ("bucket", "foo/bar,baz/"));
     assert!(config.fs.read_only && config.fuse.read_only && config.fstab_style && !config.foreground);
 
+    let config =
+        parse(&["bucket", "/mnt", "-o", "rw,log-metrics,metrics-address=127.0.0.1:0,cost-per-1k-get=1"]).unwrap();
+    assert!(config.logging.log_metrics);
+    assert_eq!(config.metrics.address, Some("127.0.0.1:0".parse().unwrap()));
+    assert_eq!(config.metrics.prices.get.nano_usd(), 1_000_000_000);
+
     let errors: &[(&[&str], &str)] = &[
         (&["bucket", "/mnt", "-o", "ro,rw"], "'ro' and 'rw'"),
         (&["bucket", "/mnt", "-o", "foreground"], "always run in the background"),
         (&["bucket", "/mnt", "-o", "--uid=2"], "write it as 'uid=2'"),
         (&["bucket", "/mnt", "-o", "typo"], "--typo"),
-        (&["bucket", "/mnt", "-o", "allow-delete"], "--allow-delete is not supported yet"),
+        (&["bucket", "/mnt", "-o", "incremental-upload"], "--incremental-upload is not supported yet"),
+        (&["bucket", "/mnt", "-o", "metrics-address=0.0.0.0:80"], "--metrics-allow-remote"),
         (&["s3://bucket/p/", "/mnt", "-o", "prefix=q/"], "explicit prefix option not allowed with S3 URI"),
         (&["s3://bucket/p", "/mnt", "-o", "ro"], "try s3://bucket/p/"),
         (&["sm", "/mnt", "-o", "ro"], "3-255 characters"),
@@ -296,8 +317,55 @@ fn help_and_version_exit_zero_and_errors_exit_two() {
     assert_eq!(clap_error.exit_code(), 2);
     assert!(clap_error.to_string().starts_with("error: "), "{clap_error}");
 
-    let ours = parse(&["bucket", "/mnt", "--allow-delete"]).unwrap_err();
+    let ours = parse(&["bucket", "/mnt", "--incremental-upload"]).unwrap_err();
     assert_eq!(ours.exit_code(), 2);
     assert!(!ours.is_success());
-    assert!(ours.to_string().starts_with("error: --allow-delete is not supported yet"), "{ours}");
+    assert!(ours.to_string().starts_with("error: --incremental-upload is not supported yet"), "{ours}");
+}
+
+#[test]
+fn write_flags_fill_the_file_system_config() {
+    let config = parse(&[
+        "bucket",
+        "/mnt",
+        "--allow-delete",
+        "--allow-overwrite",
+        "--storage-class",
+        "STANDARD_IA",
+        "--sse",
+        "aws:kms",
+        "--sse-kms-key-id",
+        "arn:aws:kms:us-east-1:111122223333:key/k",
+        "--upload-checksums",
+        "off",
+        "--infer-content-type",
+        "--write-part-size",
+        "5242880",
+    ])
+    .unwrap();
+    let fs = config.fs;
+    assert!(fs.allow_delete && fs.allow_overwrite && fs.infer_content_type);
+    assert!(!fs.upload_checksums);
+    assert_eq!(fs.storage_class.as_deref(), Some("STANDARD_IA"));
+    assert_eq!(fs.sse.as_deref(), Some("aws:kms"));
+    assert_eq!(fs.sse_kms_key_id.as_deref(), Some("arn:aws:kms:us-east-1:111122223333:key/k"));
+    assert_eq!(fs.write_part_size, 5 << 20);
+    assert!(parse(&["bucket", "/mnt"]).unwrap().fs.upload_checksums, "crc32c by default");
+}
+
+#[test]
+fn cache_flags_fill_the_cache_config_and_the_default_ttl() {
+    let config =
+        parse(&["bucket", "/mnt", "--cache", "/var/cache/s3", "--max-cache-size", "100", "--cache-wipe-at-start"])
+            .unwrap();
+    let cache = config.cache.unwrap();
+    assert_eq!(cache.dir, PathBuf::from("/var/cache/s3"));
+    assert_eq!(cache.max_size, Some(100 << 20));
+    assert_eq!(cache.block_size, 1 << 20);
+    assert!(cache.wipe_at_start);
+    assert_eq!(config.fs.metadata_ttl, MetadataTtl::Duration(std::time::Duration::from_secs(60)));
+    let spark = parse(&["bucket", "/mnt", "--metadata-ttl", "indefinite", "--cache", "/tmp/mountpoint-cache"]).unwrap();
+    assert_eq!(spark.fs.metadata_ttl, MetadataTtl::Indefinite);
+    assert_eq!(spark.cache.unwrap().max_size, None, "default: keep 5% free");
+    assert!(parse(&["bucket", "/mnt", "--cache-wipe-at-start"]).is_err(), "needs --cache");
 }

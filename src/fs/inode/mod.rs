@@ -49,6 +49,16 @@ impl Stat {
     }
 }
 
+/// State this mount holds that S3 does not have yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LocalState {
+    /// Created here (create/mknod, or opened with O_TRUNC to overwrite); in S3 once its upload
+    /// completes.
+    File,
+    /// Made by mkdir; in S3 once a file is written under it (S3 has no empty directories).
+    Directory,
+}
+
 /// A snapshot of one inode.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Inode {
@@ -60,6 +70,8 @@ pub struct Inode {
     pub key: String,
     pub kind: InodeKind,
     pub stat: Stat,
+    /// `Some` while the inode exists only in this mount.
+    pub local: Option<LocalState>,
 }
 
 /// What S3 says a name is, from a lookup or a listing.
@@ -108,6 +120,7 @@ impl InodeTable {
             name: String::new(),
             key: prefix.to_string(),
             kind: InodeKind::Directory,
+            local: None,
             stat: Stat {
                 size: 0,
                 mtime: mount_time,
@@ -152,6 +165,16 @@ impl InodeTable {
             storage_class: entry.storage_class.clone(),
             expiry: Instant::now() + ttl,
         };
+        let held = existing.is_some_and(|ino| Self::is_held(&tables, ino));
+        if let Some(node) = existing.and_then(|ino| tables.nodes.get_mut(&ino))
+            && held
+        {
+            // What this mount created wins over what S3 says. A local directory stays local
+            // (and visible) until this mount uploads a file under it or removes it, whatever
+            // other clients put under it or delete meanwhile.
+            node.lookups += 1;
+            return Ok(node.inode.clone());
+        }
         if let Some(node) = existing.and_then(|ino| tables.nodes.get_mut(&ino))
             && same_object(&node.inode, &entry)
         {
@@ -162,10 +185,143 @@ impl InodeTable {
         }
         let ino = tables.next_ino;
         tables.next_ino += 1;
-        let inode = Inode { ino, parent, name: name.to_string(), key, kind: entry.kind, stat };
+        let inode = Inode { ino, parent, name: name.to_string(), key, kind: entry.kind, stat, local: None };
+        Ok(Self::insert(&mut tables, inode))
+    }
+
+    fn insert(tables: &mut Tables, inode: Inode) -> Inode {
+        let (ino, parent, name) = (inode.ino, inode.parent, inode.name.clone());
+        if let Some(old) = tables.nodes.get(&parent).and_then(|p| p.children.get(&name).copied()) {
+            Self::detach(tables, parent, &name, old);
+        }
         tables.nodes.insert(ino, Node { inode: inode.clone(), lookups: 1, children: HashMap::new() });
-        tables.nodes.get_mut(&parent).expect("parent checked above").children.insert(name.to_string(), ino);
-        Ok(inode)
+        tables.nodes.get_mut(&parent).expect("caller checked the parent").children.insert(name, ino);
+        inode
+    }
+
+    /// True if `ino` exists only in this mount, or holds something that does: such inodes stay
+    /// visible whatever S3 says.
+    fn is_held(tables: &Tables, ino: u64) -> bool {
+        tables
+            .nodes
+            .get(&ino)
+            .is_some_and(|n| n.inode.local.is_some() || n.children.values().any(|child| Self::is_held(tables, *child)))
+    }
+
+    /// The child `name` of `parent` if this mount holds it: created here and not in S3 yet, or
+    /// a directory with such a descendant.
+    pub fn local_child(&self, parent: u64, name: &str) -> Option<Inode> {
+        let tables = self.tables.lock().unwrap();
+        let ino = *tables.nodes.get(&parent)?.children.get(name)?;
+        Self::is_held(&tables, ino).then(|| tables.nodes.get(&ino).map(|n| n.inode.clone())).flatten()
+    }
+
+    /// The children of `parent` this mount holds (see [`local_child`](Self::local_child)), in
+    /// name order.
+    pub fn local_children(&self, parent: u64) -> Vec<Inode> {
+        let tables = self.tables.lock().unwrap();
+        let Some(dir) = tables.nodes.get(&parent) else { return vec![] };
+        let mut children: Vec<Inode> = dir
+            .children
+            .values()
+            .filter(|ino| Self::is_held(&tables, **ino))
+            .filter_map(|ino| tables.nodes.get(ino))
+            .map(|n| n.inode.clone())
+            .collect();
+        children.sort_by(|a, b| a.name.cmp(&b.name));
+        children
+    }
+
+    /// Creates `parent/name` in this mount only (the caller checked S3 has nothing there),
+    /// taking one kernel reference. A name already held locally is `AlreadyExists`.
+    pub fn create_local(&self, parent: u64, name: &str, kind: InodeKind, ttl: Duration) -> Result<Inode, FsError> {
+        let mut tables = self.tables.lock().unwrap();
+        let parent_node = tables.nodes.get(&parent).ok_or(FsError::UnknownInode(parent))?;
+        if parent_node.inode.kind != InodeKind::Directory {
+            return Err(FsError::NotADirectory(parent));
+        }
+        let key = Self::child_key(&parent_node.inode, name, kind);
+        if let Some(existing) = parent_node.children.get(name).and_then(|ino| tables.nodes.get(ino))
+            && existing.inode.local.is_some()
+        {
+            return Err(FsError::AlreadyExists { key });
+        }
+        let ino = tables.next_ino;
+        tables.next_ino += 1;
+        let stat =
+            Stat { size: 0, mtime: SystemTime::now(), etag: None, storage_class: None, expiry: Instant::now() + ttl };
+        let local = Some(match kind {
+            InodeKind::File => LocalState::File,
+            InodeKind::Directory => LocalState::Directory,
+        });
+        Ok(Self::insert(&mut tables, Inode { ino, parent, name: name.to_string(), key, kind, stat, local }))
+    }
+
+    /// Marks a remote file as being replaced by this mount (an O_TRUNC open), size 0.
+    pub fn start_overwrite(&self, ino: u64) -> Result<Inode, FsError> {
+        self.update(ino, |inode| {
+            inode.local = Some(LocalState::File);
+            inode.stat.size = 0;
+            inode.stat.etag = None;
+            inode.stat.mtime = SystemTime::now();
+        })
+    }
+
+    /// Applies `change` to inode `ino` and returns the result.
+    pub fn update(&self, ino: u64, change: impl FnOnce(&mut Inode)) -> Result<Inode, FsError> {
+        let mut tables = self.tables.lock().unwrap();
+        let node = tables.nodes.get_mut(&ino).ok_or(FsError::UnknownInode(ino))?;
+        change(&mut node.inode);
+        Ok(node.inode.clone())
+    }
+
+    /// A local file is now the object `etag` in S3.
+    pub fn finish_local_file(&self, ino: u64, etag: ETag, size: u64, ttl: Duration) {
+        let mut tables = self.tables.lock().unwrap();
+        let Some(node) = tables.nodes.get_mut(&ino) else { return };
+        node.inode.local = None;
+        node.inode.stat = Stat {
+            size,
+            mtime: SystemTime::now(),
+            etag: Some(etag),
+            storage_class: None,
+            expiry: Instant::now() + ttl,
+        };
+        let mut ino = node.inode.parent;
+        // Its local ancestor directories exist in S3 now, too.
+        while let Some(dir) = tables.nodes.get_mut(&ino) {
+            if dir.inode.local != Some(LocalState::Directory) {
+                break;
+            }
+            dir.inode.local = None;
+            ino = dir.inode.parent;
+        }
+    }
+
+    /// Forgets a local inode's name (its upload failed, or the directory was removed). The
+    /// inode lives on, detached, until the kernel forgets it.
+    pub fn abandon_local(&self, ino: u64) {
+        let mut tables = self.tables.lock().unwrap();
+        let Some(node) = tables.nodes.get_mut(&ino) else { return };
+        node.inode.local = None;
+        let (parent, name, lookups) = (node.inode.parent, node.inode.name.clone(), node.lookups);
+        Self::detach(&mut tables, parent, &name, ino);
+        if lookups == 0 {
+            tables.nodes.remove(&ino);
+        }
+    }
+
+    /// Takes one more kernel reference to `ino`.
+    pub fn reference(&self, ino: u64) -> Result<Inode, FsError> {
+        let mut tables = self.tables.lock().unwrap();
+        let node = tables.nodes.get_mut(&ino).ok_or(FsError::UnknownInode(ino))?;
+        node.lookups += 1;
+        Ok(node.inode.clone())
+    }
+
+    /// True if any child of `ino` exists only in this mount.
+    pub fn has_local_children(&self, ino: u64) -> bool {
+        !self.local_children(ino).is_empty()
     }
 
     /// Refreshes inode `ino` with what S3 now says its name is (`None`: gone). If the name now
@@ -209,7 +365,8 @@ impl InodeTable {
         let mut tables = self.tables.lock().unwrap();
         let Some(node) = tables.nodes.get_mut(&ino) else { return };
         node.lookups = node.lookups.saturating_sub(n);
-        if node.lookups == 0 {
+        // Local inodes are state only this mount holds: they stay until uploaded or removed.
+        if node.lookups == 0 && node.inode.local.is_none() {
             let (parent, name) = (node.inode.parent, node.inode.name.clone());
             tables.nodes.remove(&ino);
             Self::detach(&mut tables, parent, &name, ino);

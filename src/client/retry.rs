@@ -1,0 +1,358 @@
+//! [`RetryClient`]: the one retry policy for every S3 call.
+//!
+//! A failed call is retried when its error says so ([`ClientError::is_retryable`]: throttling,
+//! 5xx, connection failures, timeouts, bodies cut short), never for 403/404/412/400. Waits are
+//! exponential with full jitter (a random wait up to `base x 2^attempt`, capped), attempts are
+//! `AWS_MAX_ATTEMPTS` (default 10, as Mountpoint), and no call retries past its deadline. A GET
+//! whose body fails mid-stream resumes from the last byte received with a ranged GET carrying
+//! `If-Match`, so the reader sees one seamless body of one object version, or an error. When a
+//! call finally fails, one warning states the operation, key, attempts, S3 error code and
+//! request id; the error returned is the last one, still classified, so throttling can never
+//! surface as "not found".
+//!
+//! A CompleteMultipartUpload retried after a lost response may be told the upload no longer
+//! exists (the first attempt succeeded): then a HEAD decides, so a landed object is not
+//! reported as a failed close.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use rand::Rng;
+
+use super::{
+    ClientError, ClientErrorKind, ETag, GetObjectResponse, GetStream, ListPage, ListRequest, ObjectClient, ObjectMeta,
+    PutOptions, PutResult, UploadedPart,
+};
+
+/// How hard to try.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetryConfig {
+    /// Attempts per call, the first included (`AWS_MAX_ATTEMPTS`).
+    pub max_attempts: u32,
+    /// Scale of the exponential backoff.
+    pub base_delay: Duration,
+    /// Longest single wait.
+    pub max_delay: Duration,
+    /// No retry starts after this long since the call began.
+    pub deadline: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_attempts: 10,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(20),
+            deadline: Duration::from_secs(120),
+        }
+    }
+}
+
+impl RetryConfig {
+    /// The wait before attempt `attempt + 1` (full jitter).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let cap =
+            self.base_delay.saturating_mul(1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX)).min(self.max_delay);
+        let nanos = rand::thread_rng().gen_range(0..=cap.as_nanos().min(u64::MAX as u128) as u64);
+        Duration::from_nanos(nanos)
+    }
+}
+
+/// Retries and resumes calls of the wrapped client.
+#[derive(Debug)]
+pub struct RetryClient<C: ObjectClient> {
+    inner: Arc<C>,
+    config: RetryConfig,
+}
+
+impl<C: ObjectClient> RetryClient<C> {
+    /// Wraps `inner`.
+    pub fn new(inner: C, config: RetryConfig) -> Self {
+        RetryClient { inner: Arc::new(inner), config }
+    }
+
+    /// The wrapped client.
+    pub fn inner(&self) -> &C {
+        &self.inner
+    }
+
+    async fn run<T, F, Fut>(&self, op: &'static str, key: &str, mut call: F) -> Result<T, ClientError>
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ClientError>>,
+    {
+        retry(&self.config, op, key, &mut call).await
+    }
+}
+
+async fn retry<T, F, Fut>(config: &RetryConfig, op: &'static str, key: &str, call: &mut F) -> Result<T, ClientError>
+where
+    F: FnMut(u32) -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
+    let start = Instant::now();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match call(attempt).await {
+            Ok(value) => return Ok(value),
+            Err(e) => {
+                let delay = config.delay(attempt - 1);
+                let more =
+                    e.is_retryable() && attempt < config.max_attempts && start.elapsed() + delay < config.deadline;
+                if !more {
+                    if e.is_retryable() || attempt > 1 {
+                        tracing::warn!(
+                            operation = op,
+                            key,
+                            attempts = attempt,
+                            code = e.code.as_deref().unwrap_or("-"),
+                            request_id = e.request_id.as_deref().unwrap_or("-"),
+                            "S3 request failed for good: {e}"
+                        );
+                    }
+                    return Err(e);
+                }
+                tracing::debug!(operation = op, key, attempt, ?delay, "retrying after: {e}");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl<C: ObjectClient> ObjectClient for RetryClient<C> {
+    fn bucket(&self) -> &str {
+        self.inner.bucket()
+    }
+
+    async fn head_object(&self, key: &str) -> Result<ObjectMeta, ClientError> {
+        self.run("HeadObject", key, |_| self.inner.head_object(key)).await
+    }
+
+    async fn get_object(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        if_match: Option<&ETag>,
+    ) -> Result<GetObjectResponse, ClientError> {
+        let response = self.run("GetObject", key, |_| self.inner.get_object(key, range.clone(), if_match)).await?;
+        let resume = Resume {
+            client: self.inner.clone(),
+            config: self.config.clone(),
+            key: key.to_string(),
+            etag: response.etag.clone(),
+            next: range.start,
+            end: range.end.min(response.object_size),
+            resumes: 0,
+        };
+        let body = resumable(response.body, resume);
+        Ok(GetObjectResponse { etag: response.etag, object_size: response.object_size, body })
+    }
+
+    async fn list_objects(&self, request: &ListRequest) -> Result<ListPage, ClientError> {
+        self.run("ListObjectsV2", &request.prefix, |_| self.inner.list_objects(request)).await
+    }
+
+    async fn put_object(&self, key: &str, body: Bytes, options: &PutOptions) -> Result<PutResult, ClientError> {
+        self.run("PutObject", key, |_| self.inner.put_object(key, body.clone(), options)).await
+    }
+
+    async fn create_multipart_upload(&self, key: &str, options: &PutOptions) -> Result<String, ClientError> {
+        self.run("CreateMultipartUpload", key, |_| self.inner.create_multipart_upload(key, options)).await
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        body: Bytes,
+        options: &PutOptions,
+    ) -> Result<UploadedPart, ClientError> {
+        self.run("UploadPart", key, |_| self.inner.upload_part(key, upload_id, part_number, body.clone(), options))
+            .await
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[UploadedPart],
+        options: &PutOptions,
+    ) -> Result<PutResult, ClientError> {
+        let mut retried = false;
+        let result = self
+            .run("CompleteMultipartUpload", key, |attempt| {
+                retried |= attempt > 1;
+                self.inner.complete_multipart_upload(key, upload_id, parts, options)
+            })
+            .await;
+        match result {
+            // A retry told "no such upload" (or, for a new object, "exists") after a lost
+            // response: the first attempt completed it. Ask S3 what is there.
+            Err(e) if retried && matches!(e.kind, ClientErrorKind::NotFound | ClientErrorKind::PreconditionFailed) => {
+                match self.inner.head_object(key).await {
+                    Ok(meta) => {
+                        tracing::warn!(
+                            key,
+                            "CompleteMultipartUpload answered {e} on a retry; the object is there, so the first attempt succeeded"
+                        );
+                        Ok(PutResult { etag: meta.etag })
+                    }
+                    Err(_) => Err(e),
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn abort_multipart_upload(&self, key: &str, upload_id: &str) -> Result<(), ClientError> {
+        self.run("AbortMultipartUpload", key, |_| self.inner.abort_multipart_upload(key, upload_id)).await
+    }
+
+    async fn delete_object(&self, key: &str) -> Result<(), ClientError> {
+        self.run("DeleteObject", key, |_| self.inner.delete_object(key)).await
+    }
+
+    async fn copy_object(&self, source_key: &str, dest_key: &str) -> Result<PutResult, ClientError> {
+        self.run("CopyObject", dest_key, |_| self.inner.copy_object(source_key, dest_key)).await
+    }
+}
+
+struct Resume<C: ObjectClient> {
+    client: Arc<C>,
+    config: RetryConfig,
+    key: String,
+    etag: ETag,
+    /// Offset of the next byte the caller expects.
+    next: u64,
+    end: u64,
+    resumes: u32,
+}
+
+/// `body`, resumed from the last byte received whenever it fails in a retryable way.
+fn resumable<C: ObjectClient>(body: GetStream, resume: Resume<C>) -> GetStream {
+    let stream = futures::stream::unfold((body, resume, false), |(mut body, mut r, done)| async move {
+        if done {
+            return None;
+        }
+        loop {
+            match body.next().await {
+                Some(Ok(chunk)) => {
+                    r.next += chunk.len() as u64;
+                    return Some((Ok(chunk), (body, r, false)));
+                }
+                None => return None,
+                Some(Err(e)) if e.is_retryable() && r.next < r.end && r.resumes + 1 < r.config.max_attempts => {
+                    r.resumes += 1;
+                    tracing::debug!(key = %r.key, offset = r.next, resume = r.resumes, "GET body failed, resuming: {e}");
+                    tokio::time::sleep(r.config.delay(r.resumes - 1)).await;
+                    let (client, key, etag, range) = (r.client.clone(), r.key.clone(), r.etag.clone(), r.next..r.end);
+                    let mut call = |_| {
+                        let (client, key, etag, range) = (client.clone(), key.clone(), etag.clone(), range.clone());
+                        async move { client.get_object(&key, range, Some(&etag)).await }
+                    };
+                    match retry(&r.config, "GetObject", &r.key, &mut call).await {
+                        Ok(again) if again.etag == r.etag => body = again.body,
+                        Ok(_) => {
+                            let e = ClientError::new(
+                                ClientErrorKind::PreconditionFailed,
+                                "GetObject",
+                                "object changed while resuming",
+                            );
+                            return Some((Err(e), (body, r, true)));
+                        }
+                        Err(e) => return Some((Err(e), (body, r, true))),
+                    }
+                }
+                Some(Err(e)) => {
+                    if e.is_retryable() {
+                        tracing::warn!(key = %r.key, offset = r.next, resumes = r.resumes, "GET body failed for good: {e}");
+                    }
+                    return Some((Err(e), (body, r, true)));
+                }
+            }
+        }
+    });
+    Box::pin(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::S3Operation;
+    use crate::client::fault::{Fault, FaultClient, When};
+    use crate::client::memory::InMemoryClient;
+
+    fn fast() -> RetryConfig {
+        RetryConfig {
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(5),
+            ..RetryConfig::default()
+        }
+    }
+
+    fn client() -> RetryClient<FaultClient<InMemoryClient>> {
+        RetryClient::new(FaultClient::new(InMemoryClient::new("b"), 3), fast())
+    }
+
+    async fn body(r: GetObjectResponse) -> Result<Vec<u8>, ClientError> {
+        let mut out = vec![];
+        let mut s = r.body;
+        while let Some(chunk) = s.next().await {
+            out.extend_from_slice(&chunk?);
+        }
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn throttling_is_retried_and_not_found_is_not() {
+        let c = client();
+        c.inner().inner().insert("k", "v");
+        c.inner().fail_nth(S3Operation::HeadObject, 1, ClientErrorKind::Throttled);
+        c.inner().fail_nth(S3Operation::HeadObject, 2, ClientErrorKind::Transient);
+        assert_eq!(c.head_object("k").await.unwrap().size, 1);
+        assert_eq!(c.inner().calls(S3Operation::HeadObject), 3);
+        let missing = c.head_object("nope").await.unwrap_err();
+        assert_eq!(missing.kind, ClientErrorKind::NotFound);
+        assert_eq!(c.inner().calls(S3Operation::HeadObject), 4, "404 is final");
+    }
+
+    #[tokio::test]
+    async fn attempts_are_bounded_and_the_last_error_keeps_its_kind() {
+        let c = client();
+        c.inner().inject(S3Operation::ListObjectsV2, When::Always, Fault::Fail(ClientErrorKind::Throttled));
+        let request = ListRequest { max_keys: 10, ..ListRequest::default() };
+        let e = c.list_objects(&request).await.unwrap_err();
+        assert_eq!(e.kind, ClientErrorKind::Throttled, "never turned into not found");
+        assert_eq!(c.inner().calls(S3Operation::ListObjectsV2), 10);
+    }
+
+    #[tokio::test]
+    async fn a_body_cut_short_resumes_from_the_last_byte() {
+        let c = client();
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+        let etag = c.inner().inner().insert("k", data.clone());
+        c.inner().cut_get_body(When::Nth(1), 700_000);
+        c.inner().cut_get_body(When::Nth(2), 100_000);
+        let r = c.get_object("k", 10..2_900_000, Some(&etag)).await.unwrap();
+        assert_eq!(body(r).await.unwrap(), &data[10..2_900_000]);
+        assert_eq!(c.inner().calls(S3Operation::GetObject), 3);
+    }
+
+    #[tokio::test]
+    async fn a_resume_that_finds_a_new_version_fails_instead_of_mixing() {
+        let c = client();
+        let etag = c.inner().inner().insert("k", vec![1u8; 1_000_000]);
+        c.inner().cut_get_body(When::Nth(1), 300_000);
+        let r = c.get_object("k", 0..1_000_000, Some(&etag)).await.unwrap();
+        c.inner().inner().insert("k", vec![2u8; 1_000_000]);
+        let e = body(r).await.unwrap_err();
+        assert_eq!(e.kind, ClientErrorKind::PreconditionFailed);
+    }
+}

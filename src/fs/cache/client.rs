@@ -1,0 +1,482 @@
+//! [`CachingClient`]: an [`ObjectClient`] that serves `If-Match` GETs through the disk cache.
+//!
+//! A GET claims the flights of its blocks ([`Inflight::claim`]), at most two segments of
+//! [`SEGMENT_BLOCKS`] ahead of where its caller reads, so a huge range never holds more than
+//! that in memory. The blocks it created are produced by one spawned task, in order: a block with
+//! a valid file is read from disk; a block without is fetched together with the following blocks
+//! that have no file either, in one block-aligned GET with `If-Match`, whose chunks go to the
+//! flights as they arrive and whose complete blocks are queued for writing. The task stops when
+//! no request holds its remaining blocks any more. The response body waits on each block's
+//! flight in turn and yields its bytes as they come; its ETag is the one asked for, and its
+//! object size the one the first block reported (header or GET). Everything else passes through.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+
+use super::CacheStats;
+use super::disk::DiskBlockCache;
+use super::flight::{Flight, FlightError, Inflight, Source};
+use super::format::{ObjectId, block_extent};
+use crate::client::{
+    ClientError, ClientErrorKind, ETag, GetObjectResponse, ListPage, ListRequest, ObjectClient, ObjectMeta, PutOptions,
+    PutResult, UploadedPart,
+};
+
+/// Blocks claimed (and so fetched) at a time by one request; up to two segments are in flight.
+const SEGMENT_BLOCKS: u64 = 64;
+/// Times a request claims blocks again after their producer gave up on them.
+const MAX_RECLAIMS: u32 = 3;
+
+#[derive(Debug, Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    joined: AtomicU64,
+    bytes_from_cache: AtomicU64,
+    bytes_fetched: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Core<C> {
+    inner: C,
+    cache: Arc<DiskBlockCache>,
+    inflight: Inflight,
+    counters: Counters,
+}
+
+/// A client serving GETs with `If-Match` from the disk cache, fetching from `inner` what is not.
+#[derive(Debug)]
+pub struct CachingClient<C: ObjectClient> {
+    core: Arc<Core<C>>,
+}
+
+impl<C: ObjectClient> CachingClient<C> {
+    /// Wraps `inner`; `cache` may be shared with other clients (other buckets).
+    pub fn new(inner: C, cache: Arc<DiskBlockCache>) -> Self {
+        let core = Core { inner, cache, inflight: Inflight::default(), counters: Counters::default() };
+        CachingClient { core: Arc::new(core) }
+    }
+
+    /// The wrapped client.
+    pub fn inner(&self) -> &C {
+        &self.core.inner
+    }
+
+    pub fn cache(&self) -> &Arc<DiskBlockCache> {
+        &self.core.cache
+    }
+
+    /// Request counters of this client and the store's counters.
+    pub fn stats(&self) -> CacheStats {
+        let c = &self.core.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CacheStats {
+            hits: get(&c.hits),
+            misses: get(&c.misses),
+            joined: get(&c.joined),
+            bytes_from_cache: get(&c.bytes_from_cache),
+            bytes_fetched: get(&c.bytes_fetched),
+            ..self.core.cache.stats()
+        }
+    }
+
+    /// Blocks being read or fetched right now (for tests).
+    #[cfg(test)]
+    pub(crate) fn inflight_blocks(&self) -> usize {
+        self.core.inflight.len()
+    }
+}
+
+impl<C: ObjectClient> Core<C> {
+    /// Claims blocks `indexes` of `id`; spawns the production of those nobody else is producing.
+    fn claim(self: &Arc<Self>, id: &Arc<ObjectId>, indexes: Range<u64>) -> Vec<(u64, Arc<Flight>)> {
+        let claims = self.inflight.claim(indexes.clone().map(|i| id.block(i)));
+        let mut mine = Vec::new();
+        let mut all = Vec::with_capacity(claims.len());
+        for (index, (flight, created)) in indexes.zip(claims) {
+            if created {
+                mine.push((index, flight.clone()));
+            } else {
+                self.counters.joined.fetch_add(1, Ordering::Relaxed);
+            }
+            all.push((index, flight));
+        }
+        if !mine.is_empty() {
+            tokio::spawn(produce(self.clone(), id.clone(), mine));
+        }
+        all
+    }
+
+    /// Stores a complete fetched block, then lets it go from the in-flight map.
+    fn store(self: &Arc<Self>, id: &Arc<ObjectId>, index: u64, object_size: u64, flight: &Arc<Flight>) {
+        let (core, done) = (self.clone(), flight.clone());
+        self.cache.queue_write(id, index, object_size, flight.chunks(), move || core.inflight.release(&done));
+    }
+
+    /// Ends `flights` that are still open with `error`, and lets them go.
+    fn fail(&self, flights: &[(u64, Arc<Flight>)], error: FlightError) {
+        for (_, f) in flights {
+            if !f.is_finished() {
+                f.finish(Err(error.clone()));
+            }
+            self.inflight.release(f);
+        }
+    }
+}
+
+/// Nobody but the producer holds any of these flights.
+fn unwanted(flights: &[(u64, Arc<Flight>)]) -> bool {
+    flights.iter().all(|(_, f)| Arc::strong_count(f) == 1)
+}
+
+/// Produces `blocks` (ascending indexes, all created by one request) in order.
+async fn produce<C: ObjectClient>(core: Arc<Core<C>>, id: Arc<ObjectId>, blocks: Vec<(u64, Arc<Flight>)>) {
+    let block_size = core.cache.block_size();
+    let mut known_size = None;
+    let mut i = 0;
+    while i < blocks.len() {
+        if unwanted(&blocks[i..]) {
+            return core.fail(&blocks[i..], FlightError::Cancelled);
+        }
+        let (index, flight) = &blocks[i];
+        if let Some(size) = known_size
+            && block_extent(*index, block_size, size).is_none()
+        {
+            // Past the end of the object: nothing to read.
+            flight.set_object_size(size);
+            flight.finish(Ok(()));
+            core.inflight.release(flight);
+            i += 1;
+            continue;
+        }
+        if let Some(block) = core.cache.read(&id, *index, known_size).await {
+            known_size = Some(block.object_size);
+            flight.start(Source::Disk);
+            flight.set_object_size(block.object_size);
+            flight.push(block.data);
+            flight.finish(Ok(()));
+            core.inflight.release(flight);
+            core.counters.hits.fetch_add(1, Ordering::Relaxed);
+            i += 1;
+            continue;
+        }
+        // Fetch this block with the following ones that have no file either, in one GET.
+        let following: Vec<u64> = blocks[i + 1..]
+            .iter()
+            .zip(1..)
+            .take_while(|((ix, _), k)| *ix == index + k)
+            .map(|((ix, _), _)| *ix)
+            .collect();
+        let n = 1 + core.cache.count_absent(&id, following).await;
+        if let Some(size) = fetch(&core, &id, &blocks[i..i + n], known_size).await {
+            known_size = Some(size);
+        }
+        i += n;
+    }
+}
+
+/// Fetches the consecutive blocks `run` with one GET; returns the object size if it answered.
+async fn fetch<C: ObjectClient>(
+    core: &Arc<Core<C>>,
+    id: &Arc<ObjectId>,
+    run: &[(u64, Arc<Flight>)],
+    known_size: Option<u64>,
+) -> Option<u64> {
+    let block_size = core.cache.block_size();
+    let start = run[0].0 * block_size;
+    let mut end = (run[run.len() - 1].0 + 1) * block_size;
+    if let Some(size) = known_size {
+        end = end.min(size);
+    }
+    for (_, f) in run {
+        f.start(Source::Fetch);
+    }
+    let response = match core.inner.get_object(id.key(), start..end, Some(id.etag())).await {
+        Ok(r) => r,
+        Err(e) => {
+            core.fail(run, FlightError::Client(e));
+            return None;
+        }
+    };
+    if response.etag != *id.etag() {
+        // A server that ignored If-Match: these bytes are another version.
+        let e = ClientError::new(ClientErrorKind::PreconditionFailed, "GetObject", "the object changed");
+        core.fail(run, FlightError::Client(e));
+        return None;
+    }
+    let size = response.object_size;
+    for (_, f) in run {
+        f.set_object_size(size);
+    }
+    let expected_end = end.min(size);
+    let mut body = response.body;
+    let (mut at, mut k) = (start, 0usize);
+    let failure = loop {
+        let mut chunk = match body.next().await {
+            None if at == expected_end => break None,
+            None => break Some(format!("GET body for {start}..{expected_end} ended at byte {at}")),
+            Some(Err(e)) => {
+                core.fail(&run[k..], FlightError::Client(e));
+                return Some(size);
+            }
+            Some(Ok(chunk)) => chunk,
+        };
+        if chunk.len() as u64 > expected_end - at {
+            break Some(format!("GET body for {start}..{expected_end} runs past its end"));
+        }
+        core.counters.bytes_fetched.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        while !chunk.is_empty() {
+            let (index, flight) = &run[k];
+            let block_end = ((index + 1) * block_size).min(size);
+            let take = chunk.len().min((block_end - at) as usize);
+            flight.push(chunk.split_to(take));
+            at += take as u64;
+            if at == block_end {
+                // Queued before it is finished, so a reader that saw it finish and then waits
+                // for the cache to be flushed waits for this write too.
+                core.store(id, *index, size, flight);
+                flight.finish(Ok(()));
+                core.counters.misses.fetch_add(1, Ordering::Relaxed);
+                k += 1;
+            }
+        }
+        // Stop only between blocks: a started block is finished and stored, never fetched twice.
+        if k < run.len() && at == run[k].0 * block_size && unwanted(&run[k..]) {
+            // Dropping the body cancels the GET.
+            core.fail(&run[k..], FlightError::Cancelled);
+            return Some(size);
+        }
+    };
+    match failure {
+        Some(message) => {
+            let e = ClientError::new(ClientErrorKind::Transient, "GetObject", message);
+            core.fail(&run[k..], FlightError::Client(e));
+        }
+        // Blocks past the end of the object (a range beyond it) have nothing to deliver.
+        None => {
+            for (_, f) in &run[k..] {
+                f.finish(Ok(()));
+                core.inflight.release(f);
+            }
+        }
+    }
+    Some(size)
+}
+
+fn to_client_error(e: FlightError) -> ClientError {
+    match e {
+        FlightError::Client(e) => e,
+        FlightError::Cancelled => {
+            ClientError::new(ClientErrorKind::Transient, "GetObject", "cached read abandoned by its producer")
+        }
+    }
+}
+
+/// The body of one cached GET: the bytes `pos..end` of the object, block after block.
+struct Body<C> {
+    core: Arc<Core<C>>,
+    id: Arc<ObjectId>,
+    /// Claimed blocks from the one holding `pos` on.
+    flights: VecDeque<(u64, Arc<Flight>)>,
+    pos: u64,
+    end: u64,
+    /// Object size from the first block; `None` until known.
+    size: Option<u64>,
+    /// First block not claimed yet, and one past the last block of the range.
+    claimed_to: u64,
+    last: u64,
+    reclaims: u32,
+}
+
+impl<C: ObjectClient> Body<C> {
+    fn block_size(&self) -> u64 {
+        self.core.cache.block_size()
+    }
+
+    /// Keeps up to two segments claimed ahead of the reader.
+    fn claim_ahead(&mut self) {
+        let front = self.pos / self.block_size();
+        if self.claimed_to < self.last && self.claimed_to - front <= SEGMENT_BLOCKS {
+            let to = (self.claimed_to + SEGMENT_BLOCKS).min(self.last);
+            self.flights.extend(self.core.claim(&self.id, self.claimed_to..to));
+            self.claimed_to = to;
+        }
+    }
+
+    /// After a producer gave up on a block this request still wants: claim what is left again.
+    fn reclaim(&mut self) -> Result<(), ClientError> {
+        self.reclaims += 1;
+        if self.reclaims > MAX_RECLAIMS {
+            return Err(to_client_error(FlightError::Cancelled));
+        }
+        let from = self.pos / self.block_size();
+        self.flights = self.core.claim(&self.id, from..self.claimed_to).into();
+        Ok(())
+    }
+
+    /// Waits for the object size, from the first block.
+    async fn object_size(&mut self) -> Result<u64, ClientError> {
+        loop {
+            self.claim_ahead();
+            let Some((_, first)) = self.flights.front() else {
+                return Err(to_client_error(FlightError::Cancelled));
+            };
+            match first.object_size().await {
+                Ok(size) => return Ok(size),
+                Err(FlightError::Cancelled) => self.reclaim()?,
+                Err(e) => return Err(to_client_error(e)),
+            }
+        }
+    }
+
+    async fn next(mut self) -> Option<(Result<Bytes, ClientError>, Self)> {
+        loop {
+            if self.pos >= self.end {
+                return None;
+            }
+            self.claim_ahead();
+            let bs = self.block_size();
+            let (index, flight) = self.flights.front().cloned()?;
+            let block_start = index * bs;
+            let local_end = self.end.min(block_start + bs) - block_start;
+            let read = flight.read_at(self.pos - block_start, local_end).await;
+            let result = match read {
+                Ok(_) if flight.known_size() != self.size => Err(ClientError::new(
+                    ClientErrorKind::PreconditionFailed,
+                    "GetObject",
+                    format!("cached blocks of {:?} disagree on its size", self.id.key()),
+                )),
+                Ok(chunk) => Ok(chunk),
+                Err(FlightError::Cancelled) => match self.reclaim() {
+                    Ok(()) => continue,
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(to_client_error(e)),
+            };
+            return match result {
+                Ok(chunk) => {
+                    self.pos += chunk.len() as u64;
+                    if self.pos == block_start + local_end {
+                        self.flights.pop_front();
+                    }
+                    if flight.source() == Some(Source::Disk) {
+                        self.core.counters.bytes_from_cache.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    }
+                    Some((Ok(chunk), self))
+                }
+                Err(e) => {
+                    // The stream ends after its error.
+                    self.pos = self.end;
+                    self.flights.clear();
+                    Some((Err(e), self))
+                }
+            };
+        }
+    }
+}
+
+fn invalid_range(range: &Range<u64>, size: u64) -> ClientError {
+    ClientError {
+        code: Some("InvalidRange".into()),
+        status: Some(416),
+        ..ClientError::new(ClientErrorKind::InvalidRange, "GetObject", format!("range {range:?} of {size} bytes"))
+    }
+}
+
+#[async_trait]
+impl<C: ObjectClient> ObjectClient for CachingClient<C> {
+    fn bucket(&self) -> &str {
+        self.core.inner.bucket()
+    }
+
+    async fn head_object(&self, key: &str) -> Result<ObjectMeta, ClientError> {
+        self.core.inner.head_object(key).await
+    }
+
+    async fn get_object(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        if_match: Option<&ETag>,
+    ) -> Result<GetObjectResponse, ClientError> {
+        let core = &self.core;
+        // Without If-Match the caller did not pin a version, so no block can be trusted for it.
+        let Some(etag) = if_match.filter(|_| core.cache.is_enabled() && range.start < range.end) else {
+            return core.inner.get_object(key, range, if_match).await;
+        };
+        let bs = core.cache.block_size();
+        let id = Arc::new(ObjectId::new(self.bucket(), key, etag, bs));
+        let first = range.start / bs;
+        let mut body = Body {
+            core: core.clone(),
+            id,
+            flights: VecDeque::new(),
+            pos: range.start,
+            end: range.end,
+            size: None,
+            claimed_to: first,
+            last: (range.end - 1) / bs + 1,
+            reclaims: 0,
+        };
+        let size = body.object_size().await?;
+        if range.start >= size {
+            return Err(invalid_range(&range, size));
+        }
+        body.size = Some(size);
+        body.end = range.end.min(size);
+        body.last = body.last.min(size.div_ceil(bs));
+        let stream = futures::stream::unfold(body, Body::next);
+        Ok(GetObjectResponse { etag: etag.clone(), object_size: size, body: Box::pin(stream) })
+    }
+
+    async fn list_objects(&self, request: &ListRequest) -> Result<ListPage, ClientError> {
+        self.core.inner.list_objects(request).await
+    }
+
+    async fn put_object(&self, key: &str, body: Bytes, options: &PutOptions) -> Result<PutResult, ClientError> {
+        self.core.inner.put_object(key, body, options).await
+    }
+
+    async fn create_multipart_upload(&self, key: &str, options: &PutOptions) -> Result<String, ClientError> {
+        self.core.inner.create_multipart_upload(key, options).await
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        body: Bytes,
+        options: &PutOptions,
+    ) -> Result<UploadedPart, ClientError> {
+        self.core.inner.upload_part(key, upload_id, part_number, body, options).await
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[UploadedPart],
+        options: &PutOptions,
+    ) -> Result<PutResult, ClientError> {
+        self.core.inner.complete_multipart_upload(key, upload_id, parts, options).await
+    }
+
+    async fn abort_multipart_upload(&self, key: &str, upload_id: &str) -> Result<(), ClientError> {
+        self.core.inner.abort_multipart_upload(key, upload_id).await
+    }
+
+    async fn delete_object(&self, key: &str) -> Result<(), ClientError> {
+        self.core.inner.delete_object(key).await
+    }
+
+    async fn copy_object(&self, source_key: &str, dest_key: &str) -> Result<PutResult, ClientError> {
+        self.core.inner.copy_object(source_key, dest_key).await
+    }
+}

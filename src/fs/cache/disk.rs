@@ -1,0 +1,445 @@
+//! [`DiskBlockCache`]: the block store on disk, one per mount, any number per directory.
+//!
+//! Reads and writes here are blocking file I/O: the async side calls them through
+//! `spawn_blocking` ([`DiskBlockCache::read`], [`DiskBlockCache::queue_write`]). A read opens
+//! the block file, reads it whole (at most one block plus its header), validates it (see
+//! `format.rs`), refreshes its mtime and LRU position, and returns the data; an invalid file is
+//! removed. A write goes to a `.tmp-*` file (0600) in the block's directory, then, under the
+//! usage lock: skip if the block is already there (another mount stored it), make room, count,
+//! rename. Any failure is logged (the first at warn) and counted; the caller never sees it.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use super::evict::{Index, Limit, make_room, tick};
+use super::format::{self, BlockName, Expected, ObjectId, ValidBlock};
+use super::usage::Usage;
+use super::{CacheError, CacheStats, DiskCacheConfig, MAX_BLOCK_SIZE};
+
+/// A cache with no candidate to evict rescans the directory at most this often.
+const RESCAN_EVERY: Duration = Duration::from_secs(2);
+
+/// Temp file names are unique in the process across caches, and carry the pid across processes.
+static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub blocks_written: AtomicU64,
+    pub evictions: AtomicU64,
+    pub invalid_blocks: AtomicU64,
+    pub write_errors: AtomicU64,
+    pub writes_skipped: AtomicU64,
+    pub size_bytes: AtomicU64,
+}
+
+/// The disk block store. Share it as `Arc<DiskBlockCache>`.
+#[derive(Debug)]
+pub struct DiskBlockCache {
+    pub(super) config: DiskCacheConfig,
+    pub(super) limit: Limit,
+    /// `<dir>/mount-s3-cache`
+    pub(super) base: PathBuf,
+    /// `<base>/v1`, where blocks live.
+    pub(super) root: PathBuf,
+    /// `None`: caching is off (disabled, or the directory is unusable).
+    pub(super) usage: Option<Usage>,
+    pub(super) index: Mutex<Index>,
+    /// False while a wipe is pending (or failed): nothing is served or stored.
+    pub(super) usable: AtomicBool,
+    /// Set when startup is done. Shared with the startup thread (and `pending` with the write
+    /// tasks) so they can signal after letting go of the cache.
+    pub(super) ready: Arc<watch::Sender<bool>>,
+    pending: Arc<watch::Sender<u64>>,
+    pub(super) counters: Counters,
+    warned: AtomicBool,
+    last_rescan: Mutex<Option<Instant>>,
+}
+
+impl DiskBlockCache {
+    /// Opens the cache described by `config`. Only creates and checks directories: the index is
+    /// rebuilt (and a wipe done) in the background. A directory that cannot be used is logged
+    /// and leaves the cache off, so the mount still works, reading from S3.
+    pub fn open(config: DiskCacheConfig) -> Result<Arc<DiskBlockCache>, CacheError> {
+        if !(1..=MAX_BLOCK_SIZE).contains(&config.block_size) {
+            return Err(CacheError::InvalidBlockSize(config.block_size));
+        }
+        if !(0.0..=1.0).contains(&config.min_free_ratio) {
+            return Err(CacheError::InvalidFreeRatio(config.min_free_ratio.to_string()));
+        }
+        let base = config.dir.join("mount-s3-cache");
+        let root = base.join("v1");
+        let limit = match config.max_size {
+            Some(bytes) => Limit::Bytes(bytes),
+            None => Limit::KeepFree(config.min_free_ratio),
+        };
+        let usage = match config.max_size {
+            Some(0) => None,
+            _ => match prepare(&config.dir, &base, &root) {
+                Ok(usage) => Some(usage),
+                Err(e) => {
+                    tracing::warn!(dir = %base.display(), error = %e, "disk cache directory unusable; caching off");
+                    None
+                }
+            },
+        };
+        let enabled = usage.is_some();
+        let cache = Arc::new(DiskBlockCache {
+            usable: AtomicBool::new(enabled && !config.wipe_at_start),
+            config,
+            limit,
+            base,
+            root,
+            usage,
+            index: Mutex::default(),
+            ready: Arc::new(watch::Sender::new(!enabled)),
+            pending: Arc::new(watch::Sender::new(0)),
+            counters: Counters::default(),
+            warned: AtomicBool::new(false),
+            last_rescan: Mutex::new(None),
+        });
+        if enabled {
+            let (starting, ready) = (cache.clone(), cache.ready.clone());
+            let spawned = std::thread::Builder::new().name("cache-scan".into()).spawn(move || {
+                starting.startup();
+                drop(starting);
+                ready.send_replace(true);
+            });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "cache startup thread not started; cache not indexed");
+                cache.ready.send_replace(true);
+            }
+        }
+        Ok(cache)
+    }
+
+    /// Whether blocks may be served and stored at all (false when disabled or unusable).
+    pub fn is_enabled(&self) -> bool {
+        self.usage.is_some()
+    }
+
+    pub fn block_size(&self) -> u64 {
+        self.config.block_size
+    }
+
+    /// The file block `index` of `id` lives in (whether or not it exists).
+    pub fn block_path(&self, id: &ObjectId, index: u64) -> PathBuf {
+        self.root.join(id.block(index).path())
+    }
+
+    /// Waits until the startup scan (and wipe) is done.
+    pub async fn ready(&self) {
+        let _ = self.ready.subscribe().wait_for(|r| *r).await;
+    }
+
+    /// Waits until every queued block write is done.
+    pub async fn flush(&self) {
+        let _ = self.pending.subscribe().wait_for(|p| *p == 0).await;
+    }
+
+    /// The store's counters; the request counters are added by the caching client.
+    pub fn stats(&self) -> CacheStats {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CacheStats {
+            blocks_written: get(&c.blocks_written),
+            evictions: get(&c.evictions),
+            invalid_blocks: get(&c.invalid_blocks),
+            write_errors: get(&c.write_errors),
+            writes_skipped: get(&c.writes_skipped),
+            size_bytes: get(&c.size_bytes),
+            indexed_blocks: self.index.lock().unwrap().len() as u64,
+            ..CacheStats::default()
+        }
+    }
+
+    fn usable(&self) -> bool {
+        self.usable.load(Ordering::Acquire)
+    }
+
+    pub(super) fn saw_total(&self, total: u64) {
+        self.counters.size_bytes.store(total, Ordering::Relaxed);
+    }
+
+    /// Reads block `index` of `id` on a blocking thread; `None` on any miss.
+    pub async fn read(
+        self: &Arc<Self>,
+        id: &Arc<ObjectId>,
+        index: u64,
+        object_size: Option<u64>,
+    ) -> Option<ValidBlock> {
+        let (cache, id) = (self.clone(), id.clone());
+        tokio::task::spawn_blocking(move || cache.read_block(&id, index, object_size)).await.ok().flatten()
+    }
+
+    /// How many of `indexes` in a row have no block file, on a blocking thread.
+    pub async fn count_absent(self: &Arc<Self>, id: &Arc<ObjectId>, indexes: Vec<u64>) -> usize {
+        let (cache, id) = (self.clone(), id.clone());
+        let absent = move || indexes.iter().take_while(|i| !cache.block_path(&id, **i).exists()).count();
+        tokio::task::spawn_blocking(absent).await.unwrap_or(0)
+    }
+
+    /// Queues the write of a block on a blocking thread and calls `then` when it is done. The
+    /// block is not stored (and `then` is called at once) if the cache is off or more than
+    /// `max_pending_writes` bytes are already queued.
+    pub fn queue_write(
+        self: &Arc<Self>,
+        id: &Arc<ObjectId>,
+        index: u64,
+        object_size: u64,
+        data: Vec<Bytes>,
+        then: impl FnOnce() + Send + 'static,
+    ) {
+        if !self.is_enabled() || !self.usable() {
+            return then();
+        }
+        let len: u64 = data.iter().map(|b| b.len() as u64).sum();
+        let mut queued = false;
+        self.pending.send_if_modified(|p| {
+            queued = *p == 0 || *p + len <= self.config.max_pending_writes;
+            if queued {
+                *p += len;
+            }
+            queued
+        });
+        if !queued {
+            self.counters.writes_skipped.fetch_add(1, Ordering::Relaxed);
+            return then();
+        }
+        let (cache, id, pending) = (self.clone(), id.clone(), self.pending.clone());
+        tokio::task::spawn_blocking(move || {
+            cache.write_block(&id, index, object_size, &data);
+            then();
+            drop(cache);
+            pending.send_modify(|p| *p -= len);
+        });
+    }
+
+    /// Reads and validates a block; removes it if invalid.
+    pub(crate) fn read_block(&self, id: &ObjectId, index: u64, object_size: Option<u64>) -> Option<ValidBlock> {
+        if !self.is_enabled() || !self.usable() {
+            return None;
+        }
+        let name = id.block(index);
+        let path = self.root.join(name.path());
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                tracing::debug!(path = %path.display(), error = %e, "cache block not readable");
+                return None;
+            }
+        };
+        let meta = file.metadata().ok()?;
+        let want = Expected { id, index, block_size: self.config.block_size, object_size };
+        let decoded = if meta.len() > format::file_len(id, self.config.block_size) {
+            Err(format::Invalid::Mismatch("file length"))
+        } else {
+            let mut buf = Vec::with_capacity(meta.len() as usize);
+            if let Err(e) = file.read_to_end(&mut buf) {
+                tracing::debug!(path = %path.display(), error = %e, "cache block read failed");
+                return None;
+            }
+            format::decode(buf, &want)
+        };
+        match decoded {
+            Ok(block) => {
+                let now = SystemTime::now();
+                // The mtime is the LRU order that survives restarts and that other mounts see.
+                let _ = file.set_modified(now);
+                self.index.lock().unwrap().touch(name, tick(now));
+                Some(block)
+            }
+            Err(why) => {
+                tracing::warn!(key = id.key(), index, path = %path.display(), reason = ?why,
+                    "invalid cache block removed; fetching it again");
+                self.counters.invalid_blocks.fetch_add(1, Ordering::Relaxed);
+                self.remove_invalid(&name, &path, &meta);
+                None
+            }
+        }
+    }
+
+    /// Removes an invalid block file, unless it was replaced since it was read.
+    fn remove_invalid(&self, name: &BlockName, path: &Path, read: &fs::Metadata) {
+        let Some(usage) = &self.usage else { return };
+        let Ok(mut guard) = usage.lock() else { return };
+        match fs::symlink_metadata(path) {
+            Ok(now) if (now.dev(), now.ino()) == (read.dev(), read.ino()) && fs::remove_file(path).is_ok() => {
+                guard.sub(now.len());
+            }
+            _ => {}
+        }
+        self.saw_total(guard.total());
+        drop(guard);
+        self.index.lock().unwrap().remove(name);
+    }
+
+    /// Stores a block whose bytes are `data` (exactly the block); failures are logged only.
+    pub(crate) fn write_block(&self, id: &ObjectId, index: u64, object_size: u64, data: &[Bytes]) {
+        let Some(usage) = &self.usage else { return };
+        if !self.usable() {
+            return;
+        }
+        let Some((offset, length)) = format::block_extent(index, self.config.block_size, object_size) else {
+            return;
+        };
+        if data.iter().map(|b| b.len() as u64).sum::<u64>() != length {
+            debug_assert!(false, "block {index} of {} has the wrong length", id.key());
+            return;
+        }
+        let file_len = format::file_len(id, length);
+        if matches!(self.limit, Limit::Bytes(max) if file_len > max) {
+            self.counters.writes_skipped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let name = id.block(index);
+        let dir = self.root.join(name.dir());
+        let path = self.root.join(name.path());
+        let header = format::encode_header(id, index, offset, length, object_size);
+        let mut parts: Vec<&[u8]> = vec![&header];
+        parts.extend(data.iter().map(|b| &b[..]));
+        let crc = format::checksum(parts.iter().copied());
+        parts.push(&crc);
+        let tmp = match write_temp(&dir, &parts) {
+            Ok(tmp) => tmp,
+            Err(e) => return self.write_failed(&path, e),
+        };
+        for attempt in 0..2 {
+            let mut guard = match usage.lock() {
+                Ok(g) => g,
+                Err(e) => {
+                    let _ = fs::remove_file(&tmp);
+                    return self.write_failed(&path, e);
+                }
+            };
+            if fs::symlink_metadata(&path).is_ok() {
+                // Another mount stored it first: counted once, by them.
+                drop(guard);
+                let _ = fs::remove_file(&tmp);
+                self.index.lock().unwrap().found(name, tick(SystemTime::now()));
+                return;
+            }
+            let room = make_room(&self.root, &self.limit, &self.index, &mut guard, file_len);
+            self.counters.evictions.fetch_add(room.evicted, Ordering::Relaxed);
+            if room.fits {
+                guard.add(file_len);
+                let renamed = fs::rename(&tmp, &path);
+                if renamed.is_err() {
+                    guard.sub(file_len);
+                }
+                self.saw_total(guard.total());
+                drop(guard);
+                return match renamed {
+                    Ok(()) => {
+                        self.index.lock().unwrap().touch(name, tick(SystemTime::now()));
+                        self.counters.blocks_written.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        let _ = fs::remove_file(&tmp);
+                        self.write_failed(&path, e)
+                    }
+                };
+            }
+            self.saw_total(guard.total());
+            drop(guard);
+            // Nothing of ours left to evict: learn what the other mounts stored, once.
+            if attempt > 0 || !self.may_rescan() {
+                break;
+            }
+            self.rescan();
+        }
+        let _ = fs::remove_file(&tmp);
+        self.counters.writes_skipped.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(key = id.key(), index, "no room in the cache for a block; not stored");
+    }
+
+    fn may_rescan(&self) -> bool {
+        if !*self.ready.borrow() {
+            return false;
+        }
+        let mut last = self.last_rescan.lock().unwrap();
+        if last.is_some_and(|t| t.elapsed() < RESCAN_EVERY) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
+    }
+
+    fn write_failed(&self, path: &Path, e: io::Error) {
+        self.counters.write_errors.fetch_add(1, Ordering::Relaxed);
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(path = %path.display(), error = %e,
+                "cannot write to the disk cache; reads go on from S3 (further failures logged at debug)");
+        } else {
+            tracing::debug!(path = %path.display(), error = %e, "cache write failed");
+        }
+    }
+}
+
+/// Creates the cache directories (0700) and checks they are ours: a directory someone else can
+/// write to could feed us blocks of their making (a CRC proves integrity, not origin). The
+/// `--cache` directory itself must not let others replace ours: owned by us or root, and not
+/// writable by others unless sticky (as `/tmp`).
+fn prepare(dir: &Path, base: &Path, root: &Path) -> io::Result<Usage> {
+    DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    let euid = nix::unistd::geteuid().as_raw();
+    let parent = fs::metadata(dir)?;
+    if ![0, euid].contains(&parent.uid()) || (parent.mode() & 0o022 != 0 && parent.mode() & 0o1000 == 0) {
+        return Err(io::Error::other(format!(
+            "{} lets other users replace the cache (uid {}, mode {:o}): use a directory owned by uid {euid} \
+             or root that only its owner can write to",
+            dir.display(),
+            parent.uid(),
+            parent.mode() & 0o7777
+        )));
+    }
+    for d in [base, root] {
+        match DirBuilder::new().mode(0o700).create(d) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
+        let meta = fs::symlink_metadata(d)?;
+        if !meta.is_dir() || meta.uid() != euid || meta.mode() & 0o077 != 0 {
+            return Err(io::Error::other(format!(
+                "{} must be a directory owned by uid {euid} with mode 0700 (it has uid {}, mode {:o})",
+                d.display(),
+                meta.uid(),
+                meta.mode() & 0o7777
+            )));
+        }
+    }
+    Usage::open(base)
+}
+
+/// Writes `parts` to a new temp file in `dir` (created if missing) and returns its path.
+fn write_temp(dir: &Path, parts: &[&[u8]]) -> io::Result<PathBuf> {
+    let mut attempt = 0;
+    loop {
+        DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        let seq = TMP_SEQ.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!(".tmp-{}-{seq}", std::process::id()));
+        match OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp) {
+            Ok(mut f) => {
+                let written = parts.iter().try_for_each(|p| f.write_all(p));
+                return match written {
+                    Ok(()) => Ok(tmp),
+                    Err(e) => {
+                        let _ = fs::remove_file(&tmp);
+                        Err(e)
+                    }
+                };
+            }
+            // An eviction removed the (empty) directory between our mkdir and open: once more.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && attempt == 0 => attempt += 1,
+            Err(e) => return Err(e),
+        }
+    }
+}

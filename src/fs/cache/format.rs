@@ -1,0 +1,350 @@
+//! Block identity and the block file format: what a block proves about itself.
+//!
+//! Identity: an [`ObjectId`] is one version of one object (bucket, key, ETag) at one block size;
+//! its SHA-256 (over length-prefixed fields, so no two identities share an input) names the
+//! directory of its blocks, and a block is that plus an index ([`BlockName`]). The key is never
+//! part of a path.
+//!
+//! File (little-endian): `MS3CACHE`, version u32, header length u32, object size u64, block
+//! index u64, offset u64, length u64, then bucket, key and ETag each as u32 length + bytes; then
+//! the data; then CRC32C (Castagnoli) of everything before it. [`decode`] accepts a file only if
+//! every field is what the reader asked for and consistent with the block geometry.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use crate::client::ETag;
+
+pub(crate) const MAGIC: [u8; 8] = *b"MS3CACHE";
+pub(crate) const FORMAT_VERSION: u32 = 1;
+/// Header bytes before the variable-length fields.
+const FIXED_HEADER: usize = 60;
+/// Bound on the header, so a damaged length cannot make a reader allocate much.
+pub(crate) const MAX_HEADER: usize = 1 << 20;
+const CRC_LEN: usize = 4;
+
+/// One object version, as the cache keys it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectId {
+    bucket: String,
+    key: String,
+    etag: ETag,
+    hash: [u8; 32],
+}
+
+impl ObjectId {
+    /// The identity of `key` at `etag` in `bucket`, cached in blocks of `block_size`.
+    pub fn new(bucket: &str, key: &str, etag: &ETag, block_size: u64) -> Self {
+        let mut h = Sha256::new();
+        h.update(b"mount-s3 cache\0");
+        h.update(FORMAT_VERSION.to_le_bytes());
+        h.update(block_size.to_le_bytes());
+        for field in [bucket.as_bytes(), key.as_bytes(), etag.as_str().as_bytes()] {
+            h.update((field.len() as u64).to_le_bytes());
+            h.update(field);
+        }
+        ObjectId { bucket: bucket.to_string(), key: key.to_string(), etag: etag.clone(), hash: h.finalize().into() }
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    pub fn etag(&self) -> &ETag {
+        &self.etag
+    }
+
+    /// The name of block `index` of this object.
+    pub(crate) fn block(&self, index: u64) -> BlockName {
+        BlockName { hash: self.hash, index }
+    }
+}
+
+/// Where a block lives: its object's hash and its index. Also the key of the LRU index and of
+/// the in-flight map (SHA-256 makes collisions between identities a non-issue).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct BlockName {
+    pub hash: [u8; 32],
+    pub index: u64,
+}
+
+impl BlockName {
+    /// `<hh>/<62 hex>`, the directory of the object's blocks, relative to the version root.
+    pub fn dir(&self) -> PathBuf {
+        let mut hex = String::with_capacity(64);
+        for b in self.hash {
+            let _ = write!(hex, "{b:02x}");
+        }
+        let (hh, rest) = hex.split_at(2);
+        [hh, rest].iter().collect()
+    }
+
+    /// `<hh>/<62 hex>/<index:010>`, relative to the version root.
+    pub fn path(&self) -> PathBuf {
+        self.dir().join(format!("{:010}", self.index))
+    }
+
+    /// Parses the three path components of a block file, as [`BlockName::path`] makes them.
+    pub fn parse(hh: &str, rest: &str, file: &str) -> Option<BlockName> {
+        if hh.len() != 2 || rest.len() != 62 || file.len() < 10 || !file.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let hex = format!("{hh}{rest}");
+        let mut hash = [0u8; 32];
+        for (i, out) in hash.iter_mut().enumerate() {
+            let pair = hex.get(2 * i..2 * i + 2)?;
+            if !pair.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+                return None;
+            }
+            *out = u8::from_str_radix(pair, 16).ok()?;
+        }
+        Some(BlockName { hash, index: file.parse().ok()? })
+    }
+}
+
+/// The geometry of block `index` of an object of `object_size` bytes: `(offset, length)`, or
+/// `None` if the object has no such block.
+pub(crate) fn block_extent(index: u64, block_size: u64, object_size: u64) -> Option<(u64, u64)> {
+    let offset = index.checked_mul(block_size)?;
+    (offset < object_size).then(|| (offset, block_size.min(object_size - offset)))
+}
+
+/// The header of block `index` of `id`, for a block of `length` bytes.
+pub(crate) fn encode_header(id: &ObjectId, index: u64, offset: u64, length: u64, object_size: u64) -> Vec<u8> {
+    let fields = [id.bucket.as_bytes(), id.key.as_bytes(), id.etag.as_str().as_bytes()];
+    let header_len = FIXED_HEADER + fields.iter().map(|f| f.len()).sum::<usize>();
+    let mut h = Vec::with_capacity(header_len);
+    h.extend_from_slice(&MAGIC);
+    h.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h.extend_from_slice(&(header_len as u32).to_le_bytes());
+    for n in [object_size, index, offset, length] {
+        h.extend_from_slice(&n.to_le_bytes());
+    }
+    for f in fields {
+        h.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        h.extend_from_slice(f);
+    }
+    debug_assert_eq!(h.len(), header_len);
+    h
+}
+
+/// Size of the file holding a block of `length` bytes of `id`.
+pub(crate) fn file_len(id: &ObjectId, length: u64) -> u64 {
+    (FIXED_HEADER + id.bucket.len() + id.key.len() + id.etag.as_str().len() + CRC_LEN) as u64 + length
+}
+
+/// The trailer of a block file whose header and data are `parts`.
+pub(crate) fn checksum<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> [u8; CRC_LEN] {
+    parts.into_iter().fold(0u32, crc32c::crc32c_append).to_le_bytes()
+}
+
+/// Why a block file was not served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Invalid {
+    /// Shorter than its header and trailer say.
+    Short,
+    Magic,
+    Version(u32),
+    /// A length field that cannot be right.
+    Header,
+    /// A field differs from what was asked for.
+    Mismatch(&'static str),
+    Checksum,
+}
+
+/// A block that passed every check.
+#[derive(Clone, Debug)]
+pub struct ValidBlock {
+    pub data: Bytes,
+    pub object_size: u64,
+}
+
+/// What a reader expects of a block file.
+pub(crate) struct Expected<'a> {
+    pub id: &'a ObjectId,
+    pub index: u64,
+    pub block_size: u64,
+    /// The object size, when the reader already knows it.
+    pub object_size: Option<u64>,
+}
+
+/// Validates a whole block file and returns its data (zero-copy).
+pub(crate) fn decode(file: Vec<u8>, want: &Expected<'_>) -> Result<ValidBlock, Invalid> {
+    let mut r = Reader { buf: &file, at: 0 };
+    if r.take(8).ok_or(Invalid::Short)? != MAGIC {
+        return Err(Invalid::Magic);
+    }
+    let version = r.u32().ok_or(Invalid::Short)?;
+    if version != FORMAT_VERSION {
+        return Err(Invalid::Version(version));
+    }
+    let header_len = r.u32().ok_or(Invalid::Short)? as usize;
+    if !(FIXED_HEADER..=MAX_HEADER).contains(&header_len) {
+        return Err(Invalid::Header);
+    }
+    let mut fixed = [0u64; 4];
+    for n in &mut fixed {
+        *n = r.u64().ok_or(Invalid::Short)?;
+    }
+    let [object_size, index, offset, length] = fixed;
+    let mut field = || -> Result<&[u8], Invalid> {
+        let n = r.u32().ok_or(Invalid::Short)? as usize;
+        if n > header_len {
+            return Err(Invalid::Header);
+        }
+        r.take(n).ok_or(Invalid::Short)
+    };
+    let (bucket, key, etag) = (field()?, field()?, field()?);
+    if r.at != header_len {
+        return Err(Invalid::Header);
+    }
+    if bucket != want.id.bucket.as_bytes() {
+        return Err(Invalid::Mismatch("bucket"));
+    }
+    if key != want.id.key.as_bytes() {
+        return Err(Invalid::Mismatch("key"));
+    }
+    if etag != want.id.etag.as_str().as_bytes() {
+        return Err(Invalid::Mismatch("etag"));
+    }
+    if index != want.index {
+        return Err(Invalid::Mismatch("index"));
+    }
+    if want.object_size.is_some_and(|s| s != object_size) {
+        return Err(Invalid::Mismatch("object size"));
+    }
+    let Some((want_offset, want_length)) = block_extent(index, want.block_size, object_size) else {
+        return Err(Invalid::Mismatch("offset"));
+    };
+    if offset != want_offset {
+        return Err(Invalid::Mismatch("offset"));
+    }
+    if length != want_length {
+        return Err(Invalid::Mismatch("length"));
+    }
+    let data_end = header_len as u64 + length;
+    if (file.len() as u64) < data_end + CRC_LEN as u64 {
+        return Err(Invalid::Short);
+    }
+    if file.len() as u64 != data_end + CRC_LEN as u64 {
+        return Err(Invalid::Mismatch("file length"));
+    }
+    let data_end = data_end as usize;
+    if checksum([&file[..data_end]]) != file[data_end..] {
+        return Err(Invalid::Checksum);
+    }
+    let data = Bytes::from(file).slice(header_len..data_end);
+    Ok(ValidBlock { data, object_size })
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let out = self.buf.get(self.at..self.at.checked_add(n)?)?;
+        self.at += n;
+        Some(out)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(key: &str) -> ObjectId {
+        ObjectId::new("bucket", key, &ETag::new("\"e1\""), 100)
+    }
+
+    fn file(id: &ObjectId, index: u64, object_size: u64) -> Vec<u8> {
+        let (offset, length) = block_extent(index, 100, object_size).unwrap();
+        let data: Vec<u8> = (offset..offset + length).map(|i| i as u8).collect();
+        let mut f = encode_header(id, index, offset, length, object_size);
+        let crc = checksum([&f[..], &data[..]]);
+        f.extend_from_slice(&data);
+        f.extend_from_slice(&crc);
+        assert_eq!(f.len() as u64, file_len(id, length));
+        f
+    }
+
+    fn want(id: &ObjectId, index: u64) -> Expected<'_> {
+        Expected { id, index, block_size: 100, object_size: None }
+    }
+
+    #[test]
+    fn a_good_block_round_trips_including_a_short_last_block() {
+        let k = id("a/b");
+        let b = decode(file(&k, 2, 250), &want(&k, 2)).unwrap();
+        assert_eq!((b.object_size, b.data.len()), (250, 50));
+        assert_eq!(b.data[0], 200);
+        assert_eq!(decode(file(&k, 1, 250), &want(&k, 1)).unwrap().data.len(), 100);
+    }
+
+    #[test]
+    fn every_mismatch_and_every_damage_is_rejected() {
+        let k = id("a/b");
+        let good = file(&k, 1, 250);
+        let other = id("a/c");
+        let other_etag = ObjectId::new("bucket", "a/b", &ETag::new("\"e2\""), 100);
+        let other_bucket = ObjectId::new("bucket2", "a/b", &ETag::new("\"e1\""), 100);
+        assert_eq!(decode(good.clone(), &want(&other, 1)).unwrap_err(), Invalid::Mismatch("key"));
+        assert_eq!(decode(good.clone(), &want(&other_etag, 1)).unwrap_err(), Invalid::Mismatch("etag"));
+        assert_eq!(decode(good.clone(), &want(&other_bucket, 1)).unwrap_err(), Invalid::Mismatch("bucket"));
+        assert_eq!(decode(good.clone(), &want(&k, 0)).unwrap_err(), Invalid::Mismatch("index"));
+        let sized = Expected { object_size: Some(251), ..want(&k, 1) };
+        assert_eq!(decode(good.clone(), &sized).unwrap_err(), Invalid::Mismatch("object size"));
+        let other_geometry = Expected { block_size: 50, ..want(&k, 1) };
+        assert!(decode(good.clone(), &other_geometry).is_err());
+        // Every single flipped byte anywhere in the file is caught.
+        for i in 0..good.len() {
+            let mut bad = good.clone();
+            bad[i] ^= 0x01;
+            assert!(decode(bad, &want(&k, 1)).is_err(), "flip at {i}");
+        }
+        // Every truncation, and trailing garbage.
+        for n in 0..good.len() {
+            assert!(decode(good[..n].to_vec(), &want(&k, 1)).is_err(), "truncated to {n}");
+        }
+        let mut long = good.clone();
+        long.push(0);
+        assert!(decode(long, &want(&k, 1)).is_err());
+        let mut version = good;
+        version[8] = 2;
+        assert_eq!(decode(version, &want(&k, 1)).unwrap_err(), Invalid::Version(2));
+    }
+
+    #[test]
+    fn identity_hash_separates_fields_and_block_sizes() {
+        let e = ETag::new("e");
+        let a = ObjectId::new("b", "ab", &e, 100).block(0);
+        assert_ne!(a, ObjectId::new("ba", "b", &e, 100).block(0), "length-prefixed fields");
+        assert_ne!(a, ObjectId::new("b", "ab", &e, 200).block(0), "block size is part of identity");
+        assert_ne!(a, ObjectId::new("b", "ab", &ETag::new("f"), 100).block(0));
+    }
+
+    #[test]
+    fn paths_are_hex_only_and_parse_back() {
+        for key in ["../../etc/passwd", "/abs", "a/../../b", &"k".repeat(5000), "\u{0}x"] {
+            let name = id(key).block(42);
+            let path = name.path();
+            let parts: Vec<&str> = path.iter().map(|c| c.to_str().unwrap()).collect();
+            assert_eq!(parts.len(), 3);
+            assert!(parts[..2].iter().all(|p| p.bytes().all(|b| b.is_ascii_hexdigit())));
+            assert_eq!(parts[2], "0000000042");
+            assert_eq!(BlockName::parse(parts[0], parts[1], parts[2]), Some(name));
+        }
+        assert_eq!(BlockName::parse("zz", &"0".repeat(62), "0000000001"), None);
+        assert_eq!(BlockName::parse("00", &"0".repeat(62), ".tmp-1"), None);
+    }
+}

@@ -1,0 +1,380 @@
+//! [`Upload`]: one new object, streamed to S3 while the application writes it.
+//!
+//! Writes must arrive in order from offset 0. Bytes collect in a buffer of `part_size`; each
+//! full buffer goes out as an UploadPart task while the writer continues, with at most
+//! `max_parts_in_flight` parts in the air (the writer waits for the oldest beyond that, so a
+//! writer holds at most `(max_parts_in_flight + 1) x part_size` bytes). The multipart upload is
+//! created only when the first part is full: an object smaller than one part is one PutObject.
+//! Every part buffer is reserved from the shared [`MemoryBudget`](crate::fs::memory::MemoryBudget)
+//! through the handle's consumer, whose floor is one part: a writer always progresses, and when
+//! memory is tight it waits for its earlier parts to reach S3 instead of growing the process.
+//! Completing sends the rest, waits for every part, checks each part's CRC32C as S3
+//! acknowledged it against the one computed here, and completes the upload (with
+//! `If-None-Match: *` for new objects, so a concurrent writer's object is never clobbered).
+//! Any failure aborts the multipart upload, so no parts are left behind, and the upload stays
+//! failed: no object appears.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::task::JoinHandle;
+
+use crate::client::memory::crc32c_base64;
+use crate::client::{ClientError, ClientErrorKind, ETag, ObjectClient, PutOptions, UploadedPart};
+use crate::fs::FsError;
+use crate::fs::memory::{Consumer, Reservation};
+
+/// S3's limit on parts in one multipart upload.
+pub const MAX_PARTS: u64 = 10_000;
+
+/// How an upload is cut and sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UploadConfig {
+    /// Bytes per part (`--write-part-size`).
+    pub part_size: u64,
+    /// Parts uploading at once per file.
+    pub max_parts_in_flight: usize,
+    /// Checksums, storage class, SSE, content type, and `If-None-Match: *` for new objects.
+    pub options: PutOptions,
+}
+
+/// The largest object `part_size` allows.
+pub fn max_object_size(part_size: u64) -> u64 {
+    part_size.saturating_mul(MAX_PARTS)
+}
+
+/// A completed upload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Uploaded {
+    pub etag: ETag,
+    pub size: u64,
+}
+
+struct Multipart {
+    upload_id: String,
+    next_part: u32,
+    in_flight: VecDeque<JoinHandle<Result<UploadedPart, ClientError>>>,
+    done: Vec<UploadedPart>,
+}
+
+/// One object being written. Not shareable: the caller serialises access (writes are ordered).
+pub struct Upload {
+    client: Arc<dyn ObjectClient>,
+    key: String,
+    config: UploadConfig,
+    next_offset: u64,
+    buffer: BytesMut,
+    /// Memory for `buffer`, taken when the buffer starts filling.
+    buffer_memory: Option<Reservation>,
+    memory: Consumer,
+    multipart: Option<Multipart>,
+    /// Set once anything failed; every later call returns the same errno.
+    failed: Option<i32>,
+}
+
+impl std::fmt::Debug for Upload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upload").field("key", &self.key).field("size", &self.next_offset).finish_non_exhaustive()
+    }
+}
+
+impl Upload {
+    /// A new upload of `key`; nothing is sent until a part is full or the upload completes.
+    /// `memory` should have a floor of at least one part.
+    pub fn new(client: Arc<dyn ObjectClient>, key: String, config: UploadConfig, memory: Consumer) -> Self {
+        Upload {
+            client,
+            key,
+            config,
+            next_offset: 0,
+            buffer: BytesMut::new(),
+            buffer_memory: None,
+            memory,
+            multipart: None,
+            failed: None,
+        }
+    }
+
+    /// Bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.next_offset
+    }
+
+    /// The key being written.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Appends `data` at `offset`, which must be the current end of the file.
+    pub async fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), FsError> {
+        if let Some(errno) = self.failed {
+            return Err(FsError::UploadFailed { key: self.key.clone(), errno });
+        }
+        if offset != self.next_offset {
+            let e = FsError::OutOfOrderWrite { key: self.key.clone(), offset, expected: self.next_offset };
+            self.fail(&e).await;
+            return Err(e);
+        }
+        let end = offset + data.len() as u64;
+        if end > max_object_size(self.config.part_size) {
+            let e = FsError::TooLarge { key: self.key.clone(), limit: max_object_size(self.config.part_size) };
+            self.fail(&e).await;
+            return Err(e);
+        }
+        let part_size = self.config.part_size as usize;
+        let mut rest = data;
+        while !rest.is_empty() {
+            if self.buffer_memory.is_none() {
+                self.buffer_memory = Some(self.memory.reserve(self.config.part_size).await);
+            }
+            if self.buffer.capacity() == 0 {
+                self.buffer.reserve(part_size.min(rest.len().max(64 * 1024)));
+            }
+            let take = (part_size - self.buffer.len()).min(rest.len());
+            self.buffer.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if self.buffer.len() == part_size {
+                let part = std::mem::take(&mut self.buffer).freeze();
+                let memory = self.buffer_memory.take();
+                if let Err(e) = self.send_part(part, memory).await {
+                    self.fail(&e).await;
+                    return Err(e);
+                }
+            }
+        }
+        self.next_offset = end;
+        Ok(())
+    }
+
+    /// Sends what is buffered and makes the object visible in S3.
+    pub async fn complete(&mut self) -> Result<Uploaded, FsError> {
+        if let Some(errno) = self.failed {
+            return Err(FsError::UploadFailed { key: self.key.clone(), errno });
+        }
+        let result = self.finish().await;
+        if let Err(e) = &result {
+            self.fail(e).await;
+        }
+        result
+    }
+
+    /// Gives up: aborts the multipart upload, if one was started. No object appears.
+    pub async fn abort(&mut self) {
+        if self.failed.is_none() {
+            self.failed = Some(libc::EIO);
+        }
+        if let Some(mpu) = self.multipart.take() {
+            for task in mpu.in_flight {
+                task.abort();
+            }
+            if let Err(e) = self.client.abort_multipart_upload(&self.key, &mpu.upload_id).await {
+                tracing::warn!(key = %self.key, upload_id = %mpu.upload_id, "could not abort multipart upload: {e}");
+            }
+        }
+    }
+
+    async fn fail(&mut self, e: &FsError) {
+        let errno = e.errno();
+        self.abort().await;
+        self.failed = Some(errno);
+        self.buffer = BytesMut::new();
+        self.buffer_memory = None;
+    }
+
+    async fn finish(&mut self) -> Result<Uploaded, FsError> {
+        let size = self.next_offset;
+        let rest = std::mem::take(&mut self.buffer).freeze();
+        let memory = self.buffer_memory.take();
+        if self.multipart.is_none() {
+            let put = self.client.put_object(&self.key, rest, &self.config.options).await;
+            drop(memory);
+            let put = put.map_err(|e| self.upload_error(e))?;
+            return Ok(Uploaded { etag: put.etag, size });
+        }
+        if !rest.is_empty() {
+            self.send_part(rest, memory).await?;
+        }
+        let mut mpu = self.multipart.take().expect("checked above");
+        let waited = Self::drain(&mut mpu, 0).await;
+        let upload_id = mpu.upload_id.clone();
+        self.multipart = Some(mpu);
+        waited.map_err(|e| self.upload_error(e))?;
+        let mpu = self.multipart.as_ref().expect("just put back");
+        let completed =
+            self.client.complete_multipart_upload(&self.key, &upload_id, &mpu.done, &self.config.options).await;
+        let put = completed.map_err(|e| self.upload_error(e))?;
+        self.multipart = None;
+        Ok(Uploaded { etag: put.etag, size })
+    }
+
+    async fn send_part(&mut self, part: Bytes, memory: Option<Reservation>) -> Result<(), FsError> {
+        if self.multipart.is_none() {
+            let created = self.client.create_multipart_upload(&self.key, &self.config.options).await;
+            let upload_id = created.map_err(|e| self.upload_error(e))?;
+            self.multipart = Some(Multipart { upload_id, next_part: 1, in_flight: VecDeque::new(), done: vec![] });
+        }
+        let max_in_flight = self.config.max_parts_in_flight.max(1);
+        let mut mpu = self.multipart.take().expect("created above");
+        let waited = Self::drain(&mut mpu, max_in_flight - 1).await;
+        if let Err(e) = waited {
+            self.multipart = Some(mpu);
+            return Err(self.upload_error(e));
+        }
+        let (client, key, options) = (self.client.clone(), self.key.clone(), self.config.options.clone());
+        let (upload_id, number) = (mpu.upload_id.clone(), mpu.next_part);
+        mpu.next_part += 1;
+        mpu.in_flight.push_back(tokio::spawn(async move {
+            let expected = options.checksum_crc32c.then(|| crc32c_base64(&part));
+            let uploaded = client.upload_part(&key, &upload_id, number, part, &options).await;
+            // The part's bytes are S3's now (or the upload failed): give the memory back.
+            drop(memory);
+            let uploaded = uploaded?;
+            match (&expected, &uploaded.checksum_crc32c) {
+                (Some(ours), Some(theirs)) if ours != theirs => Err(ClientError::new(
+                    ClientErrorKind::Other,
+                    "UploadPart",
+                    format!("part {number} checksum mismatch: sent CRC32C {ours}, S3 stored {theirs}"),
+                )),
+                _ => Ok(uploaded),
+            }
+        }));
+        self.multipart = Some(mpu);
+        Ok(())
+    }
+
+    /// Waits until at most `keep` parts are in flight.
+    async fn drain(mpu: &mut Multipart, keep: usize) -> Result<(), ClientError> {
+        while mpu.in_flight.len() > keep {
+            let task = mpu.in_flight.pop_front().expect("non-empty");
+            let part = task.await.map_err(|e| {
+                ClientError::new(ClientErrorKind::Transient, "UploadPart", format!("upload task failed: {e}"))
+            })??;
+            mpu.done.push(part);
+        }
+        Ok(())
+    }
+
+    fn upload_error(&self, e: ClientError) -> FsError {
+        if e.kind == ClientErrorKind::PreconditionFailed {
+            FsError::AlreadyExists { key: self.key.clone() }
+        } else {
+            FsError::client("upload", self.key.clone(), e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::S3Operation;
+    use crate::client::memory::InMemoryClient;
+    use crate::fs::memory::MemoryBudget;
+
+    fn upload(c: &Arc<InMemoryClient>, key: &str, part: u64) -> Upload {
+        Upload::new(c.clone(), key.into(), config(part), MemoryBudget::new(1 << 30).consumer(part))
+    }
+
+    fn config(part: u64) -> UploadConfig {
+        UploadConfig {
+            part_size: part,
+            max_parts_in_flight: 2,
+            options: PutOptions { if_none_match_any: true, checksum_crc32c: true, ..PutOptions::default() },
+        }
+    }
+
+    async fn write_all(u: &mut Upload, data: &[u8], chunk: usize) {
+        for (i, c) in data.chunks(chunk).enumerate() {
+            u.write((i * chunk) as u64, c).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn small_objects_are_one_put_large_ones_a_multipart_upload() {
+        let c = Arc::new(InMemoryClient::new("b"));
+        let data: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        for (len, puts, parts) in [(0usize, 1, 0), (999, 1, 0), (1000, 0, 1), (1001, 0, 2), (100_000, 0, 100)] {
+            c.reset_counts();
+            let key = format!("k{len}");
+            let mut u = upload(&c, &key, 1000);
+            write_all(&mut u, &data[..len], 333).await;
+            let done = u.complete().await.unwrap();
+            assert_eq!(done.size, len as u64);
+            assert_eq!(c.object_bytes(&key).unwrap(), &data[..len], "{len}");
+            assert_eq!(c.count(S3Operation::PutObject), puts, "{len}");
+            assert_eq!(c.count(S3Operation::UploadPart), parts, "{len}");
+            assert_eq!(c.count(S3Operation::CompleteMultipartUpload), u64::from(parts > 0));
+        }
+        assert_eq!(c.pending_uploads(), 0);
+    }
+
+    #[tokio::test]
+    async fn out_of_order_writes_fail_abort_and_stay_failed() {
+        let c = Arc::new(InMemoryClient::new("b"));
+        let mut u = upload(&c, "k", 10);
+        u.write(0, &[1; 25]).await.unwrap();
+        assert_eq!(c.pending_uploads(), 1);
+        assert_eq!(u.write(30, &[1]).await.unwrap_err().errno(), libc::EINVAL);
+        assert_eq!(c.pending_uploads(), 0, "aborted");
+        assert_eq!(u.write(25, &[1]).await.unwrap_err().errno(), libc::EINVAL, "same errno later");
+        assert_eq!(u.complete().await.unwrap_err().errno(), libc::EINVAL);
+        assert!(c.object_bytes("k").is_none(), "no object appears");
+    }
+
+    #[tokio::test]
+    async fn objects_over_ten_thousand_parts_are_efbig() {
+        let c = Arc::new(InMemoryClient::new("b"));
+        let mut u = upload(&c, "k", 1);
+        write_all(&mut u, &[7; 10_000], 1000).await;
+        assert_eq!(u.write(10_000, &[1]).await.unwrap_err().errno(), libc::EFBIG);
+        assert_eq!(c.pending_uploads(), 0);
+        assert!(c.object_bytes("k").is_none());
+    }
+
+    #[tokio::test]
+    async fn an_existing_key_is_eexist_for_a_new_object() {
+        let c = Arc::new(InMemoryClient::new("b"));
+        c.insert("taken", "theirs");
+        for len in [5usize, 25] {
+            let mut u = upload(&c, "taken", 10);
+            write_all(&mut u, &vec![1; len], 10).await;
+            assert_eq!(u.complete().await.unwrap_err().errno(), libc::EEXIST, "{len}");
+            assert_eq!(c.object_bytes("taken").unwrap(), "theirs");
+        }
+        assert_eq!(c.pending_uploads(), 0);
+    }
+}
+
+#[cfg(test)]
+mod memory_tests {
+    use super::*;
+    use crate::client::memory::InMemoryClient;
+    use crate::fs::memory::MemoryBudget;
+
+    #[tokio::test]
+    async fn writers_stay_within_the_budget_plus_one_part_each() {
+        let c = Arc::new(InMemoryClient::new("b"));
+        let part = 1000u64;
+        let budget = MemoryBudget::new(2 * part);
+        let mut tasks = vec![];
+        for w in 0..4 {
+            let (c, budget) = (c.clone(), budget.clone());
+            tasks.push(tokio::spawn(async move {
+                let config = UploadConfig { part_size: part, max_parts_in_flight: 4, options: PutOptions::default() };
+                let mut u = Upload::new(c, format!("w{w}"), config, budget.consumer(part));
+                for i in 0..20u64 {
+                    u.write(i * 500, &[w as u8; 500]).await.unwrap();
+                }
+                u.complete().await.unwrap()
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap().size, 10_000);
+        }
+        assert!(budget.peak() <= 2 * part + 4 * part, "peak {} over budget + floors", budget.peak());
+        assert_eq!(budget.reserved(), 0, "everything given back");
+        for w in 0..4u8 {
+            assert_eq!(c.object_bytes(&format!("w{w}")).unwrap(), vec![w; 10_000]);
+        }
+    }
+}

@@ -1,0 +1,320 @@
+//! Operations that change the bucket: create, write, close, unlink, mkdir, rmdir, setattr.
+//!
+//! A file is either written or read through a handle, never both, and an inode has one writer
+//! or any number of readers. New files live only in this mount (visible in listings, with a
+//! growing size) until their upload completes; readers get EPERM until then. Completion
+//! happens at the first `flush` (close) from the process that opened the file, or at `fsync`;
+//! an empty file, or a close from another process (a child that inherited the fd), defers it to
+//! `release`, where errors can only be logged. Overwriting needs `--allow-overwrite` and
+//! `O_TRUNC`; deleting needs `--allow-delete`. Directories made by `mkdir` are local until a
+//! file is written inside them (S3 has no empty directories).
+
+use std::ffi::OsStr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::client::{ListRequest, PutOptions};
+use crate::fs::inode::names::parse_name;
+use crate::fs::inode::{Inode, InodeKind, LocalState, RemoteEntry};
+use crate::fs::upload::{Upload, UploadConfig, Uploaded};
+use crate::fs::{Entry, FsError, Handle, Opened, S3Filesystem};
+
+/// The write side of one open file.
+pub(crate) struct WriteHandle {
+    pub(crate) ino: u64,
+    /// The process that opened the file: its close completes the upload.
+    pub(crate) pid: u32,
+    pub(crate) state: tokio::sync::Mutex<WriteState>,
+    /// Set once the inode's writer claim was given back (at completion, or at release).
+    pub(crate) unclaimed: std::sync::atomic::AtomicBool,
+}
+
+pub(crate) enum WriteState {
+    Writing(Box<Upload>),
+    /// Completed (or failed, with the errno every later call returns).
+    Done(Result<Uploaded, i32>),
+}
+
+/// What a setattr asks to change.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SetAttr {
+    pub mode: bool,
+    pub owner: bool,
+    pub size: Option<u64>,
+    pub mtime: Option<SystemTime>,
+    pub atime: Option<SystemTime>,
+}
+
+impl S3Filesystem {
+    /// The options for uploading `key`; `new` objects must not exist yet in S3.
+    fn upload_config(&self, key: &str, new: bool) -> UploadConfig {
+        let c = &self.config;
+        let content_type =
+            c.infer_content_type.then(|| mime_guess::from_path(key).first().map(|m| m.essence_str().to_string()));
+        UploadConfig {
+            part_size: c.write_part_size,
+            max_parts_in_flight: c.max_parts_in_flight,
+            options: PutOptions {
+                if_none_match_any: new,
+                storage_class: c.storage_class.clone(),
+                content_type: content_type.flatten(),
+                sse: c.sse.clone(),
+                sse_kms_key_id: c.sse_kms_key_id.clone(),
+                checksum_crc32c: c.upload_checksums,
+            },
+        }
+    }
+
+    /// Fails with `AlreadyExists` if `name` exists in `parent`, locally or in S3.
+    async fn ensure_absent(&self, dir: &Inode, name: &str) -> Result<(), FsError> {
+        let key = format!("{}{}", dir.key, name);
+        if self.inodes.local_child(dir.ino, name).is_some() || self.resolve(&dir.key, name).await?.is_some() {
+            return Err(FsError::AlreadyExists { key });
+        }
+        Ok(())
+    }
+
+    fn writable_dir(&self, parent: u64, name: &OsStr) -> Result<(Inode, String), FsError> {
+        let name = parse_name(name)?.to_string();
+        let dir = self.inodes.get(parent)?;
+        if dir.kind != InodeKind::Directory {
+            return Err(FsError::NotADirectory(parent));
+        }
+        Ok((dir, name))
+    }
+
+    /// mknod: a new, empty regular file, local until written and closed.
+    pub async fn mknod(&self, parent: u64, name: &OsStr, mode: u32) -> Result<Entry, FsError> {
+        if mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(FsError::NotSupported("creating special files (only regular files)"));
+        }
+        let (dir, name) = self.writable_dir(parent, name)?;
+        self.ensure_absent(&dir, &name).await?;
+        let inode = self.inodes.create_local(parent, &name, InodeKind::File, self.ttl(InodeKind::File))?;
+        Ok(self.entry(&inode))
+    }
+
+    /// create: mknod and open for writing in one step.
+    pub async fn create(&self, parent: u64, name: &OsStr, mode: u32, pid: u32) -> Result<(Entry, Opened), FsError> {
+        let entry = self.mknod(parent, name, mode | libc::S_IFREG).await?;
+        let opened = self.open_for_write(entry.attr.ino, pid, true)?;
+        Ok((entry, opened))
+    }
+
+    /// Starts the upload of inode `ino` on a new write handle.
+    pub(crate) fn open_for_write(&self, ino: u64, pid: u32, new: bool) -> Result<Opened, FsError> {
+        let inode = self.inodes.get(ino)?;
+        self.claim_writer(&inode)?;
+        let config = self.upload_config(&inode.key, new);
+        let memory = self.memory_budget().consumer(config.part_size);
+        let upload = Upload::new(self.client.clone(), inode.key.clone(), config, memory);
+        let handle = WriteHandle {
+            ino,
+            pid,
+            state: tokio::sync::Mutex::new(WriteState::Writing(Box::new(upload))),
+            unclaimed: std::sync::atomic::AtomicBool::new(false),
+        };
+        Ok(Opened { fh: self.add_handle(Handle::Write(Arc::new(handle))), direct_io: false })
+    }
+
+    /// Opens an existing remote file for writing: only to replace it, with `O_TRUNC` and
+    /// `--allow-overwrite`.
+    pub(crate) fn open_overwrite(&self, inode: &Inode, flags: i32, pid: u32) -> Result<Opened, FsError> {
+        if !self.config.allow_overwrite {
+            return Err(FsError::PermissionDenied(format!(
+                "{:?} exists and overwriting is disabled; use the --allow-overwrite mount option to enable it",
+                inode.key
+            )));
+        }
+        if flags & libc::O_TRUNC == 0 {
+            return Err(FsError::PermissionDenied(format!(
+                "{:?} can only be replaced as a whole: open it with O_TRUNC",
+                inode.key
+            )));
+        }
+        self.check_no_readers(inode)?;
+        self.inodes.start_overwrite(inode.ino)?;
+        self.open_for_write(inode.ino, pid, false)
+    }
+
+    /// Appends `data` at `offset` to write handle `fh`; returns the bytes written.
+    pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32, FsError> {
+        let handle = self.write_handle(fh)?;
+        let mut state = handle.state.lock().await;
+        let WriteState::Writing(upload) = &mut *state else {
+            let key = self.inodes.get(handle.ino).map(|i| i.key).unwrap_or_default();
+            return Err(FsError::AlreadyCommitted { key });
+        };
+        let written = upload.write(offset, data).await;
+        let size = upload.size();
+        if written.is_err() {
+            let failed = upload.complete().await.map_err(|e| e.errno());
+            self.finish_upload(handle.ino, &failed);
+            *state = WriteState::Done(failed);
+            self.unclaim_writer(&handle);
+        } else {
+            let _ = self.inodes.update(handle.ino, |i| i.stat.size = size);
+        }
+        written.map(|()| data.len() as u32)
+    }
+
+    /// Completes the upload behind `handle`, once; later calls return the same result.
+    pub(crate) async fn complete(&self, handle: &WriteHandle) -> Result<(), FsError> {
+        let mut state = handle.state.lock().await;
+        match &mut *state {
+            WriteState::Writing(upload) => {
+                let result = upload.complete().await;
+                let done = result.as_ref().map(Clone::clone).map_err(FsError::errno);
+                self.finish_upload(handle.ino, &done);
+                *state = WriteState::Done(done);
+                // Nothing more can be written: readers may open the file as soon as close()
+                // returns, before the kernel's (asynchronous) release arrives.
+                self.unclaim_writer(handle);
+                result.map(|_| ())
+            }
+            WriteState::Done(Ok(_)) => Ok(()),
+            WriteState::Done(Err(errno)) => {
+                let key = self.inodes.get(handle.ino).map(|i| i.key).unwrap_or_default();
+                Err(FsError::UploadFailed { key, errno: *errno })
+            }
+        }
+    }
+
+    /// Gives back the inode's writer claim, once.
+    pub(crate) fn unclaim_writer(&self, handle: &WriteHandle) {
+        if !handle.unclaimed.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            self.release_claim(handle.ino, true);
+        }
+    }
+
+    fn finish_upload(&self, ino: u64, result: &Result<Uploaded, i32>) {
+        match result {
+            Ok(done) => {
+                self.inodes.finish_local_file(ino, done.etag.clone(), done.size, self.ttl(InodeKind::File));
+                if let Ok(inode) = self.inodes.get(ino) {
+                    let entry = RemoteEntry {
+                        kind: InodeKind::File,
+                        size: done.size,
+                        mtime: inode.stat.mtime,
+                        etag: Some(done.etag.clone()),
+                        storage_class: None,
+                    };
+                    self.meta.created(Self::parent_key(&inode), &inode.name, &entry);
+                }
+            }
+            // Nothing reached S3: forget the local file (an overwritten object is unchanged).
+            Err(_) => self.inodes.abandon_local(ino),
+        }
+    }
+
+    /// close(): completes the upload if `pid` opened the file and wrote something.
+    pub async fn flush(&self, fh: u64, pid: u32) -> Result<(), FsError> {
+        let Some(Handle::Write(handle)) = self.handle(fh) else { return Ok(()) };
+        let wrote = match &*handle.state.lock().await {
+            WriteState::Writing(upload) => upload.size() > 0,
+            WriteState::Done(_) => true,
+        };
+        if handle.pid == pid && wrote { self.complete(&handle).await } else { Ok(()) }
+    }
+
+    /// fsync(): completes the upload; no writes after it.
+    pub async fn fsync(&self, fh: u64) -> Result<(), FsError> {
+        match self.handle(fh) {
+            Some(Handle::Write(handle)) => self.complete(&handle).await,
+            Some(Handle::Read { .. }) => Ok(()),
+            None => Err(FsError::BadHandle(fh)),
+        }
+    }
+
+    /// unlink: DeleteObject, with `--allow-delete`.
+    pub async fn unlink(&self, parent: u64, name: &OsStr) -> Result<(), FsError> {
+        if !self.config.allow_delete {
+            return Err(FsError::PermissionDenied(
+                "Deletes are disabled. Use '--allow-delete' mount option to enable it.".to_string(),
+            ));
+        }
+        let (dir, name) = self.writable_dir(parent, name)?;
+        if let Some(local) = self.inodes.local_child(parent, &name) {
+            return Err(match local.kind {
+                InodeKind::Directory => FsError::IsADirectory(local.ino),
+                InodeKind::File => FsError::BeingWritten { key: local.key },
+            });
+        }
+        let key = format!("{}{}", dir.key, name);
+        match self.resolve(&dir.key, &name).await? {
+            None => Err(FsError::NotFound { parent, name }),
+            Some(e) if e.kind == InodeKind::Directory => Err(FsError::IsADirectory(parent)),
+            Some(_) => {
+                self.client.delete_object(&key).await.map_err(|e| FsError::client("delete", &key, e))?;
+                self.inodes.remove_name(parent, &name);
+                self.meta.removed(&dir.key, &name);
+                Ok(())
+            }
+        }
+    }
+
+    /// mkdir: a local directory, real in S3 once a file is written in it.
+    pub async fn mkdir(&self, parent: u64, name: &OsStr) -> Result<Entry, FsError> {
+        let (dir, name) = self.writable_dir(parent, name)?;
+        self.ensure_absent(&dir, &name).await?;
+        let inode = self.inodes.create_local(parent, &name, InodeKind::Directory, self.ttl(InodeKind::Directory))?;
+        Ok(self.entry(&inode))
+    }
+
+    /// rmdir: only empty directories made by mkdir; directories in S3 stay.
+    pub async fn rmdir(&self, parent: u64, name: &OsStr) -> Result<(), FsError> {
+        let (dir, name) = self.writable_dir(parent, name)?;
+        if let Some(local) = self.inodes.local_child(parent, &name) {
+            if local.kind != InodeKind::Directory {
+                return Err(FsError::NotADirectory(local.ino));
+            }
+            if self.inodes.has_local_children(local.ino) {
+                return Err(FsError::NotEmpty { key: local.key });
+            }
+            let request =
+                ListRequest { prefix: local.key.clone(), delimiter: None, continuation_token: None, max_keys: 1 };
+            let page = self.client.list_objects(&request).await.map_err(|e| FsError::client("list", &local.key, e))?;
+            if page.objects.is_empty() && page.common_prefixes.is_empty() {
+                self.inodes.abandon_local(local.ino);
+                return Ok(());
+            }
+        }
+        match self.resolve(&dir.key, &name).await? {
+            None => Err(FsError::NotFound { parent, name }),
+            Some(e) if e.kind == InodeKind::File => Err(FsError::NotADirectory(parent)),
+            Some(_) => Err(FsError::PermissionDenied(format!(
+                "cannot remove {:?}: the directory exists in S3 (delete its objects instead)",
+                format!("{}{}/", dir.key, name)
+            ))),
+        }
+    }
+
+    /// setattr: times of files being written can change; nothing of S3 objects can. Size and
+    /// mode changes on a file being written are ignored (as Mountpoint does).
+    pub async fn setattr(&self, ino: u64, change: SetAttr) -> Result<Entry, FsError> {
+        let inode = self.inodes.get(ino)?;
+        if inode.local == Some(LocalState::File) {
+            let inode = self.inodes.update(ino, |i| {
+                if let Some(t) = change.mtime {
+                    i.stat.mtime = t;
+                }
+            })?;
+            return Ok(self.entry(&inode));
+        }
+        let what = if change.mode {
+            "the mode"
+        } else if change.owner {
+            "the owner"
+        } else if change.size.is_some() {
+            "the size (use --allow-overwrite and open with O_TRUNC to replace an object)"
+        } else if change.mtime.is_some() || change.atime.is_some() {
+            "the times"
+        } else {
+            return self.getattr(ino).await;
+        };
+        Err(FsError::PermissionDenied(format!(
+            "cannot change {what} of {:?}: S3 objects have fixed attributes",
+            inode.key
+        )))
+    }
+}

@@ -143,6 +143,8 @@ fn a_changed_object_is_never_served_from_old_blocks_and_corrupt_blocks_are_refet
     let args = ["--metadata-ttl", "1", "--cache", cache_dir.to_str().unwrap()];
     let m = mount(&s3, &args);
     assert!(std::fs::read(m.path().join("data.bin")).unwrap() == one);
+    // Block files are written in the background; unmounting waits for them.
+    assert!(m.unmount().success());
 
     // Flip a byte in every block file on disk: each is detected, dropped and fetched again.
     let mut blocks = vec![];
@@ -164,7 +166,6 @@ fn a_changed_object_is_never_served_from_old_blocks_and_corrupt_blocks_are_refet
         bytes[i] ^= 0xff;
         std::fs::write(b, bytes).unwrap();
     }
-    drop(m);
     let m = mount(&s3, &args);
     s3.reset_counts();
     assert!(std::fs::read(m.path().join("data.bin")).unwrap() == one, "corrupt blocks are never served");

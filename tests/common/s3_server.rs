@@ -11,6 +11,9 @@
 //! `sdk_client()`) are not counted, so seeding a bucket never disturbs a test's assertions.
 //! Requests rejected before that point (bad signature, unknown route) are not counted either.
 //!
+//! One s3s-fs 0.14.1 answer is corrected to S3's: an unknown multipart upload id gets 404
+//! NoSuchUpload, not 403 AccessDenied (see [`no_such_upload`]).
+//!
 //! Known s3s-fs 0.14.1 limits (see /work/shared/TESTING.md): keys ending in `/` and a key `x`
 //! beside `x/y` do not work, conditional GET/HEAD are ignored, listings carry no ETags, and HEAD
 //! of a key that is an implicit directory (`a` when `a/b` exists) answers 500, not 404.
@@ -128,6 +131,7 @@ impl LocalS3 {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = oneshot::channel();
         let server_faults = faults.clone();
+        let root = Arc::new(dir.path().to_path_buf());
         let thread = std::thread::Builder::new()
             .name("local-s3".into())
             .spawn(move || {
@@ -140,7 +144,7 @@ impl LocalS3 {
                 let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).expect("bind 127.0.0.1:0");
                 let addr = listener.local_addr().expect("local addr");
                 ready_tx.send((addr, rt.handle().clone())).expect("report address");
-                rt.block_on(serve(listener, service, server_faults, stop_rx));
+                rt.block_on(serve(listener, service, server_faults, root, stop_rx));
                 rt.shutdown_timeout(Duration::from_secs(2));
             })
             .expect("server thread");
@@ -264,6 +268,19 @@ impl LocalS3 {
         self.dir.path()
     }
 
+    /// Multipart uploads created and neither completed nor aborted. s3s-fs has no
+    /// ListMultipartUploads; it keeps one `.upload-<id>.json` per open upload in its data dir.
+    pub fn pending_uploads(&self) -> usize {
+        let Ok(entries) = std::fs::read_dir(self.dir.path()) else { return 0 };
+        entries
+            .flatten()
+            .filter(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.starts_with(".upload-") && name.ends_with(".json")
+            })
+            .count()
+    }
+
     fn helper(&self) -> &HelperClient {
         self.helper.as_ref().expect("server running")
     }
@@ -303,7 +320,13 @@ impl TestS3 for LocalS3 {
     }
 }
 
-async fn serve(listener: TcpListener, service: S3Service, faults: Arc<Faults>, mut stop: oneshot::Receiver<()>) {
+async fn serve(
+    listener: TcpListener,
+    service: S3Service,
+    faults: Arc<Faults>,
+    root: Arc<std::path::PathBuf>,
+    mut stop: oneshot::Receiver<()>,
+) {
     loop {
         let socket = tokio::select! {
             _ = &mut stop => return,
@@ -316,9 +339,11 @@ async fn serve(listener: TcpListener, service: S3Service, faults: Arc<Faults>, m
             },
         };
         let _ = socket.set_nodelay(true);
-        let (service, faults) = (service.clone(), faults.clone());
+        let (service, faults, root) = (service.clone(), faults.clone(), root.clone());
         tokio::spawn(async move {
-            let handler = hyper::service::service_fn(move |request| handle(service.clone(), faults.clone(), request));
+            let handler = hyper::service::service_fn(move |request| {
+                handle(service.clone(), faults.clone(), root.clone(), request)
+            });
             let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(socket), handler).await;
         });
     }
@@ -327,10 +352,16 @@ async fn serve(listener: TcpListener, service: S3Service, faults: Arc<Faults>, m
 async fn handle(
     service: S3Service,
     faults: Arc<Faults>,
+    root: Arc<std::path::PathBuf>,
     request: hyper::Request<Incoming>,
 ) -> Result<HttpResponse, HttpError> {
     let is_get = request.method() == Method::GET;
+    let unknown_upload =
+        upload_id(request.uri().query()).is_some_and(|id| !root.join(format!(".upload-{id}.json")).exists());
     let response = hyper::service::Service::call(&service, request).await?;
+    if unknown_upload && response.status() == hyper::StatusCode::FORBIDDEN {
+        return Ok(no_such_upload());
+    }
     let keep = *faults.truncate_get_bodies.lock().unwrap();
     // Only a successful GetObject carries an ETag header on a GET.
     match keep {
@@ -339,6 +370,23 @@ async fn handle(
         }
         _ => Ok(response),
     }
+}
+
+/// The `uploadId` query parameter.
+fn upload_id(query: Option<&str>) -> Option<&str> {
+    query?.split('&').find_map(|p| p.strip_prefix("uploadId="))
+}
+
+/// S3's answer for an upload id that does not exist. s3s-fs 0.14.1 says 403 AccessDenied, which
+/// would make a retried Complete or Abort (after a lost response) look like a credentials
+/// problem; S3 says 404 NoSuchUpload, and so does this server.
+fn no_such_upload() -> HttpResponse {
+    let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>NoSuchUpload</Code>\
+                <Message>The specified upload does not exist.</Message></Error>";
+    let mut response = HttpResponse::new(Body::from(body.to_string()));
+    *response.status_mut() = hyper::StatusCode::NOT_FOUND;
+    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/xml"));
+    response
 }
 
 async fn truncate(response: HttpResponse, keep: usize) -> Result<HttpResponse, HttpError> {

@@ -82,11 +82,11 @@ fn serve(config: MountConfig, success_message: &str) -> Result<(), String> {
     let client: Arc<dyn ObjectClient> = Arc::new(RetryClient::new(client, retry));
 
     let fs = Arc::new(S3Filesystem::new(client, config.fs.clone()));
-    let adapter = FuseAdapter::new(fs, runtime.handle().clone());
+    let adapter = FuseAdapter::new(fs.clone(), runtime.handle().clone());
     let mut session = fuser::Session::new(adapter, &mount_point, &fuse_config(&config.fuse))
         .map_err(|e| format!("failed to mount at {}: {e}", mount_point.display()))?;
     raise_read_ahead(&mount_point);
-    install_signal_handlers(&runtime, session.unmount_callable(), mount_point.clone());
+    install_signal_handlers(&runtime, session.unmount_callable(), mount_point.clone(), fs.clone());
 
     info!("{success_message}");
     if daemon::is_child() {
@@ -96,6 +96,9 @@ fn serve(config: MountConfig, success_message: &str) -> Result<(), String> {
     }
     let result = session.run();
     info!("file system unmounted, shutting down");
+    // Normally every file was closed before the unmount; after a forced one (`umount -f`, an
+    // aborted connection) uploads may still be open: end them and say which.
+    runtime.block_on(shut_down(&fs));
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     result.map_err(|e| format!("FUSE session failed: {e}"))
 }
@@ -130,11 +133,29 @@ pub fn fuse_config(fuse: &FuseConfig) -> fuser::Config {
     config
 }
 
+/// Ends every upload ([`S3Filesystem::shutdown`]) and logs the outcome.
+async fn shut_down(fs: &S3Filesystem) {
+    let report = fs.shutdown().await;
+    if report != crate::fs::ShutdownReport::default() {
+        info!(
+            "shutdown: {} upload(s) completed, {} aborted ({}), {} file(s) open for reading",
+            report.completed.len(),
+            report.aborted.len(),
+            report.aborted.join(", "),
+            report.readers
+        );
+    }
+}
+
 /// SIGINT, SIGTERM and SIGHUP unmount the file system; the session then ends and we exit 0.
+/// If files are open the unmount is refused (EBUSY): then closes in progress finish, uploads
+/// still open are aborted (each logged), and the FUSE connection is aborted (`MNT_FORCE`), so
+/// the process ends instead of waiting for applications that may never close their files.
 fn install_signal_handlers(
     runtime: &tokio::runtime::Runtime,
     mut unmounter: fuser::SessionUnmounter,
     mount_point: PathBuf,
+    fs: Arc<S3Filesystem>,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
     runtime.spawn(async move {
@@ -150,11 +171,19 @@ fn install_signal_handlers(
             _ = hup.recv() => {}
         }
         info!("received interrupt signal, unmounting {}", mount_point.display());
-        if let Err(e) = unmounter.unmount() {
-            warn!("unmount failed ({e}); detaching the mount instead");
-            if let Err(e) = nix::mount::umount2(&mount_point, nix::mount::MntFlags::MNT_DETACH) {
-                error!("cannot unmount {}: {e}; run `umount {}`", mount_point.display(), mount_point.display());
-            }
+        let Err(e) = unmounter.unmount() else { return };
+        warn!(
+            "cannot unmount {} ({e}): files are open; finishing closes in progress, aborting uploads still open",
+            mount_point.display()
+        );
+        shut_down(&fs).await;
+        use nix::mount::{MntFlags, umount2};
+        // On FUSE, MNT_FORCE aborts the connection: open files fail with ENOTCONN and the
+        // session ends. The mount itself may stay busy: detach it.
+        if umount2(&mount_point, MntFlags::MNT_FORCE).is_err()
+            && let Err(e) = umount2(&mount_point, MntFlags::MNT_DETACH)
+        {
+            error!("cannot unmount {}: {e}; run `umount {}`", mount_point.display(), mount_point.display());
         }
     });
 }

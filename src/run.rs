@@ -77,7 +77,8 @@ fn serve(config: MountConfig, success_message: &str) -> Result<(), String> {
         // One attempt per SDK call: RetryClient owns the retry policy (AWS_MAX_ATTEMPTS).
         .block_on(AwsClient::new(&AwsClientConfig { max_attempts: 1, ..config.client.clone() }))
         .map_err(|e| format!("cannot create the S3 client: {}", mount_hint(&e, &config.client)))?;
-    runtime.block_on(client.probe_bucket(&config.prefix)).map_err(|e| mount_hint(&e, &config.client))?;
+    // The probe's error message is already the hint for the user.
+    runtime.block_on(client.probe_bucket(&config.prefix)).map_err(|e| e.message)?;
     let retry = RetryConfig { max_attempts: config.client.max_attempts.max(1), ..RetryConfig::default() };
     let client: Arc<dyn ObjectClient> = Arc::new(RetryClient::new(client, retry));
 

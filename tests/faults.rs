@@ -10,7 +10,7 @@ mod common;
 
 use std::process::Command;
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use common::data::{digest, digest_file, hex, pattern};
 use common::fault_proxy::{Fault, FaultProxy, Kinds, ProxyStats, RequestKind, When};
@@ -230,6 +230,47 @@ fn a_long_sequential_read_under_faults_returns_the_object_exactly() {
     assert_eq!(len, profile.sequential as u64);
     assert!(got == want, "WRONG DATA: sha256 {} instead of {}", hex(&got), hex(&want));
     assert!(stats.faults_named("Truncate") >= 2 && resumes >= 2, "bodies were cut short and resumed");
+}
+
+#[test]
+fn throttled_lookups_are_retried_and_never_become_enoent() {
+    let s3 = LocalS3::start();
+    s3.put("top.txt", b"top");
+    s3.put("dir/inner.txt", b"inner");
+    let proxy = FaultProxy::start(s3.addr, 1);
+    let m = mount(&s3, &proxy, &[("AWS_MAX_ATTEMPTS", "3")], &[]);
+    let errno = |path: &str| std::fs::metadata(m.path().join(path)).err().and_then(|e| e.raw_os_error());
+
+    // The first two HEADs and the first two LISTs are throttled: the third attempts succeed.
+    proxy.inject(Kinds::HEAD, When::First(2), vec![Fault::slow_down()]);
+    proxy.inject(Kinds::LIST, When::First(2), vec![Fault::slow_down()]);
+    assert_eq!(std::fs::metadata(m.path().join("top.txt")).expect("stat after throttling").len(), 3);
+    assert_eq!(proxy.stats().faults_named("SlowDown"), 4);
+    proxy.clear();
+
+    // Throttled for ever (or failing in other ways): EIO within the retry budget, never ENOENT,
+    // for a name that exists, one that does not, a directory, and a listing.
+    for fault in [Fault::slow_down(), Fault::internal_error(), Fault::Reset] {
+        proxy.inject(Kinds::HEAD | Kinds::LIST, When::Always, vec![fault.clone()]);
+        // Past the kernel's entry cache (100 ms for files, 1 s for directories).
+        std::thread::sleep(Duration::from_millis(1100));
+        for path in ["top.txt", "missing.txt", "dir", "dir/inner.txt"] {
+            let started = Instant::now();
+            assert_eq!(errno(path), Some(libc::EIO), "stat {path} under {fault:?}");
+            assert!(started.elapsed() < Duration::from_secs(10), "stat {path} took {:?}", started.elapsed());
+        }
+        let listing = std::fs::read_dir(m.path()).and_then(|entries| entries.collect::<Result<Vec<_>, _>>());
+        assert_eq!(listing.err().and_then(|e| e.raw_os_error()), Some(libc::EIO), "ls under {fault:?}");
+        proxy.clear();
+    }
+    let log = m.output();
+    assert!(
+        log.lines().any(|l| l.contains("failed for good") && l.contains("SlowDown") && l.contains("FAULTPROXY")),
+        "the log names the S3 error code and request id:\n{log}"
+    );
+    // And it recovers.
+    assert_eq!(std::fs::read(m.path().join("dir/inner.txt")).unwrap(), b"inner");
+    assert_eq!(errno("missing.txt"), Some(libc::ENOENT));
 }
 
 #[test]

@@ -89,6 +89,28 @@ impl<C: ObjectClient> RetryClient<C> {
     {
         retry(&self.config, op, key, &mut call).await
     }
+
+    /// [`Self::run`], also saying whether the call was retried: then an earlier attempt may
+    /// have done its work and lost only its answer.
+    async fn run_noting_retries<T, F, Fut>(
+        &self,
+        op: &'static str,
+        key: &str,
+        mut call: F,
+    ) -> (Result<T, ClientError>, bool)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ClientError>>,
+    {
+        let mut retried = false;
+        let result = self
+            .run(op, key, |attempt| {
+                retried |= attempt > 1;
+                call()
+            })
+            .await;
+        (result, retried)
+    }
 }
 
 async fn retry<T, F, Fut>(config: &RetryConfig, op: &'static str, key: &str, call: &mut F) -> Result<T, ClientError>
@@ -164,13 +186,8 @@ impl<C: ObjectClient> ObjectClient for RetryClient<C> {
     }
 
     async fn put_object(&self, key: &str, body: Bytes, options: &PutOptions) -> Result<PutResult, ClientError> {
-        let mut retried = false;
-        let result = self
-            .run("PutObject", key, |attempt| {
-                retried |= attempt > 1;
-                self.inner.put_object(key, body.clone(), options)
-            })
-            .await;
+        let (result, retried) =
+            self.run_noting_retries("PutObject", key, || self.inner.put_object(key, body.clone(), options)).await;
         match result {
             // `If-None-Match: *` failed on a retry: maybe another writer, maybe our own first
             // attempt whose answer was lost. The object's bytes decide.
@@ -214,13 +231,8 @@ impl<C: ObjectClient> ObjectClient for RetryClient<C> {
         parts: &[UploadedPart],
         options: &PutOptions,
     ) -> Result<PutResult, ClientError> {
-        let mut retried = false;
-        let result = self
-            .run("CompleteMultipartUpload", key, |attempt| {
-                retried |= attempt > 1;
-                self.inner.complete_multipart_upload(key, upload_id, parts, options)
-            })
-            .await;
+        let complete = || self.inner.complete_multipart_upload(key, upload_id, parts, options);
+        let (result, retried) = self.run_noting_retries("CompleteMultipartUpload", key, complete).await;
         match result {
             // A retry told "no such upload" (or, for a new object, "exists") after a lost
             // response: the first attempt completed it. Ask S3 what is there.
@@ -229,7 +241,8 @@ impl<C: ObjectClient> ObjectClient for RetryClient<C> {
                     Ok(meta) => {
                         tracing::warn!(
                             key,
-                            "CompleteMultipartUpload answered {e} on a retry; the object is there, so the first attempt succeeded"
+                            "a retried CompleteMultipartUpload was refused ({e}); the object is there, so the first \
+                             attempt, whose answer was lost, succeeded"
                         );
                         Ok(PutResult { etag: meta.etag })
                     }
@@ -241,13 +254,8 @@ impl<C: ObjectClient> ObjectClient for RetryClient<C> {
     }
 
     async fn abort_multipart_upload(&self, key: &str, upload_id: &str) -> Result<(), ClientError> {
-        let mut retried = false;
-        let result = self
-            .run("AbortMultipartUpload", key, |attempt| {
-                retried |= attempt > 1;
-                self.inner.abort_multipart_upload(key, upload_id)
-            })
-            .await;
+        let abort = || self.inner.abort_multipart_upload(key, upload_id);
+        let (result, retried) = self.run_noting_retries("AbortMultipartUpload", key, abort).await;
         match result {
             // "No such upload" on a retry: the first attempt, whose answer was lost, aborted it.
             Err(e) if retried && e.kind == ClientErrorKind::NotFound => Ok(()),

@@ -83,12 +83,13 @@ where
     let request_id = header("x-amz-request-id")
         .or_else(|| header("x-amzn-requestid"))
         .or_else(|| xml_element(body_of(raw), "RequestId"));
+    let credentials = credentials_error(&err);
     let (kind, code, message) = match &err {
         // No request was sent: the credential provider failed (a credential_process exiting
         // non-zero, an unreachable SSO or instance-metadata endpoint). A credentials problem,
         // not a network one, and not worth retrying: the next request asks the provider again.
-        SdkError::DispatchFailure(_) if credentials_error(&err).is_some() => {
-            let cause = credentials_error(&err).map(innermost).unwrap_or_default();
+        SdkError::DispatchFailure(_) if credentials.is_some() => {
+            let cause = credentials.map(innermost).unwrap_or_default();
             (ClientErrorKind::AccessDenied, None, format!("cannot load credentials: {cause}"))
         }
         SdkError::ServiceError(service) => {

@@ -233,6 +233,47 @@ fn a_long_sequential_read_under_faults_returns_the_object_exactly() {
 }
 
 #[test]
+fn every_lost_answer_is_recovered_end_to_end() {
+    let s3 = LocalS3::start();
+    let proxy = FaultProxy::start(s3.addr, 1);
+    let m = mount(&s3, &proxy, &[], &[]);
+    // The server acts on the request; the connection is reset before its answer gets back.
+    let cases = [
+        (RequestKind::Put, 1 << 20),
+        (RequestKind::CreateUpload, 9 << 20),
+        (RequestKind::UploadPart, 9 << 20),
+        (RequestKind::CompleteUpload, 9 << 20),
+    ];
+    for (kind, size) in cases {
+        proxy.clear();
+        proxy.inject(Kinds::only(kind), When::Nth(1), vec![Fault::DropResponse]);
+        let name = format!("lost-{kind:?}");
+        let data = pattern(size, size as u64);
+        std::fs::write(m.path().join(&name), &data).unwrap_or_else(|e| panic!("{name}: {e}\n{}", m.output()));
+        assert!(s3.get(&name).is_some_and(|got| got == data), "{name} in S3");
+        assert_eq!(
+            proxy.stats().faults_named("DropResponse"),
+            1 + cases.iter().position(|c| c.0 == kind).unwrap() as u64
+        );
+    }
+    // The upload whose Create answer was lost is unknown to everyone: only a lifecycle rule ends it.
+    assert_eq!(s3.pending_uploads(), 1);
+
+    // An upload aborted (an out-of-order write) whose Abort answer is lost: still no parts left.
+    proxy.clear();
+    proxy.inject(Kinds::only(RequestKind::AbortUpload), When::Nth(1), vec![Fault::DropResponse]);
+    let mut f = std::fs::File::create(m.path().join("aborted")).unwrap();
+    std::io::Write::write_all(&mut f, &pattern(9 << 20, 9)).unwrap();
+    let wrong = std::os::unix::fs::FileExt::write_all_at(&f, b"x", 20 << 20);
+    assert_eq!(wrong.unwrap_err().raw_os_error(), Some(libc::EINVAL));
+    drop(f);
+    assert!(s3.get("aborted").is_none());
+    assert_eq!(s3.pending_uploads(), 1, "the aborted upload is gone");
+    assert_eq!(proxy.stats().faults_named("DropResponse"), 5);
+    assert!(!m.output().contains("could not abort"), "{}", m.output());
+}
+
+#[test]
 fn throttled_lookups_are_retried_and_never_become_enoent() {
     let s3 = LocalS3::start();
     s3.put("top.txt", b"top");

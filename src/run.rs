@@ -85,7 +85,8 @@ fn serve(config: MountConfig, success_message: &str) -> Result<(), String> {
         .map_err(|e| format!("cannot create the S3 client: {}", mount_hint(&e, &config.client)))?;
     let registry = metrics::global();
     let probe = metered(&registry, S3Operation::ListObjectsV2, &config.prefix, client.probe_bucket(&config.prefix));
-    runtime.block_on(probe).map_err(|e| mount_hint(&e, &config.client))?;
+    // The probe's error message is already the hint for the user.
+    runtime.block_on(probe).map_err(|e| e.message)?;
     // Metered under the retries: each attempt is a request S3 receives (and bills).
     let client = MeteredClient::new(client, registry);
     let retry = RetryConfig { max_attempts: config.client.max_attempts.max(1), ..RetryConfig::default() };
@@ -127,7 +128,7 @@ fn serve(config: MountConfig, success_message: &str) -> Result<(), String> {
     let mut session = fuser::Session::new(adapter, &mount_point, &fuse_config(&config.fuse))
         .map_err(|e| format!("failed to mount at {}: {e}", mount_point.display()))?;
     raise_read_ahead(&mount_point);
-    install_signal_handlers(&runtime, session.unmount_callable(), mount_point.clone());
+    install_signal_handlers(&runtime, session.unmount_callable(), mount_point.clone(), fs.clone());
 
     info!("{success_message}");
     // Before the daemon's parent exits, so systemd learns the daemon's pid first.
@@ -140,6 +141,9 @@ fn serve(config: MountConfig, success_message: &str) -> Result<(), String> {
     let result = session.run();
     notify::stopping();
     info!("file system unmounted, shutting down");
+    // Normally every file was closed before the unmount; after a forced one (`umount -f`, an
+    // aborted connection) uploads may still be open: end them and say which.
+    runtime.block_on(shut_down(&fs));
     fs.flush_metadata();
     if let Some(disk) = &disk_cache {
         runtime.block_on(disk.flush());
@@ -209,11 +213,29 @@ pub fn fuse_config(fuse: &FuseConfig) -> fuser::Config {
     config
 }
 
+/// Ends every upload ([`S3Filesystem::shutdown`]) and logs the outcome.
+async fn shut_down(fs: &S3Filesystem) {
+    let report = fs.shutdown().await;
+    if report != crate::fs::ShutdownReport::default() {
+        info!(
+            "shutdown: {} upload(s) completed, {} aborted ({}), {} file(s) open for reading",
+            report.completed.len(),
+            report.aborted.len(),
+            report.aborted.join(", "),
+            report.readers
+        );
+    }
+}
+
 /// SIGINT, SIGTERM and SIGHUP unmount the file system; the session then ends and we exit 0.
+/// If files are open the unmount is refused (EBUSY): then closes in progress finish, uploads
+/// still open are aborted (each logged), and the FUSE connection is aborted (`MNT_FORCE`), so
+/// the process ends instead of waiting for applications that may never close their files.
 fn install_signal_handlers(
     runtime: &tokio::runtime::Runtime,
     mut unmounter: fuser::SessionUnmounter,
     mount_point: PathBuf,
+    fs: Arc<S3Filesystem>,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
     runtime.spawn(async move {
@@ -230,11 +252,19 @@ fn install_signal_handlers(
         }
         info!("received interrupt signal, unmounting {}", mount_point.display());
         notify::stopping();
-        if let Err(e) = unmounter.unmount() {
-            warn!("unmount failed ({e}); detaching the mount instead");
-            if let Err(e) = nix::mount::umount2(&mount_point, nix::mount::MntFlags::MNT_DETACH) {
-                error!("cannot unmount {}: {e}; run `umount {}`", mount_point.display(), mount_point.display());
-            }
+        let Err(e) = unmounter.unmount() else { return };
+        warn!(
+            "cannot unmount {} ({e}): files are open; finishing closes in progress, aborting uploads still open",
+            mount_point.display()
+        );
+        shut_down(&fs).await;
+        use nix::mount::{MntFlags, umount2};
+        // On FUSE, MNT_FORCE aborts the connection: open files fail with ENOTCONN and the
+        // session ends. The mount itself may stay busy: detach it.
+        if umount2(&mount_point, MntFlags::MNT_FORCE).is_err()
+            && let Err(e) = umount2(&mount_point, MntFlags::MNT_DETACH)
+        {
+            error!("cannot unmount {}: {e}; run `umount {}`", mount_point.display(), mount_point.display());
         }
     });
 }

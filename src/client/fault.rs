@@ -4,7 +4,8 @@
 //! Faults are rules added at runtime through `&self` (the client may already be shared with the
 //! file system): *when* ([`When`]: the Nth call of an operation from now, a share of calls drawn
 //! from a seeded generator so runs repeat exactly, or every call) and *what* ([`Fault`]: fail
-//! with an error kind, delay, cut a GET body short, or drop `If-Match` as some servers do). Every
+//! with an error kind, delay, cut a GET body short, drop `If-Match` as some servers do, or lose
+//! the answer of a call the wrapped client did carry out). Every
 //! call and every injected fault is counted per operation.
 
 use std::collections::HashMap;
@@ -44,6 +45,9 @@ pub enum Fault {
     CutBody { after: u64 },
     /// A GET is sent without `If-Match`, like a server that ignores the header.
     IgnoreIfMatch,
+    /// The call reaches the wrapped client, which acts on it, but its answer is lost: the
+    /// caller gets an error of this kind instead (a connection reset after the server acted).
+    LoseResponse(ClientErrorKind),
 }
 
 #[derive(Debug)]
@@ -188,6 +192,14 @@ impl<C: ObjectClient> FaultClient<C> {
     }
 }
 
+/// The answer to hand back: `result`, unless a [`Fault::LoseResponse`] applies.
+fn answer<T>(op: S3Operation, faults: &[Fault], result: Result<T, ClientError>) -> Result<T, ClientError> {
+    match faults.iter().find_map(|f| if let Fault::LoseResponse(kind) = f { Some(*kind) } else { None }) {
+        Some(kind) => Err(ClientError::new(kind, op.name(), "injected fault: the answer was lost")),
+        None => result,
+    }
+}
+
 /// A body that passes `after` bytes through, then fails.
 fn cut_body(body: GetStream, after: u64, cut: Arc<AtomicU64>) -> GetStream {
     enum Phase {
@@ -231,8 +243,8 @@ impl<C: ObjectClient> ObjectClient for FaultClient<C> {
     }
 
     async fn head_object(&self, key: &str) -> Result<ObjectMeta, ClientError> {
-        self.enter(S3Operation::HeadObject).await?;
-        self.inner.head_object(key).await
+        let faults = self.enter(S3Operation::HeadObject).await?;
+        answer(S3Operation::HeadObject, &faults, self.inner.head_object(key).await)
     }
 
     async fn get_object(
@@ -244,7 +256,8 @@ impl<C: ObjectClient> ObjectClient for FaultClient<C> {
         self.state.lock().unwrap().get_bytes += range.end.saturating_sub(range.start);
         let faults = self.enter(S3Operation::GetObject).await?;
         let if_match = if faults.contains(&Fault::IgnoreIfMatch) { None } else { if_match };
-        let mut response = self.inner.get_object(key, range, if_match).await?;
+        let response = self.inner.get_object(key, range, if_match).await;
+        let mut response = answer(S3Operation::GetObject, &faults, response)?;
         let cut =
             faults.iter().filter_map(|f| if let Fault::CutBody { after } = f { Some(*after) } else { None }).min();
         if let Some(after) = cut {
@@ -254,18 +267,18 @@ impl<C: ObjectClient> ObjectClient for FaultClient<C> {
     }
 
     async fn list_objects(&self, request: &ListRequest) -> Result<ListPage, ClientError> {
-        self.enter(S3Operation::ListObjectsV2).await?;
-        self.inner.list_objects(request).await
+        let faults = self.enter(S3Operation::ListObjectsV2).await?;
+        answer(S3Operation::ListObjectsV2, &faults, self.inner.list_objects(request).await)
     }
 
     async fn put_object(&self, key: &str, body: Bytes, options: &PutOptions) -> Result<PutResult, ClientError> {
-        self.enter(S3Operation::PutObject).await?;
-        self.inner.put_object(key, body, options).await
+        let faults = self.enter(S3Operation::PutObject).await?;
+        answer(S3Operation::PutObject, &faults, self.inner.put_object(key, body, options).await)
     }
 
     async fn create_multipart_upload(&self, key: &str, options: &PutOptions) -> Result<String, ClientError> {
-        self.enter(S3Operation::CreateMultipartUpload).await?;
-        self.inner.create_multipart_upload(key, options).await
+        let faults = self.enter(S3Operation::CreateMultipartUpload).await?;
+        answer(S3Operation::CreateMultipartUpload, &faults, self.inner.create_multipart_upload(key, options).await)
     }
 
     async fn upload_part(
@@ -276,8 +289,9 @@ impl<C: ObjectClient> ObjectClient for FaultClient<C> {
         body: Bytes,
         options: &PutOptions,
     ) -> Result<UploadedPart, ClientError> {
-        self.enter(S3Operation::UploadPart).await?;
-        self.inner.upload_part(key, upload_id, part_number, body, options).await
+        let faults = self.enter(S3Operation::UploadPart).await?;
+        let result = self.inner.upload_part(key, upload_id, part_number, body, options).await;
+        answer(S3Operation::UploadPart, &faults, result)
     }
 
     async fn complete_multipart_upload(
@@ -287,23 +301,24 @@ impl<C: ObjectClient> ObjectClient for FaultClient<C> {
         parts: &[UploadedPart],
         options: &PutOptions,
     ) -> Result<PutResult, ClientError> {
-        self.enter(S3Operation::CompleteMultipartUpload).await?;
-        self.inner.complete_multipart_upload(key, upload_id, parts, options).await
+        let faults = self.enter(S3Operation::CompleteMultipartUpload).await?;
+        let result = self.inner.complete_multipart_upload(key, upload_id, parts, options).await;
+        answer(S3Operation::CompleteMultipartUpload, &faults, result)
     }
 
     async fn abort_multipart_upload(&self, key: &str, upload_id: &str) -> Result<(), ClientError> {
-        self.enter(S3Operation::AbortMultipartUpload).await?;
-        self.inner.abort_multipart_upload(key, upload_id).await
+        let faults = self.enter(S3Operation::AbortMultipartUpload).await?;
+        answer(S3Operation::AbortMultipartUpload, &faults, self.inner.abort_multipart_upload(key, upload_id).await)
     }
 
     async fn delete_object(&self, key: &str) -> Result<(), ClientError> {
-        self.enter(S3Operation::DeleteObject).await?;
-        self.inner.delete_object(key).await
+        let faults = self.enter(S3Operation::DeleteObject).await?;
+        answer(S3Operation::DeleteObject, &faults, self.inner.delete_object(key).await)
     }
 
     async fn copy_object(&self, source_key: &str, dest_key: &str) -> Result<PutResult, ClientError> {
-        self.enter(S3Operation::CopyObject).await?;
-        self.inner.copy_object(source_key, dest_key).await
+        let faults = self.enter(S3Operation::CopyObject).await?;
+        answer(S3Operation::CopyObject, &faults, self.inner.copy_object(source_key, dest_key).await)
     }
 }
 

@@ -347,8 +347,15 @@ impl ObjectClient for InMemoryClient {
 
     async fn abort_multipart_upload(&self, _key: &str, upload_id: &str) -> Result<(), ClientError> {
         self.record(S3Operation::AbortMultipartUpload);
-        self.uploads.lock().unwrap().remove(upload_id);
-        Ok(())
+        match self.uploads.lock().unwrap().remove(upload_id) {
+            Some(_) => Ok(()),
+            // As S3: 404 NoSuchUpload for an upload that is not (or no longer) there.
+            None => Err(ClientError {
+                code: Some("NoSuchUpload".into()),
+                status: Some(404),
+                ..ClientError::new(ClientErrorKind::NotFound, "AbortMultipartUpload", format!("no upload {upload_id}"))
+            }),
+        }
     }
 
     async fn delete_object(&self, key: &str) -> Result<(), ClientError> {

@@ -10,9 +10,11 @@
 //! request id; the error returned is the last one, still classified, so throttling can never
 //! surface as "not found".
 //!
-//! A CompleteMultipartUpload retried after a lost response may be told the upload no longer
-//! exists (the first attempt succeeded): then a HEAD decides, so a landed object is not
-//! reported as a failed close.
+//! A call retried after a lost response may be told its own first attempt's effect: a
+//! CompleteMultipartUpload that the upload no longer exists (then a HEAD decides), a PutObject
+//! with `If-None-Match: *` that the object exists (then the object's bytes are compared with the
+//! body sent), an AbortMultipartUpload that there is no such upload (it is gone: success). So a
+//! landed object is never reported as a failed close, nor as someone else's.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -87,6 +89,28 @@ impl<C: ObjectClient> RetryClient<C> {
     {
         retry(&self.config, op, key, &mut call).await
     }
+
+    /// [`Self::run`], also saying whether the call was retried: then an earlier attempt may
+    /// have done its work and lost only its answer.
+    async fn run_noting_retries<T, F, Fut>(
+        &self,
+        op: &'static str,
+        key: &str,
+        mut call: F,
+    ) -> (Result<T, ClientError>, bool)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ClientError>>,
+    {
+        let mut retried = false;
+        let result = self
+            .run(op, key, |attempt| {
+                retried |= attempt > 1;
+                call()
+            })
+            .await;
+        (result, retried)
+    }
 }
 
 async fn retry<T, F, Fut>(config: &RetryConfig, op: &'static str, key: &str, call: &mut F) -> Result<T, ClientError>
@@ -105,7 +129,10 @@ where
                 let more =
                     e.is_retryable() && attempt < config.max_attempts && start.elapsed() + delay < config.deadline;
                 if !more {
-                    if e.is_retryable() || attempt > 1 {
+                    // A 404 or 412 after a retry is an answer the caller acts on (and, after a lost
+                    // response, may be the echo of our own first attempt): not worth a warning.
+                    let answer = matches!(e.kind, ClientErrorKind::NotFound | ClientErrorKind::PreconditionFailed);
+                    if e.is_retryable() || (attempt > 1 && !answer) {
                         tracing::warn!(
                             operation = op,
                             key,
@@ -159,7 +186,26 @@ impl<C: ObjectClient> ObjectClient for RetryClient<C> {
     }
 
     async fn put_object(&self, key: &str, body: Bytes, options: &PutOptions) -> Result<PutResult, ClientError> {
-        self.run("PutObject", key, |_| self.inner.put_object(key, body.clone(), options)).await
+        let (result, retried) =
+            self.run_noting_retries("PutObject", key, || self.inner.put_object(key, body.clone(), options)).await;
+        match result {
+            // `If-None-Match: *` failed on a retry: maybe another writer, maybe our own first
+            // attempt whose answer was lost. The object's bytes decide.
+            Err(e) if retried && options.if_none_match_any && e.kind == ClientErrorKind::PreconditionFailed => {
+                match self.holds_exactly(key, &body).await {
+                    Some(etag) => {
+                        tracing::warn!(
+                            key,
+                            "a retried PutObject was refused because the object exists ({e}); it holds exactly \
+                             the bytes sent, so the first attempt, whose answer was lost, succeeded"
+                        );
+                        Ok(PutResult { etag })
+                    }
+                    None => Err(e),
+                }
+            }
+            other => other,
+        }
     }
 
     async fn create_multipart_upload(&self, key: &str, options: &PutOptions) -> Result<String, ClientError> {
@@ -185,22 +231,18 @@ impl<C: ObjectClient> ObjectClient for RetryClient<C> {
         parts: &[UploadedPart],
         options: &PutOptions,
     ) -> Result<PutResult, ClientError> {
-        let mut retried = false;
-        let result = self
-            .run("CompleteMultipartUpload", key, |attempt| {
-                retried |= attempt > 1;
-                self.inner.complete_multipart_upload(key, upload_id, parts, options)
-            })
-            .await;
+        let complete = || self.inner.complete_multipart_upload(key, upload_id, parts, options);
+        let (result, retried) = self.run_noting_retries("CompleteMultipartUpload", key, complete).await;
         match result {
             // A retry told "no such upload" (or, for a new object, "exists") after a lost
             // response: the first attempt completed it. Ask S3 what is there.
             Err(e) if retried && matches!(e.kind, ClientErrorKind::NotFound | ClientErrorKind::PreconditionFailed) => {
-                match self.inner.head_object(key).await {
+                match self.head_object(key).await {
                     Ok(meta) => {
                         tracing::warn!(
                             key,
-                            "CompleteMultipartUpload answered {e} on a retry; the object is there, so the first attempt succeeded"
+                            "a retried CompleteMultipartUpload was refused ({e}); the object is there, so the first \
+                             attempt, whose answer was lost, succeeded"
                         );
                         Ok(PutResult { etag: meta.etag })
                     }
@@ -212,7 +254,13 @@ impl<C: ObjectClient> ObjectClient for RetryClient<C> {
     }
 
     async fn abort_multipart_upload(&self, key: &str, upload_id: &str) -> Result<(), ClientError> {
-        self.run("AbortMultipartUpload", key, |_| self.inner.abort_multipart_upload(key, upload_id)).await
+        let abort = || self.inner.abort_multipart_upload(key, upload_id);
+        let (result, retried) = self.run_noting_retries("AbortMultipartUpload", key, abort).await;
+        match result {
+            // "No such upload" on a retry: the first attempt, whose answer was lost, aborted it.
+            Err(e) if retried && e.kind == ClientErrorKind::NotFound => Ok(()),
+            other => other,
+        }
     }
 
     async fn delete_object(&self, key: &str) -> Result<(), ClientError> {
@@ -221,6 +269,31 @@ impl<C: ObjectClient> ObjectClient for RetryClient<C> {
 
     async fn copy_object(&self, source_key: &str, dest_key: &str) -> Result<PutResult, ClientError> {
         self.run("CopyObject", dest_key, |_| self.inner.copy_object(source_key, dest_key)).await
+    }
+}
+
+impl<C: ObjectClient> RetryClient<C> {
+    /// The object's ETag if `key` holds exactly `expected`. The check's own calls are retried:
+    /// the fault that lost the answer may well hit them too.
+    async fn holds_exactly(&self, key: &str, expected: &Bytes) -> Option<ETag> {
+        let meta = self.head_object(key).await.ok()?;
+        if meta.size != expected.len() as u64 {
+            return None;
+        }
+        if expected.is_empty() {
+            return Some(meta.etag);
+        }
+        let response = self.get_object(key, 0..meta.size, Some(&meta.etag)).await.ok()?;
+        let mut body = response.body;
+        let mut at = 0usize;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.ok()?;
+            if expected.get(at..at + chunk.len())? != chunk {
+                return None;
+            }
+            at += chunk.len();
+        }
+        (at == expected.len()).then_some(response.etag)
     }
 }
 
@@ -343,6 +416,75 @@ mod tests {
         let r = c.get_object("k", 10..2_900_000, Some(&etag)).await.unwrap();
         assert_eq!(body(r).await.unwrap(), &data[10..2_900_000]);
         assert_eq!(c.inner().calls(S3Operation::GetObject), 3);
+    }
+
+    fn new_object() -> PutOptions {
+        PutOptions { if_none_match_any: true, ..PutOptions::default() }
+    }
+
+    #[tokio::test]
+    async fn a_put_whose_answer_was_lost_is_not_reported_as_someone_elses_object() {
+        let c = client();
+        let lost = Fault::LoseResponse(ClientErrorKind::Transient);
+        for (key, body) in [("small", Bytes::from_static(b"our bytes")), ("empty", Bytes::new())] {
+            c.inner().inject(S3Operation::PutObject, When::Nth(1), lost.clone());
+            // The check itself meets faults too.
+            c.inner().fail_nth(S3Operation::HeadObject, 1, ClientErrorKind::Transient);
+            c.inner().fail_nth(S3Operation::GetObject, 1, ClientErrorKind::Throttled);
+            let put = c.put_object(key, body.clone(), &new_object()).await.expect("the first attempt landed");
+            assert_eq!(c.inner().inner().object_bytes(key).unwrap(), body);
+            assert_eq!(put.etag, c.inner().inner().head_object(key).await.unwrap().etag);
+        }
+        assert_eq!(c.inner().calls(S3Operation::PutObject), 4, "each retried once, answered 412");
+    }
+
+    #[tokio::test]
+    async fn a_complete_whose_answer_was_lost_succeeds_even_if_the_check_meets_a_fault() {
+        let c = client();
+        let options = PutOptions::default();
+        let id = c.create_multipart_upload("k", &options).await.unwrap();
+        let part = c.upload_part("k", &id, 1, Bytes::from_static(b"part"), &options).await.unwrap();
+        let lost = Fault::LoseResponse(ClientErrorKind::Transient);
+        c.inner().inject(S3Operation::CompleteMultipartUpload, When::Nth(1), lost);
+        c.inner().fail_nth(S3Operation::HeadObject, 1, ClientErrorKind::Throttled);
+        c.complete_multipart_upload("k", &id, &[part], &options).await.expect("the first attempt landed");
+        assert_eq!(c.inner().inner().object_bytes("k").unwrap(), "part");
+        assert_eq!(c.inner().calls(S3Operation::HeadObject), 2);
+    }
+
+    #[tokio::test]
+    async fn a_put_retried_into_another_writers_object_still_fails() {
+        let c = client();
+        for theirs in ["their bytes", "our bytez", "our bytes!"] {
+            c.inner().inner().insert("k", theirs);
+            c.inner().fail_nth(S3Operation::PutObject, 1, ClientErrorKind::Throttled);
+            let e = c.put_object("k", Bytes::from_static(b"our bytes"), &new_object()).await.unwrap_err();
+            assert_eq!(e.kind, ClientErrorKind::PreconditionFailed, "{theirs}");
+            assert_eq!(c.inner().inner().object_bytes("k").unwrap(), theirs);
+        }
+        // Without a retry, a 412 is the answer: no check.
+        let gets = c.inner().calls(S3Operation::GetObject);
+        let e = c.put_object("k", Bytes::from_static(b"our bytes"), &new_object()).await.unwrap_err();
+        assert_eq!(e.kind, ClientErrorKind::PreconditionFailed);
+        assert_eq!(c.inner().calls(S3Operation::GetObject), gets);
+    }
+
+    #[tokio::test]
+    async fn an_abort_whose_answer_was_lost_succeeds_on_the_retry() {
+        let c = client();
+        let id = c.create_multipart_upload("k", &PutOptions::default()).await.unwrap();
+        c.inner().inject(
+            S3Operation::AbortMultipartUpload,
+            When::Nth(1),
+            Fault::LoseResponse(ClientErrorKind::Transient),
+        );
+        c.abort_multipart_upload("k", &id).await.expect("aborted by the first attempt");
+        assert_eq!(c.inner().inner().pending_uploads(), 0);
+        assert_eq!(
+            c.abort_multipart_upload("k", &id).await.unwrap_err().kind,
+            ClientErrorKind::NotFound,
+            "not retried"
+        );
     }
 
     #[tokio::test]

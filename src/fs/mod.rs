@@ -21,7 +21,7 @@ pub mod write;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -37,8 +37,8 @@ use memory::MemoryBudget;
 use prefetch::{PrefetchConfig, Prefetcher};
 use read::{FileReader, ObjectVersion};
 use readdir::{DirListing, DirSlot};
-pub use write::SetAttr;
 use write::WriteHandle;
+pub use write::{SetAttr, ShutdownReport};
 
 /// Attributes of an inode, as `stat` shows them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -124,6 +124,8 @@ pub struct S3Filesystem {
     mount_time: SystemTime,
     prefetcher: Arc<Prefetcher>,
     meta: metacache::MetadataCache,
+    /// Set by [`S3Filesystem::shutdown`].
+    shut_down: AtomicBool,
 }
 
 impl std::fmt::Debug for S3Filesystem {
@@ -153,6 +155,7 @@ impl S3Filesystem {
             next_fh: AtomicU64::new(1),
             mount_time,
             meta,
+            shut_down: AtomicBool::new(false),
         }
     }
 

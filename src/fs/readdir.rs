@@ -191,10 +191,16 @@ impl DirListing {
                         // A directory of the same name was already seen: it wins.
                         self.held.entry(name.to_string()).or_insert(entry);
                     }
+                    ListedName::SelfMarker if o.size > 0 => tracing::warn!(
+                        key = %o.key,
+                        size = o.size,
+                        "directory marker holds data, which cannot be read through the file system"
+                    ),
                     ListedName::SelfMarker | ListedName::Directory(_) => {}
-                    ListedName::Hidden => {
-                        tracing::warn!(key = %o.key, "object hidden: its name cannot be a file name (., .., empty or NUL)")
-                    }
+                    ListedName::Hidden => tracing::warn!(
+                        key = %o.key,
+                        "object hidden: its name cannot be a file name (., .., empty, NUL or over 255 bytes)"
+                    ),
                 }
                 self.cursor = relative.to_string();
             } else {
@@ -204,7 +210,10 @@ impl DirListing {
                     ListedName::Directory(name) => {
                         self.held.insert(name.to_string(), RemoteEntry::directory(self.mount_time));
                     }
-                    _ => tracing::warn!(prefix = %p, "prefix hidden: its name cannot be a directory name"),
+                    _ => tracing::warn!(
+                        prefix = %p,
+                        "prefix hidden: its name cannot be a directory name (., .., empty, NUL or over 255 bytes)"
+                    ),
                 }
                 self.cursor = relative.to_string();
             }

@@ -250,3 +250,28 @@ async fn a_closed_file_can_be_read_before_its_release_arrives() {
     let again = fs.open(entry.attr.ino, libc::O_RDONLY, PID).await.unwrap().fh;
     fs.release(again).await.unwrap();
 }
+
+#[tokio::test]
+async fn shutdown_aborts_open_uploads_and_reports_completed_ones() {
+    let (client, fs) = fs_with(FsConfig::default());
+    client.insert("readme", "r");
+    let (_, open) = fs.create(ROOT_INO, name("open.bin"), 0o644, PID).await.unwrap();
+    fs.write(open.fh, 0, &[7; 2500]).await.unwrap();
+    assert_eq!(client.pending_uploads(), 1, "two parts are out");
+    let (_, closed) = fs.create(ROOT_INO, name("closed.bin"), 0o644, PID).await.unwrap();
+    fs.write(closed.fh, 0, &[8; 1500]).await.unwrap();
+    fs.flush(closed.fh, PID).await.unwrap();
+    let readme = fs.lookup(ROOT_INO, name("readme")).await.unwrap().attr.ino;
+    fs.open(readme, libc::O_RDONLY, PID).await.unwrap();
+
+    let report = fs.shutdown().await;
+    assert_eq!(report.aborted, ["open.bin"]);
+    assert_eq!(report.completed, ["closed.bin"]);
+    assert_eq!(report.readers, 1);
+    assert_eq!(client.pending_uploads(), 0, "the multipart upload was aborted");
+    assert!(client.object_bytes("open.bin").is_none());
+    assert_eq!(client.object_bytes("closed.bin").unwrap(), vec![8; 1500]);
+    assert_eq!(fs.write(open.fh, 2500, b"x").await.unwrap_err().errno(), libc::EIO);
+    assert_eq!(fs.flush(open.fh, PID).await.unwrap_err().errno(), libc::EIO);
+    assert_eq!(fs.shutdown().await, ShutdownReport::default(), "only the first call acts");
+}

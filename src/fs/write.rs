@@ -35,6 +35,17 @@ pub(crate) enum WriteState {
     Done(Result<Uploaded, i32>),
 }
 
+/// What [`S3Filesystem::shutdown`] did with the uploads it found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Keys whose upload had completed (their close was in progress, or done and not yet released).
+    pub completed: Vec<String>,
+    /// Keys still open for writing: their upload was aborted, no object was created.
+    pub aborted: Vec<String>,
+    /// Files open for reading.
+    pub readers: usize,
+}
+
 /// What a setattr asks to change.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SetAttr {
@@ -224,6 +235,51 @@ impl S3Filesystem {
             Some(Handle::Read { .. }) => Ok(()),
             None => Err(FsError::BadHandle(fh)),
         }
+    }
+
+    /// Ends every upload before the process goes away: a close in progress is waited for (its
+    /// upload completes), an upload still open for writing is aborted (with its multipart upload,
+    /// so no parts are left), and each is logged by key, so the operator knows which files made it.
+    /// Later writes to aborted files fail with EIO. Only the first call acts.
+    pub async fn shutdown(&self) -> ShutdownReport {
+        let mut report = ShutdownReport::default();
+        if self.shut_down.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return report;
+        }
+        let handles: Vec<Handle> = self.files.lock().unwrap().values().cloned().collect();
+        for handle in handles {
+            let writer = match handle {
+                Handle::Write(writer) => writer,
+                Handle::Read { .. } => {
+                    report.readers += 1;
+                    continue;
+                }
+            };
+            let key = self.inodes.get(writer.ino).map(|i| i.key).unwrap_or_default();
+            // Waits for a write or close in progress on this handle.
+            let mut state = writer.state.lock().await;
+            match &mut *state {
+                WriteState::Writing(upload) => {
+                    let size = upload.size();
+                    upload.abort().await;
+                    self.finish_upload(writer.ino, &Err(libc::EIO));
+                    *state = WriteState::Done(Err(libc::EIO));
+                    tracing::warn!(
+                        key,
+                        bytes_written = size,
+                        "upload aborted at shutdown: the file was still open for writing; no object was created"
+                    );
+                    report.aborted.push(key);
+                }
+                WriteState::Done(Ok(done)) => {
+                    tracing::info!(key, size = done.size, "upload completed before shutdown");
+                    report.completed.push(key);
+                }
+                // Failed earlier, and reported then.
+                WriteState::Done(Err(_)) => {}
+            }
+        }
+        report
     }
 
     /// unlink: DeleteObject, with `--allow-delete`.

@@ -12,12 +12,16 @@
 //! Both offer the same helpers, also through the [`TestS3`] trait for code generic over them.
 //! [`canned::CannedServer`] answers every request with one fixed response, for failure shapes
 //! (redirects, throttling, broken ranges) no local server produces.
+//! [`fault_proxy::FaultProxy`] sits between a mount and a server and breaks requests on the wire
+//! (S3 error answers, resets, lost responses, cut bodies, stalls, the endpoint disappearing).
 //! Helper calls (`put`, `get`, ...) block the calling thread and run on a runtime of their own,
 //! so they work from `#[test]` and from inside `#[tokio::test]` alike.
 
 #![allow(dead_code)]
 
 pub mod canned;
+pub mod data;
+pub mod fault_proxy;
 pub mod helper;
 pub mod mem_rules;
 pub mod mem_server;

@@ -112,7 +112,8 @@ pub struct TestMount {
     mount_point: PathBuf,
     output: Arc<Mutex<String>>,
     home: TempDir,
-    _dir: TempDir,
+    /// The temp dir holding the mount point, when [`TestMount::new`] made it.
+    _dir: Option<TempDir>,
 }
 
 impl TestMount {
@@ -128,9 +129,29 @@ impl TestMount {
     /// Like [`new`](Self::new), but returns the daemon's output if the mount fails.
     pub fn try_new(env: &[(String, String)], bucket: &str, args: &[&str]) -> Result<TestMount, String> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let home = tempfile::tempdir().expect("temp home");
         let mount_point = dir.path().join("mnt");
         std::fs::create_dir(&mount_point).unwrap();
+        Self::start(env, bucket, mount_point, Some(dir), args)
+    }
+
+    /// Mounts at an existing empty directory `mount_point` (which the caller keeps and removes).
+    pub fn try_new_at(
+        env: &[(String, String)],
+        bucket: &str,
+        mount_point: &Path,
+        args: &[&str],
+    ) -> Result<TestMount, String> {
+        Self::start(env, bucket, mount_point.to_path_buf(), None, args)
+    }
+
+    fn start(
+        env: &[(String, String)],
+        bucket: &str,
+        mount_point: PathBuf,
+        dir: Option<TempDir>,
+        args: &[&str],
+    ) -> Result<TestMount, String> {
+        let home = tempfile::tempdir().expect("temp home");
         let mut cmd = command(env, home.path());
         cmd.arg(bucket).arg(&mount_point).arg("--foreground").args(args);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());

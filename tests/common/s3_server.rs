@@ -12,6 +12,8 @@
 //! Requests rejected before that point (bad signature, unknown route) are not counted either.
 //!
 //! Every response carries an `x-amz-request-id` (`LOCALS3` and 13 digits), as S3's do.
+//! One s3s-fs 0.14.1 answer is corrected to S3's: an unknown multipart upload id gets 404
+//! NoSuchUpload, not 403 AccessDenied (see [`no_such_upload`]).
 //!
 //! Known s3s-fs 0.14.1 limits (see /work/shared/TESTING.md): keys ending in `/` and a key `x`
 //! beside `x/y` do not work, conditional GET/HEAD are ignored, listings carry no ETags, and HEAD
@@ -134,6 +136,7 @@ impl LocalS3 {
         let (stop_tx, stop_rx) = oneshot::channel();
         let server_faults = faults.clone();
         let server_counts = counts.clone();
+        let root = Arc::new(dir.path().to_path_buf());
         let thread = std::thread::Builder::new()
             .name("local-s3".into())
             .spawn(move || {
@@ -146,7 +149,7 @@ impl LocalS3 {
                 let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).expect("bind 127.0.0.1:0");
                 let addr = listener.local_addr().expect("local addr");
                 ready_tx.send((addr, rt.handle().clone())).expect("report address");
-                rt.block_on(serve(listener, service, server_faults, server_counts, stop_rx));
+                rt.block_on(serve(listener, service, server_faults, server_counts, root, stop_rx));
                 rt.shutdown_timeout(Duration::from_secs(2));
             })
             .expect("server thread");
@@ -276,6 +279,19 @@ impl LocalS3 {
         self.dir.path()
     }
 
+    /// Multipart uploads created and neither completed nor aborted. s3s-fs has no
+    /// ListMultipartUploads; it keeps one `.upload-<id>.json` per open upload in its data dir.
+    pub fn pending_uploads(&self) -> usize {
+        let Ok(entries) = std::fs::read_dir(self.dir.path()) else { return 0 };
+        entries
+            .flatten()
+            .filter(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.starts_with(".upload-") && name.ends_with(".json")
+            })
+            .count()
+    }
+
     fn helper(&self) -> &HelperClient {
         self.helper.as_ref().expect("server running")
     }
@@ -320,6 +336,7 @@ async fn serve(
     service: S3Service,
     faults: Arc<Faults>,
     counts: Arc<Counts>,
+    root: Arc<std::path::PathBuf>,
     mut stop: oneshot::Receiver<()>,
 ) {
     loop {
@@ -334,10 +351,10 @@ async fn serve(
             },
         };
         let _ = socket.set_nodelay(true);
-        let (service, faults, counts) = (service.clone(), faults.clone(), counts.clone());
+        let (service, faults, counts, root) = (service.clone(), faults.clone(), counts.clone(), root.clone());
         tokio::spawn(async move {
             let handler = hyper::service::service_fn(move |request| {
-                handle(service.clone(), faults.clone(), counts.clone(), request)
+                handle(service.clone(), faults.clone(), counts.clone(), root.clone(), request)
             });
             let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(socket), handler).await;
         });
@@ -348,6 +365,7 @@ async fn handle(
     service: S3Service,
     faults: Arc<Faults>,
     counts: Arc<Counts>,
+    root: Arc<std::path::PathBuf>,
     request: hyper::Request<Incoming>,
 ) -> Result<HttpResponse, HttpError> {
     let is_get = request.method() == Method::GET;
@@ -356,7 +374,12 @@ async fn handle(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains(&format!("Credential={HELPER_ACCESS_KEY}/")));
+    let unknown_upload =
+        upload_id(request.uri().query()).is_some_and(|id| !root.join(format!(".upload-{id}.json")).exists());
     let mut response = hyper::service::Service::call(&service, request).await?;
+    if unknown_upload && response.status() == hyper::StatusCode::FORBIDDEN {
+        return Ok(no_such_upload());
+    }
     if is_get && !from_harness && response.status().is_success() && response.headers().contains_key(header::ETAG) {
         let length = response.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         counts.get_bytes.fetch_add(length.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
@@ -373,6 +396,23 @@ async fn handle(
         }
         _ => Ok(response),
     }
+}
+
+/// The `uploadId` query parameter.
+fn upload_id(query: Option<&str>) -> Option<&str> {
+    query?.split('&').find_map(|p| p.strip_prefix("uploadId="))
+}
+
+/// S3's answer for an upload id that does not exist. s3s-fs 0.14.1 says 403 AccessDenied, which
+/// would make a retried Complete or Abort (after a lost response) look like a credentials
+/// problem; S3 says 404 NoSuchUpload, and so does this server.
+fn no_such_upload() -> HttpResponse {
+    let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>NoSuchUpload</Code>\
+                <Message>The specified upload does not exist.</Message></Error>";
+    let mut response = HttpResponse::new(Body::from(body.to_string()));
+    *response.status_mut() = hyper::StatusCode::NOT_FOUND;
+    response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/xml"));
+    response
 }
 
 async fn truncate(response: HttpResponse, keep: usize) -> Result<HttpResponse, HttpError> {

@@ -4,6 +4,7 @@
 //! unit-tested without a server. Codes win over statuses: a 404 `NoSuchBucket` is not a missing
 //! key, and throttling is never mistaken for anything permanent.
 
+use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_types::error::display::DisplayErrorContext;
@@ -82,7 +83,15 @@ where
     let request_id = header("x-amz-request-id")
         .or_else(|| header("x-amzn-requestid"))
         .or_else(|| xml_element(body_of(raw), "RequestId"));
+    let credentials = credentials_error(&err);
     let (kind, code, message) = match &err {
+        // No request was sent: the credential provider failed (a credential_process exiting
+        // non-zero, an unreachable SSO or instance-metadata endpoint). A credentials problem,
+        // not a network one, and not worth retrying: the next request asks the provider again.
+        SdkError::DispatchFailure(_) if credentials.is_some() => {
+            let cause = credentials.map(innermost).unwrap_or_default();
+            (ClientErrorKind::AccessDenied, None, format!("cannot load credentials: {cause}"))
+        }
         SdkError::ServiceError(service) => {
             let e = service.err();
             let code = e.code().map(str::to_string);
@@ -125,6 +134,51 @@ where
         _ => (ClientErrorKind::Other, None, DisplayErrorContext(&err).to_string()),
     };
     ClientError { kind, operation, code, status, request_id, message }
+}
+
+/// The credential provider's error somewhere in `err`'s chain of causes.
+fn credentials_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a CredentialsError> {
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        if let Some(found) = e.downcast_ref::<CredentialsError>() {
+            return Some(found);
+        }
+        cause = e.source();
+    }
+    None
+}
+
+/// The deepest cause's message on one line (a credential_process's stderr ends in a newline).
+fn innermost(err: &CredentialsError) -> String {
+    let mut deepest: &(dyn std::error::Error + 'static) = err;
+    while let Some(cause) = deepest.source() {
+        deepest = cause;
+    }
+    deepest.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Where the client's credentials come from, for messages (never the credentials themselves).
+/// `fixed`: the caller handed the client its credentials.
+pub(crate) fn credential_source(config: &AwsClientConfig, fixed: bool) -> String {
+    if config.no_sign_request {
+        return "none (--no-sign-request)".to_string();
+    }
+    if fixed {
+        return "fixed credentials given to the client".to_string();
+    }
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let file = var("AWS_CONFIG_FILE").unwrap_or_else(|| "~/.aws/config".to_string());
+    // The chain asks the environment first, even with --profile.
+    if var("AWS_ACCESS_KEY_ID").is_some() {
+        return "the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)".to_string();
+    }
+    match (&config.profile, var("AWS_PROFILE")) {
+        (Some(profile), _) => format!("profile {profile:?} in {file} (--profile)"),
+        (None, Some(profile)) => format!("profile {profile:?} in {file} (AWS_PROFILE)"),
+        (None, None) => "the default chain (environment, ~/.aws profiles, web identity, container and \
+                         instance roles)"
+            .to_string(),
+    }
 }
 
 fn body_of(raw: Option<&HttpResponse>) -> &[u8] {
@@ -177,6 +231,11 @@ pub fn mount_hint(err: &ClientError, config: &AwsClientConfig) -> String {
         ClientErrorKind::NoSuchBucket => {
             format!("bucket {bucket} does not exist{code}: {msg} (check the name, --region and --endpoint-url)")
         }
+        // No status: no request was sent, the credentials could not be loaded.
+        ClientErrorKind::AccessDenied if err.status.is_none() => format!(
+            "no credentials to access bucket {bucket}: {msg}; fix the credential source, or use \
+             --no-sign-request for a public bucket"
+        ),
         ClientErrorKind::AccessDenied if config.no_sign_request => format!(
             "access to bucket {bucket} denied{code}: {msg}; the bucket does not allow anonymous access: \
              drop --no-sign-request and check credentials (AWS_PROFILE/--profile)"
@@ -264,6 +323,20 @@ mod tests {
     }
 
     #[test]
+    fn a_credential_provider_failure_is_access_denied_not_the_network() {
+        use aws_sdk_s3::operation::head_object::HeadObjectError;
+        use aws_smithy_runtime_api::client::result::ConnectorError;
+        let provider = CredentialsError::provider_error("process exited 1. Stderr: vault\n unreachable\n");
+        let err: SdkError<HeadObjectError, HttpResponse> =
+            SdkError::dispatch_failure(ConnectorError::other(Box::new(provider), None));
+        let e = from_sdk("HeadObject", err);
+        assert_eq!(e.kind, AccessDenied, "{e}");
+        assert!(!e.is_retryable());
+        assert_eq!(e.message, "cannot load credentials: process exited 1. Stderr: vault unreachable");
+        assert_eq!(e.status, None);
+    }
+
+    #[test]
     fn region_is_found_in_bodies_and_messages() {
         let body = b"<Error><Code>AuthorizationHeaderMalformed</Code><Region>eu-west-1</Region></Error>";
         assert_eq!(xml_element(body, "Region").as_deref(), Some("eu-west-1"));
@@ -306,6 +379,11 @@ mod tests {
         assert!(hint.contains("(PermanentRedirect)") && hint.contains("use --region eu-west-1"), "{hint}");
         let hint = mount_hint(&error(WrongRegion, None, Some(301), "moved"), &c);
         assert!(hint.contains("use --region with the bucket's region"), "{hint}");
+
+        let no_credentials = error(AccessDenied, None, None, "cannot load credentials: process exited 1");
+        let hint = mount_hint(&no_credentials, &c);
+        assert!(hint.starts_with("no credentials to access bucket my-bucket: cannot load credentials"), "{hint}");
+        assert!(hint.contains("fix the credential source"), "{hint}");
 
         let hint = mount_hint(&error(Transient, None, None, "connection refused"), &c);
         assert!(hint.starts_with("could not reach endpoint http://127.0.0.1:9: connection refused"), "{hint}");

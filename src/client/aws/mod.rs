@@ -26,16 +26,18 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use aws_config::BehaviorVersion;
 use aws_sdk_s3::config::{AppName, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, RequestPayer, ServerSideEncryption, StorageClass,
 };
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 use bytes::Bytes;
 
-use self::error::from_sdk;
 pub use self::error::{bucket_region, mount_hint};
+use self::error::{credential_source, from_sdk};
 use super::memory::crc32c_base64;
 use super::{
     ClientError, ClientErrorKind, ETag, GetObjectResponse, ListPage, ListRequest, ListedObject, ObjectClient,
@@ -83,6 +85,8 @@ pub struct AwsClient {
     slow: aws_sdk_s3::Client,
     config: AwsClientConfig,
     region: String,
+    /// Where the credentials come from, for messages.
+    credential_source: String,
 }
 
 impl fmt::Debug for AwsClient {
@@ -112,6 +116,7 @@ impl AwsClient {
 
     async fn build(config: &AwsClientConfig, credentials: Option<Credentials>) -> Result<AwsClient, ClientError> {
         let invalid = |message: String| ClientError::new(ClientErrorKind::Other, "Configure", message);
+        let credential_source = credential_source(config, credentials.is_some());
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
         if let Some(profile) = &config.profile {
             loader = loader.profile_name(profile);
@@ -156,7 +161,7 @@ impl AwsClient {
         let fast_timeouts =
             TimeoutConfig::builder().connect_timeout(CONNECT_TIMEOUT).operation_attempt_timeout(FAST_ATTEMPT_TIMEOUT);
         let fast = aws_sdk_s3::Client::from_conf(builder.timeout_config(fast_timeouts.build()).build());
-        Ok(AwsClient { fast, slow, config: config.clone(), region })
+        Ok(AwsClient { fast, slow, config: config.clone(), region, credential_source })
     }
 
     /// The region requests are signed for and sent to.
@@ -194,7 +199,7 @@ impl AwsClient {
             .send();
         let result = match tokio::time::timeout(PROBE_DEADLINE, request).await {
             Ok(Ok(_)) => return Ok(()),
-            Ok(Err(e)) => from_sdk("ListObjectsV2", e),
+            Ok(Err(e)) => self.error("ListObjectsV2", e),
             Err(_) => ClientError::new(
                 ClientErrorKind::Transient,
                 "ListObjectsV2",
@@ -203,6 +208,18 @@ impl AwsClient {
         };
         let message = mount_hint(&result, &self.config);
         Err(ClientError { message, ..result })
+    }
+
+    /// A failed call as a [`ClientError`]; a refusal of the credentials names their source.
+    fn error<E>(&self, operation: &'static str, err: SdkError<E, HttpResponse>) -> ClientError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let mut e = from_sdk(operation, err);
+        if e.kind == ClientErrorKind::AccessDenied {
+            e.message = format!("{} (credentials from {})", e.message, self.credential_source);
+        }
+        e
     }
 
     fn payer(&self) -> Option<RequestPayer> {
@@ -270,7 +287,7 @@ impl ObjectClient for AwsClient {
             .set_expected_bucket_owner(self.owner())
             .send()
             .await
-            .map_err(|e| from_sdk(OP, e))?;
+            .map_err(|e| self.error(OP, e))?;
         Ok(ObjectMeta {
             key: key.to_string(),
             size: size(OP, out.content_length())?,
@@ -301,7 +318,7 @@ impl ObjectClient for AwsClient {
             .set_expected_bucket_owner(self.owner())
             .send()
             .await
-            .map_err(|e| from_sdk(OP, e))?;
+            .map_err(|e| self.error(OP, e))?;
         let checked = get::check_response_range(&range, out.content_range(), out.content_length())
             .map_err(|m| ClientError::new(ClientErrorKind::Other, OP, format!("{key:?}: {m}")))?;
         let etag = etag(OP, out.e_tag())?;
@@ -331,7 +348,7 @@ impl ObjectClient for AwsClient {
             .set_expected_bucket_owner(self.owner())
             .send()
             .await
-            .map_err(|e| from_sdk(OP, e))?;
+            .map_err(|e| self.error(OP, e))?;
         let mut objects = Vec::with_capacity(out.contents().len());
         for o in out.contents() {
             let Some(key) = o.key() else { continue };
@@ -373,7 +390,7 @@ impl ObjectClient for AwsClient {
             .set_expected_bucket_owner(self.owner())
             .send()
             .await
-            .map_err(|e| from_sdk(OP, e))?;
+            .map_err(|e| self.error(OP, e))?;
         Ok(PutResult { etag: etag(OP, out.e_tag())? })
     }
 
@@ -393,7 +410,7 @@ impl ObjectClient for AwsClient {
             .set_expected_bucket_owner(self.owner())
             .send()
             .await
-            .map_err(|e| from_sdk(OP, e))?;
+            .map_err(|e| self.error(OP, e))?;
         match out.upload_id() {
             Some(id) if !id.is_empty() => Ok(id.to_string()),
             _ => Err(ClientError::new(ClientErrorKind::Other, OP, "the answer has no upload id")),
@@ -428,7 +445,7 @@ impl ObjectClient for AwsClient {
             .set_expected_bucket_owner(self.owner())
             .send()
             .await
-            .map_err(|e| from_sdk(OP, e))?;
+            .map_err(|e| self.error(OP, e))?;
         let acknowledged = out.checksum_crc32_c().map(str::to_string);
         if let (Some(sent), Some(got)) = (&checksum, &acknowledged)
             && sent != got
@@ -476,7 +493,7 @@ impl ObjectClient for AwsClient {
             .set_expected_bucket_owner(self.owner())
             .send()
             .await
-            .map_err(|e| from_sdk(OP, e))?;
+            .map_err(|e| self.error(OP, e))?;
         Ok(PutResult { etag: etag(OP, out.e_tag())? })
     }
 
@@ -491,7 +508,7 @@ impl ObjectClient for AwsClient {
             .set_expected_bucket_owner(self.owner())
             .send()
             .await
-            .map_err(|e| from_sdk(OP, e))?;
+            .map_err(|e| self.error(OP, e))?;
         Ok(())
     }
 
@@ -506,7 +523,7 @@ impl ObjectClient for AwsClient {
             .set_expected_bucket_owner(self.owner())
             .send()
             .await;
-        match result.map_err(|e| from_sdk(OP, e)) {
+        match result.map_err(|e| self.error(OP, e)) {
             // S3 answers 204 for a missing key; some servers say 404. Either way it is gone.
             Ok(_) => Ok(()),
             Err(e) if e.kind == ClientErrorKind::NotFound => Ok(()),
@@ -527,7 +544,7 @@ impl ObjectClient for AwsClient {
             .set_expected_source_bucket_owner(self.owner())
             .send()
             .await
-            .map_err(|e| from_sdk(OP, e))?;
+            .map_err(|e| self.error(OP, e))?;
         let etag = out.copy_object_result().and_then(|r| r.e_tag());
         Ok(PutResult { etag: self::etag(OP, etag)? })
     }

@@ -1,8 +1,8 @@
 //! Names and keys: which S3 keys become which directory entries.
 //!
 //! A key is split on `/`. A directory entry exists for a component only if it is a valid
-//! name: not empty, not `.` or `..`, no NUL. Keys with an invalid component anywhere below the
-//! mount prefix are hidden (with a warning when listed). A key ending in `/` is a directory
+//! name: not empty, not `.` or `..`, no NUL, at most 255 bytes. Keys with an invalid component
+//! anywhere below the mount prefix are hidden (with a warning when listed). A key ending in `/` is a directory
 //! marker: the directory exists, the marker itself is never a file.
 
 use std::ffi::OsStr;
@@ -43,19 +43,25 @@ pub enum ListedName<'a> {
     Hidden,
 }
 
+/// True if a listed `name` can be an entry: a valid component no longer than [`NAME_MAX`] (a
+/// longer one could be listed but never looked up or opened: ENAMETOOLONG).
+fn is_listable(name: &str) -> bool {
+    is_valid_component(name) && name.len() <= NAME_MAX
+}
+
 /// Classifies an object key relative to the directory prefix it was listed under (with `/` as
 /// delimiter the relative part contains no `/`, except the key of a marker).
 pub fn classify_object(relative: &str) -> ListedName<'_> {
     if relative.is_empty() {
         return ListedName::SelfMarker;
     }
-    if is_valid_component(relative) { ListedName::File(relative) } else { ListedName::Hidden }
+    if is_listable(relative) { ListedName::File(relative) } else { ListedName::Hidden }
 }
 
 /// Classifies a common prefix (relative part, ending in `/`).
 pub fn classify_prefix(relative: &str) -> ListedName<'_> {
     match relative.strip_suffix('/') {
-        Some(name) if is_valid_component(name) => ListedName::Directory(name),
+        Some(name) if is_listable(name) => ListedName::Directory(name),
         _ => ListedName::Hidden,
     }
 }
@@ -97,5 +103,10 @@ mod tests {
         assert_eq!(classify_prefix("/"), ListedName::Hidden);
         assert_eq!(classify_prefix("../"), ListedName::Hidden);
         assert_eq!(classify_prefix("./"), ListedName::Hidden);
+        let (limit, over) = ("x".repeat(255), "x".repeat(256));
+        assert_eq!(classify_object(&limit), ListedName::File(&limit));
+        assert_eq!(classify_object(&over), ListedName::Hidden, "listed, it could never be opened");
+        assert_eq!(classify_prefix(&format!("{limit}/")), ListedName::Directory(&limit));
+        assert_eq!(classify_prefix(&format!("{over}/")), ListedName::Hidden);
     }
 }

@@ -18,10 +18,12 @@
 //! Needs root (mounts, dropping the page cache) and /dev/fuse. One process holds the in-memory
 //! S3 server (`tests/common/mem_server.rs`, 127.0.0.1 only) with every object seeded as a slice
 //! of one 1 GiB buffer; for each workload it mounts the bucket afresh (`mount-s3 --foreground`,
-//! sealed environment, unmounted also on panic), runs the readers, reads the daemon's CPU time
-//! and peak RSS from `/proc`, the server's CPU time and request counts, then runs the raw
-//! baseline in a child process (this binary again, with a hidden flag). Workloads are in
-//! `fs_throughput/workloads.rs`, the report's format in `fs_throughput/report.rs`.
+//! sealed environment, unmounted also on panic), runs the readers (or writers), reads the
+//! daemon's CPU time and peak RSS from `/proc`, the server's CPU time and request counts, then
+//! runs the raw baseline in a child process (this binary again, with a hidden flag). Write
+//! workloads copy local source files (on tmpfs, made once per run) into new objects; after each
+//! run of either side the objects are checked byte for byte at the server and deleted. Workloads
+//! are in `fs_throughput/workloads.rs`, the report's format in `fs_throughput/report.rs`.
 
 #[path = "../tests/common/mod.rs"]
 #[allow(unused_imports)]
@@ -108,7 +110,16 @@ fn main() {
     let s3 = MemS3::start();
     eprintln!("seeding the in-memory server ({})", s3.endpoint);
     let data = workloads::seed(&s3);
+    let seeded_bytes = s3.stored_bytes();
     let mut notes = Vec::new();
+    let source_sizes = workloads::source_sizes(&selected);
+    let sources = (!source_sizes.is_empty()).then(|| {
+        let sources = workloads::Sources::create(&data, &source_sizes).unwrap_or_else(|e| exit_with(&e));
+        if !sources.on_tmpfs() {
+            notes.push("Write sources are not on tmpfs (no /dev/shm): each run reads its source once first.".into());
+        }
+        sources
+    });
     let mut rows = Vec::new();
     let mut quiet_budget = options.quiet_wait;
     for w in selected {
@@ -124,6 +135,16 @@ fn main() {
                 Err(e) => notes.push(format!("`{}`: local `cat` baseline failed: {e}", w.name)),
             }
         }
+        if let workloads::MountJob::Write { writer: workloads::Writer::Cp, files: 2.., .. } = &w.job {
+            match workloads::local_cp_rate(&w.job) {
+                Ok(rate) => notes.push(format!(
+                    "`{}`: the same `cp` loop into a local tmpfs directory runs at {rate:.0} files/s: the loop's \
+                     own ceiling (a fork and exec per file).",
+                    w.name
+                )),
+                Err(e) => notes.push(format!("`{}`: local `cp` baseline failed: {e}", w.name)),
+            }
+        }
         // Every run starts on an idle machine if the waiting budget allows; busy starts are noted.
         let mut busy_starts = Vec::new();
         let mut quiet = |busy_starts: &mut Vec<f64>| {
@@ -136,10 +157,12 @@ fn main() {
         let (mut mounts, mut raws) = (Vec::new(), Vec::new());
         for _ in 0..w.repeat {
             quiet(&mut busy_starts);
-            mounts.push(log("mount", mount_side(&s3, &w, &data, &mut notes)));
+            let run = mount_side(&s3, &w, &data, &mut notes);
+            mounts.push(log("mount", settle(&s3, &w, &data, seeded_bytes, run)));
             if let Some(spec) = &w.raw {
                 quiet(&mut busy_starts);
-                raws.push(log("raw", raw::run(&s3, spec, w.timeout)));
+                let run = raw::run(&s3, spec, w.timeout);
+                raws.push(log("raw", settle(&s3, &w, &data, seeded_bytes, run)));
             }
         }
         if let Some(most) = busy_starts.iter().copied().reduce(f64::max) {
@@ -152,7 +175,13 @@ fn main() {
         eprintln!("   ({:.0} s)", t.elapsed().as_secs_f64());
         rows.push(Row::new(w, mounts, raws));
     }
+    notes.extend(report::write_targets(&rows));
+    if !full {
+        let names: Vec<&str> = rows.iter().map(|r| r.workload.name).collect();
+        notes.push(format!("Only these workloads were run: {}.", names.join(", ")));
+    }
     notes.push(format!("Whole run took {:.0} s.", started.elapsed().as_secs_f64()));
+    drop(sources);
 
     let info = run_info(&args, notes);
     let doc = report::render(&info, &rows);
@@ -191,6 +220,19 @@ fn self_check() {
     println!("fs_throughput: self-check passed; run the benchmark with `cargo bench --bench fs_throughput`");
 }
 
+/// After a run of either side of a write workload: checks the objects written and deletes them
+/// (a failed check fails the run), then checks the server holds no more than it was seeded with
+/// (no unfinished multipart upload left behind).
+fn settle(s3: &MemS3, w: &Workload, data: &Bytes, seeded_bytes: u64, mut run: Run) -> Run {
+    let checked = workloads::check_and_clear(s3, &w.job, data);
+    let leftover = s3.stored_bytes().saturating_sub(seeded_bytes);
+    let problem = checked.err().or_else(|| (leftover > 0).then(|| format!("{leftover} bytes left on the server")));
+    if run.error.is_none() {
+        run.error = problem;
+    }
+    run
+}
+
 /// Prints one run's headline numbers as it finishes.
 fn log(side: &str, run: Run) -> Run {
     let error = run.error.as_deref().map(|e| format!(" ERROR {e}")).unwrap_or_default();
@@ -225,6 +267,9 @@ fn mount_side(s3: &MemS3, w: &Workload, data: &Bytes, notes: &mut Vec<String>) -
         Err(output) => return Run { error: Some(format!("mount failed: {}", tail(&output))), ..Run::default() },
     };
     let pid = mount.pid().to_string();
+    if let Err(e) = workloads::prepare(&w.job) {
+        return Run { error: Some(e), ..Run::default() };
+    }
     s3.reset_counts();
     let before = Snapshot::take(Some(&pid), s3);
     let start = Instant::now();

@@ -6,10 +6,12 @@
 //!   part held until the reader reaches it (what a prefetcher does);
 //! - random: one ranged GET per read, one at a time, at the offsets the mount-side reader uses;
 //! - first byte: one GET of `bytes=0-0`, one at a time;
-//! - whole objects: one plain GET per object, `concurrency` at a time.
-//!
-//! Writes will add a variant here (a multipart upload of `part`-byte parts, `window` in flight)
-//! once the file system can write.
+//! - whole objects: one plain GET per object, `concurrency` at a time;
+//! - upload: new objects from a local source file, one after another, as mount-s3 writes them:
+//!   the file read in `part`-byte pieces, each sent as an UploadPart with its CRC32C while the
+//!   next is read, `window` parts in flight, completed with `If-None-Match: *`; an object
+//!   smaller than one part is one PutObject (CRC32C, `If-None-Match: *`), read from the file
+//!   each time as `cp` does.
 //!
 //! The child builds its client from explicit static credentials and region (taken from its
 //! sealed environment), talks to the local endpoint only, and every loop is bounded.
@@ -20,13 +22,15 @@ use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
 use aws_sdk_s3::primitives::AggregatedBytes;
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use bytes::Buf;
 use futures::{StreamExt, TryStreamExt};
+use mount_s3::client::memory::crc32c_base64;
 
 use crate::common::mem_server::MemS3;
 use crate::measure::{Run, Snapshot, machine_cpu_seconds, machine_jiffies, peak_rss_kib, process_cpu_seconds};
 use crate::procs::run_one;
-use crate::workloads::RandomReads;
+use crate::workloads::{RandomReads, write_keys};
 
 /// The argument that turns this binary into the raw-SDK child.
 pub const CHILD_FLAG: &str = "--raw-child";
@@ -43,6 +47,10 @@ pub enum RawSpec {
     FirstByte { key: String, samples: usize },
     /// One GET per object, `concurrency` at a time.
     WholeObjects { objects: Vec<(String, u64)>, concurrency: usize },
+    /// `files` new objects under `prefix/raw/`, one after another, each the `size`-byte local
+    /// file `source`: a multipart upload of `part`-byte parts (`window` in flight), or one
+    /// PutObject if smaller than a part.
+    Upload { source: String, size: u64, files: u64, prefix: String, part: u64, window: usize },
 }
 
 impl RawSpec {
@@ -71,6 +79,15 @@ impl RawSpec {
                 args.extend(objects(list));
                 args
             }
+            RawSpec::Upload { source, size, files, prefix, part, window } => vec![
+                "upload".into(),
+                format!("size={size}"),
+                format!("files={files}"),
+                format!("part={part}"),
+                format!("window={window}"),
+                format!("prefix={prefix}"),
+                format!("source={source}"),
+            ],
         }
     }
 
@@ -79,9 +96,12 @@ impl RawSpec {
         let (kind, rest) = args.split_first().ok_or("no raw workload")?;
         let mut objects = Vec::new();
         let mut numbers = std::collections::HashMap::new();
+        let mut strings = std::collections::HashMap::new();
         for arg in rest {
             let (name, value) = arg.split_once('=').ok_or_else(|| format!("bad argument {arg:?}"))?;
-            if name == "object" {
+            if name == "source" || name == "prefix" {
+                strings.insert(name.to_string(), value.to_string());
+            } else if name == "object" {
                 let (size, key) = value.split_once(':').ok_or_else(|| format!("bad object {value:?}"))?;
                 objects.push((key.to_string(), size.parse::<u64>().map_err(|e| format!("{arg}: {e}"))?));
             } else {
@@ -90,6 +110,7 @@ impl RawSpec {
         }
         let number = |name: &str| numbers.get(name).copied().ok_or_else(|| format!("{kind}: no {name}="));
         let first = || objects.first().cloned().ok_or_else(|| format!("{kind}: no object="));
+        let string = |name: &str| strings.get(name).cloned().ok_or_else(|| format!("{kind}: no {name}="));
         Ok(match kind.as_str() {
             "sequential" => RawSpec::Sequential { part: number("part")?, window: number("window")? as usize, objects },
             "random" => {
@@ -105,6 +126,14 @@ impl RawSpec {
             }
             "first_byte" => RawSpec::FirstByte { key: first()?.0, samples: number("samples")? as usize },
             "whole_objects" => RawSpec::WholeObjects { concurrency: number("concurrency")? as usize, objects },
+            "upload" => RawSpec::Upload {
+                source: string("source")?,
+                size: number("size")?,
+                files: number("files")?,
+                prefix: string("prefix")?,
+                part: number("part")?,
+                window: number("window")? as usize,
+            },
             other => return Err(format!("unknown raw workload {other:?}")),
         })
     }
@@ -242,7 +271,131 @@ async fn work(client: &aws_sdk_s3::Client, bucket: &str, spec: &RawSpec) -> Outc
             let sizes: Vec<u64> = gets.buffer_unordered(*concurrency).try_collect().await?;
             Ok((sizes.iter().sum(), sizes.len() as u64, vec![]))
         }
+        RawSpec::Upload { source, size, files, prefix, part, window } => {
+            for key in write_keys(&format!("{prefix}/raw"), 0, *files) {
+                let sent = if size < part {
+                    put_file(client, bucket, &key, source).await?
+                } else {
+                    multipart_upload(client, bucket, &key, source, *part, *window).await?
+                };
+                if sent != *size {
+                    return Err(format!("{key}: sent {sent} bytes, expected {size}"));
+                }
+            }
+            Ok((size * files, *files, vec![]))
+        }
     }
+}
+
+fn sdk_error<E: std::error::Error + 'static, R: std::fmt::Debug>(
+    what: &str,
+    key: &str,
+    e: aws_sdk_s3::error::SdkError<E, R>,
+) -> String {
+    format!("{what} {key}: {}", aws_sdk_s3::error::DisplayErrorContext(e))
+}
+
+/// One PutObject of the whole file (read afresh, as `cp` does), with its CRC32C and
+/// `If-None-Match: *`. Returns the bytes sent.
+async fn put_file(client: &aws_sdk_s3::Client, bucket: &str, key: &str, source: &str) -> Result<u64, String> {
+    let body = bytes::Bytes::from(std::fs::read(source).map_err(|e| format!("read {source}: {e}"))?);
+    let len = body.len() as u64;
+    client
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .content_length(len as i64)
+        .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+        .checksum_crc32_c(crc32c_base64(&body))
+        .if_none_match("*")
+        .body(body.into())
+        .send()
+        .await
+        .map_err(|e| sdk_error("PUT", key, e))?;
+    Ok(len)
+}
+
+/// A multipart upload of the file: `part`-byte pieces read in order, each sent with its CRC32C
+/// while the next is read, at most `window` in flight. Returns the bytes sent.
+async fn multipart_upload(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    source: &str,
+    part: u64,
+    window: usize,
+) -> Result<u64, String> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(source).map_err(|e| format!("open {source}: {e}"))?;
+    let created = client
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+        .send()
+        .await
+        .map_err(|e| sdk_error("CreateMultipartUpload", key, e))?;
+    let upload_id = created.upload_id().ok_or("no upload id")?.to_string();
+    let mut in_flight = std::collections::VecDeque::new();
+    let mut done = Vec::new();
+    let mut sent = 0;
+    for number in 1.. {
+        let mut buf = bytes::BytesMut::zeroed(part as usize);
+        let mut filled = 0;
+        while filled < buf.len() {
+            match file.read(&mut buf[filled..]).map_err(|e| format!("read {source}: {e}"))? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        if filled == 0 {
+            break;
+        }
+        buf.truncate(filled);
+        sent += filled as u64;
+        if in_flight.len() >= window.max(1) {
+            let oldest: tokio::task::JoinHandle<Result<CompletedPart, String>> =
+                in_flight.pop_front().expect("non-empty");
+            done.push(oldest.await.map_err(|e| format!("part task: {e}"))??);
+        }
+        let (client, bucket, key, upload_id) = (client.clone(), bucket.to_string(), key.to_string(), upload_id.clone());
+        in_flight.push_back(tokio::spawn(async move {
+            let body = buf.freeze();
+            let checksum = crc32c_base64(&body);
+            let out = client
+                .upload_part()
+                .bucket(bucket)
+                .key(&key)
+                .upload_id(upload_id)
+                .part_number(number)
+                .content_length(body.len() as i64)
+                .checksum_algorithm(ChecksumAlgorithm::Crc32C)
+                .checksum_crc32_c(checksum.clone())
+                .body(body.into())
+                .send()
+                .await
+                .map_err(|e| sdk_error("UploadPart", &key, e))?;
+            if out.checksum_crc32_c().is_some_and(|theirs| theirs != checksum) {
+                return Err(format!("part {number} of {key}: checksum mismatch"));
+            }
+            let etag = out.e_tag().ok_or("UploadPart: no ETag")?;
+            Ok(CompletedPart::builder().part_number(number).e_tag(etag).checksum_crc32_c(checksum).build())
+        }));
+    }
+    for task in in_flight {
+        done.push(task.await.map_err(|e| format!("part task: {e}"))??);
+    }
+    client
+        .complete_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(&upload_id)
+        .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(done)).build())
+        .if_none_match("*")
+        .send()
+        .await
+        .map_err(|e| sdk_error("CompleteMultipartUpload", key, e))?;
+    Ok(sent)
 }
 
 /// Reads one object in order: `window` part GETs in flight, parts handed over in order.

@@ -79,21 +79,25 @@ answers with a slice, no copy), on 127.0.0.1 only. Each workload mounts afresh (
 per workload) after dropping the page cache, and is measured next to a **raw baseline**: the same
 S3 traffic made by aws-sdk-s3 alone in a child process, measured the same way (CPU time and
 `VmHWM` from `/proc`). Mount side: the daemon's CPU and peak RSS; the readers (`dd`, `cat`, or
-`pread` in the benchmark process) are not counted there but are in \"whole machine\".
+`pread` in the benchmark process) and writers (`dd`, `cp`) are not counted there but are in
+\"whole machine\". Write workloads copy a local file on tmpfs (its pages always in memory) into
+new objects, checked byte for byte at the server and deleted after every run of either side.
 
 ## How to read this
 - **mount/raw** below 1 for throughput (above 1 for latency) is what the file system costs over
-  using the SDK directly; CPU s/GiB is the client's CPU time per GiB the application got.
+  using the SDK directly; CPU s/GiB is the client's CPU time per GiB the application got (or,
+  for writes, gave).
 - **Who was busy** gives average cores used over the run: the client process (daemon or raw
-  child), the server's threads, the readers, everything else on the machine (other users: noise)
+  child), the server's threads, the readers or writers, everything else on the machine (other users: noise)
   and the whole machine. A row is CPU-bound when the machine is nearly full; it is then limited by
   whichever took most. A single saturated thread shows as about 1.0 core while the machine is not
   full. Rows limited by the server measure the server, not mount-s3; rows mostly \"others\" were
   disturbed and should be rerun.
-- Each side runs several times (5; 3 for the 10-second random reads), each mount-side run on a
-  fresh mount, alternating with the raw runs: results are the median run, with [lowest-highest]
-  of the runs; peak RSS is the highest of the runs; mount/raw is the median of the ratios of
-  each mount run to the raw run right after it, so a slow spell on the machine hits both.
+- Each side runs several times (5; 3 for the 10-second random reads and the writes), each
+  mount-side run on a fresh mount, alternating with the raw runs: results are the median run,
+  with [lowest-highest] of the runs; peak RSS is the highest of the runs; mount/raw is the
+  median of the ratios of each mount run to the raw run right after it, so a slow spell on the
+  machine hits both.
 - Requests are counted by the server (exact); the mount's count excludes its mount-time probe.
 - Noise: on a shared 2-core machine, +-20 % between runs is normal; compare within one run.
   Other processes slow throughput and latency down, but hardly change CPU per GiB or request
@@ -140,6 +144,7 @@ fn run_result(w: &Workload, run: &Run) -> String {
             let per_op = match w.job {
                 MountJob::Random { .. } => format!(", {} reads/s", rate(run.ops_per_s())),
                 MountJob::Cat { .. } => format!(", {} files/s", rate(run.ops_per_s())),
+                MountJob::Write { files: 2.., .. } => format!(", {} files/s", rate(run.ops_per_s())),
                 _ => String::new(),
             };
             format!("{} MiB/s{per_op}", rate(run.mib_per_s()))
@@ -235,6 +240,32 @@ fn requests(run: &Run) -> String {
     if list.is_empty() { "none".into() } else { list.join(", ") }
 }
 
+/// The issue's targets for the write workloads, one note each: throughput at least 0.9x the raw
+/// baseline, and for one 1 GiB writer a peak RSS of at most 128 MiB. Reported, never enforced.
+pub fn write_targets(rows: &[Row]) -> Vec<String> {
+    let mut notes = Vec::new();
+    for r in rows {
+        let MountJob::Write { files, .. } = r.workload.job else { continue };
+        let name = r.workload.name;
+        let verdict = |met: bool| if met { "met" } else { "NOT met" };
+        match r.paired_ratio {
+            Some(ratio) => {
+                notes.push(format!("`{name}` target >= 0.9x the raw baseline: {ratio:.2}x, {}.", verdict(ratio >= 0.9)))
+            }
+            None => notes.push(format!("`{name}` target >= 0.9x the raw baseline: no ratio (a side failed).")),
+        }
+        if files == 1 {
+            let peak = r.mount.run.client_peak_kib;
+            notes.push(format!(
+                "`{name}` target peak RSS <= 128 MiB for one writer at the default part size: {}, {}.",
+                mib(peak),
+                verdict(peak > 0 && peak <= 128 * 1024)
+            ));
+        }
+    }
+    notes
+}
+
 /// The whole document: header, run description, tables, notes.
 pub fn render(info: &RunInfo, rows: &[Row]) -> String {
     let mut out = String::from(HEADER);
@@ -288,7 +319,7 @@ pub fn render(info: &RunInfo, rows: &[Row]) -> String {
     let _ = writeln!(
         out,
         "Average cores used during the run, of {}: the client (daemon or raw SDK process), the server's \
-         threads, the readers (`dd`/`cat` processes or reader threads; none for raw), others (everything \
+         threads, the readers or writers (`dd`/`cat`/`cp` processes or reader threads; none for raw), others (everything \
          else on the machine: noise), and the whole machine.\n",
         cpus()
     );

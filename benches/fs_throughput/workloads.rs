@@ -1,18 +1,24 @@
 //! The workloads: what runs through the mount ([`MountJob`]) and the raw-SDK equivalent
-//! ([`RawSpec`]), listed in [`all`]. Adding one (writes, when mount-s3 can write: `dd` of 1 GiB
-//! into the mount, `cp` of a local file, 1,000 small files, against a multipart-upload
-//! baseline) is a new entry there plus, if needed, a `MountJob` and a `RawSpec` variant.
+//! ([`RawSpec`]), listed in [`all`]. Adding one is a new entry there plus, if needed, a
+//! `MountJob` and a `RawSpec` variant.
 //!
 //! Every object is a slice of one 1 GiB buffer of pseudo-random bytes held by the server, so
 //! the data set costs 1 GiB of memory however many objects use it. Readers written here (random
 //! reads, first byte) check every byte they get against that buffer; `dd` and `cat` check only
 //! sizes and exit codes.
+//!
+//! Writes ([`MountJob::Write`], [`RawSpec::Upload`]) copy local source files ([`Sources`]: the
+//! first 1 GiB and 64 KiB of that same buffer, written once per benchmark run to a temporary
+//! directory on tmpfs when there is one) to new keys under a prefix of their own. After each
+//! run the harness checks every object written, byte for byte, against the buffer and deletes
+//! them ([`check_and_clear`]), so the server holds at most one run's objects.
 
 use std::fs::OpenOptions;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -42,6 +48,76 @@ fn sixteenth(i: u64) -> String {
 }
 fn small(i: u64) -> String {
     format!("small/file-{i:04}.bin")
+}
+
+/// Name of a source file of `size` bytes in [`Sources`]' directory.
+fn source_name(size: u64) -> String {
+    match size {
+        GIB => "1GiB.bin".into(),
+        size if size % MIB == 0 => format!("{}MiB.bin", size / MIB),
+        size => format!("{}KiB.bin", size / KIB),
+    }
+}
+
+/// Where the local source files of the write workloads live: on tmpfs when there is one, in a
+/// directory of this process's own (the raw child gets the full path on its command line).
+pub fn source_dir() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    let base = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
+    base.join(format!("fs-bench-sources-{}", std::process::id()))
+}
+
+/// The local source files, written once per benchmark run; removed on drop (also on panic).
+pub struct Sources {
+    dir: PathBuf,
+}
+
+impl Sources {
+    /// Writes the first `size` bytes of `data` as [`source_name`] for every size in `sizes`.
+    pub fn create(data: &Bytes, sizes: &[u64]) -> Result<Sources, String> {
+        let dir = source_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+        let sources = Sources { dir };
+        for &size in sizes {
+            let path = sources.dir.join(source_name(size));
+            std::fs::write(&path, &data[..size as usize]).map_err(|e| format!("write {}: {e}", path.display()))?;
+        }
+        Ok(sources)
+    }
+
+    /// Whether they are on tmpfs (so dropping the page cache leaves them in memory).
+    pub fn on_tmpfs(&self) -> bool {
+        self.dir.starts_with("/dev/shm")
+    }
+}
+
+impl Drop for Sources {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Source sizes the write workloads in `workloads` need.
+pub fn source_sizes(workloads: &[Workload]) -> Vec<u64> {
+    let mut sizes: Vec<u64> = workloads
+        .iter()
+        .filter_map(|w| match &w.job {
+            MountJob::Write { size, .. } => Some(*size),
+            _ => None,
+        })
+        .collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    sizes
+}
+
+/// How the mount side writes a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Writer {
+    /// `dd if=SOURCE of=FILE bs=1M`, one process per file.
+    Dd,
+    /// `cp SOURCE FILE` in one shell loop over the files.
+    Cp,
 }
 
 /// How the primary result of a workload is expressed.
@@ -86,6 +162,10 @@ pub enum MountJob {
     Cat { keys: Vec<(String, u64)>, loops: usize },
     /// `samples` times: open (`O_DIRECT`), read the first byte, close.
     FirstByte { key: String, samples: usize },
+    /// `files` new files of `size` bytes, copied one after another from the local source of
+    /// that size by `writer`, to `PREFIX/<run>.bin` (one file) or `PREFIX/<run>/file-NNNN.bin`,
+    /// where `<run>` is new for every run. The directories are made (locally) first.
+    Write { writer: Writer, size: u64, files: u64, prefix: String },
 }
 
 /// One benchmark: a name to select it, what it does, how to mount, the two sides.
@@ -120,8 +200,19 @@ pub fn all() -> Vec<Workload> {
         seed: 0x5eed,
     };
     let minutes = |m: u64| Duration::from_secs(60 * m);
-    // Short workloads run 5 times a side, the 10-second random ones 3 times: about 4 minutes.
+    // Short workloads run 5 times a side, the 10-second random ones and the writes 3 times:
+    // about 6 minutes.
     let (short, long) = (5, 3);
+    // mount-s3's write defaults: 8 MiB parts, 4 in flight, CRC32C, a single PUT below one part.
+    let upload = |size, files, prefix: &str| RawSpec::Upload {
+        source: source_dir().join(source_name(size)).display().to_string(),
+        size,
+        files,
+        prefix: prefix.to_string(),
+        part: 8 * MIB,
+        window: 4,
+    };
+    let write = |writer, size, files, prefix: &str| MountJob::Write { writer, size, files, prefix: prefix.into() };
     vec![
         Workload {
             name: "seq_read",
@@ -204,6 +295,40 @@ pub fn all() -> Vec<Workload> {
             timeout: minutes(2),
             repeat: short,
         },
+        Workload {
+            name: "seq_write",
+            what: "1 writer, new 1 GiB object, `dd bs=1M` from a local file (raw: multipart upload, 8 MiB \
+                   parts, 4 in flight, CRC32C)"
+                .into(),
+            metric: Metric::Throughput,
+            mount_args: vec![],
+            job: write(Writer::Dd, GIB, 1, "seqwrite"),
+            raw: Some(upload(GIB, 1, "seqwrite")),
+            timeout: minutes(3),
+            repeat: long,
+        },
+        Workload {
+            name: "cp_write",
+            what: "1 writer, new 1 GiB object, `cp` of a local file (raw: as `seq_write`)".into(),
+            metric: Metric::Throughput,
+            mount_args: vec![],
+            job: write(Writer::Cp, GIB, 1, "cpwrite"),
+            raw: Some(upload(GIB, 1, "cpwrite")),
+            timeout: minutes(3),
+            repeat: long,
+        },
+        Workload {
+            name: "small_writes",
+            what: "1,000 new files of 64 KiB, `cp` of a local file each in one shell loop (raw: one \
+                   PutObject each, one at a time)"
+                .into(),
+            metric: Metric::Throughput,
+            mount_args: vec![],
+            job: write(Writer::Cp, SMALL_SIZE, SMALL_FILES, "smallwrite"),
+            raw: Some(upload(SMALL_SIZE, SMALL_FILES, "smallwrite")),
+            timeout: minutes(3),
+            repeat: long,
+        },
     ]
 }
 
@@ -258,7 +383,103 @@ pub fn run_mount_job(job: &MountJob, mnt: &Path, large: &Bytes, timeout: Duratio
             let (path, samples, first) = (mnt.join(key), *samples, large[0]);
             on_thread(timeout, move || first_bytes(&path, samples, first))
         }
+        MountJob::Write { writer, size, files, prefix } => {
+            static RUN: AtomicU64 = AtomicU64::new(0);
+            let run = RUN.fetch_add(1, Ordering::Relaxed);
+            write_files(mnt, *writer, *size, &write_keys(prefix, run, *files), timeout)
+        }
     }
+}
+
+/// The keys of one run's `files` files under `prefix`.
+pub fn write_keys(prefix: &str, run: u64, files: u64) -> Vec<String> {
+    match files {
+        1 => vec![format!("{prefix}/{run}.bin")],
+        n => (0..n).map(|i| format!("{prefix}/{run}/file-{i:04}.bin")).collect(),
+    }
+}
+
+/// Before a run, outside its timing: reads the job's source file, so that it comes from the page
+/// cache (a no-op on tmpfs, which dropping the cache does not touch).
+pub fn prepare(job: &MountJob) -> Result<(), String> {
+    if let MountJob::Write { size, .. } = job {
+        let path = source_dir().join(source_name(*size));
+        let mut file = std::fs::File::open(&path).map_err(|e| format!("open {}: {e}", path.display()))?;
+        std::io::copy(&mut file, &mut std::io::sink()).map_err(|e| format!("read {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// After a write run, of either side: every object under the workload's prefix must be one of
+/// `files` objects whose bytes are the first `size` bytes of `large`; all are then deleted.
+pub fn check_and_clear(s3: &MemS3, job: &MountJob, large: &Bytes) -> Result<(), String> {
+    let MountJob::Write { size, files, prefix, .. } = job else { return Ok(()) };
+    let keys = s3.list_keys(&format!("{prefix}/"));
+    let mut problems = Vec::new();
+    if keys.len() as u64 != *files {
+        problems.push(format!("{} objects under {prefix}/, expected {files}", keys.len()));
+    }
+    let expected = &large[..*size as usize];
+    for key in &keys {
+        match s3.get(key) {
+            Some(data) if data.len() as u64 != *size => problems.push(format!("{key}: {} bytes", data.len())),
+            Some(data) if data[..] != *expected => problems.push(format!("{key}: wrong bytes")),
+            Some(_) => {}
+            None => problems.push(format!("{key}: gone")),
+        }
+        s3.delete(key);
+    }
+    match problems.first() {
+        None => Ok(()),
+        Some(first) => Err(format!("written objects: {first} ({} problem(s))", problems.len())),
+    }
+}
+
+fn write_files(mnt: &Path, writer: Writer, size: u64, keys: &[String], timeout: Duration) -> Result<Outcome, String> {
+    let source = source_dir().join(source_name(size));
+    let paths: Vec<PathBuf> = keys.iter().map(|k| mnt.join(k)).collect();
+    let mut dirs: Vec<&Path> = paths.iter().filter_map(|p| p.parent()).collect();
+    dirs.dedup();
+    for dir in dirs {
+        std::fs::create_dir_all(dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+    }
+    let mut children = Children::default();
+    match writer {
+        Writer::Dd => {
+            for path in &paths {
+                let mut dd = Command::new("dd");
+                dd.arg(format!("if={}", source.display())).arg(format!("of={}", path.display())).arg("bs=1M");
+                children.spawn(dd)?;
+            }
+        }
+        Writer::Cp => {
+            let mut sh = Command::new("sh");
+            sh.arg("-c").arg(r#"src=$1; shift; for f in "$@"; do cp -- "$src" "$f" || exit 1; done"#).arg("sh");
+            sh.arg(&source).args(&paths);
+            children.spawn(sh)?;
+        }
+    }
+    for finished in children.wait_all(timeout)? {
+        if !finished.status.success() {
+            return Err(format!("{writer:?}: {}: {}", finished.status, finished.stderr.trim()));
+        }
+    }
+    // close() returned: each upload is complete (mount-s3 completes it on flush).
+    Ok(Outcome { bytes: size * keys.len() as u64, ops: keys.len() as u64, latencies: vec![] })
+}
+
+/// The same `cp` loop into a local directory on tmpfs: what the loop costs by itself, fork and
+/// exec included. Files per second.
+pub fn local_cp_rate(job: &MountJob) -> Result<f64, String> {
+    let MountJob::Write { writer, size, files, .. } = job else { return Err("not a write".into()) };
+    let builder = tempfile::Builder::new().prefix("fs-bench-").to_owned();
+    let shm = Path::new("/dev/shm");
+    let dir = if shm.is_dir() { builder.tempdir_in(shm) } else { builder.tempdir() };
+    let dir = dir.map_err(|e| format!("temp dir: {e}"))?;
+    let keys = write_keys("local", 0, *files);
+    let start = Instant::now();
+    let outcome = write_files(dir.path(), *writer, *size, &keys, Duration::from_secs(60))?;
+    Ok(outcome.ops as f64 / start.elapsed().as_secs_f64())
 }
 
 fn on_thread<F>(timeout: Duration, f: F) -> Result<Outcome, String>

@@ -146,6 +146,15 @@ impl MemS3 {
         self.store.remove(&self.bucket, key)
     }
 
+    /// Deletes every object under `prefix` directly (not counted); returns how many.
+    pub fn clear_prefix(&self, prefix: &str) -> usize {
+        let keys = self.list_keys(prefix);
+        for key in &keys {
+            self.delete(key);
+        }
+        keys.len()
+    }
+
     /// Every key under `prefix`, in order (not counted).
     pub fn list_keys(&self, prefix: &str) -> Vec<String> {
         self.store.keys(&self.bucket, prefix)

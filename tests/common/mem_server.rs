@@ -182,14 +182,7 @@ impl MemS3 {
 
     /// Settings for our `AwsClient`: this endpoint, path style, [`REGION`], 3 attempts.
     pub fn aws_client_config(&self) -> AwsClientConfig {
-        AwsClientConfig {
-            bucket: self.bucket.clone(),
-            region: Some(REGION.to_string()),
-            endpoint_url: Some(self.endpoint.clone()),
-            force_path_style: true,
-            max_attempts: 3,
-            ..AwsClientConfig::default()
-        }
+        super::local_client_config(&self.bucket, &self.endpoint, REGION)
     }
 
     /// [`ACCESS_KEY`] / [`SECRET_KEY`].

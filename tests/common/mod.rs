@@ -88,6 +88,19 @@ pub trait TestS3 {
 }
 
 /// Static-credential environment for a child process talking to `region` only.
+/// Settings for our `AwsClient` against a local test server: its endpoint, path style, `region`,
+/// 3 attempts.
+fn local_client_config(bucket: &str, endpoint: &str, region: &str) -> AwsClientConfig {
+    AwsClientConfig {
+        bucket: bucket.to_string(),
+        region: Some(region.to_string()),
+        endpoint_url: Some(endpoint.to_string()),
+        force_path_style: true,
+        max_attempts: 3,
+        ..AwsClientConfig::default()
+    }
+}
+
 fn child_env(access_key: &str, secret_key: &str, region: &str) -> Vec<(String, String)> {
     [
         ("AWS_ACCESS_KEY_ID", access_key),

@@ -210,14 +210,7 @@ impl LocalS3 {
     /// with [`LocalS3::credentials`] (`AwsClient::with_credentials`), or through the environment
     /// of [`LocalS3::env_vars`].
     pub fn aws_client_config(&self) -> AwsClientConfig {
-        AwsClientConfig {
-            bucket: self.bucket.clone(),
-            region: Some(REGION.to_string()),
-            endpoint_url: Some(self.endpoint.clone()),
-            force_path_style: true,
-            max_attempts: 3,
-            ..AwsClientConfig::default()
-        }
+        super::local_client_config(&self.bucket, &self.endpoint, REGION)
     }
 
     /// [`ACCESS_KEY`] / [`SECRET_KEY`].

@@ -87,7 +87,6 @@ pub trait TestS3 {
     }
 }
 
-/// Static-credential environment for a child process talking to `region` only.
 /// Settings for our `AwsClient` against a local test server: its endpoint, path style, `region`,
 /// 3 attempts.
 fn local_client_config(bucket: &str, endpoint: &str, region: &str) -> AwsClientConfig {
@@ -101,6 +100,7 @@ fn local_client_config(bucket: &str, endpoint: &str, region: &str) -> AwsClientC
     }
 }
 
+/// Static-credential environment for a child process talking to `region` only.
 fn child_env(access_key: &str, secret_key: &str, region: &str) -> Vec<(String, String)> {
     [
         ("AWS_ACCESS_KEY_ID", access_key),

@@ -40,8 +40,12 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     };
     let success_message = format!("{} is mounted at {}", config.describe_target(), config.fuse.mount_point.display());
     if !config.foreground && !daemon::is_child() {
-        // Catch a bad mount point before starting a daemon at all.
-        if let Err(e) = cli::mount_point::check_mount_point(&config.fuse.mount_point) {
+        // Catch a bad mount point (or descriptor) before starting a daemon at all.
+        let checked = match crate::fuse_fd::parse(&config.fuse.mount_point) {
+            Some(fd) => crate::fuse_fd::check(fd),
+            None => cli::mount_point::check_mount_point(&config.fuse.mount_point).map_err(|e| e.to_string()),
+        };
+        if let Err(e) = checked {
             eprintln!("Error: {e}");
             return ExitCode::FAILURE;
         }
@@ -62,12 +66,21 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
 
 /// Mounts and serves until unmounted. Returns the error message of a failed start.
 fn serve(config: MountConfig, success_message: &str) -> Result<(), String> {
-    cli::mount_point::check_mount_point(&config.fuse.mount_point).map_err(|e| e.to_string())?;
-    let mount_point = config
-        .fuse
-        .mount_point
-        .canonicalize()
-        .map_err(|e| format!("mount point {} is not usable: {e}", config.fuse.mount_point.display()))?;
+    // An fd mount is adopted first, before anything else in the process opens descriptors.
+    let fuse_fd = match crate::fuse_fd::parse(&config.fuse.mount_point) {
+        Some(fd) => Some(crate::fuse_fd::adopt(fd)?),
+        None => None,
+    };
+    let mount_point = if fuse_fd.is_some() {
+        config.fuse.mount_point.clone()
+    } else {
+        cli::mount_point::check_mount_point(&config.fuse.mount_point).map_err(|e| e.to_string())?;
+        config
+            .fuse
+            .mount_point
+            .canonicalize()
+            .map_err(|e| format!("mount point {} is not usable: {e}", config.fuse.mount_point.display()))?
+    };
     let log_file = logging::init(&config.logging, config.foreground)?;
     if let Some(path) = log_file {
         info!("logging to {}", path.display());
@@ -125,10 +138,24 @@ fn serve(config: MountConfig, success_message: &str) -> Result<(), String> {
     let metrics = metrics::install(runtime.handle(), &config.metrics, fs.memory_budget().clone())?;
     logging::spawn_level_toggle(runtime.handle());
     let adapter = FuseAdapter::new(fs.clone(), runtime.handle().clone());
-    let mut session = fuser::Session::new(adapter, &mount_point, &fuse_config(&config.fuse))
-        .map_err(|e| format!("failed to mount at {}: {e}", mount_point.display()))?;
-    raise_read_ahead(&mount_point);
-    install_signal_handlers(&runtime, session.unmount_callable(), mount_point.clone(), fs.clone());
+    let session = match fuse_fd {
+        Some(fd) => {
+            // The caller's mount(2) options decide who may use the mount; admit whoever the
+            // kernel lets through. Readahead is the caller's too (we have no mountinfo/sysfs).
+            let fuse = fuse_config(&config.fuse);
+            let session = fuser::Session::from_fd(adapter, fd, fuser::SessionACL::All, fuse)
+                .map_err(|e| format!("cannot serve the FUSE connection {}: {e}", mount_point.display()))?;
+            install_signal_handlers(&runtime, None, mount_point.clone(), fs.clone());
+            session
+        }
+        None => {
+            let mut session = fuser::Session::new(adapter, &mount_point, &fuse_config(&config.fuse))
+                .map_err(|e| format!("failed to mount at {}: {e}", mount_point.display()))?;
+            raise_read_ahead(&mount_point);
+            install_signal_handlers(&runtime, Some(session.unmount_callable()), mount_point.clone(), fs.clone());
+            session
+        }
+    };
 
     info!("{success_message}");
     // Before the daemon's parent exits, so systemd learns the daemon's pid first.
@@ -231,9 +258,13 @@ async fn shut_down(fs: &S3Filesystem) {
 /// If files are open the unmount is refused (EBUSY): then closes in progress finish, uploads
 /// still open are aborted (each logged), and the FUSE connection is aborted (`MNT_FORCE`), so
 /// the process ends instead of waiting for applications that may never close their files.
+///
+/// An fd mount (`unmounter` is `None`) belongs to whoever called mount(2): we finish closes in
+/// progress, abort open uploads, persist the metadata journal and exit 0; the mount then
+/// answers ENOTCONN until its owner unmounts it.
 fn install_signal_handlers(
     runtime: &tokio::runtime::Runtime,
-    mut unmounter: fuser::SessionUnmounter,
+    unmounter: Option<fuser::SessionUnmounter>,
     mount_point: PathBuf,
     fs: Arc<S3Filesystem>,
 ) {
@@ -250,8 +281,14 @@ fn install_signal_handlers(
             _ = term.recv() => {}
             _ = hup.recv() => {}
         }
-        info!("received interrupt signal, unmounting {}", mount_point.display());
         notify::stopping();
+        let Some(mut unmounter) = unmounter else {
+            info!("received interrupt signal; {} is mounted by another process: shutting down", mount_point.display());
+            shut_down(&fs).await;
+            fs.flush_metadata();
+            std::process::exit(0);
+        };
+        info!("received interrupt signal, unmounting {}", mount_point.display());
         let Err(e) = unmounter.unmount() else { return };
         warn!(
             "cannot unmount {} ({e}): files are open; finishing closes in progress, aborting uploads still open",

@@ -85,14 +85,7 @@ const UNSUPPORTED: &[Unsupported] = &[
     Unsupported { what: "--ca-bundle", used: |a| a.ca_bundle.is_some(), fix: "remove it; the system trust store is used" },
     // Bucket kinds and mount targets.
     Unsupported { what: "--bucket-type directory", used: |a| a.bucket_type == Some(BucketType::Directory), fix: "only general purpose buckets can be mounted for now" },
-    Unsupported { what: "mounting a FUSE file descriptor (/dev/fd/N)", used: |a| is_fuse_fd(&a.mount_point), fix: "mount on a directory instead" },
 ];
-
-fn is_fuse_fd(path: &std::path::Path) -> bool {
-    path.to_str()
-        .and_then(|p| p.strip_prefix("/dev/fd/"))
-        .is_some_and(|fd| !fd.is_empty() && fd.bytes().all(|b| b.is_ascii_digit()))
-}
 
 impl CliArgs {
     /// Validates the arguments and builds the mount configuration, using the current process's
@@ -120,6 +113,15 @@ impl CliArgs {
                 bucket: self.bucket_name.bucket().to_owned(),
                 prefix: prefix.to_owned(),
             });
+        }
+        if crate::fuse_fd::parse(&self.mount_point).is_some() {
+            let ignored: Vec<&str> = [(self.read_only, "--read-only"), (self.auto_unmount, "--auto-unmount")]
+                .into_iter()
+                .filter_map(|(set, flag)| set.then_some(flag))
+                .collect();
+            if !ignored.is_empty() {
+                return Err(CliError::FdMountOptions { options: ignored.join(", ") });
+            }
         }
         if self.sse.as_deref() == Some("AES256") && self.sse_kms_key_id.is_some() {
             return Err(CliError::KmsKeyWithAes256);

@@ -44,6 +44,13 @@ pub enum CliError {
     )]
     MetricsAddressNotLoopback { address: std::net::SocketAddr },
 
+    /// `--read-only` or `--auto-unmount` with a `/dev/fd/N` mount point: the caller mounted.
+    #[error(
+        "mount options {options} are ignored with a FUSE fd mount point (/dev/fd/N): the process \
+         that mounted /dev/fuse decides them (pass `ro` to mount(2) for read-only); remove {options}"
+    )]
+    FdMountOptions { options: String },
+
     /// A flag (or flag value) this version does not implement yet.
     #[error("{what} is not supported yet by this version of mount-s3: {fix}")]
     Unsupported {

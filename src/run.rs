@@ -87,7 +87,11 @@ fn serve(config: MountConfig, success_message: &str) -> Result<(), String> {
     }
     info!(version = env!("CARGO_PKG_VERSION"), "mount-s3 starting: {}", config.describe_target());
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = config.unstable.io_threads {
+        runtime.worker_threads(threads);
+    }
+    let runtime = runtime
         .enable_all()
         .thread_name("mount-s3-io")
         .build()
@@ -137,7 +141,8 @@ fn serve(config: MountConfig, success_message: &str) -> Result<(), String> {
     let fs = Arc::new(fs);
     let metrics = metrics::install(runtime.handle(), &config.metrics, fs.memory_budget().clone())?;
     logging::spawn_level_toggle(runtime.handle());
-    let adapter = FuseAdapter::new(fs.clone(), runtime.handle().clone());
+    let adapter = FuseAdapter::new(fs.clone(), runtime.handle().clone())
+        .with_kernel_queue(config.fuse.max_background, config.fuse.congestion_threshold);
     let session = match fuse_fd {
         Some(fd) => {
             // The caller's mount(2) options decide who may use the mount; admit whoever the
@@ -157,6 +162,11 @@ fn serve(config: MountConfig, success_message: &str) -> Result<(), String> {
         }
     };
 
+    if let Some(path) = &config.unstable.pid_file
+        && let Err(e) = std::fs::write(path, format!("{}\n", std::process::id()))
+    {
+        warn!("cannot write the process id to {} (UNSTABLE_MOUNTPOINT_PID_FILE): {e}", path.display());
+    }
     info!("{success_message}");
     // Before the daemon's parent exits, so systemd learns the daemon's pid first.
     notify::ready(success_message);
@@ -237,6 +247,7 @@ pub fn fuse_config(fuse: &FuseConfig) -> fuser::Config {
     config.mount_options = options;
     config.acl = acl;
     config.n_threads = Some(fuse.max_threads.clamp(1, MAX_DISPATCH_THREADS));
+    config.clone_fd = fuse.clone_fd;
     config
 }
 
@@ -353,6 +364,9 @@ mod tests {
             auto_unmount: false,
             access: AccessPolicy::Owner,
             max_threads: 16,
+            max_background: None,
+            congestion_threshold: None,
+            clone_fd: false,
         };
         let c = fuse_config(&fuse);
         assert!(c.mount_options.contains(&fuser::MountOption::RO));

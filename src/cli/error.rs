@@ -51,6 +51,10 @@ pub enum CliError {
     )]
     FdMountOptions { options: String },
 
+    /// A tuning environment variable (`UNSTABLE_*`) with a value that does not parse.
+    #[error("{name}={value} is not valid: expected {expected}; fix or unset {name}")]
+    EnvValue { name: &'static str, value: String, expected: &'static str },
+
     /// A flag (or flag value) this version does not implement yet.
     #[error("{what} is not supported yet by this version of mount-s3: {fix}")]
     Unsupported {

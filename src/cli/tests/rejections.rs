@@ -117,8 +117,6 @@ fn unsupported_features_are_refused_by_name() {
         (&["--upload-checksums", "crc64nvme"], "--upload-checksums crc64nvme"),
         (&["--cache-xz", "cache--use1-az4--x-s3"], "--cache-xz"),
         (&["--cache-xz", "s3://cache--use1-az4--x-s3/"], "--cache-xz"),
-        (&["--otlp-endpoint", "http://localhost:4318"], "--otlp-endpoint"),
-        (&["--otlp-endpoint", "https://x", "--otlp-export-interval", "10"], "--otlp-endpoint"),
         (&["--bind", "eth0"], "--bind"),
         (&["--bind", "eth0", "--bind", "eth1"], "--bind"),
         (&["--ca-bundle", "/etc/ssl/ca.pem"], "--ca-bundle"),

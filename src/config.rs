@@ -27,6 +27,12 @@ pub struct FuseConfig {
     pub access: AccessPolicy,
     /// `--max-threads`: FUSE dispatch threads.
     pub max_threads: usize,
+    /// `UNSTABLE_MOUNTPOINT_MAX_BACKGROUND`: the kernel's `max_background` (default 64).
+    pub max_background: Option<u16>,
+    /// `UNSTABLE_MOUNTPOINT_CONGESTION_THRESHOLD` (default 3/4 of `max_background`).
+    pub congestion_threshold: Option<u16>,
+    /// `UNSTABLE_MOUNTPOINT_CLONE_FUSE_FD`: a cloned `/dev/fuse` descriptor per dispatch thread.
+    pub clone_fd: bool,
 }
 
 /// Where logs go and how much.
@@ -81,6 +87,9 @@ pub struct MountConfig {
     /// `cli::parse_command_line` has already printed them to stderr; `run` may log them again
     /// once logging is set up, so that they also reach the log file.
     pub warnings: Vec<String>,
+    /// The `UNSTABLE_*` tuning variables (PID file, I/O threads; the rest is copied into `fs`
+    /// and `fuse`).
+    pub unstable: crate::cli::unstable::UnstableEnv,
 }
 
 impl MountConfig {

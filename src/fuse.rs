@@ -31,12 +31,28 @@ pub struct FuseAdapter {
     fs: Arc<S3Filesystem>,
     runtime: tokio::runtime::Handle,
     metrics: Arc<Metrics>,
+    max_background: u16,
+    congestion_threshold: u16,
 }
 
 impl FuseAdapter {
     /// An adapter running the core's futures on `runtime`, reporting to [`metrics::global`].
     pub fn new(fs: Arc<S3Filesystem>, runtime: tokio::runtime::Handle) -> Self {
-        FuseAdapter { fs, runtime, metrics: metrics::global() }
+        FuseAdapter {
+            fs,
+            runtime,
+            metrics: metrics::global(),
+            max_background: MAX_BACKGROUND,
+            congestion_threshold: MAX_BACKGROUND * 3 / 4,
+        }
+    }
+
+    /// The kernel's request queue limits (`UNSTABLE_MOUNTPOINT_MAX_BACKGROUND`, `..._CONGESTION_THRESHOLD`);
+    /// `None` keeps the defaults (64, and 3/4 of max_background).
+    pub fn with_kernel_queue(mut self, max_background: Option<u16>, congestion_threshold: Option<u16>) -> Self {
+        self.max_background = max_background.unwrap_or(MAX_BACKGROUND);
+        self.congestion_threshold = congestion_threshold.unwrap_or(self.max_background / 4 * 3);
+        self
     }
 
     /// Runs `work` on the runtime; replies with its result through `ok`, or with its errno.
@@ -119,8 +135,8 @@ impl Filesystem for FuseAdapter {
         }
         // Sequential reads then arrive as 1 MiB requests (with read_ahead_kb raised after mount).
         let _ = config.set_max_readahead(1024 * 1024);
-        let _ = config.set_max_background(MAX_BACKGROUND);
-        let _ = config.set_congestion_threshold(MAX_BACKGROUND * 3 / 4);
+        let _ = config.set_max_background(self.max_background);
+        let _ = config.set_congestion_threshold(self.congestion_threshold);
         Ok(())
     }
 

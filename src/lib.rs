@@ -11,6 +11,7 @@ pub mod config;
 pub mod daemon;
 pub mod fs;
 pub mod fuse;
+pub mod fuse_fd;
 pub mod logging;
 pub mod metrics;
 pub mod notify;

@@ -64,6 +64,43 @@ pub fn filter_directives(config: &LoggingConfig) -> String {
     filter
 }
 
+/// Upstream Mountpoint's log targets and ours: a `MOUNTPOINT_LOG` written for upstream keeps
+/// working. Longest first, since tracing targets match by prefix.
+const UPSTREAM_TARGETS: [(&str, &str); 9] = [
+    ("mountpoint_s3_fs::metrics", "mount_s3::metrics"),
+    ("mountpoint_s3_fs::fuse", "mount_s3::fuse"),
+    ("mountpoint_s3_fs::prefetch", "mount_s3::fs::prefetch"),
+    ("mountpoint_s3_fs::data_cache", "mount_s3::fs::cache"),
+    ("mountpoint_s3_fs::upload", "mount_s3::fs::upload"),
+    ("mountpoint_s3_fs::superblock", "mount_s3::fs::inode"),
+    ("mountpoint_s3_fs", "mount_s3"),
+    ("mountpoint_s3_client", "mount_s3::client"),
+    ("mountpoint_s3", "mount_s3"),
+];
+
+/// Rewrites the targets of a filter written for upstream (`mountpoint_s3*`, and `awscrt*`, its
+/// HTTP/SDK layer, which becomes every SDK crate); other directives pass unchanged.
+pub fn translate_upstream_targets(filter: &str) -> String {
+    let mut out: Vec<String> = vec![];
+    for directive in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let target_end = directive.find(['=', '[']).unwrap_or(directive.len());
+        let (target, rest) = directive.split_at(target_end);
+        let is_level = target.parse::<tracing_subscriber::filter::LevelFilter>().is_ok() && rest.is_empty();
+        if is_level {
+            out.push(directive.to_string());
+        } else if target == "awscrt" || target.starts_with("awscrt::") {
+            out.extend(SDK_TARGETS.iter().map(|sdk| format!("{sdk}{rest}")));
+        } else if let Some((from, to)) =
+            UPSTREAM_TARGETS.iter().find(|(from, _)| target == *from || target.starts_with(&format!("{from}::")))
+        {
+            out.push(format!("{to}{}{rest}", &target[from.len()..]));
+        } else {
+            out.push(directive.to_string());
+        }
+    }
+    out.join(",")
+}
+
 /// The filters SIGUSR2 steps through, starting from (and returning to) `initial`.
 pub fn level_cycle(initial: &str) -> Vec<String> {
     vec![
@@ -137,7 +174,10 @@ fn open_log_file(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
 
 /// Installs the global subscriber. `foreground` adds stdout. Returns the log file path, if any.
 pub fn init(config: &LoggingConfig, foreground: bool) -> Result<Option<PathBuf>, String> {
-    let directives = std::env::var("MOUNTPOINT_LOG").unwrap_or_else(|_| filter_directives(config));
+    let directives = match std::env::var("MOUNTPOINT_LOG") {
+        Ok(filter) => translate_upstream_targets(&filter),
+        Err(_) => filter_directives(config),
+    };
     let filter =
         EnvFilter::try_new(&directives).map_err(|e| format!("invalid MOUNTPOINT_LOG filter {directives:?}: {e}"))?;
     if config.no_log {
@@ -182,6 +222,24 @@ pub fn init(config: &LoggingConfig, foreground: bool) -> Result<Option<PathBuf>,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upstream_log_filters_keep_working() {
+        assert_eq!(
+            translate_upstream_targets("warn,mountpoint_s3=info,mountpoint_s3_fs::metrics=off"),
+            "warn,mount_s3=info,mount_s3::metrics=off"
+        );
+        assert_eq!(translate_upstream_targets("mountpoint_s3_fs::fuse=debug"), "mount_s3::fuse=debug");
+        assert_eq!(translate_upstream_targets("mountpoint_s3_client=trace"), "mount_s3::client=trace");
+        assert_eq!(translate_upstream_targets("debug, mount_s3::fs=trace"), "debug,mount_s3::fs=trace");
+        let crt = translate_upstream_targets("info,awscrt=debug");
+        assert!(crt.starts_with("info,aws_smithy_runtime=debug,") && crt.ends_with(",rustls=debug"), "{crt}");
+        assert_eq!(translate_upstream_targets("mountpoint_s3_fs[read]=debug"), "mount_s3[read]=debug");
+        // Every translation is a filter tracing accepts.
+        for filter in ["warn,mountpoint_s3=info,awscrt=off", "mountpoint_s3_fs::prefetch=trace,error"] {
+            assert!(EnvFilter::try_new(translate_upstream_targets(filter)).is_ok(), "{filter}");
+        }
+    }
 
     #[test]
     fn directives_follow_the_flags() {

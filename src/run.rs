@@ -40,8 +40,12 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     };
     let success_message = format!("{} is mounted at {}", config.describe_target(), config.fuse.mount_point.display());
     if !config.foreground && !daemon::is_child() {
-        // Catch a bad mount point before starting a daemon at all.
-        if let Err(e) = cli::mount_point::check_mount_point(&config.fuse.mount_point) {
+        // Catch a bad mount point (or descriptor) before starting a daemon at all.
+        let checked = match crate::fuse_fd::parse(&config.fuse.mount_point) {
+            Some(fd) => crate::fuse_fd::check(fd),
+            None => cli::mount_point::check_mount_point(&config.fuse.mount_point).map_err(|e| e.to_string()),
+        };
+        if let Err(e) = checked {
             eprintln!("Error: {e}");
             return ExitCode::FAILURE;
         }
@@ -62,19 +66,32 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
 
 /// Mounts and serves until unmounted. Returns the error message of a failed start.
 fn serve(config: MountConfig, success_message: &str) -> Result<(), String> {
-    cli::mount_point::check_mount_point(&config.fuse.mount_point).map_err(|e| e.to_string())?;
-    let mount_point = config
-        .fuse
-        .mount_point
-        .canonicalize()
-        .map_err(|e| format!("mount point {} is not usable: {e}", config.fuse.mount_point.display()))?;
+    // An fd mount is adopted first, before anything else in the process opens descriptors.
+    let fuse_fd = match crate::fuse_fd::parse(&config.fuse.mount_point) {
+        Some(fd) => Some(crate::fuse_fd::adopt(fd)?),
+        None => None,
+    };
+    let mount_point = if fuse_fd.is_some() {
+        config.fuse.mount_point.clone()
+    } else {
+        cli::mount_point::check_mount_point(&config.fuse.mount_point).map_err(|e| e.to_string())?;
+        config
+            .fuse
+            .mount_point
+            .canonicalize()
+            .map_err(|e| format!("mount point {} is not usable: {e}", config.fuse.mount_point.display()))?
+    };
     let log_file = logging::init(&config.logging, config.foreground)?;
     if let Some(path) = log_file {
         info!("logging to {}", path.display());
     }
     info!(version = env!("CARGO_PKG_VERSION"), "mount-s3 starting: {}", config.describe_target());
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = config.unstable.io_threads {
+        runtime.worker_threads(threads);
+    }
+    let runtime = runtime
         .enable_all()
         .thread_name("mount-s3-io")
         .build()
@@ -124,12 +141,32 @@ fn serve(config: MountConfig, success_message: &str) -> Result<(), String> {
     let fs = Arc::new(fs);
     let metrics = metrics::install(runtime.handle(), &config.metrics, fs.memory_budget().clone())?;
     logging::spawn_level_toggle(runtime.handle());
-    let adapter = FuseAdapter::new(fs.clone(), runtime.handle().clone());
-    let mut session = fuser::Session::new(adapter, &mount_point, &fuse_config(&config.fuse))
-        .map_err(|e| format!("failed to mount at {}: {e}", mount_point.display()))?;
-    raise_read_ahead(&mount_point);
-    install_signal_handlers(&runtime, session.unmount_callable(), mount_point.clone(), fs.clone());
+    let adapter = FuseAdapter::new(fs.clone(), runtime.handle().clone())
+        .with_kernel_queue(config.fuse.max_background, config.fuse.congestion_threshold);
+    let session = match fuse_fd {
+        Some(fd) => {
+            // The caller's mount(2) options decide who may use the mount; admit whoever the
+            // kernel lets through. Readahead is the caller's too (we have no mountinfo/sysfs).
+            let fuse = fuse_config(&config.fuse);
+            let session = fuser::Session::from_fd(adapter, fd, fuser::SessionACL::All, fuse)
+                .map_err(|e| format!("cannot serve the FUSE connection {}: {e}", mount_point.display()))?;
+            install_signal_handlers(&runtime, None, mount_point.clone(), fs.clone());
+            session
+        }
+        None => {
+            let mut session = fuser::Session::new(adapter, &mount_point, &fuse_config(&config.fuse))
+                .map_err(|e| format!("failed to mount at {}: {e}", mount_point.display()))?;
+            raise_read_ahead(&mount_point);
+            install_signal_handlers(&runtime, Some(session.unmount_callable()), mount_point.clone(), fs.clone());
+            session
+        }
+    };
 
+    if let Some(path) = &config.unstable.pid_file
+        && let Err(e) = std::fs::write(path, format!("{}\n", std::process::id()))
+    {
+        warn!("cannot write the process id to {} (UNSTABLE_MOUNTPOINT_PID_FILE): {e}", path.display());
+    }
     info!("{success_message}");
     // Before the daemon's parent exits, so systemd learns the daemon's pid first.
     notify::ready(success_message);
@@ -210,6 +247,7 @@ pub fn fuse_config(fuse: &FuseConfig) -> fuser::Config {
     config.mount_options = options;
     config.acl = acl;
     config.n_threads = Some(fuse.max_threads.clamp(1, MAX_DISPATCH_THREADS));
+    config.clone_fd = fuse.clone_fd;
     config
 }
 
@@ -231,9 +269,13 @@ async fn shut_down(fs: &S3Filesystem) {
 /// If files are open the unmount is refused (EBUSY): then closes in progress finish, uploads
 /// still open are aborted (each logged), and the FUSE connection is aborted (`MNT_FORCE`), so
 /// the process ends instead of waiting for applications that may never close their files.
+///
+/// An fd mount (`unmounter` is `None`) belongs to whoever called mount(2): we finish closes in
+/// progress, abort open uploads, persist the metadata journal and exit 0; the mount then
+/// answers ENOTCONN until its owner unmounts it.
 fn install_signal_handlers(
     runtime: &tokio::runtime::Runtime,
-    mut unmounter: fuser::SessionUnmounter,
+    unmounter: Option<fuser::SessionUnmounter>,
     mount_point: PathBuf,
     fs: Arc<S3Filesystem>,
 ) {
@@ -250,8 +292,14 @@ fn install_signal_handlers(
             _ = term.recv() => {}
             _ = hup.recv() => {}
         }
-        info!("received interrupt signal, unmounting {}", mount_point.display());
         notify::stopping();
+        let Some(mut unmounter) = unmounter else {
+            info!("received interrupt signal; {} is mounted by another process: shutting down", mount_point.display());
+            shut_down(&fs).await;
+            fs.flush_metadata();
+            std::process::exit(0);
+        };
+        info!("received interrupt signal, unmounting {}", mount_point.display());
         let Err(e) = unmounter.unmount() else { return };
         warn!(
             "cannot unmount {} ({e}): files are open; finishing closes in progress, aborting uploads still open",
@@ -316,6 +364,9 @@ mod tests {
             auto_unmount: false,
             access: AccessPolicy::Owner,
             max_threads: 16,
+            max_background: None,
+            congestion_threshold: None,
+            clone_fd: false,
         };
         let c = fuse_config(&fuse);
         assert!(c.mount_options.contains(&fuser::MountOption::RO));

@@ -96,7 +96,7 @@ fn log_metrics_counts_match_the_server_and_the_cost_is_requests_times_prices() {
     let m = mount(&s3, &[&flags[..], &prices[..]].concat());
     workload(&s3, &m);
     // One periodic summary (every 5 s) must show the interval's activity.
-    wait_for_log(&log_dir, "mount_s3::metrics: s3.requests[op=GetObject]: n=");
+    wait_for_log(&log_dir, "mount_s3::metrics: s3.request_count[s3_request=GetObject]: ");
     assert!(m.unmount().success());
 
     let text = log_text(&log_dir);
@@ -141,8 +141,10 @@ fn log_metrics_counts_match_the_server_and_the_cost_is_requests_times_prices() {
     eprintln!("cost line: {cost}");
 
     assert!(text.contains("summary: s3.errors[code=NotFound]: "), "the missing file's HEAD 404 is counted:\n{text}");
-    assert!(text.contains("summary: fuse.requests[op=read]: n="), "{text}");
-    let memory = summary("summary: process.memory: ");
+    assert!(text.contains("summary: fuse.request_latency(us)[fuse_request=read]: n="), "{text}");
+    let rss: u64 = summary("summary: process.memory_usage(B): ").trim().parse().unwrap();
+    assert!(rss > 1 << 20, "{rss}");
+    let memory = summary("summary: mem.budget: ");
     assert!(memory.starts_with("rss=") && !memory.contains("unknown") && memory.contains("limit="), "{memory}");
 }
 

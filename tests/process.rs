@@ -282,3 +282,36 @@ fn logs_go_to_a_file_per_run_with_no_secrets() {
     let secret = s3.env_vars().into_iter().find(|(k, _)| k == "AWS_SECRET_ACCESS_KEY").unwrap().1;
     assert!(!text.contains(&secret), "the secret key must never be logged");
 }
+
+#[test]
+fn upstream_tuning_variables_reach_the_kernel_and_the_pid_file() {
+    use std::os::unix::fs::MetadataExt;
+    let s3 = LocalS3::start();
+    s3.put("a.txt", b"a");
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("mount-s3.pid");
+    let mut env = s3.env_vars();
+    env.push(("UNSTABLE_MOUNTPOINT_PID_FILE".into(), pid_file.display().to_string()));
+    env.push(("UNSTABLE_MOUNTPOINT_MAX_BACKGROUND".into(), "24".into()));
+    env.push(("UNSTABLE_MOUNTPOINT_CONGESTION_THRESHOLD".into(), "10".into()));
+    env.push(("UNSTABLE_CRT_EVENTLOOP_THREADS".into(), "2".into()));
+    let args = server_args(&s3);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mount = TestMount::new(&env, &s3.bucket, &args);
+    assert_eq!(std::fs::read(mount.path().join("a.txt")).unwrap(), b"a");
+    let written = std::fs::read_to_string(&pid_file).unwrap();
+    assert_eq!(written.trim(), mount.pid().to_string());
+    // The FUSE connection's number is the minor device number of the mount.
+    let dev = std::fs::metadata(mount.path()).unwrap().dev();
+    let connection = format!("/sys/fs/fuse/connections/{}", nix::sys::stat::minor(dev));
+    if !std::path::Path::new(&connection).exists() {
+        // fusectl is not always mounted; as root the test can mount it (idempotent, harmless).
+        let _ = Command::new("mount").args(["-t", "fusectl", "fusectl", "/sys/fs/fuse/connections"]).status();
+    }
+    if std::path::Path::new(&connection).exists() {
+        let read = |name: &str| std::fs::read_to_string(format!("{connection}/{name}")).unwrap().trim().to_string();
+        assert_eq!(read("max_background"), "24");
+        assert_eq!(read("congestion_threshold"), "10");
+    }
+    assert!(mount.unmount().success());
+}

@@ -42,6 +42,8 @@ pub struct Environment {
     pub aws_max_attempts: Option<OsString>,
     /// Value of `AWS_CA_BUNDLE`, if set: the environment form of `--ca-bundle`.
     pub aws_ca_bundle: Option<OsString>,
+    /// Every `UNSTABLE_*` variable (see [`super::unstable`]).
+    pub unstable: std::collections::BTreeMap<String, OsString>,
 }
 
 impl Environment {
@@ -52,6 +54,10 @@ impl Environment {
             gid: nix::unistd::getegid().as_raw(),
             aws_max_attempts: std::env::var_os("AWS_MAX_ATTEMPTS"),
             aws_ca_bundle: std::env::var_os("AWS_CA_BUNDLE"),
+            unstable: std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v)))
+                .filter(|(k, _)| k.starts_with("UNSTABLE_"))
+                .collect(),
         }
     }
 }
@@ -79,20 +85,12 @@ const UNSUPPORTED: &[Unsupported] = &[
     // Caching.
     Unsupported { what: "--cache-xz", used: |a| a.cache_xz.is_some(), fix: "remove it; every read goes to S3" },
     // Logging and metrics.
-    Unsupported { what: "--otlp-endpoint", used: |a| a.otlp_endpoint.is_some(), fix: "remove --otlp-endpoint (and --otlp-export-interval)" },
     // Networking.
     Unsupported { what: "--bind", used: |a| a.bind.is_some(), fix: "remove it; requests use the default route" },
     Unsupported { what: "--ca-bundle", used: |a| a.ca_bundle.is_some(), fix: "remove it; the system trust store is used" },
     // Bucket kinds and mount targets.
     Unsupported { what: "--bucket-type directory", used: |a| a.bucket_type == Some(BucketType::Directory), fix: "only general purpose buckets can be mounted for now" },
-    Unsupported { what: "mounting a FUSE file descriptor (/dev/fd/N)", used: |a| is_fuse_fd(&a.mount_point), fix: "mount on a directory instead" },
 ];
-
-fn is_fuse_fd(path: &std::path::Path) -> bool {
-    path.to_str()
-        .and_then(|p| p.strip_prefix("/dev/fd/"))
-        .is_some_and(|fd| !fd.is_empty() && fd.bytes().all(|b| b.is_ascii_digit()))
-}
 
 impl CliArgs {
     /// Validates the arguments and builds the mount configuration, using the current process's
@@ -108,7 +106,17 @@ impl CliArgs {
         if let Some(feature) = UNSUPPORTED.iter().find(|feature| (feature.used)(&self)) {
             return Err(CliError::Unsupported { what: feature.what, fix: feature.fix });
         }
-        Ok(self.build(env, max_attempts))
+        let unstable = super::unstable::UnstableEnv::read(&|name| env.unstable.get(name).cloned())?;
+        let mut config = self.build(env, max_attempts);
+        config.fs.max_concurrent_requests = concurrency_for_throughput(config.maximum_throughput_gbps);
+        if let Some(window) = unstable.max_prefetch_window {
+            config.fs.max_prefetch_window = window;
+        }
+        config.fuse.max_background = unstable.max_background;
+        config.fuse.congestion_threshold = unstable.congestion_threshold;
+        config.fuse.clone_fd = unstable.clone_fuse_fd;
+        config.unstable = unstable;
+        Ok(config)
     }
 
     /// Checks that involve more than one argument (single values were checked by clap).
@@ -120,6 +128,15 @@ impl CliArgs {
                 bucket: self.bucket_name.bucket().to_owned(),
                 prefix: prefix.to_owned(),
             });
+        }
+        if crate::fuse_fd::parse(&self.mount_point).is_some() {
+            let ignored: Vec<&str> = [(self.read_only, "--read-only"), (self.auto_unmount, "--auto-unmount")]
+                .into_iter()
+                .filter_map(|(set, flag)| set.then_some(flag))
+                .collect();
+            if !ignored.is_empty() {
+                return Err(CliError::FdMountOptions { options: ignored.join(", ") });
+            }
         }
         if self.sse.as_deref() == Some("AES256") && self.sse_kms_key_id.is_some() {
             return Err(CliError::KmsKeyWithAes256);
@@ -223,6 +240,9 @@ impl CliArgs {
             access,
             // Only a lower bound is checked; a count that does not fit a usize exceeds any machine.
             max_threads: usize::try_from(self.max_threads).unwrap_or(usize::MAX),
+            max_background: None,
+            congestion_threshold: None,
+            clone_fd: false,
         };
         let logging = LoggingConfig {
             log_directory: self.log_directory,
@@ -239,6 +259,10 @@ impl CliArgs {
                 put: self.cost_per_1k_put,
                 delete: self.cost_per_1k_delete,
             },
+            otlp: self.otlp_endpoint.map(|endpoint| crate::metrics::otlp::OtlpConfig {
+                endpoint,
+                interval: Duration::from_secs(self.otlp_export_interval.unwrap_or(60)),
+            }),
         };
         let cache = self.cache.map(|dir| CacheConfig {
             dir,
@@ -259,8 +283,21 @@ impl CliArgs {
             fstab_style: false,
             maximum_throughput_gbps: self.maximum_throughput_gbps,
             warnings,
+            unstable: Default::default(),
         }
     }
+}
+
+/// Upstream's throughput target when none is given and no instance table applies (Gbps).
+pub const DEFAULT_THROUGHPUT_GBPS: u64 = 10;
+
+/// Ranged GETs in flight across the mount for `--maximum-throughput-gbps`: 64 at upstream's
+/// default of 10 Gbps (measured here to saturate one 10 Gbps-class host with 8 MiB parts), in
+/// proportion to the target, between 16 and 1,024 (each GET holds one part's memory, which
+/// `--memory-target` bounds anyway).
+pub fn concurrency_for_throughput(gbps: Option<u64>) -> usize {
+    let gbps = gbps.unwrap_or(DEFAULT_THROUGHPUT_GBPS);
+    usize::try_from(gbps.saturating_mul(32) / 5).unwrap_or(usize::MAX).clamp(16, 1024)
 }
 
 /// `AWS_MAX_ATTEMPTS`: total attempts per request, at least 1.

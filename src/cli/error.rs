@@ -44,6 +44,17 @@ pub enum CliError {
     )]
     MetricsAddressNotLoopback { address: std::net::SocketAddr },
 
+    /// `--read-only` or `--auto-unmount` with a `/dev/fd/N` mount point: the caller mounted.
+    #[error(
+        "mount options {options} are ignored with a FUSE fd mount point (/dev/fd/N): the process \
+         that mounted /dev/fuse decides them (pass `ro` to mount(2) for read-only); remove {options}"
+    )]
+    FdMountOptions { options: String },
+
+    /// A tuning environment variable (`UNSTABLE_*`) with a value that does not parse.
+    #[error("{name}={value} is not valid: expected {expected}; fix or unset {name}")]
+    EnvValue { name: &'static str, value: String, expected: &'static str },
+
     /// A flag (or flag value) this version does not implement yet.
     #[error("{what} is not supported yet by this version of mount-s3: {fix}")]
     Unsupported {

@@ -20,6 +20,7 @@ mod config;
 mod error;
 pub mod fstab;
 pub mod mount_point;
+pub mod unstable;
 mod values;
 
 #[cfg(test)]

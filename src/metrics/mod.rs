@@ -15,6 +15,7 @@
 
 pub mod cost;
 pub mod histogram;
+pub mod otlp;
 pub mod prometheus;
 pub mod report;
 
@@ -110,6 +111,8 @@ pub struct Metrics {
     errors_by_code: Mutex<BTreeMap<String, u64>>,
     cache: OnceLock<CacheSource>,
     memory: OnceLock<MemoryBudget>,
+    /// Histograms for `--otlp-endpoint`, once export has started.
+    otlp: OnceLock<otlp::Instruments>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -129,6 +132,7 @@ impl Default for Metrics {
             errors_by_code: Mutex::default(),
             cache: OnceLock::new(),
             memory: OnceLock::new(),
+            otlp: OnceLock::new(),
         }
     }
 }
@@ -158,12 +162,16 @@ pub fn error_label(error: &ClientError) -> String {
 impl Metrics {
     /// A FUSE request of `op` answered after `elapsed`, successfully or with an errno.
     pub fn fuse_request(&self, op: &str, elapsed: Duration, ok: bool) {
-        let stats = &self.fuse[fuse_index(op)];
+        let index = fuse_index(op);
+        let stats = &self.fuse[index];
         stats.requests.fetch_add(1, Ordering::Relaxed);
         if !ok {
             stats.errors.fetch_add(1, Ordering::Relaxed);
         }
         stats.latency.record(elapsed);
+        if let Some(otlp) = self.otlp.get() {
+            otlp.fuse_request(index, elapsed);
+        }
     }
 
     /// An S3 request of `op` answered after `elapsed`: [`Self::s3_request_sent`] then
@@ -185,6 +193,9 @@ impl Metrics {
     pub fn s3_request_answered(&self, op: S3Operation, elapsed: Duration, error: Option<&ClientError>) {
         let stats = &self.s3[s3_index(op)];
         stats.latency.record(elapsed);
+        if let Some(otlp) = self.otlp.get() {
+            otlp.s3_answered(op, elapsed);
+        }
         if let Some(error) = error {
             stats.errors.fetch_add(1, Ordering::Relaxed);
             if error.status.is_none_or(|status| status >= 500) {

@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use tracing::info;
 
-use super::histogram::format_micros;
 use super::{Metrics, OpSnapshot, RequestPrices, Snapshot, global, prometheus};
 use crate::fs::memory::MemoryBudget;
 
@@ -37,6 +36,8 @@ pub struct MetricsConfig {
     pub address: Option<SocketAddr>,
     /// `--cost-per-1k-*`: request prices for the cost estimate.
     pub prices: RequestPrices,
+    /// `--otlp-endpoint`: export over OTLP/HTTP.
+    pub otlp: Option<super::otlp::OtlpConfig>,
 }
 
 /// Starts the periodic reporter (and the Prometheus endpoint, if configured) on `runtime`, and
@@ -59,8 +60,12 @@ pub fn install(
         runtime.spawn(prometheus::serve(listener, metrics.clone(), config.prices));
         info!(target: prometheus::TARGET, "serving metrics at http://{bound}/metrics");
     }
+    let otlp = match &config.otlp {
+        Some(otlp) => Some(super::otlp::start(&metrics, otlp)?),
+        None => None,
+    };
     runtime.spawn(report_every(metrics.clone(), REPORT_INTERVAL));
-    Ok(MetricsGuard { metrics, prices: config.prices })
+    Ok(MetricsGuard { metrics, prices: config.prices, otlp })
 }
 
 /// Logs the final summary when the mount ends ([`MetricsGuard::finish`]).
@@ -68,11 +73,15 @@ pub fn install(
 pub struct MetricsGuard {
     metrics: Arc<Metrics>,
     prices: RequestPrices,
+    otlp: Option<super::otlp::OtlpExporter>,
 }
 
 impl MetricsGuard {
     /// Logs the summary of the whole mount, cost estimate included.
     pub fn finish(self) {
+        if let Some(otlp) = self.otlp {
+            otlp.finish();
+        }
         if !tracing::enabled!(target: TARGET, tracing::Level::INFO) {
             return;
         }
@@ -99,24 +108,45 @@ async fn report_every(metrics: Arc<Metrics>, period: Duration) {
     }
 }
 
-/// `fuse.requests[op=read]: n=.. errors=.. p50=.. p99=.. max=..` for each active operation.
-fn op_lines<'a>(kind: &'a str, ops: &'a [OpSnapshot]) -> impl Iterator<Item = String> + 'a {
-    ops.iter().filter(|op| op.requests > 0).map(move |op| {
-        format!(
-            "{kind}.requests[op={}]: n={} errors={} p50={} p99={} max={}",
-            op.name,
-            op.requests,
-            op.errors,
-            format_micros(op.latency.quantile(0.5)),
-            format_micros(op.latency.quantile(0.99)),
-            format_micros(op.latency.max_micros),
-        )
-    })
+/// The lines of one active operation, under upstream Mountpoint's metric names (METRICS.md):
+/// `fuse.request_latency(us)[fuse_request=read]: n=3: p50=.. avg=.. p90=.. p99=.. max=..` and
+/// `fuse.request_errors[fuse_request=read]: 1` for FUSE; `s3.request_count[s3_request=GetObject]: 3`,
+/// `s3.request_errors[...]` and `s3.request_first_byte_latency(us)[...]` for S3 (the S3 clock
+/// stops when the response headers arrive). Latencies in microseconds, as upstream.
+fn op_lines(fuse: bool, op: &OpSnapshot) -> Vec<String> {
+    let (kind, label, latency) = if fuse {
+        ("fuse", "fuse_request", "request_latency")
+    } else {
+        ("s3", "s3_request", "request_first_byte_latency")
+    };
+    let name = op.name;
+    let l = &op.latency;
+    let avg = l.sum_micros.checked_div(l.count).unwrap_or(0);
+    let mut lines = vec![];
+    if !fuse {
+        lines.push(format!("s3.request_count[s3_request={name}]: {}", op.requests));
+    }
+    if op.errors > 0 {
+        lines.push(format!("{kind}.request_errors[{label}={name}]: {}", op.errors));
+    }
+    if l.count > 0 {
+        lines.push(format!(
+            "{kind}.{latency}(us)[{label}={name}]: n={}: p50={} avg={avg} p90={} p99={} max={}",
+            l.count,
+            l.quantile(0.5),
+            l.quantile(0.9),
+            l.quantile(0.99),
+            l.max_micros,
+        ));
+    }
+    lines
 }
 
 /// The lines of one interval (or of the whole mount): only what happened, plus memory.
 pub fn interval_lines(s: &Snapshot) -> Vec<String> {
-    let mut lines: Vec<String> = op_lines("fuse", &s.fuse).chain(op_lines("s3", &s.s3)).collect();
+    let active = |ops: &[OpSnapshot]| ops.iter().filter(|op| op.requests > 0).cloned().collect::<Vec<_>>();
+    let mut lines: Vec<String> = active(&s.fuse).iter().flat_map(|op| op_lines(true, op)).collect();
+    lines.extend(active(&s.s3).iter().flat_map(|op| op_lines(false, op)));
     if s.bytes_in > 0 || s.bytes_out > 0 {
         lines.push(format!("s3.bytes: in={} out={}", s.bytes_in, s.bytes_out));
     }
@@ -126,8 +156,11 @@ pub fn interval_lines(s: &Snapshot) -> Vec<String> {
         lines.push(format!("cache: hits={} misses={} evictions={}", cache.hits, cache.misses, cache.evictions));
     }
     let m = &s.memory;
+    if let Some(rss) = m.rss {
+        lines.push(format!("process.memory_usage(B): {rss}"));
+    }
     lines.push(format!(
-        "process.memory: rss={} reserved={} peak_reserved={} limit={}",
+        "mem.budget: rss={} reserved={} peak_reserved={} limit={}",
         m.rss.map(mib).unwrap_or_else(|| "unknown".into()),
         mib(m.reserved),
         mib(m.peak_reserved),
@@ -160,15 +193,27 @@ mod tests {
     fn interval_lines_show_only_activity() {
         let m = Metrics::default();
         let idle = interval_lines(&m.snapshot());
-        assert_eq!(idle.len(), 1, "{idle:?}");
-        assert!(idle[0].starts_with("process.memory: rss="), "{idle:?}");
+        assert!(idle.iter().all(|l| l.starts_with("process.memory_usage(B): ") || l.starts_with("mem.budget: rss=")));
         m.fuse_request("read", Duration::from_micros(1500), true);
+        m.fuse_request("lookup", Duration::from_micros(100), false);
         m.s3_request(S3Operation::GetObject, Duration::from_micros(800), None);
         m.add_bytes_in(4096);
         let lines = interval_lines(&m.snapshot());
-        assert_eq!(lines[0], "fuse.requests[op=read]: n=1 errors=0 p50=1.500ms p99=1.500ms max=1.500ms");
-        assert_eq!(lines[1], "s3.requests[op=GetObject]: n=1 errors=0 p50=800us p99=800us max=800us");
-        assert_eq!(lines[2], "s3.bytes: in=4096 out=0");
+        assert_eq!(lines[0], "fuse.request_errors[fuse_request=lookup]: 1");
+        assert_eq!(
+            lines[1],
+            "fuse.request_latency(us)[fuse_request=lookup]: n=1: p50=100 avg=100 p90=100 p99=100 max=100"
+        );
+        assert_eq!(
+            lines[2],
+            "fuse.request_latency(us)[fuse_request=read]: n=1: p50=1500 avg=1500 p90=1500 p99=1500 max=1500"
+        );
+        assert_eq!(lines[3], "s3.request_count[s3_request=GetObject]: 1");
+        assert_eq!(
+            lines[4],
+            "s3.request_first_byte_latency(us)[s3_request=GetObject]: n=1: p50=800 avg=800 p90=800 p99=800 max=800"
+        );
+        assert_eq!(lines[5], "s3.bytes: in=4096 out=0");
     }
 
     #[test]

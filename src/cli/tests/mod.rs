@@ -18,7 +18,7 @@ const UID: u32 = 1234;
 const GID: u32 = 5678;
 
 fn env() -> Environment {
-    Environment { uid: UID, gid: GID, aws_max_attempts: None, aws_ca_bundle: None }
+    Environment { uid: UID, gid: GID, aws_max_attempts: None, aws_ca_bundle: None, unstable: Default::default() }
 }
 
 /// `mount-s3 <args...>`.
@@ -46,12 +46,16 @@ fn default_config() -> MountConfig {
             auto_unmount: false,
             access: AccessPolicy::Owner,
             max_threads: 16,
+            max_background: None,
+            congestion_threshold: None,
+            clone_fd: false,
         },
         logging: LoggingConfig::default(),
         metrics: MetricsConfig::default(),
         fstab_style: false,
         maximum_throughput_gbps: None,
         warnings: Vec::new(),
+        unstable: Default::default(),
     }
 }
 
@@ -122,7 +126,20 @@ fn supported_flags_fill_the_config() {
             c.fs.file_mode = 0o600;
         }),
         (&["--max-threads", "1"], |c| c.fuse.max_threads = 1),
-        (&["--maximum-throughput-gbps", "100"], |c| c.maximum_throughput_gbps = Some(100)),
+        (&["--maximum-throughput-gbps", "100"], |c| {
+            c.maximum_throughput_gbps = Some(100);
+            c.fs.max_concurrent_requests = 640;
+        }),
+        (&["--maximum-throughput-gbps", "1"], |c| {
+            c.maximum_throughput_gbps = Some(1);
+            c.fs.max_concurrent_requests = 16;
+        }),
+        (&["--otlp-endpoint", "http://127.0.0.1:4318", "--otlp-export-interval", "5"], |c| {
+            c.metrics.otlp = Some(crate::metrics::otlp::OtlpConfig {
+                endpoint: "http://127.0.0.1:4318".into(),
+                interval: Duration::from_secs(5),
+            })
+        }),
         (&["--memory-target", "512"], |c| c.fs.memory_target = Some(512 << 20)),
         (&["--part-size", "1048576"], |c| {
             c.fs.read_part_size = 1 << 20;
@@ -160,6 +177,29 @@ fn supported_flags_fill_the_config() {
         edit(&mut expected);
         assert_eq!(parse(&args).unwrap_or_else(|e| panic!("{flags:?}: {e}")), expected, "{flags:?}");
     }
+}
+
+#[test]
+fn upstream_tuning_variables_reach_the_config() {
+    let vars = [
+        ("UNSTABLE_MOUNTPOINT_MAX_PREFETCH_WINDOW_SIZE", "2147483648"),
+        ("UNSTABLE_MOUNTPOINT_MAX_BACKGROUND", "256"),
+        ("UNSTABLE_MOUNTPOINT_CLONE_FUSE_FD", "1"),
+        ("UNSTABLE_MOUNTPOINT_PID_FILE", "/run/mount-s3.pid"),
+    ];
+    let tuned =
+        Environment { unstable: vars.iter().map(|(k, v)| (k.to_string(), OsString::from(v))).collect(), ..env() };
+    let config = parse_env(&["bucket", "/mnt"], &tuned).unwrap();
+    assert_eq!(config.fs.max_prefetch_window, 2 << 30);
+    assert_eq!((config.fuse.max_background, config.fuse.congestion_threshold), (Some(256), None));
+    assert!(config.fuse.clone_fd);
+    assert_eq!(config.unstable.pid_file.as_deref(), Some(std::path::Path::new("/run/mount-s3.pid")));
+    let bad = Environment {
+        unstable: [("UNSTABLE_MOUNTPOINT_MAX_BACKGROUND".to_string(), OsString::from("lots"))].into(),
+        ..env()
+    };
+    let err = parse_env(&["bucket", "/mnt"], &bad).unwrap_err().to_string();
+    assert!(err.contains("UNSTABLE_MOUNTPOINT_MAX_BACKGROUND=lots is not valid"), "{err}");
 }
 
 #[test]

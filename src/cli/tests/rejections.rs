@@ -117,8 +117,6 @@ fn unsupported_features_are_refused_by_name() {
         (&["--upload-checksums", "crc64nvme"], "--upload-checksums crc64nvme"),
         (&["--cache-xz", "cache--use1-az4--x-s3"], "--cache-xz"),
         (&["--cache-xz", "s3://cache--use1-az4--x-s3/"], "--cache-xz"),
-        (&["--otlp-endpoint", "http://localhost:4318"], "--otlp-endpoint"),
-        (&["--otlp-endpoint", "https://x", "--otlp-export-interval", "10"], "--otlp-endpoint"),
         (&["--bind", "eth0"], "--bind"),
         (&["--bind", "eth0", "--bind", "eth1"], "--bind"),
         (&["--ca-bundle", "/etc/ssl/ca.pem"], "--ca-bundle"),
@@ -136,9 +134,28 @@ fn unsupported_features_are_refused_by_name() {
             other => panic!("{flags:?}: expected {what} to be refused, got {other:?}"),
         }
     }
-    let fd = parse(&["bucket", "/dev/fd/3"]).unwrap_err().to_string();
-    assert!(fd.contains("FUSE file descriptor (/dev/fd/N) is not supported yet"), "{fd}");
-    assert!(parse(&["bucket", "/dev/fd/x"]).is_ok(), "only /dev/fd/<digits> is an fd mount");
+}
+
+#[test]
+fn fd_mounts_refuse_what_the_caller_of_mount2_decides() {
+    assert!(parse(&["bucket", "/dev/fd/3", "--foreground", "--allow-other", "--cache", "/c"]).is_ok());
+    for (flags, named) in [
+        (&["--read-only"][..], "--read-only"),
+        (&["--auto-unmount"], "--auto-unmount"),
+        (&["--read-only", "--auto-unmount"], "--read-only, --auto-unmount"),
+    ] {
+        let mut args = vec!["bucket", "/dev/fd/3"];
+        args.extend_from_slice(flags);
+        match parse(&args) {
+            Err(CliFailure::Invalid(err @ CliError::FdMountOptions { .. })) => {
+                let message = err.to_string();
+                assert!(message.starts_with(&format!("mount options {named} are ignored")), "{message}");
+            }
+            other => panic!("{flags:?}: expected a refusal, got {other:?}"),
+        }
+    }
+    // Only /dev/fd/<digits> is an fd mount; anything else is a directory path.
+    assert!(parse(&["bucket", "/dev/fd/x", "--read-only"]).is_ok());
 }
 
 #[test]

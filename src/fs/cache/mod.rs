@@ -68,6 +68,7 @@
 //! queued writes; one disk read (open, read, CRC, futimens) per block hit.
 
 mod client;
+pub mod dir;
 mod disk;
 mod evict;
 mod flight;
@@ -87,6 +88,7 @@ mod tests_shared;
 use std::path::PathBuf;
 
 pub use client::CachingClient;
+pub use dir::CacheDir;
 pub use disk::DiskBlockCache;
 pub use format::ObjectId;
 
@@ -112,6 +114,10 @@ pub struct DiskCacheConfig {
     pub min_free_ratio: f64,
     /// Bytes of fetched blocks waiting to be written; past this, blocks are not stored.
     pub max_pending_writes: u64,
+    /// Who and where blocks come from (the store and the reading identity, see
+    /// `run.rs`); part of every block's identity, so mounts of other stores or identities
+    /// sharing the directory never see each other's blocks. Empty in tests.
+    pub namespace: String,
 }
 
 impl DiskCacheConfig {
@@ -124,7 +130,18 @@ impl DiskCacheConfig {
             wipe_at_start: false,
             min_free_ratio: 0.05,
             max_pending_writes: 64 * 1024 * 1024,
+            namespace: String::new(),
         }
+    }
+
+    fn validate(&self) -> Result<(), CacheError> {
+        if !(1..=MAX_BLOCK_SIZE).contains(&self.block_size) {
+            return Err(CacheError::InvalidBlockSize(self.block_size));
+        }
+        if !(0.0..=1.0).contains(&self.min_free_ratio) {
+            return Err(CacheError::InvalidFreeRatio(self.min_free_ratio.to_string()));
+        }
+        Ok(())
     }
 }
 

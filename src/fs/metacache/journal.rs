@@ -2,16 +2,25 @@
 //! kept in `DIR` so the next mount of the same bucket and prefix starts with it.
 //!
 //! An append-only text file, one record a line: `E <key> <kind> <size> <mtime ns> <etag>` for
-//! an entry and `L <dir key>` for "the listing of this directory is complete (its entries are
-//! the `E` records under it)". Keys and ETags are hex-encoded, so no key can break the format,
-//! and each line ends with the CRC32C of what precedes it: a line torn by a crash, or edited, is
-//! skipped. Later records win. Records are buffered and written every [`FLUSH_EVERY`] records
-//! and at unmount. The file is 0600 in the 0700 cache directory.
+//! an entry, `D <key>` for "deleted through this mount", and `L <dir key>` for "the listing of
+//! this directory is complete (its entries are the `E` records under it)". Keys and ETags are
+//! hex-encoded, so no key can break the format, and each line ends with the CRC32C of what
+//! precedes it: a line torn by a crash, edited, or not even UTF-8 is skipped, and loading goes
+//! on with the next line. Later records win.
+//!
+//! What S3 told us (lookups, listings) is buffered and written every [`FLUSH_EVERY`] records and
+//! at unmount: losing it in a crash only costs requests. What this mount changed (an upload
+//! completed, a delete) is written and fsynced before the call that made it returns
+//! ([`Journal::mutation`]): otherwise a complete listing from before the change, already on
+//! disk, would hide a new file or bring a deleted one back after a crash.
+//!
+//! The file is 0600 in the 0700 cache directory, opened without following a symbolic link and
+//! used only if it is ours (`cache/dir.rs`). Its name carries a hash of the journal's identity:
+//! store, reading identity, bucket and prefix (`run.rs`).
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
@@ -62,29 +71,30 @@ fn unseal(line: &str) -> Option<&str> {
     (u32::from_str_radix(crc, 16).ok()? == crc32c::crc32c(body.as_bytes())).then_some(body)
 }
 
-/// The journal file for one bucket and prefix in cache directory `dir`.
-pub fn path_for(dir: &Path, bucket: &str, prefix: &str) -> PathBuf {
-    let id = crc32c::crc32c(format!("{bucket}\0{prefix}").as_bytes());
-    dir.join(format!("metadata-{}-{id:08x}.journal", hex(bucket)))
+/// The journal file of `bucket` in cache directory `dir`, for the mount whose identity
+/// (store, reading identity, bucket, prefix) is `identity`.
+pub fn path_for(dir: &Path, bucket: &str, identity: &str) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    let id: String = Sha256::digest(identity.as_bytes())[..16].iter().map(|b| format!("{b:02x}")).collect();
+    dir.join(format!("metadata-{}-{id}.journal", hex(bucket)))
 }
 
 impl Journal {
-    /// Opens (creating) the journal at `path` and returns what it held.
-    pub fn open(path: &Path) -> std::io::Result<(Journal, Loaded)> {
-        let loaded = match File::open(path) {
-            Ok(f) => Self::load(BufReader::new(f)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Loaded::default(),
-            Err(e) => return Err(e),
-        };
-        let file = OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
-        Ok((Journal { path: path.to_path_buf(), state: Mutex::new((file, Vec::new())) }, loaded))
+    /// Opens (creating, 0600) the journal at `path` and returns what it held. The file must be
+    /// ours and is not opened through a symbolic link; `shown` names it in messages.
+    pub fn open(path: &Path, shown: &Path) -> std::io::Result<(Journal, Loaded)> {
+        let file = crate::fs::cache::dir::open_private_file(path, true, shown)?;
+        let loaded = Self::load(BufReader::new(&file));
+        Ok((Journal { path: shown.to_path_buf(), state: Mutex::new((file, Vec::new())) }, loaded))
     }
 
     fn load(reader: impl BufRead) -> Loaded {
         let mut entries: HashMap<String, RemoteEntry> = HashMap::new();
         let mut complete: Vec<String> = Vec::new();
-        for line in reader.lines().map_while(Result::ok) {
-            let Some(body) = unseal(&line) else { continue };
+        // Bytes, not `lines()`: one line that is not UTF-8 must not end the load.
+        for line in reader.split(b'\n').map_while(Result::ok) {
+            let Ok(line) = std::str::from_utf8(&line) else { continue };
+            let Some(body) = unseal(line) else { continue };
             let fields: Vec<&str> = body.split(' ').collect();
             match fields.as_slice() {
                 ["E", key, kind, size, mtime, etag] => {
@@ -96,6 +106,11 @@ impl Journal {
                     let etag = if etag.is_empty() || *etag == "-" { None } else { unhex(etag).map(ETag::new) };
                     let mtime = SystemTime::UNIX_EPOCH + Duration::from_nanos(mtime);
                     entries.insert(key, RemoteEntry { kind, size, mtime, etag, storage_class: None });
+                }
+                ["D", key] => {
+                    if let Some(key) = unhex(key) {
+                        entries.remove(&key);
+                    }
                 }
                 ["L", dir] => {
                     if let Some(dir) = unhex(dir) {
@@ -134,11 +149,32 @@ impl Journal {
         }
     }
 
-    fn write_out(path: &Path, state: &mut (File, Vec<String>)) {
+    fn write_out(path: &Path, state: &mut (File, Vec<String>)) -> bool {
         let text: String = state.1.drain(..).collect();
-        if let Err(e) = state.0.write_all(text.as_bytes()) {
-            tracing::warn!(path = %path.display(), "cannot write the metadata journal: {e}");
+        match state.0.write_all(text.as_bytes()) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "cannot write the metadata journal: {e}");
+                false
+            }
         }
+    }
+
+    /// Records a change this mount made (`record` is the closure appending its records), and
+    /// makes everything buffered durable (written and fsynced) before returning.
+    pub fn mutation(&self, record: impl FnOnce(&Journal)) {
+        record(self);
+        let mut state = self.state.lock().unwrap();
+        if Self::write_out(&self.path, &mut state)
+            && let Err(e) = state.0.sync_data()
+        {
+            tracing::warn!(path = %self.path.display(), "cannot sync the metadata journal: {e}");
+        }
+    }
+
+    /// Records that `key` was deleted (through this mount, or S3 said it is gone).
+    pub fn deleted(&self, key: &str) {
+        self.push(format!("D {}", hex(key)));
     }
 
     /// Records an entry (full key).
@@ -158,6 +194,12 @@ impl Journal {
     pub fn flush(&self) {
         let mut state = self.state.lock().unwrap();
         Self::write_out(&self.path, &mut state);
+    }
+
+    /// How many records are waiting to be written (tests).
+    #[cfg(test)]
+    pub fn buffered(&self) -> usize {
+        self.state.lock().unwrap().1.len()
     }
 }
 
@@ -186,7 +228,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = path_for(dir.path(), "bucket", "pre/");
         {
-            let (j, loaded) = Journal::open(&path).unwrap();
+            let (j, loaded) = Journal::open(&path, &path).unwrap();
             assert!(loaded.entries.is_empty());
             j.entry("pre/jars/a b.jar", &entry(InodeKind::File, 10, Some("\"x y\"")));
             j.entry("pre/jars/sub", &entry(InodeKind::Directory, 0, None));
@@ -194,7 +236,7 @@ mod tests {
             j.listing("pre/jars/");
         }
         std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"E 00 f 1 2 torn").unwrap();
-        let (_j, loaded) = Journal::open(&path).unwrap();
+        let (_j, loaded) = Journal::open(&path, &path).unwrap();
         assert_eq!(loaded.entries.len(), 3);
         assert_eq!(loaded.entries["pre/jars/a b.jar"], entry(InodeKind::File, 10, Some("\"x y\"")));
         assert_eq!(loaded.entries["pre/odd\nkey\t"].size, 1);
@@ -204,5 +246,34 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         assert_ne!(path_for(dir.path(), "bucket", "pre/"), path_for(dir.path(), "bucket", "other/"));
+    }
+
+    #[test]
+    fn damaged_lines_in_the_middle_are_skipped_and_later_records_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j");
+        {
+            let (j, _) = Journal::open(&path, &path).unwrap();
+            j.entry("d/first", &entry(InodeKind::File, 1, Some("e1")));
+            j.flush();
+        }
+        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"E \xff\xfe not utf-8 at all\n").unwrap();
+        f.write_all(seal(format!("E {} f 2 0 -", hex("d/bad-crc"))).replace(' ', "  ").as_bytes()).unwrap();
+        let mut bad_crc = seal(format!("E {} f 3 0 -", hex("d/bad-crc-2")));
+        bad_crc.replace_range(bad_crc.len() - 3..bad_crc.len() - 1, "zz");
+        f.write_all(bad_crc.as_bytes()).unwrap();
+        drop(f);
+        {
+            let (j, loaded) = Journal::open(&path, &path).unwrap();
+            assert_eq!(loaded.entries.len(), 1);
+            j.entry("d/later", &entry(InodeKind::File, 4, Some("e4")));
+            j.mutation(|j| j.deleted("d/first"));
+            assert_eq!(j.buffered(), 0, "a mutation writes everything out at once");
+            j.listing("d/");
+        }
+        let (_j, loaded) = Journal::open(&path, &path).unwrap();
+        assert_eq!(loaded.entries.keys().collect::<Vec<_>>(), ["d/later"], "records after the damage load");
+        assert_eq!(loaded.listings["d/"].iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["later"]);
     }
 }

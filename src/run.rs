@@ -111,6 +111,12 @@ fn serve(config: MountConfig, success_message: &str) -> Result<(), String> {
 
     let mut fs = S3Filesystem::new(client, config.fs.clone());
     if let Some((journal, loaded)) = persistent.journal {
+        if loaded.damaged > 0 {
+            warn!(
+                damaged = loaded.damaged,
+                "damaged lines skipped in the metadata journal; directories will be listed again"
+            );
+        }
         info!(entries = loaded.entries.len(), listings = loaded.listings.len(), "metadata loaded from the cache");
         fs = fs.with_journal(journal, loaded);
     }

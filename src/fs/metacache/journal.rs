@@ -40,6 +40,9 @@ pub struct Loaded {
     pub entries: HashMap<String, RemoteEntry>,
     /// Directory key -> its complete listing.
     pub listings: HashMap<String, Vec<ListedEntry>>,
+    /// Whole lines skipped as damaged. Any such line drops every complete listing: it may have
+    /// been an entry of one of them, which would then look absent.
+    pub damaged: usize,
 }
 
 /// An open journal, appending.
@@ -84,41 +87,33 @@ impl Journal {
     /// ours and is not opened through a symbolic link; `shown` names it in messages.
     pub fn open(path: &Path, shown: &Path) -> std::io::Result<(Journal, Loaded)> {
         let file = crate::fs::cache::dir::open_private_file(path, true, shown)?;
-        let loaded = Self::load(BufReader::new(&file));
+        let (loaded, whole) = Self::load(BufReader::new(&file));
+        // Cut a line torn by a crash, so what is appended now starts a line of its own.
+        if whole < file.metadata()?.len() {
+            file.set_len(whole)?;
+        }
         Ok((Journal { path: shown.to_path_buf(), state: Mutex::new((file, Vec::new())) }, loaded))
     }
 
-    fn load(reader: impl BufRead) -> Loaded {
+    /// What the journal holds, and the length of its whole lines: a last line without its
+    /// newline is a write torn by a crash (nothing in it was promised to anyone), ignored and
+    /// cut. A whole line that does not check out is damage, and costs the complete listings.
+    fn load(mut reader: impl BufRead) -> (Loaded, u64) {
         let mut entries: HashMap<String, RemoteEntry> = HashMap::new();
         let mut complete: Vec<String> = Vec::new();
+        let (mut damaged, mut whole) = (0, 0u64);
         // Bytes, not `lines()`: one line that is not UTF-8 must not end the load.
-        for line in reader.split(b'\n').map_while(Result::ok) {
-            let Ok(line) = std::str::from_utf8(&line) else { continue };
-            let Some(body) = unseal(line) else { continue };
-            let fields: Vec<&str> = body.split(' ').collect();
-            match fields.as_slice() {
-                ["E", key, kind, size, mtime, etag] => {
-                    let (Some(key), Ok(size), Ok(mtime)) = (unhex(key), size.parse::<u64>(), mtime.parse::<u64>())
-                    else {
-                        continue;
-                    };
-                    let kind = if *kind == "d" { InodeKind::Directory } else { InodeKind::File };
-                    let etag = if etag.is_empty() || *etag == "-" { None } else { unhex(etag).map(ETag::new) };
-                    let mtime = SystemTime::UNIX_EPOCH + Duration::from_nanos(mtime);
-                    entries.insert(key, RemoteEntry { kind, size, mtime, etag, storage_class: None });
-                }
-                ["D", key] => {
-                    if let Some(key) = unhex(key) {
-                        entries.remove(&key);
-                    }
-                }
-                ["L", dir] => {
-                    if let Some(dir) = unhex(dir) {
-                        complete.push(dir);
-                    }
-                }
-                _ => {}
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match reader.read_until(b'\n', &mut line) {
+                Ok(n) if n > 0 && line.ends_with(b"\n") => whole += n as u64,
+                _ => break,
             }
+            damaged += usize::from(!Self::load_line(&line[..line.len() - 1], &mut entries, &mut complete));
+        }
+        if damaged > 0 {
+            complete.clear();
         }
         let mut by_dir: HashMap<&str, BTreeMap<String, RemoteEntry>> = HashMap::new();
         for (key, entry) in &entries {
@@ -138,7 +133,36 @@ impl Journal {
                 (dir, listed)
             })
             .collect();
-        Loaded { entries, listings }
+        (Loaded { entries, listings, damaged }, whole)
+    }
+
+    /// Applies one line; false if it is damaged (not UTF-8, bad CRC, unknown or bad record).
+    fn load_line(line: &[u8], entries: &mut HashMap<String, RemoteEntry>, complete: &mut Vec<String>) -> bool {
+        let Some(body) = std::str::from_utf8(line).ok().and_then(unseal) else { return false };
+        let fields: Vec<&str> = body.split(' ').collect();
+        match fields.as_slice() {
+            ["E", key, kind, size, mtime, etag] => {
+                let (Some(key), Ok(size), Ok(mtime)) = (unhex(key), size.parse::<u64>(), mtime.parse::<u64>()) else {
+                    return false;
+                };
+                let kind = if *kind == "d" { InodeKind::Directory } else { InodeKind::File };
+                let etag = if etag.is_empty() || *etag == "-" { None } else { unhex(etag).map(ETag::new) };
+                let mtime = SystemTime::UNIX_EPOCH + Duration::from_nanos(mtime);
+                entries.insert(key, RemoteEntry { kind, size, mtime, etag, storage_class: None });
+            }
+            ["D", key] => match unhex(key) {
+                Some(key) => {
+                    entries.remove(&key);
+                }
+                None => return false,
+            },
+            ["L", dir] => match unhex(dir) {
+                Some(dir) => complete.push(dir),
+                None => return false,
+            },
+            _ => return false,
+        }
+        true
     }
 
     fn push(&self, record: String) {
@@ -274,6 +298,23 @@ mod tests {
         }
         let (_j, loaded) = Journal::open(&path, &path).unwrap();
         assert_eq!(loaded.entries.keys().collect::<Vec<_>>(), ["d/later"], "records after the damage load");
-        assert_eq!(loaded.listings["d/"].iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["later"]);
+        assert_eq!(loaded.damaged, 3);
+        assert!(loaded.listings.is_empty(), "a damaged line may have been an entry of any listing");
+        // Only a torn last line (no newline: a write cut by a crash): listings stay.
+        let torn = dir.path().join("torn");
+        {
+            let (j, _) = Journal::open(&torn, &torn).unwrap();
+            j.entry("d/a", &entry(InodeKind::File, 1, None));
+            j.listing("d/");
+        }
+        std::fs::OpenOptions::new().append(true).open(&torn).unwrap().write_all(b"E 00 f 1 2 torn").unwrap();
+        {
+            let (j, loaded) = Journal::open(&torn, &torn).unwrap();
+            assert_eq!((loaded.damaged, loaded.listings["d/"].len()), (0, 1));
+            j.entry("d/b", &entry(InodeKind::File, 2, None));
+        }
+        // The torn line was cut before appending: it costs nothing more, "d/b" is there.
+        let (_j, loaded) = Journal::open(&torn, &torn).unwrap();
+        assert_eq!((loaded.damaged, loaded.entries.len(), loaded.listings.len()), (0, 2, 1));
     }
 }

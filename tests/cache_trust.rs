@@ -11,7 +11,9 @@ use common::mount::TestMount;
 use common::s3_server::LocalS3;
 use mount_s3::client::S3Operation;
 
-const INDEFINITE: &[&str] = &["--metadata-ttl", "indefinite"];
+/// With a size limit, so that blocks are stored however full the test machine's disk is (without
+/// one, nothing is stored while less than 5% is free).
+const INDEFINITE: &[&str] = &["--metadata-ttl", "indefinite", "--max-cache-size", "64"];
 
 fn mount_with(s3: &LocalS3, env: &[(String, String)], cache: &Path, extra: &[&str]) -> TestMount {
     let mut args = vec!["--endpoint-url", &s3.endpoint, "--force-path-style", "--region", "us-east-1"];
@@ -143,13 +145,14 @@ fn an_identity_allowed_only_to_list_cannot_read_what_another_cached() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("c");
     let m = mount(&s3, &cache, &[]);
+    assert_eq!(names(&m.path().join("jars")), ["secret.jar"]);
     assert_eq!(std::fs::read(m.path().join("jars/secret.jar")).unwrap(), vec![7u8; 300_000]);
     assert!(m.unmount().success());
 
     let m = mount_with(&s3, &s3.list_only_env_vars(), &cache, &[]);
-    assert_eq!(names(&m.path().join("jars")), ["secret.jar"], "listing is allowed");
     let err = std::fs::read(m.path().join("jars/secret.jar")).expect_err("GetObject is refused to this identity");
     assert_eq!(err.raw_os_error(), Some(nix::errno::Errno::EACCES as i32), "AccessDenied is EACCES: {err}");
+    assert_eq!(names(&m.path().join("jars")), ["secret.jar"], "listing is allowed");
     assert!(m.unmount().success());
 
     // The identity that read it still gets it from the cache, with no request at all.

@@ -5,8 +5,10 @@
 //! an entry, `D <key>` for "deleted through this mount", and `L <dir key>` for "the listing of
 //! this directory is complete (its entries are the `E` records under it)". Keys and ETags are
 //! hex-encoded, so no key can break the format, and each line ends with the CRC32C of what
-//! precedes it: a line torn by a crash, edited, or not even UTF-8 is skipped, and loading goes
-//! on with the next line. Later records win.
+//! precedes it. A last line without its newline (a write torn by a crash) is cut at open; a
+//! whole line that is edited, damaged or not even UTF-8 is skipped, loading goes on with the
+//! next line, and complete listings are dropped (the lost line may have been one of their
+//! entries, which would otherwise look absent). Later records win.
 //!
 //! What S3 told us (lookups, listings) is buffered and written every [`FLUSH_EVERY`] records and
 //! at unmount: losing it in a crash only costs requests. What this mount changed (an upload

@@ -182,10 +182,16 @@ impl MetadataCache {
     /// This mount deleted `dir_key` + `name`. Journaled durably before returning, so neither
     /// the entry nor an older complete listing brings it back after a remount.
     pub fn removed(&self, dir_key: &str, name: &str) {
-        self.record(dir_key, name, None);
+        let key = format!("{dir_key}{name}");
+        // As `record(None)`, but the deletion is journaled (once) durably below.
+        if let Some(positive) = &self.positive {
+            positive.invalidate(&key);
+        }
+        if let Some(negative) = &self.negative {
+            negative.insert(key.clone(), ());
+        }
         self.edit_listing(dir_key, |entries| entries.retain(|e| e.name != name));
         if let Some(journal) = &self.journal {
-            let key = format!("{dir_key}{name}");
             journal.mutation(|j| j.deleted(&key));
         }
     }

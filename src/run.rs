@@ -20,6 +20,7 @@ use crate::config::{AccessPolicy, CacheConfig, FuseConfig, MountConfig};
 use crate::daemon;
 use crate::fs::MetadataTtl;
 use crate::fs::S3Filesystem;
+use crate::fs::cache::dir::open_private_file;
 use crate::fs::cache::{CacheDir, CachingClient, DiskBlockCache, DiskCacheConfig};
 use crate::fs::metacache::journal::{self, Journal, Loaded};
 use crate::fuse::FuseAdapter;
@@ -180,6 +181,13 @@ async fn open_persistent_cache(config: &MountConfig, cache: &CacheConfig, client
         return Persistent { namespace, ..Persistent::default() };
     }
     let opened = CacheDir::open(&cache.dir).and_then(|dir| {
+        if cache.max_size != Some(0) {
+            // The block tree and its counter files pass the checks too, or nothing is used.
+            dir.subdir("v1")?;
+            for name in ["usage", "members"] {
+                open_private_file(&dir.path().join(name), false, &dir.shown().join(name))?;
+            }
+        }
         let journal = match config.fs.metadata_ttl {
             MetadataTtl::Indefinite => Some(open_journal(&dir, cache, &config.bucket, &config.prefix, &namespace)?),
             _ => None,

@@ -20,7 +20,8 @@ use crate::config::{AccessPolicy, CacheConfig, FuseConfig, MountConfig};
 use crate::daemon;
 use crate::fs::MetadataTtl;
 use crate::fs::S3Filesystem;
-use crate::fs::cache::{CachingClient, DiskBlockCache, DiskCacheConfig};
+use crate::fs::cache::dir::open_private_file;
+use crate::fs::cache::{CacheDir, CachingClient, DiskBlockCache, DiskCacheConfig};
 use crate::fs::metacache::journal::{self, Journal, Loaded};
 use crate::fuse::FuseAdapter;
 use crate::logging;
@@ -105,11 +106,15 @@ fn serve(config: MountConfig, success_message: &str) -> Result<(), String> {
     // The probe's error message is already the hint for the user.
     runtime.block_on(probe).map_err(|e| e.message)?;
     // Metered under the retries: each attempt is a request S3 receives (and bills).
+    let persistent = match &config.cache {
+        Some(cache) => runtime.block_on(open_persistent_cache(&config, cache, &client)),
+        None => Persistent::default(),
+    };
     let client = MeteredClient::new(client, registry);
     let retry = RetryConfig { max_attempts: config.client.max_attempts.max(1), ..RetryConfig::default() };
     let client = RetryClient::new(client, retry);
     let disk_cache = match &config.cache {
-        Some(cache) => Some(open_disk_cache(cache)?),
+        Some(cache) => Some(open_disk_cache(cache, persistent.dir.clone(), &persistent.namespace)?),
         None => None,
     };
     let client: Arc<dyn ObjectClient> = match &disk_cache {
@@ -123,20 +128,15 @@ fn serve(config: MountConfig, success_message: &str) -> Result<(), String> {
     };
 
     let mut fs = S3Filesystem::new(client, config.fs.clone());
-    if let Some(cache) = &config.cache
-        && config.fs.metadata_ttl == MetadataTtl::Indefinite
-    {
-        match open_journal(cache, &config.bucket, &config.prefix) {
-            Ok((journal, loaded)) => {
-                info!(
-                    entries = loaded.entries.len(),
-                    listings = loaded.listings.len(),
-                    "metadata loaded from the cache"
-                );
-                fs = fs.with_journal(journal, loaded);
-            }
-            Err(e) => warn!("metadata will not persist across mounts: {e}"),
+    if let Some((journal, loaded)) = persistent.journal {
+        if loaded.damaged > 0 {
+            warn!(
+                damaged = loaded.damaged,
+                "damaged lines skipped in the metadata journal; directories will be listed again"
+            );
         }
+        info!(entries = loaded.entries.len(), listings = loaded.listings.len(), "metadata loaded from the cache");
+        fs = fs.with_journal(journal, loaded);
     }
     let fs = Arc::new(fs);
     let metrics = metrics::install(runtime.handle(), &config.metrics, fs.memory_budget().clone())?;
@@ -190,34 +190,149 @@ fn serve(config: MountConfig, success_message: &str) -> Result<(), String> {
     result.map_err(|e| format!("FUSE session failed: {e}"))
 }
 
-/// Opens the `--cache` directory (never blocks on scanning it).
-fn open_disk_cache(cache: &CacheConfig) -> Result<Arc<DiskBlockCache>, String> {
+/// What of the `--cache` directory this mount may use.
+#[derive(Default)]
+struct Persistent {
+    /// The verified directory; `None`: nothing of it is used.
+    dir: Option<Arc<CacheDir>>,
+    /// Store and reading identity ([`cache_namespace`]).
+    namespace: String,
+    /// The metadata journal, with `--metadata-ttl indefinite`.
+    journal: Option<(Journal, Loaded)>,
+}
+
+/// Opens and checks the `--cache` directory, and the journal with `--metadata-ttl indefinite`.
+/// If anything of it fails a check, nothing of it is used: one warning says what and why, and
+/// the mount goes on without the persistent cache.
+async fn open_persistent_cache(config: &MountConfig, cache: &CacheConfig, client: &AwsClient) -> Persistent {
+    let Some(identity) = reading_identity(client).await else {
+        warn!(
+            "the cache directory {} is not used: the credentials could not be resolved to tell whose \
+               cached data may be reused; reading from S3 only",
+            cache.dir.display()
+        );
+        return Persistent::default();
+    };
+    let namespace = cache_namespace(&config.client, client.region(), &identity);
+    if cache.max_size == Some(0) && config.fs.metadata_ttl != MetadataTtl::Indefinite {
+        return Persistent { namespace, ..Persistent::default() };
+    }
+    let opened = CacheDir::open(&cache.dir).and_then(|dir| {
+        if cache.max_size != Some(0) {
+            // The block tree and its counter files pass the checks too, or nothing is used.
+            dir.subdir("v1")?;
+            for name in ["usage", "members"] {
+                open_private_file(&dir.path().join(name), false, &dir.shown().join(name))?;
+            }
+        }
+        let journal = match config.fs.metadata_ttl {
+            MetadataTtl::Indefinite => Some(open_journal(&dir, cache, &config.bucket, &config.prefix, &namespace)?),
+            _ => None,
+        };
+        Ok((dir, journal))
+    });
+    match opened {
+        Ok((dir, journal)) => Persistent { dir: Some(Arc::new(dir)), namespace, journal },
+        Err(e) => {
+            warn!("the cache directory {} is not used: {e}; reading from S3 only", cache.dir.display());
+            Persistent::default()
+        }
+    }
+}
+
+/// Who reads: `UNSTABLE_MOUNTPOINT_CACHE_KEY` if set (whoever starts the mount, e.g. the CSI
+/// driver per workload, vouches that every mount with this key may read the same objects),
+/// else the credentials' identity ([`AwsClient::credential_identity`]).
+async fn reading_identity(client: &AwsClient) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    match std::env::var_os("UNSTABLE_MOUNTPOINT_CACHE_KEY").filter(|k| !k.is_empty()) {
+        Some(key) => {
+            let hash = Sha256::digest(key.as_encoded_bytes());
+            Some(format!("cache-key-sha256:{}", hash.iter().map(|b| format!("{b:02x}")).collect::<String>()))
+        }
+        None => client.credential_identity().await,
+    }
+}
+
+/// The namespace of cached blocks and metadata: the store (normalised endpoint URL, or the
+/// AWS partition of the region) and the reading identity. Mounts agreeing on it share cached
+/// data; any other mount never sees it.
+fn cache_namespace(client: &AwsClientConfig, region: &str, identity: &str) -> String {
+    let store = match &client.endpoint_url {
+        Some(url) => format!("endpoint:{}", normalise_endpoint(url)),
+        None => format!("aws:{}", aws_partition(region)),
+    };
+    format!("store={store}\nidentity={identity}")
+}
+
+/// `HTTPS://Host:443/` and `https://host` name the same store.
+fn normalise_endpoint(url: &str) -> String {
+    let url = url.trim();
+    let (scheme, rest) = url.split_once("://").unwrap_or(("https", url));
+    let scheme = scheme.to_ascii_lowercase();
+    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+    let mut authority = authority.to_ascii_lowercase();
+    let default_port = if scheme == "http" { ":80" } else { ":443" };
+    if let Some(stripped) = authority.strip_suffix(default_port) {
+        authority = stripped.to_string();
+    }
+    let path = path.trim_end_matches('/');
+    if path.is_empty() { format!("{scheme}://{authority}") } else { format!("{scheme}://{authority}/{path}") }
+}
+
+/// The AWS partition a region belongs to (bucket names are unique within a partition).
+fn aws_partition(region: &str) -> &'static str {
+    match region {
+        r if r.starts_with("cn-") => "aws-cn",
+        r if r.starts_with("us-gov-") => "aws-us-gov",
+        r if r.starts_with("us-isob-") => "aws-iso-b",
+        r if r.starts_with("us-iso-") => "aws-iso",
+        r if r.starts_with("eusc-") => "aws-eusc",
+        _ => "aws",
+    }
+}
+
+/// Opens the disk block cache in the verified directory (never blocks on scanning it).
+fn open_disk_cache(
+    cache: &CacheConfig,
+    dir: Option<Arc<CacheDir>>,
+    namespace: &str,
+) -> Result<Arc<DiskBlockCache>, String> {
     let config = DiskCacheConfig {
         max_size: cache.max_size,
         block_size: cache.block_size,
         wipe_at_start: cache.wipe_at_start,
+        namespace: namespace.to_string(),
         ..DiskCacheConfig::new(cache.dir.clone())
     };
-    let disk = DiskBlockCache::open(config).map_err(|e| format!("cannot use --cache {}: {e}", cache.dir.display()))?;
-    if !disk.is_enabled() && cache.max_size != Some(0) {
+    let usable = dir.is_some();
+    let disk =
+        DiskBlockCache::open_in(config, dir).map_err(|e| format!("cannot use --cache {}: {e}", cache.dir.display()))?;
+    if usable && !disk.is_enabled() && cache.max_size != Some(0) {
         warn!("the cache directory {} is not usable; reading from S3 only", cache.dir.display());
     }
     Ok(disk)
 }
 
-/// The metadata journal for `--metadata-ttl indefinite` in the cache directory.
-fn open_journal(cache: &CacheConfig, bucket: &str, prefix: &str) -> std::io::Result<(Journal, Loaded)> {
-    use std::os::unix::fs::DirBuilderExt;
-    let dir = cache.dir.join("mount-s3-cache").join("metadata");
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
-    let path = journal::path_for(&dir, bucket, prefix);
+/// The metadata journal for `--metadata-ttl indefinite` in the verified cache directory, named
+/// after the store, reading identity, bucket and prefix.
+fn open_journal(
+    dir: &CacheDir,
+    cache: &CacheConfig,
+    bucket: &str,
+    prefix: &str,
+    namespace: &str,
+) -> std::io::Result<(Journal, Loaded)> {
+    let metadata = dir.subdir("metadata")?;
+    let identity = format!("{namespace}\nbucket={bucket}\nprefix={prefix}");
+    let path = journal::path_for(&metadata, bucket, &identity);
     if cache.wipe_at_start {
         match std::fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
     }
-    Journal::open(&path)
+    Journal::open(&path, &dir.show(&path))
 }
 
 /// fuser mount options matching Mountpoint's: kernel permission checks, no atime, no
@@ -354,6 +469,20 @@ mod tests {
                     41 22 0:51 / /mnt/my\\040dir rw - fuse.s3 mountpoint-s3 rw\n";
         assert_eq!(device_of_mount(info, Path::new("/mnt/my dir")), Some("0:51".to_string()));
         assert_eq!(device_of_mount(info, Path::new("/mnt/other")), None);
+    }
+
+    #[test]
+    fn the_cache_namespace_names_the_store_and_the_identity() {
+        let at = |url: Option<&str>| AwsClientConfig { endpoint_url: url.map(str::to_string), ..Default::default() };
+        let ns = |url, region, who| cache_namespace(&at(url), region, who);
+        let a = ns(Some("http://127.0.0.1:9000"), "us-east-1", "k1");
+        assert_eq!(a, ns(Some("HTTP://127.0.0.1:9000/"), "eu-west-1", "k1"), "same endpoint, normalised");
+        assert_ne!(a, ns(Some("http://127.0.0.1:9001"), "us-east-1", "k1"), "another endpoint");
+        assert_ne!(a, ns(Some("http://127.0.0.1:9000"), "us-east-1", "k2"), "another identity");
+        assert_eq!(normalise_endpoint("https://S3.example.com:443/"), "https://s3.example.com");
+        assert_eq!(normalise_endpoint("http://h:80/base/"), "http://h/base");
+        assert_eq!(ns(None, "us-east-1", "k"), ns(None, "eu-west-1", "k"), "one partition, one bucket namespace");
+        assert_ne!(ns(None, "us-east-1", "k"), ns(None, "cn-north-1", "k"));
     }
 
     #[test]

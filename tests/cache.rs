@@ -112,6 +112,7 @@ fn spark_jars_are_fetched_once_and_a_remount_needs_no_requests_at_all() {
 
     let m = mount(&s3, &args);
     s3.reset_counts();
+    assert_eq!(std::fs::read_dir(m.path().join("jars")).unwrap().count(), jars.len());
     read_all_concurrently(m.path(), &jars, 10);
     assert_eq!(s3.get_bytes(), total, "10 concurrent readers: every byte fetched from S3 once");
     assert!(m.unmount().success());
@@ -119,8 +120,9 @@ fn spark_jars_are_fetched_once_and_a_remount_needs_no_requests_at_all() {
     // Same cache, new process: known paths and their bytes come from the node.
     let m = mount(&s3, &args);
     s3.reset_counts();
+    assert_eq!(std::fs::read_dir(m.path().join("jars")).unwrap().count(), jars.len());
     read_all_concurrently(m.path(), &jars, 10);
-    assert_eq!(s3.total_request_count(), 0, "after the remount's bucket check: 0 GET, 0 HEAD, 0 LIST");
+    assert_eq!(s3.total_request_count(), 0, "after the remount's bucket check: list + read: 0 GET, 0 HEAD, 0 LIST");
     assert!(m.unmount().success());
 
     // With a finite TTL instead: metadata is revalidated (one HEAD per file), data is not.

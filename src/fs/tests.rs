@@ -280,7 +280,7 @@ async fn indefinite_metadata_survives_a_restart_through_the_journal() {
     let dir = tempfile::tempdir().unwrap();
     let path = path_for(dir.path(), "bucket", "");
     {
-        let (journal, loaded) = Journal::open(&path).unwrap();
+        let (journal, loaded) = Journal::open(&path, &path).unwrap();
         let fs = cached_fs(&client, MetadataTtl::Indefinite).with_journal(journal, loaded);
         let jars = lookup_path(&fs, "jars").await.unwrap().attr.ino;
         assert_eq!(list(&fs, jars, 10).await.len(), 4);
@@ -288,7 +288,7 @@ async fn indefinite_metadata_survives_a_restart_through_the_journal() {
         fs.flush_metadata();
     }
     client.reset_counts();
-    let (journal, loaded) = Journal::open(&path).unwrap();
+    let (journal, loaded) = Journal::open(&path, &path).unwrap();
     let fs = cached_fs(&client, MetadataTtl::Indefinite).with_journal(journal, loaded);
     let jars = lookup_path(&fs, "jars").await.unwrap().attr.ino;
     assert_eq!(list(&fs, jars, 10).await.len(), 4);

@@ -53,6 +53,13 @@ pub const ACCESS_KEY: &str = "LOCALS3TESTACCESSKEY";
 pub const SECRET_KEY: &str = "local-s3-test-secret-key-0123456789abcdef";
 /// Region the server signs for.
 pub const REGION: &str = "us-east-1";
+/// Access key of a second identity that may only list the bucket: every other operation it
+/// signs is refused with AccessDenied, as an IAM policy granting only `s3:ListBucket` would.
+/// Its requests are counted.
+pub const LIST_ONLY_ACCESS_KEY: &str = "LOCALS3LISTONLYKEY00";
+const LIST_ONLY_SECRET_KEY: &str = "local-s3-list-only-secret-0123456789abcd";
+/// Operations [`LIST_ONLY_ACCESS_KEY`] may call.
+const LIST_ONLY_OPERATIONS: &[&str] = &["ListObjectsV2", "ListObjects", "ListBuckets", "HeadBucket"];
 /// Access key of the harness's own requests (not counted).
 pub const HELPER_ACCESS_KEY: &str = "LOCALS3HELPERACCESSKEY";
 const HELPER_SECRET_KEY: &str = "local-s3-helper-secret-key-0123456789abcd";
@@ -94,6 +101,9 @@ impl S3Access for CountingAccess {
                 agents.push(agent.to_string());
             }
         }
+        if credentials.access_key == LIST_ONLY_ACCESS_KEY && !LIST_ONLY_OPERATIONS.contains(&cx.s3_op().name()) {
+            return Err(s3_error!(AccessDenied, "this key may only list"));
+        }
         Ok(())
     }
 }
@@ -127,6 +137,7 @@ impl LocalS3 {
         let mut auth = SimpleAuth::new();
         auth.register(ACCESS_KEY.to_string(), SECRET_KEY.into());
         auth.register(HELPER_ACCESS_KEY.to_string(), HELPER_SECRET_KEY.into());
+        auth.register(LIST_ONLY_ACCESS_KEY.to_string(), LIST_ONLY_SECRET_KEY.into());
         let mut builder = S3ServiceBuilder::new(fs);
         builder.set_auth(auth);
         builder.set_access(CountingAccess { counts: counts.clone() });
@@ -226,7 +237,12 @@ impl LocalS3 {
         child_env(ACCESS_KEY, SECRET_KEY, REGION)
     }
 
-    /// Requests of `op` signed with [`ACCESS_KEY`] so far.
+    /// Like [`LocalS3::env_vars`], for the identity that may only list ([`LIST_ONLY_ACCESS_KEY`]).
+    pub fn list_only_env_vars(&self) -> Vec<(String, String)> {
+        child_env(LIST_ONLY_ACCESS_KEY, LIST_ONLY_SECRET_KEY, REGION)
+    }
+
+    /// Requests of `op` signed with [`ACCESS_KEY`] (or [`LIST_ONLY_ACCESS_KEY`]) so far.
     pub fn request_count(&self, op: S3Operation) -> u64 {
         self.request_count_by_name(op.name())
     }

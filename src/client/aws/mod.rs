@@ -87,6 +87,8 @@ pub struct AwsClient {
     region: String,
     /// Where the credentials come from, for messages.
     credential_source: String,
+    /// The resolved credentials chain (`None` with `no_sign_request`).
+    credentials: Option<aws_sdk_s3::config::SharedCredentialsProvider>,
 }
 
 impl fmt::Debug for AwsClient {
@@ -131,6 +133,7 @@ impl AwsClient {
         }
         let sdk = loader.load().await;
         let region = sdk.region().map(|r| r.to_string()).unwrap_or_else(|| FALLBACK_REGION.to_string());
+        let credentials = sdk.credentials_provider();
 
         let attempts = if config.max_attempts == 0 { DEFAULT_MAX_ATTEMPTS } else { config.max_attempts };
         let app_name = AppName::new("mount-s3").map_err(|e| invalid(format!("app name: {e}")))?;
@@ -161,7 +164,7 @@ impl AwsClient {
         let fast_timeouts =
             TimeoutConfig::builder().connect_timeout(CONNECT_TIMEOUT).operation_attempt_timeout(FAST_ATTEMPT_TIMEOUT);
         let fast = aws_sdk_s3::Client::from_conf(builder.timeout_config(fast_timeouts.build()).build());
-        Ok(AwsClient { fast, slow, config: config.clone(), region, credential_source })
+        Ok(AwsClient { fast, slow, config: config.clone(), region, credential_source, credentials })
     }
 
     /// The region requests are signed for and sent to.
@@ -172,6 +175,21 @@ impl AwsClient {
     /// The configuration this client was built from.
     pub fn config(&self) -> &AwsClientConfig {
         &self.config
+    }
+
+    /// Who this client reads as, for the persistent cache's namespace: `anonymous` with
+    /// `no_sign_request`, else the SHA-256 of the access key id of the credentials the chain
+    /// resolves now (never the secret). `None` if no credentials can be resolved.
+    pub async fn credential_identity(&self) -> Option<String> {
+        use aws_sdk_s3::config::ProvideCredentials;
+        use sha2::{Digest, Sha256};
+        if self.config.no_sign_request {
+            return Some("anonymous".to_string());
+        }
+        let provider = self.credentials.as_ref()?;
+        let credentials = provider.provide_credentials().await.ok()?;
+        let hash = Sha256::digest(credentials.access_key_id().as_bytes());
+        Some(format!("access-key-sha256:{}", hash.iter().map(|b| format!("{b:02x}")).collect::<String>()))
     }
 
     /// The mount-time check: one ListObjectsV2 of `prefix` (max-keys 1), at most

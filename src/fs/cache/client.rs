@@ -411,7 +411,7 @@ impl<C: ObjectClient> ObjectClient for CachingClient<C> {
             return core.inner.get_object(key, range, if_match).await;
         };
         let bs = core.cache.block_size();
-        let id = Arc::new(ObjectId::new(self.bucket(), key, etag, bs));
+        let id = Arc::new(ObjectId::in_namespace(core.cache.namespace(), self.bucket(), key, etag, bs));
         let first = range.start / bs;
         let mut body = Body {
             core: core.clone(),

@@ -8,7 +8,7 @@
 //! usage lock: skip if the block is already there (another mount stored it), make room, count,
 //! rename. Any failure is logged (the first at warn) and counted; the caller never sees it.
 
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, DirBuilder, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -19,10 +19,11 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use tokio::sync::watch;
 
+use super::dir::CacheDir;
 use super::evict::{Index, Limit, make_room, tick};
 use super::format::{self, BlockName, Expected, ObjectId, ValidBlock};
 use super::usage::Usage;
-use super::{CacheError, CacheStats, DiskCacheConfig, MAX_BLOCK_SIZE};
+use super::{CacheError, CacheStats, DiskCacheConfig};
 
 /// A cache with no candidate to evict rescans the directory at most this often.
 const RESCAN_EVERY: Duration = Duration::from_secs(2);
@@ -45,7 +46,9 @@ pub(crate) struct Counters {
 pub struct DiskBlockCache {
     pub(super) config: DiskCacheConfig,
     pub(super) limit: Limit,
-    /// `<dir>/mount-s3-cache`
+    /// The verified `<dir>/mount-s3-cache` (held open), when the cache is on.
+    pub(super) dir: Option<Arc<CacheDir>>,
+    /// `<dir>/mount-s3-cache`, reached through `dir`'s handle.
     pub(super) base: PathBuf,
     /// `<base>/v1`, where blocks live.
     pub(super) root: PathBuf,
@@ -68,24 +71,37 @@ impl DiskBlockCache {
     /// rebuilt (and a wipe done) in the background. A directory that cannot be used is logged
     /// and leaves the cache off, so the mount still works, reading from S3.
     pub fn open(config: DiskCacheConfig) -> Result<Arc<DiskBlockCache>, CacheError> {
-        if !(1..=MAX_BLOCK_SIZE).contains(&config.block_size) {
-            return Err(CacheError::InvalidBlockSize(config.block_size));
-        }
-        if !(0.0..=1.0).contains(&config.min_free_ratio) {
-            return Err(CacheError::InvalidFreeRatio(config.min_free_ratio.to_string()));
-        }
-        let base = config.dir.join("mount-s3-cache");
+        config.validate()?;
+        let dir = match config.max_size {
+            Some(0) => None,
+            _ => match CacheDir::open(&config.dir) {
+                Ok(dir) => Some(Arc::new(dir)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "disk cache directory unusable; caching off");
+                    None
+                }
+            },
+        };
+        Self::open_in(config, dir)
+    }
+
+    /// Like [`DiskBlockCache::open`], in an already verified directory (`None`: caching off).
+    pub fn open_in(config: DiskCacheConfig, dir: Option<Arc<CacheDir>>) -> Result<Arc<DiskBlockCache>, CacheError> {
+        config.validate()?;
+        let dir = dir.filter(|_| config.max_size != Some(0));
+        let base =
+            dir.as_ref().map(|d| d.path().to_path_buf()).unwrap_or_else(|| config.dir.join(super::dir::BASE_NAME));
         let root = base.join("v1");
         let limit = match config.max_size {
             Some(bytes) => Limit::Bytes(bytes),
             None => Limit::KeepFree(config.min_free_ratio),
         };
-        let usage = match config.max_size {
-            Some(0) => None,
-            _ => match prepare(&config.dir, &base, &root) {
+        let usage = match &dir {
+            None => None,
+            Some(d) => match prepare(d) {
                 Ok(usage) => Some(usage),
                 Err(e) => {
-                    tracing::warn!(dir = %base.display(), error = %e, "disk cache directory unusable; caching off");
+                    tracing::warn!(dir = %d.shown().display(), error = %e, "disk cache directory unusable; caching off");
                     None
                 }
             },
@@ -95,6 +111,7 @@ impl DiskBlockCache {
             usable: AtomicBool::new(enabled && !config.wipe_at_start),
             config,
             limit,
+            dir,
             base,
             root,
             usage,
@@ -129,6 +146,11 @@ impl DiskBlockCache {
         self.config.block_size
     }
 
+    /// The namespace blocks of this cache are kept in ([`DiskCacheConfig::namespace`]).
+    pub fn namespace(&self) -> &str {
+        &self.config.namespace
+    }
+
     /// The file block `index` of `id` lives in (whether or not it exists).
     pub fn block_path(&self, id: &ObjectId, index: u64) -> PathBuf {
         self.root.join(id.block(index).path())
@@ -158,6 +180,11 @@ impl DiskBlockCache {
             indexed_blocks: self.index.lock().unwrap().len() as u64,
             ..CacheStats::default()
         }
+    }
+
+    /// `path` as the user knows it (not through `/proc/self/fd`), for messages.
+    pub(super) fn show(&self, path: &Path) -> PathBuf {
+        self.dir.as_ref().map(|d| d.show(path)).unwrap_or_else(|| path.to_path_buf())
     }
 
     fn usable(&self) -> bool {
@@ -229,14 +256,15 @@ impl DiskBlockCache {
         }
         let name = id.block(index);
         let path = self.root.join(name.path());
-        let mut file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
-            Err(e) => {
-                tracing::debug!(path = %path.display(), error = %e, "cache block not readable");
-                return None;
-            }
-        };
+        let mut file =
+            match OpenOptions::new().read(true).custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits()).open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+                Err(e) => {
+                    tracing::debug!(path = %path.display(), error = %e, "cache block not readable");
+                    return None;
+                }
+            };
         let meta = file.metadata().ok()?;
         let want = Expected { id, index, block_size: self.config.block_size, object_size };
         let decoded = if meta.len() > format::file_len(id, self.config.block_size) {
@@ -258,7 +286,7 @@ impl DiskBlockCache {
                 Some(block)
             }
             Err(why) => {
-                tracing::warn!(key = id.key(), index, path = %path.display(), reason = ?why,
+                tracing::warn!(key = id.key(), index, path = %self.show(&path).display(), reason = ?why,
                     "invalid cache block removed; fetching it again");
                 self.counters.invalid_blocks.fetch_add(1, Ordering::Relaxed);
                 self.remove_invalid(&name, &path, &meta);
@@ -376,7 +404,7 @@ impl DiskBlockCache {
     fn write_failed(&self, path: &Path, e: io::Error) {
         self.counters.write_errors.fetch_add(1, Ordering::Relaxed);
         if !self.warned.swap(true, Ordering::Relaxed) {
-            tracing::warn!(path = %path.display(), error = %e,
+            tracing::warn!(path = %self.show(path).display(), error = %e,
                 "cannot write to the disk cache; reads go on from S3 (further failures logged at debug)");
         } else {
             tracing::debug!(path = %path.display(), error = %e, "cache write failed");
@@ -384,39 +412,12 @@ impl DiskBlockCache {
     }
 }
 
-/// Creates the cache directories (0700) and checks they are ours: a directory someone else can
-/// write to could feed us blocks of their making (a CRC proves integrity, not origin). The
-/// `--cache` directory itself must not let others replace ours: owned by us or root, and not
-/// writable by others unless sticky (as `/tmp`).
-fn prepare(dir: &Path, base: &Path, root: &Path) -> io::Result<Usage> {
-    DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-    let euid = nix::unistd::geteuid().as_raw();
-    let parent = fs::metadata(dir)?;
-    if ![0, euid].contains(&parent.uid()) || (parent.mode() & 0o022 != 0 && parent.mode() & 0o1000 == 0) {
-        return Err(io::Error::other(format!(
-            "{} lets other users replace the cache (uid {}, mode {:o}): use a directory owned by uid {euid} \
-             or root that only its owner can write to",
-            dir.display(),
-            parent.uid(),
-            parent.mode() & 0o7777
-        )));
-    }
-    for d in [base, root] {
-        match DirBuilder::new().mode(0o700).create(d) {
-            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
-            _ => {}
-        }
-        let meta = fs::symlink_metadata(d)?;
-        if !meta.is_dir() || meta.uid() != euid || meta.mode() & 0o077 != 0 {
-            return Err(io::Error::other(format!(
-                "{} must be a directory owned by uid {euid} with mode 0700 (it has uid {}, mode {:o})",
-                d.display(),
-                meta.uid(),
-                meta.mode() & 0o7777
-            )));
-        }
-    }
-    Usage::open(base)
+/// Creates and checks the block tree (0700, ours) and opens the counter files: a directory
+/// someone else can write to could feed us blocks of their making (a CRC proves integrity, not
+/// origin). See `dir.rs` for the checks.
+fn prepare(dir: &CacheDir) -> io::Result<Usage> {
+    dir.subdir("v1")?;
+    Usage::open(dir.path())
 }
 
 /// Writes `parts` to a new temp file in `dir` (created if missing) and returns its path.

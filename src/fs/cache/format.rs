@@ -1,6 +1,7 @@
 //! Block identity and the block file format: what a block proves about itself.
 //!
-//! Identity: an [`ObjectId`] is one version of one object (bucket, key, ETag) at one block size;
+//! Identity: an [`ObjectId`] is one version of one object (bucket, key, ETag) at one block size,
+//! as seen from one namespace (store and reading identity);
 //! its SHA-256 (over length-prefixed fields, so no two identities share an input) names the
 //! directory of its blocks, and a block is that plus an index ([`BlockName`]). The key is never
 //! part of a path.
@@ -36,13 +37,21 @@ pub struct ObjectId {
 }
 
 impl ObjectId {
-    /// The identity of `key` at `etag` in `bucket`, cached in blocks of `block_size`.
+    /// The identity of `key` at `etag` in `bucket`, cached in blocks of `block_size`, in the
+    /// empty namespace.
     pub fn new(bucket: &str, key: &str, etag: &ETag, block_size: u64) -> Self {
+        Self::in_namespace("", bucket, key, etag, block_size)
+    }
+
+    /// The identity of `key` at `etag` in `bucket` as seen from `namespace` (the store and the
+    /// reading identity): the same object read through another store or identity is another
+    /// object here.
+    pub fn in_namespace(namespace: &str, bucket: &str, key: &str, etag: &ETag, block_size: u64) -> Self {
         let mut h = Sha256::new();
         h.update(b"mount-s3 cache\0");
         h.update(FORMAT_VERSION.to_le_bytes());
         h.update(block_size.to_le_bytes());
-        for field in [bucket.as_bytes(), key.as_bytes(), etag.as_str().as_bytes()] {
+        for field in [namespace.as_bytes(), bucket.as_bytes(), key.as_bytes(), etag.as_str().as_bytes()] {
             h.update((field.len() as u64).to_le_bytes());
             h.update(field);
         }
@@ -331,6 +340,7 @@ mod tests {
         assert_ne!(a, ObjectId::new("ba", "b", &e, 100).block(0), "length-prefixed fields");
         assert_ne!(a, ObjectId::new("b", "ab", &e, 200).block(0), "block size is part of identity");
         assert_ne!(a, ObjectId::new("b", "ab", &ETag::new("f"), 100).block(0));
+        assert_ne!(a, ObjectId::in_namespace("store-2", "b", "ab", &e, 100).block(0), "the namespace too");
     }
 
     #[test]

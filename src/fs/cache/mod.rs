@@ -20,8 +20,10 @@
 //! <DIR>/mount-s3-cache/           0700, must be ours (owner = euid, no group/other bits)
 //!   usage                         shared byte counter + its CRC; flock'ed for every insert/evict
 //!   members                       each live cache holds a shared flock on it
+//!   metadata/metadata-*.journal   the metadata journal of `--metadata-ttl indefinite`
 //!   v1/<hh>/<62 hex>/<index:010>  block files (0600); hex = SHA-256 of (version, block size,
-//!                                 bucket, key, ETag) with length prefixes; hh = first 2 hex
+//!                                 namespace, bucket, key, ETag) with length prefixes; hh = first
+//!                                 2 hex; the namespace is the store and the reading identity
 //!   v1/<hh>/<62 hex>/.tmp-*       block being written; renamed into place when complete
 //! ```
 //! A block file is a header (magic `MS3CACHE`, format version, header length, object size,
@@ -42,8 +44,13 @@
 //! before the rename, so a crash can only over-count; a removal subtracts the file's real size,
 //! so files changed behind the cache's back leave their drift in the counter. Both are repaired
 //! when a cache starts and finds itself alone (nobody holds `members`): it then rescans under
-//! the lock and rewrites the total (`startup.rs`). Mounts of different buckets can share a
-//! directory: the bucket is in the identity.
+//! the lock and rewrites the total (`startup.rs`). Mounts of different buckets, stores or
+//! identities can share a directory: all are in the identity, so none sees another's blocks.
+//!
+//! # Trust (`dir.rs`)
+//! Everything under `<DIR>/mount-s3-cache` is used only if it is ours (owner, mode, no symbolic
+//! link followed) and is reached through a held descriptor of the checked directory; if
+//! anything fails, nothing of the directory is used.
 //!
 //! # Eviction (`evict.rs`)
 //! Each cache keeps an LRU index of the blocks it knows (startup scan + its own writes and hits,
@@ -68,6 +75,7 @@
 //! queued writes; one disk read (open, read, CRC, futimens) per block hit.
 
 mod client;
+pub mod dir;
 mod disk;
 mod evict;
 mod flight;
@@ -87,6 +95,7 @@ mod tests_shared;
 use std::path::PathBuf;
 
 pub use client::CachingClient;
+pub use dir::CacheDir;
 pub use disk::DiskBlockCache;
 pub use format::ObjectId;
 
@@ -112,6 +121,10 @@ pub struct DiskCacheConfig {
     pub min_free_ratio: f64,
     /// Bytes of fetched blocks waiting to be written; past this, blocks are not stored.
     pub max_pending_writes: u64,
+    /// Who and where blocks come from (the store and the reading identity, see
+    /// `run.rs`); part of every block's identity, so mounts of other stores or identities
+    /// sharing the directory never see each other's blocks. Empty in tests.
+    pub namespace: String,
 }
 
 impl DiskCacheConfig {
@@ -124,7 +137,18 @@ impl DiskCacheConfig {
             wipe_at_start: false,
             min_free_ratio: 0.05,
             max_pending_writes: 64 * 1024 * 1024,
+            namespace: String::new(),
         }
+    }
+
+    fn validate(&self) -> Result<(), CacheError> {
+        if !(1..=MAX_BLOCK_SIZE).contains(&self.block_size) {
+            return Err(CacheError::InvalidBlockSize(self.block_size));
+        }
+        if !(0.0..=1.0).contains(&self.min_free_ratio) {
+            return Err(CacheError::InvalidFreeRatio(self.min_free_ratio.to_string()));
+        }
+        Ok(())
     }
 }
 

@@ -33,7 +33,7 @@ impl DiskBlockCache {
     /// The startup sequence (the caller then sets `ready`, whatever happened).
     pub(super) fn startup(&self) {
         if let Err(e) = self.try_startup() {
-            tracing::warn!(dir = %self.base.display(), error = %e, "disk cache startup failed");
+            tracing::warn!(dir = %self.show(&self.base).display(), error = %e, "disk cache startup failed");
         }
     }
 

@@ -12,9 +12,9 @@
 //! while holding the usage lock), so it may recount the directory and reset the counter.
 //! Locks belong to open file descriptions, so two caches in one process behave as two processes.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
@@ -28,11 +28,9 @@ pub(crate) struct Usage {
 }
 
 impl Usage {
-    /// Opens (creating, 0600) `usage` and `members` in `base`.
+    /// Opens (creating, 0600) `usage` and `members` in `base`; each must be a file of ours.
     pub fn open(base: &Path) -> io::Result<Usage> {
-        let open = |name: &str| {
-            OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(base.join(name))
-        };
+        let open = |name: &str| super::dir::open_private_file(&base.join(name), false, Path::new(name));
         Ok(Usage { file: Mutex::new(open("usage")?), members: open("members")? })
     }
 

@@ -2,16 +2,27 @@
 //! kept in `DIR` so the next mount of the same bucket and prefix starts with it.
 //!
 //! An append-only text file, one record a line: `E <key> <kind> <size> <mtime ns> <etag>` for
-//! an entry and `L <dir key>` for "the listing of this directory is complete (its entries are
-//! the `E` records under it)". Keys and ETags are hex-encoded, so no key can break the format,
-//! and each line ends with the CRC32C of what precedes it: a line torn by a crash, or edited, is
-//! skipped. Later records win. Records are buffered and written every [`FLUSH_EVERY`] records
-//! and at unmount. The file is 0600 in the 0700 cache directory.
+//! an entry, `D <key>` for "deleted through this mount", and `L <dir key>` for "the listing of
+//! this directory is complete (its entries are the `E` records under it)". Keys and ETags are
+//! hex-encoded, so no key can break the format, and each line ends with the CRC32C of what
+//! precedes it. A last line without its newline (a write torn by a crash) is cut at open; a
+//! whole line that is edited, damaged or not even UTF-8 is skipped, loading goes on with the
+//! next line, and complete listings are dropped (the lost line may have been one of their
+//! entries, which would otherwise look absent). Later records win.
+//!
+//! What S3 told us (lookups, listings) is buffered and written every [`FLUSH_EVERY`] records and
+//! at unmount: losing it in a crash only costs requests. What this mount changed (an upload
+//! completed, a delete) is written and fsynced before the call that made it returns
+//! ([`Journal::mutation`]): otherwise a complete listing from before the change, already on
+//! disk, would hide a new file or bring a deleted one back after a crash.
+//!
+//! The file is 0600 in the 0700 cache directory, opened without following a symbolic link and
+//! used only if it is ours (`cache/dir.rs`). Its name carries a hash of the journal's identity:
+//! store, reading identity, bucket and prefix (`run.rs`).
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
@@ -31,6 +42,9 @@ pub struct Loaded {
     pub entries: HashMap<String, RemoteEntry>,
     /// Directory key -> its complete listing.
     pub listings: HashMap<String, Vec<ListedEntry>>,
+    /// Whole lines skipped as damaged. Any such line drops every complete listing: it may have
+    /// been an entry of one of them, which would then look absent.
+    pub damaged: usize,
 }
 
 /// An open journal, appending.
@@ -62,48 +76,46 @@ fn unseal(line: &str) -> Option<&str> {
     (u32::from_str_radix(crc, 16).ok()? == crc32c::crc32c(body.as_bytes())).then_some(body)
 }
 
-/// The journal file for one bucket and prefix in cache directory `dir`.
-pub fn path_for(dir: &Path, bucket: &str, prefix: &str) -> PathBuf {
-    let id = crc32c::crc32c(format!("{bucket}\0{prefix}").as_bytes());
-    dir.join(format!("metadata-{}-{id:08x}.journal", hex(bucket)))
+/// The journal file of `bucket` in cache directory `dir`, for the mount whose identity
+/// (store, reading identity, bucket, prefix) is `identity`.
+pub fn path_for(dir: &Path, bucket: &str, identity: &str) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    let id: String = Sha256::digest(identity.as_bytes())[..16].iter().map(|b| format!("{b:02x}")).collect();
+    dir.join(format!("metadata-{}-{id}.journal", hex(bucket)))
 }
 
 impl Journal {
-    /// Opens (creating) the journal at `path` and returns what it held.
-    pub fn open(path: &Path) -> std::io::Result<(Journal, Loaded)> {
-        let loaded = match File::open(path) {
-            Ok(f) => Self::load(BufReader::new(f)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Loaded::default(),
-            Err(e) => return Err(e),
-        };
-        let file = OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
-        Ok((Journal { path: path.to_path_buf(), state: Mutex::new((file, Vec::new())) }, loaded))
+    /// Opens (creating, 0600) the journal at `path` and returns what it held. The file must be
+    /// ours and is not opened through a symbolic link; `shown` names it in messages.
+    pub fn open(path: &Path, shown: &Path) -> std::io::Result<(Journal, Loaded)> {
+        let file = crate::fs::cache::dir::open_private_file(path, true, shown)?;
+        let (loaded, whole) = Self::load(BufReader::new(&file));
+        // Cut a line torn by a crash, so what is appended now starts a line of its own.
+        if whole < file.metadata()?.len() {
+            file.set_len(whole)?;
+        }
+        Ok((Journal { path: shown.to_path_buf(), state: Mutex::new((file, Vec::new())) }, loaded))
     }
 
-    fn load(reader: impl BufRead) -> Loaded {
+    /// What the journal holds, and the length of its whole lines: a last line without its
+    /// newline is a write torn by a crash (nothing in it was promised to anyone), ignored and
+    /// cut. A whole line that does not check out is damage, and costs the complete listings.
+    fn load(mut reader: impl BufRead) -> (Loaded, u64) {
         let mut entries: HashMap<String, RemoteEntry> = HashMap::new();
         let mut complete: Vec<String> = Vec::new();
-        for line in reader.lines().map_while(Result::ok) {
-            let Some(body) = unseal(&line) else { continue };
-            let fields: Vec<&str> = body.split(' ').collect();
-            match fields.as_slice() {
-                ["E", key, kind, size, mtime, etag] => {
-                    let (Some(key), Ok(size), Ok(mtime)) = (unhex(key), size.parse::<u64>(), mtime.parse::<u64>())
-                    else {
-                        continue;
-                    };
-                    let kind = if *kind == "d" { InodeKind::Directory } else { InodeKind::File };
-                    let etag = if etag.is_empty() || *etag == "-" { None } else { unhex(etag).map(ETag::new) };
-                    let mtime = SystemTime::UNIX_EPOCH + Duration::from_nanos(mtime);
-                    entries.insert(key, RemoteEntry { kind, size, mtime, etag, storage_class: None });
-                }
-                ["L", dir] => {
-                    if let Some(dir) = unhex(dir) {
-                        complete.push(dir);
-                    }
-                }
-                _ => {}
+        let (mut damaged, mut whole) = (0, 0u64);
+        // Bytes, not `lines()`: one line that is not UTF-8 must not end the load.
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match reader.read_until(b'\n', &mut line) {
+                Ok(n) if n > 0 && line.ends_with(b"\n") => whole += n as u64,
+                _ => break,
             }
+            damaged += usize::from(!Self::load_line(&line[..line.len() - 1], &mut entries, &mut complete));
+        }
+        if damaged > 0 {
+            complete.clear();
         }
         let mut by_dir: HashMap<&str, BTreeMap<String, RemoteEntry>> = HashMap::new();
         for (key, entry) in &entries {
@@ -123,7 +135,36 @@ impl Journal {
                 (dir, listed)
             })
             .collect();
-        Loaded { entries, listings }
+        (Loaded { entries, listings, damaged }, whole)
+    }
+
+    /// Applies one line; false if it is damaged (not UTF-8, bad CRC, unknown or bad record).
+    fn load_line(line: &[u8], entries: &mut HashMap<String, RemoteEntry>, complete: &mut Vec<String>) -> bool {
+        let Some(body) = std::str::from_utf8(line).ok().and_then(unseal) else { return false };
+        let fields: Vec<&str> = body.split(' ').collect();
+        match fields.as_slice() {
+            ["E", key, kind, size, mtime, etag] => {
+                let (Some(key), Ok(size), Ok(mtime)) = (unhex(key), size.parse::<u64>(), mtime.parse::<u64>()) else {
+                    return false;
+                };
+                let kind = if *kind == "d" { InodeKind::Directory } else { InodeKind::File };
+                let etag = if etag.is_empty() || *etag == "-" { None } else { unhex(etag).map(ETag::new) };
+                let mtime = SystemTime::UNIX_EPOCH + Duration::from_nanos(mtime);
+                entries.insert(key, RemoteEntry { kind, size, mtime, etag, storage_class: None });
+            }
+            ["D", key] => match unhex(key) {
+                Some(key) => {
+                    entries.remove(&key);
+                }
+                None => return false,
+            },
+            ["L", dir] => match unhex(dir) {
+                Some(dir) => complete.push(dir),
+                None => return false,
+            },
+            _ => return false,
+        }
+        true
     }
 
     fn push(&self, record: String) {
@@ -134,11 +175,32 @@ impl Journal {
         }
     }
 
-    fn write_out(path: &Path, state: &mut (File, Vec<String>)) {
+    fn write_out(path: &Path, state: &mut (File, Vec<String>)) -> bool {
         let text: String = state.1.drain(..).collect();
-        if let Err(e) = state.0.write_all(text.as_bytes()) {
-            tracing::warn!(path = %path.display(), "cannot write the metadata journal: {e}");
+        match state.0.write_all(text.as_bytes()) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "cannot write the metadata journal: {e}");
+                false
+            }
         }
+    }
+
+    /// Records a change this mount made (`record` is the closure appending its records), and
+    /// makes everything buffered durable (written and fsynced) before returning.
+    pub fn mutation(&self, record: impl FnOnce(&Journal)) {
+        record(self);
+        let mut state = self.state.lock().unwrap();
+        if Self::write_out(&self.path, &mut state)
+            && let Err(e) = state.0.sync_data()
+        {
+            tracing::warn!(path = %self.path.display(), "cannot sync the metadata journal: {e}");
+        }
+    }
+
+    /// Records that `key` was deleted (through this mount, or S3 said it is gone).
+    pub fn deleted(&self, key: &str) {
+        self.push(format!("D {}", hex(key)));
     }
 
     /// Records an entry (full key).
@@ -158,6 +220,12 @@ impl Journal {
     pub fn flush(&self) {
         let mut state = self.state.lock().unwrap();
         Self::write_out(&self.path, &mut state);
+    }
+
+    /// How many records are waiting to be written (tests).
+    #[cfg(test)]
+    pub fn buffered(&self) -> usize {
+        self.state.lock().unwrap().1.len()
     }
 }
 
@@ -186,7 +254,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = path_for(dir.path(), "bucket", "pre/");
         {
-            let (j, loaded) = Journal::open(&path).unwrap();
+            let (j, loaded) = Journal::open(&path, &path).unwrap();
             assert!(loaded.entries.is_empty());
             j.entry("pre/jars/a b.jar", &entry(InodeKind::File, 10, Some("\"x y\"")));
             j.entry("pre/jars/sub", &entry(InodeKind::Directory, 0, None));
@@ -194,7 +262,7 @@ mod tests {
             j.listing("pre/jars/");
         }
         std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"E 00 f 1 2 torn").unwrap();
-        let (_j, loaded) = Journal::open(&path).unwrap();
+        let (_j, loaded) = Journal::open(&path, &path).unwrap();
         assert_eq!(loaded.entries.len(), 3);
         assert_eq!(loaded.entries["pre/jars/a b.jar"], entry(InodeKind::File, 10, Some("\"x y\"")));
         assert_eq!(loaded.entries["pre/odd\nkey\t"].size, 1);
@@ -204,5 +272,51 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         assert_ne!(path_for(dir.path(), "bucket", "pre/"), path_for(dir.path(), "bucket", "other/"));
+    }
+
+    #[test]
+    fn damaged_lines_in_the_middle_are_skipped_and_later_records_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j");
+        {
+            let (j, _) = Journal::open(&path, &path).unwrap();
+            j.entry("d/first", &entry(InodeKind::File, 1, Some("e1")));
+            j.flush();
+        }
+        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"E \xff\xfe not utf-8 at all\n").unwrap();
+        f.write_all(seal(format!("E {} f 2 0 -", hex("d/bad-crc"))).replace(' ', "  ").as_bytes()).unwrap();
+        let mut bad_crc = seal(format!("E {} f 3 0 -", hex("d/bad-crc-2")));
+        bad_crc.replace_range(bad_crc.len() - 3..bad_crc.len() - 1, "zz");
+        f.write_all(bad_crc.as_bytes()).unwrap();
+        drop(f);
+        {
+            let (j, loaded) = Journal::open(&path, &path).unwrap();
+            assert_eq!(loaded.entries.len(), 1);
+            j.entry("d/later", &entry(InodeKind::File, 4, Some("e4")));
+            j.mutation(|j| j.deleted("d/first"));
+            assert_eq!(j.buffered(), 0, "a mutation writes everything out at once");
+            j.listing("d/");
+        }
+        let (_j, loaded) = Journal::open(&path, &path).unwrap();
+        assert_eq!(loaded.entries.keys().collect::<Vec<_>>(), ["d/later"], "records after the damage load");
+        assert_eq!(loaded.damaged, 3);
+        assert!(loaded.listings.is_empty(), "a damaged line may have been an entry of any listing");
+        // Only a torn last line (no newline: a write cut by a crash): listings stay.
+        let torn = dir.path().join("torn");
+        {
+            let (j, _) = Journal::open(&torn, &torn).unwrap();
+            j.entry("d/a", &entry(InodeKind::File, 1, None));
+            j.listing("d/");
+        }
+        std::fs::OpenOptions::new().append(true).open(&torn).unwrap().write_all(b"E 00 f 1 2 torn").unwrap();
+        {
+            let (j, loaded) = Journal::open(&torn, &torn).unwrap();
+            assert_eq!((loaded.damaged, loaded.listings["d/"].len()), (0, 1));
+            j.entry("d/b", &entry(InodeKind::File, 2, None));
+        }
+        // The torn line was cut before appending: it costs nothing more, "d/b" is there.
+        let (_j, loaded) = Journal::open(&torn, &torn).unwrap();
+        assert_eq!((loaded.damaged, loaded.entries.len(), loaded.listings.len()), (0, 2, 1));
     }
 }

@@ -8,9 +8,11 @@
 //!
 //! `minimal` disables all three. Local changes (create, upload, unlink, mkdir) update the
 //! maps at once, so this mount always sees its own writes. With `indefinite`, the operator
-//! vouches that objects do not change: entries and complete listings are also appended to a
-//! journal next to the data cache ([`journal`]) and loaded at the next mount, so known paths
-//! need no request even after a restart.
+//! vouches that objects do not change behind the mount's back: entries, deletions and complete
+//! listings are also appended to a journal next to the data cache ([`journal`]) and loaded at
+//! the next mount of the same store, identity, bucket and prefix, so known paths need no request
+//! even after a restart. This mount's own changes reach the journal durably before the call
+//! that made them returns.
 
 pub mod journal;
 
@@ -132,8 +134,11 @@ impl MetadataCache {
                 }
             }
             None => {
-                if let Some(positive) = &self.positive {
-                    positive.invalidate(&key);
+                if let Some(positive) = &self.positive
+                    && positive.remove(&key).is_some()
+                    && let Some(journal) = &self.journal
+                {
+                    journal.deleted(&key);
                 }
                 if let Some(negative) = &self.negative {
                     negative.insert(key, ());
@@ -159,7 +164,8 @@ impl MetadataCache {
         listings.insert(dir_key.to_string(), Arc::new(entries));
     }
 
-    /// This mount created or replaced `dir_key` + `name` (an upload completed).
+    /// This mount created or replaced `dir_key` + `name` (an upload completed). Journaled
+    /// durably before returning: a complete listing already on disk must not hide it.
     pub fn created(&self, dir_key: &str, name: &str, entry: &RemoteEntry) {
         self.record(dir_key, name, Some(entry));
         self.edit_listing(dir_key, |entries| {
@@ -167,12 +173,27 @@ impl MetadataCache {
             entries.push(ListedEntry { name: name.to_string(), entry: entry.clone() });
             entries.sort_by(|a, b| a.name.cmp(&b.name));
         });
+        if let Some(journal) = &self.journal {
+            // Also writes the entry `record` buffered (or an equal one buffered before).
+            journal.mutation(|_| {});
+        }
     }
 
-    /// This mount deleted `dir_key` + `name`.
+    /// This mount deleted `dir_key` + `name`. Journaled durably before returning, so neither
+    /// the entry nor an older complete listing brings it back after a remount.
     pub fn removed(&self, dir_key: &str, name: &str) {
-        self.record(dir_key, name, None);
+        let key = format!("{dir_key}{name}");
+        // As `record(None)`, but the deletion is journaled (once) durably below.
+        if let Some(positive) = &self.positive {
+            positive.invalidate(&key);
+        }
+        if let Some(negative) = &self.negative {
+            negative.insert(key.clone(), ());
+        }
         self.edit_listing(dir_key, |entries| entries.retain(|e| e.name != name));
+        if let Some(journal) = &self.journal {
+            journal.mutation(|j| j.deleted(&key));
+        }
     }
 
     /// Forgets `dir_key` + `name` (a lookup must ask S3 again), e.g. before creating it here.

@@ -46,7 +46,10 @@ pub enum FsError {
         source: Box<ClientError>,
     },
 
-    #[error("object {key:?} is in storage class {class} and must be restored before it can be read")]
+    #[error(
+        "object {key:?} is in storage class {} and must be restored before it can be read",
+        crate::escape::escaped(class)
+    )]
     NotRestored { key: String, class: String },
 
     #[error("{0}")]

@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod escape;
 pub mod fs;
 pub mod fuse;
+pub mod interrupt;
 pub mod logging;
 pub mod metrics;
 pub mod notify;

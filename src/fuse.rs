@@ -21,6 +21,7 @@ use tracing::{debug, warn};
 
 use crate::fs::inode::InodeKind;
 use crate::fs::{Attr, FsError, S3Filesystem, SetAttr};
+use crate::interrupt;
 use crate::metrics::{self, Metrics};
 
 /// Kernel requests allowed in flight at once (Mountpoint: 64).
@@ -62,9 +63,35 @@ impl FuseAdapter {
         R: ErrorReply + Send + 'static,
         F: Future<Output = Result<T, FsError>> + Send + 'static,
     {
+        self.spawn_interruptible(op, None, reply, work, ok);
+    }
+
+    /// [`FuseAdapter::spawn`] for work that may be abandoned at any await (lookup, getattr,
+    /// open, read): once thread `tid`, the caller, has a signal pending that should interrupt
+    /// it ([`interrupt::signalled`]), the reply is EINTR and `work` is dropped. A result that
+    /// is ready wins over the signal.
+    fn spawn_interruptible<T, R, F>(
+        &self,
+        op: &'static str,
+        tid: Option<u32>,
+        reply: R,
+        work: F,
+        ok: impl FnOnce(R, T) + Send + 'static,
+    ) where
+        T: Send + 'static,
+        R: ErrorReply + Send + 'static,
+        F: Future<Output = Result<T, FsError>> + Send + 'static,
+    {
         let (metrics, started) = (self.metrics.clone(), Instant::now());
         self.runtime.spawn(async move {
-            let result = work.await;
+            let result = match tid {
+                None => work.await,
+                Some(tid) => tokio::select! {
+                    biased;
+                    result = work => result,
+                    () = interrupt::signalled(tid) => Err(FsError::Interrupted { tid }),
+                },
+            };
             metrics.fuse_request(op, started.elapsed(), result.is_ok());
             match result {
                 Ok(value) => ok(reply, value),
@@ -140,9 +167,9 @@ impl Filesystem for FuseAdapter {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let (fs, name) = (self.fs.clone(), name.to_owned());
-        self.spawn("lookup", reply, async move { fs.lookup(parent.0, &name).await }, |reply, e| {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let (fs, name, tid) = (self.fs.clone(), name.to_owned(), Some(req.pid()));
+        self.spawn_interruptible("lookup", tid, reply, async move { fs.lookup(parent.0, &name).await }, |reply, e| {
             reply.entry(&e.ttl, &file_attr(&e.attr), Generation(0))
         });
     }
@@ -151,9 +178,9 @@ impl Filesystem for FuseAdapter {
         self.fs.forget(ino.0, nlookup);
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        let fs = self.fs.clone();
-        self.spawn("getattr", reply, async move { fs.getattr(ino.0).await }, |reply, e| {
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let (fs, tid) = (self.fs.clone(), Some(req.pid()));
+        self.spawn_interruptible("getattr", tid, reply, async move { fs.getattr(ino.0).await }, |reply, e| {
             reply.attr(&e.ttl, &file_attr(&e.attr))
         });
     }
@@ -191,7 +218,8 @@ impl Filesystem for FuseAdapter {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let (fs, pid) = (self.fs.clone(), req.pid());
-        self.spawn("open", reply, async move { fs.open(ino.0, flags.0, pid).await }, |reply, opened| {
+        let work = async move { fs.open(ino.0, flags.0, pid).await };
+        self.spawn_interruptible("open", Some(pid), reply, work, |reply, opened| {
             let flags = if opened.direct_io { FopenFlags::FOPEN_DIRECT_IO } else { FopenFlags::empty() };
             reply.opened(FileHandle(opened.fh), flags)
         });
@@ -199,7 +227,7 @@ impl Filesystem for FuseAdapter {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -208,8 +236,9 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let fs = self.fs.clone();
-        self.spawn("read", reply, async move { fs.read(fh.0, offset, size).await }, |reply, data| reply.data(&data));
+        let (fs, tid) = (self.fs.clone(), Some(req.pid()));
+        let work = async move { fs.read(fh.0, offset, size).await };
+        self.spawn_interruptible("read", tid, reply, work, |reply, data| reply.data(&data));
     }
 
     fn release(

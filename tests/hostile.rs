@@ -14,6 +14,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use common::TestS3;
+use common::mem_server::MemS3;
 use common::moto::MotoServer;
 use common::mount::TestMount;
 use common::s3_server::LocalS3;
@@ -171,4 +172,66 @@ fn ten_thousand_keys_in_one_directory_and_control_characters_in_names() {
     }
     std::fs::write(m.path().join("many/written\nhere"), b"nl").unwrap();
     assert_eq!(s3.get("many/written\nhere").unwrap(), b"nl");
+}
+
+/// Keys XML 1.0 cannot carry: listed with `encoding-type=url`, so a `\x01` name is an ordinary
+/// file and a NUL name is hidden with a warning; neither fails its directory, and such a key as
+/// the bucket's very first key does not fail the mount (its probe lists it). On moto: s3s-fs
+/// keys are file names (no NUL), and its continuation token is the page's last key, raw, which
+/// no XML parser accepts when that key holds `\x01` (the conformance suite covers s3s-fs).
+#[test]
+fn control_character_keys_never_fail_a_directory_or_the_mount() {
+    let s3 = MotoServer::start();
+    for (key, data) in [("\x01first", &b"first"[..]), ("ctl/bad\x01name", b"bad"), ("ctl/nul\0name", b"nul")] {
+        s3.put(key, data);
+    }
+    s3.put("ctl/ok.txt", b"ok");
+    let m = mount(&s3);
+    let root = m.path();
+    assert_eq!(listing(root), set(&["\x01first", "ctl"]));
+    assert_eq!(listing(&root.join("ctl")), set(&["bad\x01name", "ok.txt"]), "the NUL key is hidden");
+    assert_eq!(std::fs::read(root.join("ctl/ok.txt")).unwrap(), b"ok");
+    assert_eq!(std::fs::read(root.join("ctl/bad\x01name")).unwrap(), b"bad");
+    assert_eq!(std::fs::read(root.join("\x01first")).unwrap(), b"first");
+    let log = m.output();
+    let warned = log.lines().any(|l| l.contains(" hidden: ") && l.ends_with(" key=ctl/nul\\x00name"));
+    assert!(warned, "the NUL key is hidden with a warning that names it, escaped:\n{log}");
+}
+
+/// A key holding a newline and terminal escapes is listed, read and, when it cannot be a name,
+/// hidden with a warning, and the daemon's log file (at debug, so every S3 failure is logged
+/// too) holds it escaped: no line the key forged, no raw ESC byte.
+#[test]
+fn keys_cannot_forge_log_lines_or_drive_a_terminal() {
+    let s3 = MemS3::start();
+    let forged = "log/evil\n2030-01-01T00:00:00.000000Z ERROR mount_s3: forged line";
+    let ansi = "log/\x1b[31mred\x1b[0m";
+    let hidden = format!("log/\x1b[2J\nFORGED-HIDDEN {}", "x".repeat(300));
+    for key in [forged, ansi, &hidden] {
+        s3.put(key, key.as_bytes().to_vec());
+    }
+    let logs = tempfile::tempdir().unwrap();
+    let args = ["--endpoint-url", s3.endpoint(), "--force-path-style", "--region", "us-east-1", "--debug"];
+    let log_dir = logs.path().to_str().unwrap();
+    let m = TestMount::new(&s3.env_vars(), s3.bucket(), &[&args[..], &["--log-directory", log_dir]].concat());
+    let dir = m.path().join("log");
+    assert_eq!(listing(&dir), set(&[&forged["log/".len()..], &ansi["log/".len()..]]));
+    for key in [forged, ansi] {
+        assert_eq!(std::fs::read(m.path().join(key)).unwrap(), key.as_bytes(), "{key:?}");
+    }
+    let missing = std::fs::metadata(dir.join("gone\n2030-01-01T00:00:00.000000Z ERROR missing\x1b[1m"));
+    assert_eq!(missing.unwrap_err().raw_os_error(), Some(libc::ENOENT));
+    assert_eq!(m.unmount().code(), Some(0));
+
+    let mut log = Vec::new();
+    for entry in std::fs::read_dir(logs.path()).unwrap() {
+        log.extend(std::fs::read(entry.unwrap().path()).unwrap());
+    }
+    let log = String::from_utf8_lossy(&log);
+    assert!(!log.contains('\x1b'), "a raw ESC reached the log:\n{log}");
+    for line in log.lines() {
+        assert!(line.starts_with("20") && !line.starts_with("2030-"), "a line the daemon did not write: {line:?}");
+    }
+    let warned = log.lines().any(|l| l.contains(" hidden: ") && l.contains("key=log/\\x1b[2J\\nFORGED-HIDDEN xxx"));
+    assert!(warned, "the hidden key is named, escaped:\n{log}");
 }

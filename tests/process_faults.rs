@@ -211,3 +211,51 @@ fn the_endpoint_disappearing_and_coming_back_needs_no_remount() {
     assert!(failed > 0, "some reads met the outage");
     assert!(stats.dropped_connections > 0);
 }
+
+/// S3 stops answering (every HEAD and LIST stalled for 5 minutes, far beyond the ~2 minute retry
+/// deadline): a `stat` of a name the mount has not cached hangs, and SIGKILL or Ctrl-C (SIGINT,
+/// whose default action is fatal) still ends it within seconds, because the daemon sees the
+/// signal pending on the caller and answers EINTR. The mount keeps working once S3 answers.
+#[test]
+fn a_process_waiting_on_a_stalled_s3_can_be_killed() {
+    let s3 = LocalS3::start();
+    s3.put("there.txt", b"here");
+    let proxy = FaultProxy::start(s3.addr, 1);
+    let m = TestMount::new(&s3.env_vars(), &s3.bucket, &args(&proxy.endpoint));
+    proxy.inject(Kinds::HEAD | Kinds::LIST, When::Always, vec![Fault::Stall(Duration::from_secs(300))]);
+
+    for (i, sig) in [Signal::SIGKILL, Signal::SIGINT].into_iter().enumerate() {
+        let stalled_before = proxy.stats().faults_named("Stall");
+        let mut child = Command::new("stat")
+            .arg(m.path().join(format!("not-cached-{i}")))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for(Duration::from_secs(10), "the stat to reach S3", || {
+            proxy.stats().faults_named("Stall") > stalled_before
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(child.try_wait().unwrap().is_none(), "stat is waiting on S3");
+        let signalled = Instant::now();
+        kill(Pid::from_raw(child.id() as i32), sig).unwrap();
+        let deadline = signalled + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("stat still alive 10 s after {sig:?}\n{}", m.output());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        println!("stat reaped {:?} after {sig:?}", signalled.elapsed());
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(sig as i32), "{status:?}");
+    }
+
+    proxy.clear();
+    assert_eq!(std::fs::read(m.path().join("there.txt")).unwrap(), b"here");
+    assert_eq!(m.unmount().code(), Some(0));
+}

@@ -21,6 +21,8 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+
+use crate::escape::escaped;
 use futures::StreamExt;
 use tracing::debug;
 
@@ -76,7 +78,7 @@ fn log_failure(op: S3Operation, key: &str, e: &ClientError) {
         code = e.code.as_deref().unwrap_or("-"),
         request_id = e.request_id.as_deref().unwrap_or("-"),
         "S3 request failed: {}",
-        e.message
+        escaped(&e.message)
     );
 }
 

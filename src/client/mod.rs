@@ -26,6 +26,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::Stream;
 
+use crate::escape::escaped;
+
 /// An object's entity tag, as S3 returns it (quotes included), compared byte for byte.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ETag(String);
@@ -218,10 +220,12 @@ pub enum ClientErrorKind {
 
 /// A failed client call, with everything an operator needs to understand it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{operation} failed: {kind:?}{}{}{}: {message}",
-    code.as_deref().map(|c| format!(" ({c})")).unwrap_or_default(),
+// Code, request id and message come from the server: escaped, so they cannot forge log lines.
+#[error("{operation} failed: {kind:?}{}{}{}: {}",
+    code.as_deref().map(|c| format!(" ({})", escaped(c))).unwrap_or_default(),
     status.map(|s| format!(" HTTP {s}")).unwrap_or_default(),
-    request_id.as_deref().map(|r| format!(" request id {r}")).unwrap_or_default())]
+    request_id.as_deref().map(|r| format!(" request id {}", escaped(r))).unwrap_or_default(),
+    escaped(message))]
 pub struct ClientError {
     pub kind: ClientErrorKind,
     /// The S3 operation, e.g. `GetObject`.

@@ -25,6 +25,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use rand::Rng;
 
+use crate::escape::escaped;
+
 use super::{
     ClientError, ClientErrorKind, ETag, GetObjectResponse, GetStream, ListPage, ListRequest, ObjectClient, ObjectMeta,
     PutOptions, PutResult, UploadedPart,
@@ -323,7 +325,7 @@ fn resumable<C: ObjectClient>(body: GetStream, resume: Resume<C>) -> GetStream {
                 None => return None,
                 Some(Err(e)) if e.is_retryable() && r.next < r.end && r.resumes + 1 < r.config.max_attempts => {
                     r.resumes += 1;
-                    tracing::debug!(key = %r.key, offset = r.next, resume = r.resumes, "GET body failed, resuming: {e}");
+                    tracing::debug!(key = %escaped(&r.key), offset = r.next, resume = r.resumes, "GET body failed, resuming: {e}");
                     tokio::time::sleep(r.config.delay(r.resumes - 1)).await;
                     let (client, key, etag, range) = (r.client.clone(), r.key.clone(), r.etag.clone(), r.next..r.end);
                     let mut call = |_| {
@@ -345,7 +347,7 @@ fn resumable<C: ObjectClient>(body: GetStream, resume: Resume<C>) -> GetStream {
                 }
                 Some(Err(e)) => {
                     if e.is_retryable() {
-                        tracing::warn!(key = %r.key, offset = r.next, resumes = r.resumes, "GET body failed for good: {e}");
+                        tracing::warn!(key = %escaped(&r.key), offset = r.next, resumes = r.resumes, "GET body failed for good: {e}");
                     }
                     return Some((Err(e), (body, r, true)));
                 }

@@ -46,7 +46,10 @@ pub enum FsError {
         source: Box<ClientError>,
     },
 
-    #[error("object {key:?} is in storage class {class} and must be restored before it can be read")]
+    #[error(
+        "object {key:?} is in storage class {} and must be restored before it can be read",
+        crate::escape::escaped(class)
+    )]
     NotRestored { key: String, class: String },
 
     #[error("{0}")]
@@ -81,6 +84,9 @@ pub enum FsError {
 
     #[error("{key:?} was already uploaded (closed or fsynced); reopen it with O_TRUNC to replace it")]
     AlreadyCommitted { key: String },
+
+    #[error("interrupted: the calling thread {tid} has a signal pending; the request was abandoned")]
+    Interrupted { tid: u32 },
 }
 
 impl FsError {
@@ -131,12 +137,14 @@ impl FsError {
             FsError::NotEmpty { .. } => libc::ENOTEMPTY,
             FsError::BeingWritten { .. } => libc::EPERM,
             FsError::AlreadyCommitted { .. } => libc::EIO,
+            FsError::Interrupted { .. } => libc::EINTR,
         }
     }
 
-    /// Expected outcomes (a name that does not exist) are logged at debug, the rest at warn.
+    /// Expected outcomes (a name that does not exist, a caller that gave up) are logged at
+    /// debug, the rest at warn.
     pub fn is_expected(&self) -> bool {
-        matches!(self, FsError::NotFound { .. })
+        matches!(self, FsError::NotFound { .. } | FsError::Interrupted { .. })
     }
 }
 

@@ -27,7 +27,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
-use crate::client::ObjectClient;
+use crate::client::{ETag, ObjectClient};
 pub use config::{FsConfig, MetadataTtl};
 pub use error::FsError;
 use inode::LocalState;
@@ -393,8 +393,27 @@ impl S3Filesystem {
     /// Reads up to `size` bytes at `offset` from open handle `fh`.
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Bytes, FsError> {
         match self.handle(fh) {
-            Some(Handle::Read { reader, .. }) => reader.read(offset, size).await,
+            Some(Handle::Read { ino, reader }) => {
+                let result = reader.read(offset, size).await;
+                if let Err(FsError::ObjectChanged { .. }) = &result {
+                    self.forget_stale(ino, &reader.object().etag);
+                }
+                result
+            }
             _ => Err(FsError::BadHandle(fh)),
+        }
+    }
+
+    /// S3 proved that `etag` is no longer what inode `ino` names (412 on an If-Match GET). This
+    /// handle stays stale (ESTALE: it reads one version), but whatever else trusted that ETag
+    /// must not: the cached metadata and listing are dropped and the inode's stat expires, so the
+    /// next open revalidates, finds the new object, and the kernel looks the name up again
+    /// (the replaced object gets a new inode number, so no stale kernel attributes survive).
+    fn forget_stale(&self, ino: u64, etag: &ETag) {
+        let Ok(inode) = self.inodes.get(ino) else { return };
+        self.meta.stale(Self::parent_key(&inode), &inode.name, etag);
+        if inode.stat.etag.as_ref() == Some(etag) {
+            let _ = self.inodes.update(ino, |i| i.stat.expiry = std::time::Instant::now());
         }
     }
 

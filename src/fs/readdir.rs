@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::client::{ListRequest, ObjectClient};
+use crate::escape::escaped;
 use crate::fs::FsError;
 use crate::fs::inode::names::{ListedName, classify_object, classify_prefix};
 use crate::fs::inode::{InodeKind, RemoteEntry};
@@ -192,13 +193,13 @@ impl DirListing {
                         self.held.entry(name.to_string()).or_insert(entry);
                     }
                     ListedName::SelfMarker if o.size > 0 => tracing::warn!(
-                        key = %o.key,
+                        key = %escaped(&o.key),
                         size = o.size,
                         "directory marker holds data, which cannot be read through the file system"
                     ),
                     ListedName::SelfMarker | ListedName::Directory(_) => {}
                     ListedName::Hidden => tracing::warn!(
-                        key = %o.key,
+                        key = %escaped(&o.key),
                         "object hidden: its name cannot be a file name (., .., empty, NUL or over 255 bytes)"
                     ),
                 }
@@ -211,7 +212,7 @@ impl DirListing {
                         self.held.insert(name.to_string(), RemoteEntry::directory(self.mount_time));
                     }
                     _ => tracing::warn!(
-                        prefix = %p,
+                        prefix = %escaped(&p),
                         "prefix hidden: its name cannot be a directory name (., .., empty, NUL or over 255 bytes)"
                     ),
                 }

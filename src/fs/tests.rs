@@ -233,6 +233,26 @@ async fn with_a_ttl_lookups_and_listings_are_served_from_the_cache() {
 }
 
 #[tokio::test]
+async fn a_412_under_a_ttl_drops_the_cached_entry_and_listing_so_a_reopen_sees_the_new_object() {
+    let client = Arc::new(InMemoryClient::new("bucket"));
+    client.insert("d/f", "old");
+    let fs = cached_fs(&client, MetadataTtl::Indefinite);
+    let dir = lookup_path(&fs, "d").await.unwrap().attr.ino;
+    assert_eq!(list(&fs, dir, 10).await.len(), 3, "., .. and f: a complete listing, now cached");
+    let old = lookup_path(&fs, "d/f").await.unwrap().attr.ino;
+    client.insert("d/f", "new and longer");
+    let fh = fs.open(old, libc::O_RDONLY, PID).await.unwrap().fh;
+    assert_eq!(fs.read(fh, 0, 100).await.unwrap_err().errno(), libc::ESTALE, "this handle stays stale");
+    fs.release(fh).await.unwrap();
+    // The kernel's reopen of the same inode: revalidated, found replaced (it retries the walk).
+    assert_eq!(fs.open(old, libc::O_RDONLY, PID).await.unwrap_err().errno(), libc::ESTALE);
+    let new = lookup_path(&fs, "d/f").await.unwrap();
+    assert_ne!(new.attr.ino, old);
+    assert_eq!(new.attr.size, 14);
+    assert_eq!(read_all(&fs, new.attr.ino).await, b"new and longer");
+}
+
+#[tokio::test]
 async fn minimal_ttl_always_asks_s3() {
     let client = Arc::new(InMemoryClient::new("bucket"));
     client.insert("a", "x");

@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 
 use crate::client::memory::crc32c_base64;
 use crate::client::{ClientError, ClientErrorKind, ETag, ObjectClient, PutOptions, UploadedPart};
+use crate::escape::escaped;
 use crate::fs::FsError;
 use crate::fs::memory::{Consumer, Reservation};
 
@@ -169,7 +170,7 @@ impl Upload {
                 task.abort();
             }
             if let Err(e) = self.client.abort_multipart_upload(&self.key, &mpu.upload_id).await {
-                tracing::warn!(key = %self.key, upload_id = %mpu.upload_id, "could not abort multipart upload: {e}");
+                tracing::warn!(key = %escaped(&self.key), upload_id = %escaped(&mpu.upload_id), "could not abort multipart upload: {e}");
             }
         }
     }

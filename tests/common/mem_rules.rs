@@ -141,3 +141,17 @@ impl ListToken {
         }
     }
 }
+
+/// A listed key, prefix, delimiter or start-after as S3 writes it under `encoding-type=url`:
+/// unreserved characters and `/` as they are, a space as `+`, every other byte as `%XX`.
+pub fn url_encode_listed(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => out.push(b as char),
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}

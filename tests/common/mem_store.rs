@@ -10,8 +10,9 @@
 //! Create/UploadPart/Abort multipart (non-last parts of at least 5 MiB, part ETags checked),
 //! DeleteObject, CopyObject, HeadBucket, CreateBucket. Checksums a request announces (header,
 //! `x-amz-sdk-checksum-algorithm` or `x-amz-trailer`) and `Content-MD5` are verified (BadDigest)
-//! and echoed. Anything else is NotImplemented, never silently ignored: `If-Match` on writes,
-//! `partNumber` GETs, `encoding-type=url` listings.
+//! and echoed. `encoding-type=url` listings percent-encode keys and prefixes as S3 does.
+//! Anything else is NotImplemented, never silently ignored: `If-Match` on writes, `partNumber`
+//! GETs.
 //!
 //! ETags are opaque: 32 hex digits from a counter (plus `-N` for N parts), unique per write and
 //! never an MD5 of the content, so an overwrite with identical bytes still changes the ETag.
@@ -26,7 +27,7 @@ use bytes::{Bytes, BytesMut};
 use s3s::dto::*;
 use s3s::{Body, S3, S3Request, S3Response, S3Result, s3_error};
 
-use super::mem_rules::{Claims, ListToken, receive};
+use super::mem_rules::{Claims, ListToken, receive, url_encode_listed};
 
 /// S3's smallest part, except for the last one.
 pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
@@ -251,9 +252,12 @@ impl S3 for MemStore {
 
     async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
         let input = req.input;
-        if input.encoding_type.is_some() {
-            return Err(s3_error!(NotImplemented, "encoding-type"));
-        }
+        let encode = match input.encoding_type.as_ref().map(|e| e.as_str()) {
+            None => false,
+            Some("url") => true,
+            Some(_) => return Err(s3_error!(InvalidArgument, "Invalid Encoding Method specified in Request")),
+        };
+        let enc = |s: String| if encode { url_encode_listed(&s) } else { s };
         let max_keys = input.max_keys.unwrap_or(MAX_KEYS);
         if max_keys < 0 {
             return Err(s3_error!(InvalidArgument, "max-keys must be at least 0"));
@@ -313,7 +317,7 @@ impl S3 for MemStore {
                 }
                 None => {
                     contents.push(Object {
-                        key: Some(key.clone()),
+                        key: Some(enc(key.clone())),
                         size: length(object.data.len()),
                         e_tag: etag(&object.etag),
                         last_modified: Some(object.last_modified.into()),
@@ -328,16 +332,17 @@ impl S3 for MemStore {
         let next_continuation_token = if truncated { last.map(|l| l.encode()) } else { None };
         Ok(S3Response::new(ListObjectsV2Output {
             name: Some(input.bucket),
-            prefix: input.prefix,
-            delimiter: input.delimiter,
+            prefix: input.prefix.map(enc),
+            delimiter: input.delimiter.map(enc),
             max_keys: Some(max_keys as i32),
             key_count: Some(key_count),
             continuation_token: input.continuation_token,
-            start_after: input.start_after,
+            start_after: input.start_after.map(enc),
+            encoding_type: input.encoding_type,
             is_truncated: Some(truncated),
             next_continuation_token,
             contents: Some(contents),
-            common_prefixes: Some(common_prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(p) }).collect()),
+            common_prefixes: Some(common_prefixes.into_iter().map(|p| CommonPrefix { prefix: Some(enc(p)) }).collect()),
             ..ListObjectsV2Output::default()
         }))
     }

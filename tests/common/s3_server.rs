@@ -12,8 +12,9 @@
 //! Requests rejected before that point (bad signature, unknown route) are not counted either.
 //!
 //! Every response carries an `x-amz-request-id` (`LOCALS3` and 13 digits), as S3's do.
-//! One s3s-fs 0.14.1 answer is corrected to S3's: an unknown multipart upload id gets 404
-//! NoSuchUpload, not 403 AccessDenied (see [`no_such_upload`]).
+//! Two s3s-fs 0.14.1 answers are corrected to S3's: an unknown multipart upload id gets 404
+//! NoSuchUpload, not 403 AccessDenied (see [`no_such_upload`]), and `encoding-type=url`
+//! listings really are url-encoded (see [`encode_listing`]).
 //!
 //! Known s3s-fs 0.14.1 limits (see /work/shared/TESTING.md): keys ending in `/` and a key `x`
 //! beside `x/y` do not work, conditional GET/HEAD are ignored, listings carry no ETags, and HEAD
@@ -378,6 +379,11 @@ async fn handle(
     request: hyper::Request<Incoming>,
 ) -> Result<HttpResponse, HttpError> {
     let is_get = request.method() == Method::GET;
+    let url_listing = is_get
+        && request.uri().query().is_some_and(|q| {
+            let mut params = q.split('&');
+            params.clone().any(|p| p == "list-type=2") && params.any(|p| p == "encoding-type=url")
+        });
     let from_harness = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -397,6 +403,9 @@ async fn handle(
     static NEXT_ID: AtomicU64 = AtomicU64::new(1);
     let id = format!("LOCALS3{:013}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
     response.headers_mut().insert("x-amz-request-id", header::HeaderValue::from_str(&id).expect("ascii id"));
+    if url_listing && response.status().is_success() {
+        return encode_listing(response).await;
+    }
     let keep = *faults.truncate_get_bodies.lock().unwrap();
     // Only a successful GetObject carries an ETag header on a GET.
     match keep {
@@ -431,6 +440,67 @@ async fn truncate(response: HttpResponse, keep: usize) -> Result<HttpResponse, H
     parts.headers.remove(header::CONTENT_LENGTH);
     let stream: DynByteStream = Box::pin(OneChunk(Some(kept)));
     Ok(HttpResponse::from_parts(parts, Body::from(stream)))
+}
+
+/// s3s-fs 0.14.1 answers `encoding-type=url` with `<EncodingType>url</EncodingType>` but raw
+/// keys (so a key with `%` would be decoded wrongly, and one with `\x01` breaks the XML): encode
+/// `Key`, `Prefix`, `Delimiter` and `StartAfter` elements as S3 does. The continuation token
+/// (s3s-fs uses the last key) stays raw, as S3's opaque tokens do.
+async fn encode_listing(response: HttpResponse) -> Result<HttpResponse, HttpError> {
+    let (mut parts, mut body) = response.into_parts();
+    let all = body.store_all_limited(usize::MAX).await.map_err(HttpError::new)?;
+    let mut xml = String::from_utf8(all.to_vec()).map_err(|e| HttpError::new(Box::new(e)))?;
+    for tag in ["Key", "Prefix", "Delimiter", "StartAfter"] {
+        xml = encode_elements(&xml, tag);
+    }
+    parts.headers.insert(header::CONTENT_LENGTH, header::HeaderValue::from(xml.len()));
+    Ok(HttpResponse::from_parts(parts, Body::from(xml)))
+}
+
+/// Replaces the text of every `<tag>...</tag>` in `xml` by its url encoding.
+fn encode_elements(xml: &str, tag: &str) -> String {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    let mut out = String::with_capacity(xml.len());
+    let mut rest = xml;
+    while let Some(start) = rest.find(&open) {
+        let text_start = start + open.len();
+        let Some(len) = rest[text_start..].find(&close) else { break };
+        out.push_str(&rest[..text_start]);
+        out.push_str(&super::mem_rules::url_encode_listed(&xml_unescape(&rest[text_start..text_start + len])));
+        rest = &rest[text_start + len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn xml_unescape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(amp) = rest.find('&') {
+        out.push_str(&rest[..amp]);
+        let Some(end) = rest[amp..].find(';') else { break };
+        let entity = &rest[amp + 1..amp + end];
+        let c = match entity {
+            "lt" => Some('<'),
+            "gt" => Some('>'),
+            "amp" => Some('&'),
+            "apos" => Some('\''),
+            "quot" => Some('"'),
+            _ => entity
+                .strip_prefix("#x")
+                .map(|h| u32::from_str_radix(h, 16))
+                .or_else(|| entity.strip_prefix('#').map(str::parse))
+                .and_then(Result::ok)
+                .and_then(char::from_u32),
+        };
+        match c {
+            Some(c) => out.push(c),
+            None => out.push_str(&rest[amp..=amp + end]),
+        }
+        rest = &rest[amp + end + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A body of one chunk whose length is not announced (so it goes out chunked).

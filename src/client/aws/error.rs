@@ -11,6 +11,7 @@ use aws_smithy_types::error::display::DisplayErrorContext;
 
 use super::AwsClientConfig;
 use crate::client::{ClientError, ClientErrorKind};
+use crate::escape::escaped;
 
 /// Marker put in a [`ClientErrorKind::WrongRegion`] message before the bucket's real region.
 const REGION_MARKER: &str = "bucket region: ";
@@ -223,9 +224,10 @@ pub fn bucket_region(err: &ClientError) -> Option<&str> {
 /// means for this configuration, and which flag to look at.
 pub fn mount_hint(err: &ClientError, config: &AwsClientConfig) -> String {
     let bucket = &config.bucket;
-    let code = err.code.as_deref().map(|c| format!(" ({c})")).unwrap_or_default();
+    // The code and message come from the server: escaped, as everything the user may see in a log.
+    let code = err.code.as_deref().map(|c| format!(" ({})", escaped(c))).unwrap_or_default();
     let status = err.status.map(|s| format!(" HTTP {s}")).unwrap_or_default();
-    let msg = &err.message;
+    let msg = escaped(&err.message);
     let endpoint = config.endpoint_url.as_deref().unwrap_or("the default S3 endpoint");
     match err.kind {
         ClientErrorKind::NoSuchBucket => {
@@ -245,7 +247,10 @@ pub fn mount_hint(err: &ClientError, config: &AwsClientConfig) -> String {
              (AWS_PROFILE/--profile, --no-sign-request for public buckets)"
         ),
         ClientErrorKind::WrongRegion => match bucket_region(err) {
-            Some(region) => format!("bucket {bucket} is in region {region}{code}: {msg}; use --region {region}"),
+            Some(region) => {
+                let region = escaped(&region);
+                format!("bucket {bucket} is in region {region}{code}: {msg}; use --region {region}")
+            }
             None => format!("bucket {bucket} is in another region{code}: {msg}; use --region with the bucket's region"),
         },
         ClientErrorKind::Transient | ClientErrorKind::Throttled if err.status.is_none() => {

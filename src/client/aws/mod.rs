@@ -17,6 +17,7 @@
 
 mod error;
 mod get;
+mod list;
 mod user_agent;
 
 use std::fmt;
@@ -210,6 +211,7 @@ impl AwsClient {
             .bucket(&self.config.bucket)
             .set_prefix(non_empty(prefix))
             .max_keys(1)
+            .encoding_type(list::ENCODING)
             .set_request_payer(self.payer())
             .set_expected_bucket_owner(self.owner())
             .customize()
@@ -362,23 +364,26 @@ impl ObjectClient for AwsClient {
             .set_delimiter(request.delimiter.clone().filter(|d| !d.is_empty()))
             .set_continuation_token(request.continuation_token.clone())
             .max_keys(max_keys)
+            .encoding_type(list::ENCODING)
             .set_request_payer(self.payer())
             .set_expected_bucket_owner(self.owner())
             .send()
             .await
             .map_err(|e| self.error(OP, e))?;
+        let encoding = out.encoding_type();
         let mut objects = Vec::with_capacity(out.contents().len());
         for o in out.contents() {
-            let Some(key) = o.key() else { continue };
+            let Some(key) = o.key().and_then(|k| list::decode_listed(k, encoding)) else { continue };
             objects.push(ListedObject {
-                key: key.to_string(),
+                key,
                 size: o.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
                 last_modified: system_time(o.last_modified()),
                 etag: o.e_tag().filter(|e| !e.is_empty()).map(ETag::new),
                 storage_class: storage_class(o.storage_class().map(|c| c.as_str())),
             });
         }
-        let common_prefixes = out.common_prefixes().iter().filter_map(|p| p.prefix().map(str::to_string)).collect();
+        let common_prefixes =
+            out.common_prefixes().iter().filter_map(|p| list::decode_listed(p.prefix()?, encoding)).collect();
         let token = out.next_continuation_token().filter(|t| !t.is_empty()).map(str::to_string);
         if out.is_truncated() == Some(true) && token.is_none() {
             return Err(ClientError::new(ClientErrorKind::Other, OP, "truncated listing without a continuation token"));

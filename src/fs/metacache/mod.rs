@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use moka::sync::Cache;
 
+use crate::client::ETag;
 use crate::fs::config::MetadataTtl;
 use crate::fs::inode::RemoteEntry;
 use crate::fs::readdir::ListedEntry;
@@ -193,6 +194,24 @@ impl MetadataCache {
         self.edit_listing(dir_key, |entries| entries.retain(|e| e.name != name));
         if let Some(journal) = &self.journal {
             journal.mutation(|j| j.deleted(&key));
+        }
+    }
+
+    /// S3 refused `etag` for `dir_key` + `name` (412 on an If-Match GET): the object was replaced
+    /// or deleted, so an entry with that ETag (or none) and the listing holding it are dropped,
+    /// and the next lookup asks S3.
+    pub fn stale(&self, dir_key: &str, name: &str, etag: &ETag) {
+        let key = format!("{dir_key}{name}");
+        let proven_stale = |e: &RemoteEntry| e.etag.as_ref().is_none_or(|known| known == etag);
+        if let Some(positive) = &self.positive
+            && positive.get(&key).is_some_and(|e| proven_stale(&e))
+        {
+            positive.invalidate(&key);
+        }
+        if let Some(listings) = &self.listings
+            && listings.get(dir_key).is_some_and(|l| l.iter().any(|e| e.name == name && proven_stale(&e.entry)))
+        {
+            listings.invalidate(dir_key);
         }
     }
 

@@ -18,6 +18,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::AbortHandle;
 
 use crate::client::{ClientError, ClientErrorKind, ObjectClient};
+use crate::escape::escaped;
 use crate::fs::FsError;
 use crate::fs::memory::Reservation;
 use crate::fs::read::ObjectVersion;
@@ -186,7 +187,7 @@ async fn download(
     let outcome = fetch(client.as_ref(), &object, range.clone(), &requests, &body).await;
     if let Err(failure) = &outcome {
         // Reported to the application (and logged) by the read that needs these bytes, if any.
-        tracing::debug!(key = %object.key, ?range, ?failure, "prefetch part failed");
+        tracing::debug!(key = %escaped(&object.key), ?range, ?failure, "prefetch part failed");
     }
     body.send_modify(|b| b.outcome = Some(outcome));
 }

@@ -215,7 +215,8 @@ fn expected_region(message: &str) -> Option<String> {
 /// The bucket's real region, when a [`ClientErrorKind::WrongRegion`] error learned it.
 pub fn bucket_region(err: &ClientError) -> Option<&str> {
     let start = err.message.rfind(REGION_MARKER)? + REGION_MARKER.len();
-    let region = err.message[start..].trim_end_matches(')');
+    // The marker's parenthesis may be followed by more text (a mount hint).
+    let region = err.message[start..].split(')').next().unwrap_or_default().trim();
     (!region.is_empty()).then_some(region)
 }
 
@@ -376,6 +377,8 @@ mod tests {
         let wrong = error(WrongRegion, Some("PermanentRedirect"), Some(301), "moved (bucket region: eu-west-1)");
         assert_eq!(bucket_region(&wrong), Some("eu-west-1"));
         let hint = mount_hint(&wrong, &c);
+        let hinted = ClientError { message: hint.clone(), ..wrong.clone() };
+        assert_eq!(bucket_region(&hinted), Some("eu-west-1"), "{hint}");
         assert!(hint.contains("(PermanentRedirect)") && hint.contains("use --region eu-west-1"), "{hint}");
         let hint = mount_hint(&error(WrongRegion, None, Some(301), "moved"), &c);
         assert!(hint.contains("use --region with the bucket's region"), "{hint}");

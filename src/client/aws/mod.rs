@@ -4,6 +4,13 @@
 //! credentials at all with `--no-sign-request`), region from the flag, else the chain, else
 //! `us-east-1`. Credentials refresh through the SDK's identity cache.
 //!
+//! Region discovery: a region the user chose (`--region`, `AWS_REGION`/`AWS_DEFAULT_REGION`, the
+//! profile's `region`) is kept, and a bucket elsewhere fails the mount naming its region. A
+//! region we only guessed (instance metadata, or the `us-east-1` fallback) follows S3's redirect:
+//! [`AwsClient::region_to_follow`] reads the bucket's region from the probe's answer and
+//! [`AwsClient::with_region`] rebuilds the SDK clients for it on the same configuration
+//! (credentials, connections), so the mount proceeds as if that region had been given.
+//!
 //! Two SDK clients share one connection pool and identity cache and differ only in timeouts:
 //! `fast` (HEAD, LIST, DELETE, multipart bookkeeping, and GET up to its response headers) gives
 //! each attempt [`FAST_ATTEMPT_TIMEOUT`]; `slow` (PUT, UploadPart, Complete, Copy) has no attempt
@@ -24,7 +31,8 @@ use std::ops::Range;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use aws_config::BehaviorVersion;
+use aws_config::meta::region::ProvideRegion;
+use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_s3::config::{AppName, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
@@ -85,6 +93,10 @@ pub struct AwsClient {
     slow: aws_sdk_s3::Client,
     config: AwsClientConfig,
     region: String,
+    /// The user chose the region (flag, environment, profile): never switch away from it.
+    region_chosen: bool,
+    /// The shared configuration (credentials, HTTP client) the SDK clients are built from.
+    sdk: SdkConfig,
     /// Where the credentials come from, for messages.
     credential_source: String,
 }
@@ -115,13 +127,16 @@ impl AwsClient {
     }
 
     async fn build(config: &AwsClientConfig, credentials: Option<Credentials>) -> Result<AwsClient, ClientError> {
-        let invalid = |message: String| ClientError::new(ClientErrorKind::Other, "Configure", message);
         let credential_source = credential_source(config, credentials.is_some());
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
         if let Some(profile) = &config.profile {
             loader = loader.profile_name(profile);
         }
-        if let Some(region) = &config.region {
+        let chosen = match &config.region {
+            Some(region) => Some(region.clone()),
+            None => chosen_region(config.profile.as_deref()).await,
+        };
+        if let Some(region) = &chosen {
             loader = loader.region(Region::new(region.clone()));
         }
         if config.no_sign_request {
@@ -131,7 +146,18 @@ impl AwsClient {
         }
         let sdk = loader.load().await;
         let region = sdk.region().map(|r| r.to_string()).unwrap_or_else(|| FALLBACK_REGION.to_string());
+        Self::from_sdk(sdk, config, region, chosen.is_some(), credential_source)
+    }
 
+    /// The two SDK clients for `region` over the shared configuration `sdk`.
+    fn from_sdk(
+        sdk: SdkConfig,
+        config: &AwsClientConfig,
+        region: String,
+        region_chosen: bool,
+        credential_source: String,
+    ) -> Result<AwsClient, ClientError> {
+        let invalid = |message: String| ClientError::new(ClientErrorKind::Other, "Configure", message);
         let attempts = if config.max_attempts == 0 { DEFAULT_MAX_ATTEMPTS } else { config.max_attempts };
         let app_name = AppName::new("mount-s3").map_err(|e| invalid(format!("app name: {e}")))?;
         let mut builder = aws_sdk_s3::config::Builder::from(&sdk)
@@ -161,7 +187,27 @@ impl AwsClient {
         let fast_timeouts =
             TimeoutConfig::builder().connect_timeout(CONNECT_TIMEOUT).operation_attempt_timeout(FAST_ATTEMPT_TIMEOUT);
         let fast = aws_sdk_s3::Client::from_conf(builder.timeout_config(fast_timeouts.build()).build());
-        Ok(AwsClient { fast, slow, config: config.clone(), region, credential_source })
+        Ok(AwsClient { fast, slow, config: config.clone(), region, region_chosen, sdk, credential_source })
+    }
+
+    /// The region S3 redirected a request to, when this client should follow it: `err` is a
+    /// [`ClientErrorKind::WrongRegion`] answer naming another region, and the user did not
+    /// choose ours (see the module notes).
+    pub fn region_to_follow(&self, err: &ClientError) -> Option<String> {
+        if self.region_chosen || err.kind != ClientErrorKind::WrongRegion {
+            return None;
+        }
+        bucket_region(err).filter(|r| *r != self.region).map(str::to_string)
+    }
+
+    /// This client for another region: same settings, credentials and connection pool.
+    pub fn with_region(&self, region: &str) -> Result<AwsClient, ClientError> {
+        let config = AwsClientConfig { region: Some(region.to_string()), ..self.config.clone() };
+        let mut client =
+            Self::from_sdk(self.sdk.clone(), &config, region.to_string(), true, self.credential_source.clone())?;
+        // What the user asked for stays as they wrote it, for messages and hints.
+        client.config.region.clone_from(&self.config.region);
+        Ok(client)
     }
 
     /// The region requests are signed for and sent to.
@@ -229,6 +275,19 @@ impl AwsClient {
     fn owner(&self) -> Option<String> {
         self.config.expected_bucket_owner.clone()
     }
+}
+
+/// The region the user chose outside the command line: `AWS_REGION` (or `AWS_DEFAULT_REGION`),
+/// else the `region` of the profile in use. Instance metadata is not a choice.
+async fn chosen_region(profile: Option<&str>) -> Option<String> {
+    if let Some(region) = aws_config::environment::EnvironmentVariableRegionProvider::new().region().await {
+        return Some(region.to_string());
+    }
+    let mut from_profile = aws_config::profile::ProfileFileRegionProvider::builder();
+    if let Some(profile) = profile {
+        from_profile = from_profile.profile_name(profile);
+    }
+    from_profile.build().region().await.map(|r| r.to_string())
 }
 
 fn non_empty(s: &str) -> Option<String> {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use tracing::{error, info, warn};
 
 use crate::cli;
-use crate::client::aws::{AwsClient, AwsClientConfig, mount_hint};
+use crate::client::aws::{AwsClient, AwsClientConfig};
 use crate::client::metered::{MeteredClient, metered};
 use crate::client::retry::{RetryClient, RetryConfig};
 use crate::client::{ObjectClient, S3Operation};
@@ -82,7 +82,7 @@ fn serve(config: MountConfig, success_message: &str) -> Result<(), String> {
     let mut client = runtime
         // One attempt per SDK call: RetryClient owns the retry policy (AWS_MAX_ATTEMPTS).
         .block_on(AwsClient::new(&AwsClientConfig { max_attempts: 1, ..config.client.clone() }))
-        .map_err(|e| format!("cannot create the S3 client: {}", mount_hint(&e, &config.client)))?;
+        .map_err(|e| format!("cannot create the S3 client: {}", e.message))?;
     let registry = metrics::global();
     let probe = |client: &AwsClient| {
         runtime.block_on(metered(

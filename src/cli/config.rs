@@ -23,10 +23,6 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
 /// Metadata TTL implied by a data cache (`--cache`, `--cache-xz`).
 const CACHE_METADATA_TTL: Duration = Duration::from_secs(60);
 
-const CA_BUNDLE_ENV_WARNING: &str = "AWS_CA_BUNDLE is set, but custom CA bundles are not \
-    supported yet by this version of mount-s3: it is ignored and the system trust store is used \
-    (unset AWS_CA_BUNDLE to silence this warning)";
-
 const ZERO_TTL_WARNING: &str = "'--metadata-ttl 0' is deprecated and is treated as \
     'minimal'; use '--metadata-ttl minimal' instead";
 
@@ -82,7 +78,6 @@ const UNSUPPORTED: &[Unsupported] = &[
     Unsupported { what: "--otlp-endpoint", used: |a| a.otlp_endpoint.is_some(), fix: "remove --otlp-endpoint (and --otlp-export-interval)" },
     // Networking.
     Unsupported { what: "--bind", used: |a| a.bind.is_some(), fix: "remove it; requests use the default route" },
-    Unsupported { what: "--ca-bundle", used: |a| a.ca_bundle.is_some(), fix: "remove it; the system trust store is used" },
     // Bucket kinds and mount targets.
     Unsupported { what: "--bucket-type directory", used: |a| a.bucket_type == Some(BucketType::Directory), fix: "only general purpose buckets can be mounted for now" },
     Unsupported { what: "mounting a FUSE file descriptor (/dev/fd/N)", used: |a| is_fuse_fd(&a.mount_point), fix: "mount on a directory instead" },
@@ -149,11 +144,8 @@ impl CliArgs {
             _ => self.bucket_name.uri_prefix().to_owned(),
         };
         let mut warnings = Vec::new();
-        // The flag is refused above; the variable is often set machine-wide for other tools,
-        // so refusing to mount because of it would be worse than saying it is ignored.
-        if env.aws_ca_bundle.as_ref().is_some_and(|value| !value.is_empty()) {
-            warnings.push(CA_BUNDLE_ENV_WARNING.to_owned());
-        }
+        // The flag wins over the variable, as for every other setting with both forms.
+        let ca_bundle = self.ca_bundle.or_else(|| env.aws_ca_bundle.clone().filter(|v| !v.is_empty()).map(Into::into));
 
         let has_data_cache = self.cache.is_some() || self.cache_xz.is_some();
         let metadata_ttl = match self.metadata_ttl {
@@ -214,6 +206,7 @@ impl CliArgs {
             transfer_acceleration: self.transfer_acceleration,
             dual_stack: self.dual_stack,
             max_attempts,
+            ca_bundle,
             ..AwsClientConfig::default()
         };
         let fuse = FuseConfig {

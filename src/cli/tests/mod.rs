@@ -220,15 +220,20 @@ fn ttl_defaults_follow_mountpoint() {
 }
 
 #[test]
-fn aws_ca_bundle_in_the_environment_is_warned_about() {
-    let cases: &[(Option<&str>, usize)] = &[(None, 0), (Some(""), 0), (Some("/etc/ssl/corp.pem"), 1)];
-    for (value, warnings) in cases {
-        let env = Environment { aws_ca_bundle: value.map(OsString::from), ..env() };
-        let config = parse_env(&["bucket", "/mnt"], &env).unwrap();
-        assert_eq!(config.warnings.len(), *warnings, "{value:?}");
-        if let Some(warning) = config.warnings.first() {
-            assert!(warning.contains("AWS_CA_BUNDLE is set") && warning.contains("ignored"), "{warning}");
-        }
+fn ca_bundle_comes_from_the_flag_else_aws_ca_bundle() {
+    let cases: &[(&[&str], Option<&str>, Option<&str>)] = &[
+        (&[], None, None),
+        (&[], Some(""), None),
+        (&[], Some("/etc/ssl/corp.pem"), Some("/etc/ssl/corp.pem")),
+        (&["--ca-bundle", "/flag.pem"], Some("/etc/ssl/corp.pem"), Some("/flag.pem")),
+        (&["--ca-bundle", "/flag.pem"], None, Some("/flag.pem")),
+    ];
+    for (flags, variable, expected) in cases {
+        let env = Environment { aws_ca_bundle: variable.map(OsString::from), ..env() };
+        let args = [&["bucket", "/mnt"][..], flags].concat();
+        let config = parse_env(&args, &env).unwrap();
+        assert_eq!(config.client.ca_bundle.as_deref(), expected.map(std::path::Path::new), "{flags:?} {variable:?}");
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
     }
 }
 

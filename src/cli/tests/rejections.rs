@@ -121,7 +121,6 @@ fn unsupported_features_are_refused_by_name() {
         (&["--otlp-endpoint", "https://x", "--otlp-export-interval", "10"], "--otlp-endpoint"),
         (&["--bind", "eth0"], "--bind"),
         (&["--bind", "eth0", "--bind", "eth1"], "--bind"),
-        (&["--ca-bundle", "/etc/ssl/ca.pem"], "--ca-bundle"),
         (&["--bucket-type", "directory"], "--bucket-type directory"),
     ];
     for (flags, what) in cases {

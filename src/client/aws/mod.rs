@@ -24,10 +24,12 @@
 
 mod error;
 mod get;
+mod http;
 mod user_agent;
 
 use std::fmt;
 use std::ops::Range;
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -70,6 +72,10 @@ pub struct AwsClientConfig {
     pub dual_stack: bool,
     /// Total attempts per request (AWS_MAX_ATTEMPTS, default 10).
     pub max_attempts: u32,
+    /// `--ca-bundle` (or AWS_CA_BUNDLE): PEM file of the only certificate authorities trusted.
+    pub ca_bundle: Option<PathBuf>,
+    /// `--bind`: network interfaces to spread connections over (empty: the default route).
+    pub bind: Vec<String>,
 }
 
 /// Attempts per request when [`AwsClientConfig::max_attempts`] is 0.
@@ -129,6 +135,10 @@ impl AwsClient {
     async fn build(config: &AwsClientConfig, credentials: Option<Credentials>) -> Result<AwsClient, ClientError> {
         let credential_source = credential_source(config, credentials.is_some());
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        // Given to the loader, so credential and region providers use it as well as S3.
+        if let Some(client) = http::http_client(config.ca_bundle.as_deref(), &config.bind)? {
+            loader = loader.http_client(client);
+        }
         if let Some(profile) = &config.profile {
             loader = loader.profile_name(profile);
         }

@@ -144,3 +144,33 @@ fn an_unusable_ca_bundle_is_refused_at_start() {
     assert!(output.contains("cannot create the S3 client: the CA bundle"), "{output}");
     assert!(output.contains("holds no PEM certificate"), "{output}");
 }
+
+#[test]
+fn bind_lo_mounts_and_reads_and_a_missing_interface_is_named() {
+    let s3 = LocalS3::start();
+    s3.put("hello.txt", b"hello through lo");
+    // Twice: requests alternate between the two clients (both bound to lo).
+    for binds in [&["--bind", "lo"][..], &["--bind", "lo", "--bind", "lo"]] {
+        let args = [&["--endpoint-url", s3.endpoint.as_str(), "--force-path-style"][..], binds].concat();
+        let mount = TestMount::new(&s3.env_vars(), &s3.bucket, &args);
+        assert_eq!(std::fs::read(mount.path().join("hello.txt")).unwrap(), b"hello through lo", "{binds:?}");
+    }
+    let args = ["--endpoint-url", &s3.endpoint, "--force-path-style", "--bind", "nosuchnic0"];
+    let output = TestMount::try_new(&s3.env_vars(), &s3.bucket, &args).err().expect("mounted with a missing NIC");
+    assert!(output.starts_with("exited with exit status: 1"), "{output}");
+    assert!(output.contains("--bind nosuchnic0: no such network interface"), "{output}");
+    // Sockets really are bound: through any other interface, 127.0.0.1 cannot be reached.
+    let other = std::fs::read_dir("/sys/class/net")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|name| name != "lo");
+    if let Some(other) = other {
+        let args = ["--endpoint-url", &s3.endpoint, "--force-path-style", "--bind", &other];
+        let Err(output) = TestMount::try_new(&s3.env_vars(), &s3.bucket, &args) else {
+            panic!("reached 127.0.0.1 through {other}");
+        };
+        assert!(output.contains("could not reach endpoint"), "{output}");
+    }
+}

@@ -77,7 +77,6 @@ const UNSUPPORTED: &[Unsupported] = &[
     // Logging and metrics.
     Unsupported { what: "--otlp-endpoint", used: |a| a.otlp_endpoint.is_some(), fix: "remove --otlp-endpoint (and --otlp-export-interval)" },
     // Networking.
-    Unsupported { what: "--bind", used: |a| a.bind.is_some(), fix: "remove it; requests use the default route" },
     // Bucket kinds and mount targets.
     Unsupported { what: "--bucket-type directory", used: |a| a.bucket_type == Some(BucketType::Directory), fix: "only general purpose buckets can be mounted for now" },
     Unsupported { what: "mounting a FUSE file descriptor (/dev/fd/N)", used: |a| is_fuse_fd(&a.mount_point), fix: "mount on a directory instead" },
@@ -99,11 +98,13 @@ impl CliArgs {
     /// [`Self::into_config`] with an explicit environment.
     pub fn into_config_with(self, env: &Environment) -> Result<MountConfig, CliError> {
         self.validate()?;
-        let max_attempts = parse_max_attempts(env.aws_max_attempts.as_ref())?;
+        let (max_attempts, warning) = parse_max_attempts(env.aws_max_attempts.as_ref());
         if let Some(feature) = UNSUPPORTED.iter().find(|feature| (feature.used)(&self)) {
             return Err(CliError::Unsupported { what: feature.what, fix: feature.fix });
         }
-        Ok(self.build(env, max_attempts))
+        let mut config = self.build(env, max_attempts);
+        config.warnings.extend(warning);
+        Ok(config)
     }
 
     /// Checks that involve more than one argument (single values were checked by clap).
@@ -207,6 +208,7 @@ impl CliArgs {
             dual_stack: self.dual_stack,
             max_attempts,
             ca_bundle,
+            bind: self.bind.unwrap_or_default(),
             ..AwsClientConfig::default()
         };
         let fuse = FuseConfig {
@@ -256,14 +258,22 @@ impl CliArgs {
     }
 }
 
-/// `AWS_MAX_ATTEMPTS`: total attempts per request, at least 1.
-fn parse_max_attempts(value: Option<&OsString>) -> Result<u32, CliError> {
+/// `AWS_MAX_ATTEMPTS`: total attempts per request, at least 1. An invalid value is ignored with
+/// a warning, as Mountpoint does: the variable is shared with every other AWS tool, and a value
+/// one of them accepts should not stop a mount.
+fn parse_max_attempts(value: Option<&OsString>) -> (u32, Option<String>) {
     let Some(value) = value else {
-        return Ok(DEFAULT_MAX_ATTEMPTS);
+        return (DEFAULT_MAX_ATTEMPTS, None);
     };
-    value
-        .to_str()
-        .and_then(|s| s.trim().parse::<u32>().ok())
-        .filter(|attempts| *attempts >= 1)
-        .ok_or_else(|| CliError::MaxAttempts { value: value.to_string_lossy().into_owned() })
+    match value.to_str().and_then(|s| s.trim().parse::<u32>().ok()).filter(|attempts| *attempts >= 1) {
+        Some(attempts) => (attempts, None),
+        None => (
+            DEFAULT_MAX_ATTEMPTS,
+            Some(format!(
+                "ignoring AWS_MAX_ATTEMPTS='{}': not a whole number of at least 1; using {DEFAULT_MAX_ATTEMPTS} \
+                 attempts per request",
+                value.to_string_lossy()
+            )),
+        ),
+    }
 }

@@ -67,11 +67,6 @@ const REMOVE: &str = "remove it from the command line (or fstab options)";
 const UNSUPPORTED: &[Unsupported] = &[
     // Writing.
     Unsupported { what: "--incremental-upload", used: |a| a.incremental_upload, fix: REMOVE },
-    Unsupported {
-        what: "--upload-checksums crc64nvme",
-        used: |a| a.upload_checksums == Some(UploadChecksums::Crc64nvme),
-        fix: "use --upload-checksums crc32c (the default) or off",
-    },
     // Caching.
     Unsupported { what: "--cache-xz", used: |a| a.cache_xz.is_some(), fix: "remove it; every read goes to S3" },
     // Logging and metrics.
@@ -209,6 +204,7 @@ impl CliArgs {
             max_attempts,
             ca_bundle,
             bind: self.bind.unwrap_or_default(),
+            checksum_crc64nvme: self.upload_checksums == Some(UploadChecksums::Crc64nvme),
             ..AwsClientConfig::default()
         };
         let fuse = FuseConfig {

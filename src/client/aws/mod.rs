@@ -20,8 +20,11 @@
 //!
 //! Every request carries `x-amz-expected-bucket-owner` and `x-amz-request-payer` when configured.
 //! Request checksums are sent only when asked for ([`PutOptions::checksum_crc32c`]); we compute
-//! the CRC32C ourselves so it can be returned with the part.
+//! the CRC32C ourselves so it can be returned with the part. With
+//! [`AwsClientConfig::checksum_crc64nvme`] the checksum asked for is a full-object CRC64NVME
+//! instead (see `crc64`); parts then return no CRC32C, and this client checks S3's values itself.
 
+mod crc64;
 mod error;
 mod get;
 mod http;
@@ -39,7 +42,8 @@ use aws_sdk_s3::config::{AppName, Credentials, Region, RequestChecksumCalculatio
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
-    ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, RequestPayer, ServerSideEncryption, StorageClass,
+    ChecksumAlgorithm, ChecksumType, CompletedMultipartUpload, CompletedPart, RequestPayer, ServerSideEncryption,
+    StorageClass,
 };
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_types::retry::RetryConfig;
@@ -76,6 +80,9 @@ pub struct AwsClientConfig {
     pub ca_bundle: Option<PathBuf>,
     /// `--bind`: network interfaces to spread connections over (empty: the default route).
     pub bind: Vec<String>,
+    /// `--upload-checksums crc64nvme`: uploads that ask for a checksum carry a full-object
+    /// CRC64NVME rather than CRC32C.
+    pub checksum_crc64nvme: bool,
 }
 
 /// Attempts per request when [`AwsClientConfig::max_attempts`] is 0.
@@ -103,6 +110,8 @@ pub struct AwsClient {
     region_chosen: bool,
     /// The shared configuration (credentials, HTTP client) the SDK clients are built from.
     sdk: SdkConfig,
+    /// Part CRC64NVMEs of multipart uploads in progress (`checksum_crc64nvme` only).
+    part_crcs: crc64::PartCrcs,
     /// Where the credentials come from, for messages.
     credential_source: String,
 }
@@ -197,7 +206,16 @@ impl AwsClient {
         let fast_timeouts =
             TimeoutConfig::builder().connect_timeout(CONNECT_TIMEOUT).operation_attempt_timeout(FAST_ATTEMPT_TIMEOUT);
         let fast = aws_sdk_s3::Client::from_conf(builder.timeout_config(fast_timeouts.build()).build());
-        Ok(AwsClient { fast, slow, config: config.clone(), region, region_chosen, sdk, credential_source })
+        Ok(AwsClient {
+            fast,
+            slow,
+            config: config.clone(),
+            region,
+            region_chosen,
+            sdk,
+            part_crcs: crc64::PartCrcs::default(),
+            credential_source,
+        })
     }
 
     /// The region S3 redirected a request to, when this client should follow it: `err` is a
@@ -276,6 +294,15 @@ impl AwsClient {
             e.message = format!("{} (credentials from {})", e.message, self.credential_source);
         }
         e
+    }
+
+    /// The checksum algorithm of uploads with `options`, if any.
+    fn algorithm(&self, options: &PutOptions) -> Option<ChecksumAlgorithm> {
+        match (options.checksum_crc32c, self.config.checksum_crc64nvme) {
+            (false, _) => None,
+            (true, false) => Some(ChecksumAlgorithm::Crc32C),
+            (true, true) => Some(ChecksumAlgorithm::Crc64Nvme),
+        }
     }
 
     fn payer(&self) -> Option<RequestPayer> {
@@ -439,7 +466,10 @@ impl ObjectClient for AwsClient {
 
     async fn put_object(&self, key: &str, body: Bytes, options: &PutOptions) -> Result<PutResult, ClientError> {
         const OP: &str = "PutObject";
-        let checksum = options.checksum_crc32c.then(|| crc32c_base64(&body));
+        let algorithm = self.algorithm(options);
+        let checksum = (algorithm == Some(ChecksumAlgorithm::Crc32C)).then(|| crc32c_base64(&body));
+        let crc64 =
+            (algorithm == Some(ChecksumAlgorithm::Crc64Nvme)).then(|| crc64::to_base64(crc64::crc64nvme(&body)));
         let length = i64::try_from(body.len()).unwrap_or(i64::MAX);
         let out = self
             .slow
@@ -453,13 +483,17 @@ impl ObjectClient for AwsClient {
             .set_content_type(options.content_type.clone())
             .set_server_side_encryption(options.sse.as_deref().map(ServerSideEncryption::from))
             .set_ssekms_key_id(options.sse_kms_key_id.clone())
-            .set_checksum_algorithm(checksum.as_ref().map(|_| ChecksumAlgorithm::Crc32C))
+            .set_checksum_algorithm(algorithm)
             .set_checksum_crc32_c(checksum)
+            .set_checksum_crc64_nvme(crc64.clone())
             .set_request_payer(self.payer())
             .set_expected_bucket_owner(self.owner())
             .send()
             .await
             .map_err(|e| self.error(OP, e))?;
+        if let Some(sent) = &crc64 {
+            crc64::check_acknowledged(OP, key, sent, out.checksum_crc64_nvme())?;
+        }
         Ok(PutResult { etag: etag(OP, out.e_tag())? })
     }
 
@@ -474,7 +508,10 @@ impl ObjectClient for AwsClient {
             .set_content_type(options.content_type.clone())
             .set_server_side_encryption(options.sse.as_deref().map(ServerSideEncryption::from))
             .set_ssekms_key_id(options.sse_kms_key_id.clone())
-            .set_checksum_algorithm(options.checksum_crc32c.then_some(ChecksumAlgorithm::Crc32C))
+            .set_checksum_algorithm(self.algorithm(options))
+            .set_checksum_type(
+                (self.algorithm(options) == Some(ChecksumAlgorithm::Crc64Nvme)).then_some(ChecksumType::FullObject),
+            )
             .set_request_payer(self.payer())
             .set_expected_bucket_owner(self.owner())
             .send()
@@ -497,7 +534,10 @@ impl ObjectClient for AwsClient {
         const OP: &str = "UploadPart";
         let number = i32::try_from(part_number)
             .map_err(|_| ClientError::new(ClientErrorKind::Other, OP, format!("part number {part_number}")))?;
-        let checksum = options.checksum_crc32c.then(|| crc32c_base64(&body));
+        let algorithm = self.algorithm(options);
+        let checksum = (algorithm == Some(ChecksumAlgorithm::Crc32C)).then(|| crc32c_base64(&body));
+        let crc64 = (algorithm == Some(ChecksumAlgorithm::Crc64Nvme)).then(|| crc64::crc64nvme(&body));
+        let body_len = body.len() as u64;
         let length = i64::try_from(body.len()).unwrap_or(i64::MAX);
         let out = self
             .slow
@@ -508,13 +548,19 @@ impl ObjectClient for AwsClient {
             .part_number(number)
             .content_length(length)
             .body(ByteStream::from(body))
-            .set_checksum_algorithm(checksum.as_ref().map(|_| ChecksumAlgorithm::Crc32C))
+            .set_checksum_algorithm(algorithm)
             .set_checksum_crc32_c(checksum.clone())
+            .set_checksum_crc64_nvme(crc64.map(crc64::to_base64))
             .set_request_payer(self.payer())
             .set_expected_bucket_owner(self.owner())
             .send()
             .await
             .map_err(|e| self.error(OP, e))?;
+        if let Some(crc) = crc64 {
+            let what = format!("part {part_number} of {key:?}");
+            crc64::check_acknowledged(OP, &what, &crc64::to_base64(crc), out.checksum_crc64_nvme())?;
+            self.part_crcs.record(upload_id, part_number, crc, body_len);
+        }
         let acknowledged = out.checksum_crc32_c().map(str::to_string);
         if let (Some(sent), Some(got)) = (&checksum, &acknowledged)
             && sent != got
@@ -541,7 +587,10 @@ impl ObjectClient for AwsClient {
             let number = i32::try_from(part.part_number).map_err(|_| {
                 ClientError::new(ClientErrorKind::Other, OP, format!("part number {}", part.part_number))
             })?;
-            let checksum = if options.checksum_crc32c { part.checksum_crc32c.clone() } else { None };
+            let checksum = match self.algorithm(options) {
+                Some(ChecksumAlgorithm::Crc32C) => part.checksum_crc32c.clone(),
+                _ => None,
+            };
             completed.push(
                 CompletedPart::builder()
                     .part_number(number)
@@ -550,6 +599,16 @@ impl ObjectClient for AwsClient {
                     .build(),
             );
         }
+        let crc64 = match self.algorithm(options) {
+            Some(ChecksumAlgorithm::Crc64Nvme) => {
+                let numbers: Vec<u32> = parts.iter().map(|p| p.part_number).collect();
+                let crc = self.part_crcs.combined(upload_id, &numbers).map_err(|n| {
+                    ClientError::new(ClientErrorKind::Other, OP, format!("{key:?}: no CRC64NVME for part {n}"))
+                })?;
+                Some(crc64::to_base64(crc))
+            }
+            _ => None,
+        };
         let out = self
             .slow
             .complete_multipart_upload()
@@ -558,11 +617,17 @@ impl ObjectClient for AwsClient {
             .upload_id(upload_id)
             .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(completed)).build())
             .set_if_none_match(options.if_none_match_any.then(|| "*".to_string()))
+            .set_checksum_crc64_nvme(crc64.clone())
+            .set_checksum_type(crc64.as_ref().map(|_| ChecksumType::FullObject))
             .set_request_payer(self.payer())
             .set_expected_bucket_owner(self.owner())
             .send()
             .await
             .map_err(|e| self.error(OP, e))?;
+        if let Some(sent) = &crc64 {
+            crc64::check_acknowledged(OP, key, sent, out.checksum_crc64_nvme())?;
+        }
+        self.part_crcs.forget(upload_id);
         Ok(PutResult { etag: etag(OP, out.e_tag())? })
     }
 
@@ -578,6 +643,7 @@ impl ObjectClient for AwsClient {
             .send()
             .await
             .map_err(|e| self.error(OP, e))?;
+        self.part_crcs.forget(upload_id);
         Ok(())
     }
 

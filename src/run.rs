@@ -12,7 +12,7 @@ use std::sync::Arc;
 use tracing::{error, info, warn};
 
 use crate::cli;
-use crate::client::aws::{AwsClient, AwsClientConfig, mount_hint};
+use crate::client::aws::{AwsClient, AwsClientConfig};
 use crate::client::metered::{MeteredClient, metered};
 use crate::client::retry::{RetryClient, RetryConfig};
 use crate::client::{ObjectClient, S3Operation};
@@ -97,14 +97,30 @@ fn serve(config: MountConfig, success_message: &str) -> Result<(), String> {
         .thread_name("mount-s3-io")
         .build()
         .map_err(|e| format!("cannot start the I/O runtime: {e}"))?;
-    let client = runtime
+    let mut client = runtime
         // One attempt per SDK call: RetryClient owns the retry policy (AWS_MAX_ATTEMPTS).
         .block_on(AwsClient::new(&AwsClientConfig { max_attempts: 1, ..config.client.clone() }))
-        .map_err(|e| format!("cannot create the S3 client: {}", mount_hint(&e, &config.client)))?;
+        .map_err(|e| format!("cannot create the S3 client: {}", e.message))?;
     let registry = metrics::global();
-    let probe = metered(&registry, S3Operation::ListObjectsV2, &config.prefix, client.probe_bucket(&config.prefix));
+    let probe = |client: &AwsClient| {
+        runtime.block_on(metered(
+            &registry,
+            S3Operation::ListObjectsV2,
+            &config.prefix,
+            client.probe_bucket(&config.prefix),
+        ))
+    };
+    let mut probed = probe(&client);
+    // A region we only guessed follows S3's redirect to the bucket's region, once.
+    if let Err(e) = &probed
+        && let Some(region) = client.region_to_follow(e)
+    {
+        info!("bucket {} is in region {region}, not {}: using {region}", config.bucket, client.region());
+        client = client.with_region(&region).map_err(|e| format!("cannot create the S3 client: {}", e.message))?;
+        probed = probe(&client);
+    }
     // The probe's error message is already the hint for the user.
-    runtime.block_on(probe).map_err(|e| e.message)?;
+    probed.map_err(|e| e.message)?;
     // Metered under the retries: each attempt is a request S3 receives (and bills).
     let persistent = match &config.cache {
         Some(cache) => runtime.block_on(open_persistent_cache(&config, cache, &client)),

@@ -310,7 +310,7 @@ pub struct CliArgs {
 
     /// PEM file of certificate authorities to trust instead of the system's [env: AWS_CA_BUNDLE]
     // AWS_CA_BUNDLE is read through `Environment`, not clap's `env`, so that tests do not depend
-    // on the environment they run in (and because, unlike the flag, it is only warned about).
+    // on the environment they run in.
     #[arg(long, help_heading = ADVANCED, value_name = "PATH")]
     pub ca_bundle: Option<PathBuf>,
 }

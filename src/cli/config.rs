@@ -23,10 +23,6 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
 /// Metadata TTL implied by a data cache (`--cache`, `--cache-xz`).
 const CACHE_METADATA_TTL: Duration = Duration::from_secs(60);
 
-const CA_BUNDLE_ENV_WARNING: &str = "AWS_CA_BUNDLE is set, but custom CA bundles are not \
-    supported yet by this version of mount-s3: it is ignored and the system trust store is used \
-    (unset AWS_CA_BUNDLE to silence this warning)";
-
 const ZERO_TTL_WARNING: &str = "'--metadata-ttl 0' is deprecated and is treated as \
     'minimal'; use '--metadata-ttl minimal' instead";
 
@@ -77,17 +73,10 @@ const REMOVE: &str = "remove it from the command line (or fstab options)";
 const UNSUPPORTED: &[Unsupported] = &[
     // Writing.
     Unsupported { what: "--incremental-upload", used: |a| a.incremental_upload, fix: REMOVE },
-    Unsupported {
-        what: "--upload-checksums crc64nvme",
-        used: |a| a.upload_checksums == Some(UploadChecksums::Crc64nvme),
-        fix: "use --upload-checksums crc32c (the default) or off",
-    },
     // Caching.
     Unsupported { what: "--cache-xz", used: |a| a.cache_xz.is_some(), fix: "remove it; every read goes to S3" },
     // Logging and metrics.
     // Networking.
-    Unsupported { what: "--bind", used: |a| a.bind.is_some(), fix: "remove it; requests use the default route" },
-    Unsupported { what: "--ca-bundle", used: |a| a.ca_bundle.is_some(), fix: "remove it; the system trust store is used" },
     // Bucket kinds and mount targets.
     Unsupported { what: "--bucket-type directory", used: |a| a.bucket_type == Some(BucketType::Directory), fix: "only general purpose buckets can be mounted for now" },
 ];
@@ -102,12 +91,13 @@ impl CliArgs {
     /// [`Self::into_config`] with an explicit environment.
     pub fn into_config_with(self, env: &Environment) -> Result<MountConfig, CliError> {
         self.validate()?;
-        let max_attempts = parse_max_attempts(env.aws_max_attempts.as_ref())?;
+        let (max_attempts, warning) = parse_max_attempts(env.aws_max_attempts.as_ref());
         if let Some(feature) = UNSUPPORTED.iter().find(|feature| (feature.used)(&self)) {
             return Err(CliError::Unsupported { what: feature.what, fix: feature.fix });
         }
         let unstable = super::unstable::UnstableEnv::read(&|name| env.unstable.get(name).cloned())?;
         let mut config = self.build(env, max_attempts);
+        config.warnings.extend(warning);
         config.fs.max_concurrent_requests = concurrency_for_throughput(config.maximum_throughput_gbps);
         if let Some(window) = unstable.max_prefetch_window {
             config.fs.max_prefetch_window = window;
@@ -166,11 +156,8 @@ impl CliArgs {
             _ => self.bucket_name.uri_prefix().to_owned(),
         };
         let mut warnings = Vec::new();
-        // The flag is refused above; the variable is often set machine-wide for other tools,
-        // so refusing to mount because of it would be worse than saying it is ignored.
-        if env.aws_ca_bundle.as_ref().is_some_and(|value| !value.is_empty()) {
-            warnings.push(CA_BUNDLE_ENV_WARNING.to_owned());
-        }
+        // The flag wins over the variable, as for every other setting with both forms.
+        let ca_bundle = self.ca_bundle.or_else(|| env.aws_ca_bundle.clone().filter(|v| !v.is_empty()).map(Into::into));
 
         let has_data_cache = self.cache.is_some() || self.cache_xz.is_some();
         let metadata_ttl = match self.metadata_ttl {
@@ -231,6 +218,9 @@ impl CliArgs {
             transfer_acceleration: self.transfer_acceleration,
             dual_stack: self.dual_stack,
             max_attempts,
+            ca_bundle,
+            bind: self.bind.unwrap_or_default(),
+            checksum_crc64nvme: self.upload_checksums == Some(UploadChecksums::Crc64nvme),
             ..AwsClientConfig::default()
         };
         let fuse = FuseConfig {
@@ -292,22 +282,29 @@ impl CliArgs {
 pub const DEFAULT_THROUGHPUT_GBPS: u64 = 10;
 
 /// Ranged GETs in flight across the mount for `--maximum-throughput-gbps`: 64 at upstream's
-/// default of 10 Gbps (measured here to saturate one 10 Gbps-class host with 8 MiB parts), in
-/// proportion to the target, between 16 and 1,024 (each GET holds one part's memory, which
-/// `--memory-target` bounds anyway).
+/// default of 10 Gbps (the cap this mount always had), in proportion to the target, between 16
+/// and 1,024 (each GET holds one part's memory, which `--memory-target` bounds anyway).
 pub fn concurrency_for_throughput(gbps: Option<u64>) -> usize {
     let gbps = gbps.unwrap_or(DEFAULT_THROUGHPUT_GBPS);
     usize::try_from(gbps.saturating_mul(32) / 5).unwrap_or(usize::MAX).clamp(16, 1024)
 }
 
-/// `AWS_MAX_ATTEMPTS`: total attempts per request, at least 1.
-fn parse_max_attempts(value: Option<&OsString>) -> Result<u32, CliError> {
+/// `AWS_MAX_ATTEMPTS`: total attempts per request, at least 1. An invalid value is ignored with
+/// a warning, as Mountpoint does: the variable is shared with every other AWS tool, and a value
+/// one of them accepts should not stop a mount.
+fn parse_max_attempts(value: Option<&OsString>) -> (u32, Option<String>) {
     let Some(value) = value else {
-        return Ok(DEFAULT_MAX_ATTEMPTS);
+        return (DEFAULT_MAX_ATTEMPTS, None);
     };
-    value
-        .to_str()
-        .and_then(|s| s.trim().parse::<u32>().ok())
-        .filter(|attempts| *attempts >= 1)
-        .ok_or_else(|| CliError::MaxAttempts { value: value.to_string_lossy().into_owned() })
+    match value.to_str().and_then(|s| s.trim().parse::<u32>().ok()).filter(|attempts| *attempts >= 1) {
+        Some(attempts) => (attempts, None),
+        None => (
+            DEFAULT_MAX_ATTEMPTS,
+            Some(format!(
+                "ignoring AWS_MAX_ATTEMPTS='{}': not a whole number of at least 1; using {DEFAULT_MAX_ATTEMPTS} \
+                 attempts per request",
+                value.to_string_lossy()
+            )),
+        ),
+    }
 }

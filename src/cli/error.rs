@@ -32,10 +32,6 @@ pub enum CliError {
     #[error("cache-xz argument must not contain a prefix: try --cache-xz {bucket}")]
     CacheXzPrefix { bucket: String },
 
-    /// `AWS_MAX_ATTEMPTS` is not a positive whole number.
-    #[error("AWS_MAX_ATTEMPTS must be a whole number of at least 1, not '{value}': fix or unset AWS_MAX_ATTEMPTS")]
-    MaxAttempts { value: String },
-
     /// `--metrics-address` names an address other hosts could reach.
     #[error(
         "--metrics-address {address} is not a loopback address: use 127.0.0.1:{port} (or [::1]:{port}), \

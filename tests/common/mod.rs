@@ -12,6 +12,8 @@
 //! Both offer the same helpers, also through the [`TestS3`] trait for code generic over them.
 //! [`canned::CannedServer`] answers every request with one fixed response, for failure shapes
 //! (redirects, throttling, broken ranges) no local server produces.
+//! [`tls_front::TlsFront`] serves HTTPS in front of a server with a certificate from a CA made
+//! in the test ([`tls_front::TestCa`]).
 //! [`fault_proxy::FaultProxy`] sits between a mount and a server and breaks requests on the wire
 //! (S3 error answers, resets, lost responses, cut bodies, stalls, the endpoint disappearing).
 //! Helper calls (`put`, `get`, ...) block the calling thread and run on a runtime of their own,
@@ -29,6 +31,7 @@ pub mod mem_store;
 pub mod moto;
 pub mod mount;
 pub mod s3_server;
+pub mod tls_front;
 pub mod tools;
 
 use aws_sdk_s3::config::Credentials;

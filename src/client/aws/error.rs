@@ -15,6 +15,8 @@ use crate::escape::escaped;
 
 /// Marker put in a [`ClientErrorKind::WrongRegion`] message before the bucket's real region.
 const REGION_MARKER: &str = "bucket region: ";
+/// Start of the message of a connection refused because the server's certificate is not trusted.
+const CERTIFICATE_MARKER: &str = "TLS certificate not trusted: ";
 
 /// Classifies a failed S3 answer. `region_hint` says the response named the bucket's region
 /// (an `x-amz-bucket-region` header, a `<Region>` element or an "expecting 'R'" message).
@@ -85,6 +87,7 @@ where
         .or_else(|| header("x-amzn-requestid"))
         .or_else(|| xml_element(body_of(raw), "RequestId"));
     let credentials = credentials_error(&err);
+    let certificate = certificate_problem(&err);
     let (kind, code, message) = match &err {
         // No request was sent: the credential provider failed (a credential_process exiting
         // non-zero, an unreachable SSO or instance-metadata endpoint). A credentials problem,
@@ -126,6 +129,10 @@ where
             };
             (kind, None, DisplayErrorContext(&err).to_string())
         }
+        // Retrying cannot make a certificate trusted: not transient.
+        SdkError::DispatchFailure(_) if certificate.is_some() => {
+            (ClientErrorKind::Other, None, format!("{CERTIFICATE_MARKER}{}", certificate.unwrap_or_default()))
+        }
         SdkError::DispatchFailure(failure) if failure.is_user() => {
             (ClientErrorKind::Other, None, DisplayErrorContext(&err).to_string())
         }
@@ -143,6 +150,24 @@ fn credentials_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&
     while let Some(e) = cause {
         if let Some(found) = e.downcast_ref::<CredentialsError>() {
             return Some(found);
+        }
+        cause = e.source();
+    }
+    None
+}
+
+/// What rustls found wrong with the server's certificate, somewhere in `err`'s causes. An
+/// `io::Error` hides the error it wraps from `source()`, so it is opened explicitly.
+fn certificate_problem(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        // io::Errors may nest (tokio-rustls wraps rustls's, the connector wraps that again).
+        let mut inner: &(dyn std::error::Error + 'static) = e;
+        while let Some(wrapped) = inner.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref) {
+            inner = wrapped;
+        }
+        if let Some(tls @ rustls::Error::InvalidCertificate(_)) = inner.downcast_ref::<rustls::Error>() {
+            return Some(tls.to_string());
         }
         cause = e.source();
     }
@@ -216,7 +241,8 @@ fn expected_region(message: &str) -> Option<String> {
 /// The bucket's real region, when a [`ClientErrorKind::WrongRegion`] error learned it.
 pub fn bucket_region(err: &ClientError) -> Option<&str> {
     let start = err.message.rfind(REGION_MARKER)? + REGION_MARKER.len();
-    let region = err.message[start..].trim_end_matches(')');
+    // The marker's parenthesis may be followed by more text (a mount hint).
+    let region = err.message[start..].split(')').next().unwrap_or_default().trim();
     (!region.is_empty()).then_some(region)
 }
 
@@ -229,6 +255,21 @@ pub fn mount_hint(err: &ClientError, config: &AwsClientConfig) -> String {
     let status = err.status.map(|s| format!(" HTTP {s}")).unwrap_or_default();
     let msg = escaped(&err.message);
     let endpoint = config.endpoint_url.as_deref().unwrap_or("the default S3 endpoint");
+    if let Some(problem) = err.message.strip_prefix(CERTIFICATE_MARKER) {
+        return match &config.ca_bundle {
+            None => format!(
+                "cannot connect to {endpoint} securely: its TLS certificate is not trusted ({problem}); if a \
+                 private certificate authority signed it (an on-premises store, a TLS-inspecting proxy), give \
+                 that CA's PEM file with --ca-bundle PATH (or AWS_CA_BUNDLE)"
+            ),
+            Some(path) => format!(
+                "cannot connect to {endpoint} securely: its TLS certificate is not trusted by the CAs in {} \
+                 (--ca-bundle or AWS_CA_BUNDLE) ({problem}); that file must hold the CA that signed the \
+                 endpoint's certificate",
+                path.display()
+            ),
+        };
+    }
     match err.kind {
         ClientErrorKind::NoSuchBucket => {
             format!("bucket {bucket} does not exist{code}: {msg} (check the name, --region and --endpoint-url)")
@@ -351,6 +392,22 @@ mod tests {
         assert_eq!(expected_region("no region here"), None);
     }
 
+    #[test]
+    fn untrusted_certificates_name_the_flag_that_fixes_them() {
+        let c =
+            AwsClientConfig { bucket: "b".into(), endpoint_url: Some("https://s3.corp".into()), ..Default::default() };
+        let err = error(Other, None, None, &format!("{CERTIFICATE_MARKER}invalid peer certificate: UnknownIssuer"));
+        let hint = mount_hint(&err, &c);
+        assert!(hint.starts_with("cannot connect to https://s3.corp securely"), "{hint}");
+        assert!(
+            hint.contains("(invalid peer certificate: UnknownIssuer)") && hint.contains("--ca-bundle PATH"),
+            "{hint}"
+        );
+        let with_bundle = AwsClientConfig { ca_bundle: Some("/etc/corp.pem".into()), ..c };
+        let hint = mount_hint(&err, &with_bundle);
+        assert!(hint.contains("not trusted by the CAs in /etc/corp.pem"), "{hint}");
+    }
+
     fn error(kind: ClientErrorKind, code: Option<&str>, status: Option<u16>, message: &str) -> ClientError {
         ClientError { code: code.map(str::to_string), status, ..ClientError::new(kind, "ListObjectsV2", message) }
     }
@@ -381,6 +438,8 @@ mod tests {
         let wrong = error(WrongRegion, Some("PermanentRedirect"), Some(301), "moved (bucket region: eu-west-1)");
         assert_eq!(bucket_region(&wrong), Some("eu-west-1"));
         let hint = mount_hint(&wrong, &c);
+        let hinted = ClientError { message: hint.clone(), ..wrong.clone() };
+        assert_eq!(bucket_region(&hinted), Some("eu-west-1"), "{hint}");
         assert!(hint.contains("(PermanentRedirect)") && hint.contains("use --region eu-west-1"), "{hint}");
         let hint = mount_hint(&error(WrongRegion, None, Some(301), "moved"), &c);
         assert!(hint.contains("use --region with the bucket's region"), "{hint}");

@@ -4,6 +4,13 @@
 //! credentials at all with `--no-sign-request`), region from the flag, else the chain, else
 //! `us-east-1`. Credentials refresh through the SDK's identity cache.
 //!
+//! Region discovery: a region the user chose (`--region`, `AWS_REGION`/`AWS_DEFAULT_REGION`, the
+//! profile's `region`) is kept, and a bucket elsewhere fails the mount naming its region. A
+//! region we only guessed (instance metadata, or the `us-east-1` fallback) follows S3's redirect:
+//! [`AwsClient::region_to_follow`] reads the bucket's region from the probe's answer and
+//! [`AwsClient::with_region`] rebuilds the SDK clients for it on the same configuration
+//! (credentials, connections), so the mount proceeds as if that region had been given.
+//!
 //! Two SDK clients share one connection pool and identity cache and differ only in timeouts:
 //! `fast` (HEAD, LIST, DELETE, multipart bookkeeping, and GET up to its response headers) gives
 //! each attempt [`FAST_ATTEMPT_TIMEOUT`]; `slow` (PUT, UploadPart, Complete, Copy) has no attempt
@@ -13,24 +20,31 @@
 //!
 //! Every request carries `x-amz-expected-bucket-owner` and `x-amz-request-payer` when configured.
 //! Request checksums are sent only when asked for ([`PutOptions::checksum_crc32c`]); we compute
-//! the CRC32C ourselves so it can be returned with the part.
+//! the CRC32C ourselves so it can be returned with the part. With
+//! [`AwsClientConfig::checksum_crc64nvme`] the checksum asked for is a full-object CRC64NVME
+//! instead (see `crc64`); parts then return no CRC32C, and this client checks S3's values itself.
 
+mod crc64;
 mod error;
 mod get;
+mod http;
 mod list;
 mod user_agent;
 
 use std::fmt;
 use std::ops::Range;
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use aws_config::BehaviorVersion;
+use aws_config::meta::region::ProvideRegion;
+use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_s3::config::{AppName, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
-    ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, RequestPayer, ServerSideEncryption, StorageClass,
+    ChecksumAlgorithm, ChecksumType, CompletedMultipartUpload, CompletedPart, RequestPayer, ServerSideEncryption,
+    StorageClass,
 };
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_types::retry::RetryConfig;
@@ -63,6 +77,13 @@ pub struct AwsClientConfig {
     pub dual_stack: bool,
     /// Total attempts per request (AWS_MAX_ATTEMPTS, default 10).
     pub max_attempts: u32,
+    /// `--ca-bundle` (or AWS_CA_BUNDLE): PEM file of the only certificate authorities trusted.
+    pub ca_bundle: Option<PathBuf>,
+    /// `--bind`: network interfaces to spread connections over (empty: the default route).
+    pub bind: Vec<String>,
+    /// `--upload-checksums crc64nvme`: uploads that ask for a checksum carry a full-object
+    /// CRC64NVME rather than CRC32C.
+    pub checksum_crc64nvme: bool,
 }
 
 /// Attempts per request when [`AwsClientConfig::max_attempts`] is 0.
@@ -86,6 +107,12 @@ pub struct AwsClient {
     slow: aws_sdk_s3::Client,
     config: AwsClientConfig,
     region: String,
+    /// The user chose the region (flag, environment, profile): never switch away from it.
+    region_chosen: bool,
+    /// The shared configuration (credentials, HTTP client) the SDK clients are built from.
+    sdk: SdkConfig,
+    /// Part CRC64NVMEs of multipart uploads in progress (`checksum_crc64nvme` only).
+    part_crcs: crc64::PartCrcs,
     /// Where the credentials come from, for messages.
     credential_source: String,
     /// The resolved credentials chain (`None` with `no_sign_request`).
@@ -118,13 +145,20 @@ impl AwsClient {
     }
 
     async fn build(config: &AwsClientConfig, credentials: Option<Credentials>) -> Result<AwsClient, ClientError> {
-        let invalid = |message: String| ClientError::new(ClientErrorKind::Other, "Configure", message);
         let credential_source = credential_source(config, credentials.is_some());
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        // Given to the loader, so credential and region providers use it as well as S3.
+        if let Some(client) = http::http_client(config.ca_bundle.as_deref(), &config.bind)? {
+            loader = loader.http_client(client);
+        }
         if let Some(profile) = &config.profile {
             loader = loader.profile_name(profile);
         }
-        if let Some(region) = &config.region {
+        let chosen = match &config.region {
+            Some(region) => Some(region.clone()),
+            None => chosen_region(config.profile.as_deref()).await,
+        };
+        if let Some(region) = &chosen {
             loader = loader.region(Region::new(region.clone()));
         }
         if config.no_sign_request {
@@ -134,8 +168,18 @@ impl AwsClient {
         }
         let sdk = loader.load().await;
         let region = sdk.region().map(|r| r.to_string()).unwrap_or_else(|| FALLBACK_REGION.to_string());
-        let credentials = sdk.credentials_provider();
+        Self::from_sdk(sdk, config, region, chosen.is_some(), credential_source)
+    }
 
+    /// The two SDK clients for `region` over the shared configuration `sdk`.
+    fn from_sdk(
+        sdk: SdkConfig,
+        config: &AwsClientConfig,
+        region: String,
+        region_chosen: bool,
+        credential_source: String,
+    ) -> Result<AwsClient, ClientError> {
+        let invalid = |message: String| ClientError::new(ClientErrorKind::Other, "Configure", message);
         let attempts = if config.max_attempts == 0 { DEFAULT_MAX_ATTEMPTS } else { config.max_attempts };
         let app_name = AppName::new("mount-s3").map_err(|e| invalid(format!("app name: {e}")))?;
         let mut builder = aws_sdk_s3::config::Builder::from(&sdk)
@@ -165,7 +209,38 @@ impl AwsClient {
         let fast_timeouts =
             TimeoutConfig::builder().connect_timeout(CONNECT_TIMEOUT).operation_attempt_timeout(FAST_ATTEMPT_TIMEOUT);
         let fast = aws_sdk_s3::Client::from_conf(builder.timeout_config(fast_timeouts.build()).build());
-        Ok(AwsClient { fast, slow, config: config.clone(), region, credential_source, credentials })
+        let credentials = sdk.credentials_provider();
+        Ok(AwsClient {
+            fast,
+            slow,
+            config: config.clone(),
+            region,
+            region_chosen,
+            sdk,
+            part_crcs: crc64::PartCrcs::default(),
+            credential_source,
+            credentials,
+        })
+    }
+
+    /// The region S3 redirected a request to, when this client should follow it: `err` is a
+    /// [`ClientErrorKind::WrongRegion`] answer naming another region, and the user did not
+    /// choose ours (see the module notes).
+    pub fn region_to_follow(&self, err: &ClientError) -> Option<String> {
+        if self.region_chosen || err.kind != ClientErrorKind::WrongRegion {
+            return None;
+        }
+        bucket_region(err).filter(|r| *r != self.region).map(str::to_string)
+    }
+
+    /// This client for another region: same settings, credentials and connection pool.
+    pub fn with_region(&self, region: &str) -> Result<AwsClient, ClientError> {
+        let config = AwsClientConfig { region: Some(region.to_string()), ..self.config.clone() };
+        let mut client =
+            Self::from_sdk(self.sdk.clone(), &config, region.to_string(), true, self.credential_source.clone())?;
+        // What the user asked for stays as they wrote it, for messages and hints.
+        client.config.region.clone_from(&self.config.region);
+        Ok(client)
     }
 
     /// The region requests are signed for and sent to.
@@ -242,6 +317,15 @@ impl AwsClient {
         e
     }
 
+    /// The checksum algorithm of uploads with `options`, if any.
+    fn algorithm(&self, options: &PutOptions) -> Option<ChecksumAlgorithm> {
+        match (options.checksum_crc32c, self.config.checksum_crc64nvme) {
+            (false, _) => None,
+            (true, false) => Some(ChecksumAlgorithm::Crc32C),
+            (true, true) => Some(ChecksumAlgorithm::Crc64Nvme),
+        }
+    }
+
     fn payer(&self) -> Option<RequestPayer> {
         self.config.requester_pays.then_some(RequestPayer::Requester)
     }
@@ -249,6 +333,19 @@ impl AwsClient {
     fn owner(&self) -> Option<String> {
         self.config.expected_bucket_owner.clone()
     }
+}
+
+/// The region the user chose outside the command line: `AWS_REGION` (or `AWS_DEFAULT_REGION`),
+/// else the `region` of the profile in use. Instance metadata is not a choice.
+async fn chosen_region(profile: Option<&str>) -> Option<String> {
+    if let Some(region) = aws_config::environment::EnvironmentVariableRegionProvider::new().region().await {
+        return Some(region.to_string());
+    }
+    let mut from_profile = aws_config::profile::ProfileFileRegionProvider::builder();
+    if let Some(profile) = profile {
+        from_profile = from_profile.profile_name(profile);
+    }
+    from_profile.build().region().await.map(|r| r.to_string())
 }
 
 fn non_empty(s: &str) -> Option<String> {
@@ -393,7 +490,10 @@ impl ObjectClient for AwsClient {
 
     async fn put_object(&self, key: &str, body: Bytes, options: &PutOptions) -> Result<PutResult, ClientError> {
         const OP: &str = "PutObject";
-        let checksum = options.checksum_crc32c.then(|| crc32c_base64(&body));
+        let algorithm = self.algorithm(options);
+        let checksum = (algorithm == Some(ChecksumAlgorithm::Crc32C)).then(|| crc32c_base64(&body));
+        let crc64 =
+            (algorithm == Some(ChecksumAlgorithm::Crc64Nvme)).then(|| crc64::to_base64(crc64::crc64nvme(&body)));
         let length = i64::try_from(body.len()).unwrap_or(i64::MAX);
         let out = self
             .slow
@@ -407,13 +507,17 @@ impl ObjectClient for AwsClient {
             .set_content_type(options.content_type.clone())
             .set_server_side_encryption(options.sse.as_deref().map(ServerSideEncryption::from))
             .set_ssekms_key_id(options.sse_kms_key_id.clone())
-            .set_checksum_algorithm(checksum.as_ref().map(|_| ChecksumAlgorithm::Crc32C))
+            .set_checksum_algorithm(algorithm)
             .set_checksum_crc32_c(checksum)
+            .set_checksum_crc64_nvme(crc64.clone())
             .set_request_payer(self.payer())
             .set_expected_bucket_owner(self.owner())
             .send()
             .await
             .map_err(|e| self.error(OP, e))?;
+        if let Some(sent) = &crc64 {
+            crc64::check_acknowledged(OP, key, sent, out.checksum_crc64_nvme())?;
+        }
         Ok(PutResult { etag: etag(OP, out.e_tag())? })
     }
 
@@ -428,7 +532,10 @@ impl ObjectClient for AwsClient {
             .set_content_type(options.content_type.clone())
             .set_server_side_encryption(options.sse.as_deref().map(ServerSideEncryption::from))
             .set_ssekms_key_id(options.sse_kms_key_id.clone())
-            .set_checksum_algorithm(options.checksum_crc32c.then_some(ChecksumAlgorithm::Crc32C))
+            .set_checksum_algorithm(self.algorithm(options))
+            .set_checksum_type(
+                (self.algorithm(options) == Some(ChecksumAlgorithm::Crc64Nvme)).then_some(ChecksumType::FullObject),
+            )
             .set_request_payer(self.payer())
             .set_expected_bucket_owner(self.owner())
             .send()
@@ -451,7 +558,10 @@ impl ObjectClient for AwsClient {
         const OP: &str = "UploadPart";
         let number = i32::try_from(part_number)
             .map_err(|_| ClientError::new(ClientErrorKind::Other, OP, format!("part number {part_number}")))?;
-        let checksum = options.checksum_crc32c.then(|| crc32c_base64(&body));
+        let algorithm = self.algorithm(options);
+        let checksum = (algorithm == Some(ChecksumAlgorithm::Crc32C)).then(|| crc32c_base64(&body));
+        let crc64 = (algorithm == Some(ChecksumAlgorithm::Crc64Nvme)).then(|| crc64::crc64nvme(&body));
+        let body_len = body.len() as u64;
         let length = i64::try_from(body.len()).unwrap_or(i64::MAX);
         let out = self
             .slow
@@ -462,13 +572,19 @@ impl ObjectClient for AwsClient {
             .part_number(number)
             .content_length(length)
             .body(ByteStream::from(body))
-            .set_checksum_algorithm(checksum.as_ref().map(|_| ChecksumAlgorithm::Crc32C))
+            .set_checksum_algorithm(algorithm)
             .set_checksum_crc32_c(checksum.clone())
+            .set_checksum_crc64_nvme(crc64.map(crc64::to_base64))
             .set_request_payer(self.payer())
             .set_expected_bucket_owner(self.owner())
             .send()
             .await
             .map_err(|e| self.error(OP, e))?;
+        if let Some(crc) = crc64 {
+            let what = format!("part {part_number} of {key:?}");
+            crc64::check_acknowledged(OP, &what, &crc64::to_base64(crc), out.checksum_crc64_nvme())?;
+            self.part_crcs.record(upload_id, part_number, crc, body_len);
+        }
         let acknowledged = out.checksum_crc32_c().map(str::to_string);
         if let (Some(sent), Some(got)) = (&checksum, &acknowledged)
             && sent != got
@@ -495,7 +611,10 @@ impl ObjectClient for AwsClient {
             let number = i32::try_from(part.part_number).map_err(|_| {
                 ClientError::new(ClientErrorKind::Other, OP, format!("part number {}", part.part_number))
             })?;
-            let checksum = if options.checksum_crc32c { part.checksum_crc32c.clone() } else { None };
+            let checksum = match self.algorithm(options) {
+                Some(ChecksumAlgorithm::Crc32C) => part.checksum_crc32c.clone(),
+                _ => None,
+            };
             completed.push(
                 CompletedPart::builder()
                     .part_number(number)
@@ -504,6 +623,16 @@ impl ObjectClient for AwsClient {
                     .build(),
             );
         }
+        let crc64 = match self.algorithm(options) {
+            Some(ChecksumAlgorithm::Crc64Nvme) => {
+                let numbers: Vec<u32> = parts.iter().map(|p| p.part_number).collect();
+                let crc = self.part_crcs.combined(upload_id, &numbers).map_err(|n| {
+                    ClientError::new(ClientErrorKind::Other, OP, format!("{key:?}: no CRC64NVME for part {n}"))
+                })?;
+                Some(crc64::to_base64(crc))
+            }
+            _ => None,
+        };
         let out = self
             .slow
             .complete_multipart_upload()
@@ -512,11 +641,17 @@ impl ObjectClient for AwsClient {
             .upload_id(upload_id)
             .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(completed)).build())
             .set_if_none_match(options.if_none_match_any.then(|| "*".to_string()))
+            .set_checksum_crc64_nvme(crc64.clone())
+            .set_checksum_type(crc64.as_ref().map(|_| ChecksumType::FullObject))
             .set_request_payer(self.payer())
             .set_expected_bucket_owner(self.owner())
             .send()
             .await
             .map_err(|e| self.error(OP, e))?;
+        if let Some(sent) = &crc64 {
+            crc64::check_acknowledged(OP, key, sent, out.checksum_crc64_nvme())?;
+        }
+        self.part_crcs.forget(upload_id);
         Ok(PutResult { etag: etag(OP, out.e_tag())? })
     }
 
@@ -532,6 +667,7 @@ impl ObjectClient for AwsClient {
             .send()
             .await
             .map_err(|e| self.error(OP, e))?;
+        self.part_crcs.forget(upload_id);
         Ok(())
     }
 

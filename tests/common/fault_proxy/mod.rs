@@ -14,6 +14,11 @@
 //! makes the endpoint disappear (connections refused, or accepted and reset) and come back.
 //! Everything is counted ([`ProxyStats`]): requests by kind, faults by kind and fault, and
 //! requests that repeat a faulted one (the client's retries and resumes, as the wire sees them).
+//!
+//! [`FaultProxy::set_bucket_region`] makes the proxy play a bucket in another region, as S3 does
+//! (local servers accept a signature for any region): a request whose SigV4 credential scope
+//! names another region gets 301 PermanentRedirect with `x-amz-bucket-region` (counted as the
+//! fault `PermanentRedirect`); the others pass.
 
 #![allow(dead_code)]
 
@@ -246,6 +251,8 @@ struct State {
     /// Faulted requests not yet seen again, by "METHOD target".
     faulted: HashMap<String, u32>,
     next_request_id: u64,
+    /// Region of the bucket: requests signed for any other get a redirect.
+    bucket_region: Option<String>,
 }
 
 impl State {
@@ -279,6 +286,29 @@ impl State {
     }
 }
 
+impl State {
+    /// S3's redirect for a request signed for a region other than the bucket's, if it is one.
+    fn redirect(&mut self, request: &Head, kind: RequestKind, method: &str) -> Option<Vec<u8>> {
+        let bucket_region = self.bucket_region.as_deref()?;
+        let signed_for = request.header("authorization").and_then(signing_region)?;
+        if signed_for == bucket_region {
+            return None;
+        }
+        *self.stats.requests.entry(kind).or_default() += 1;
+        *self.stats.faults.entry((kind, "PermanentRedirect")).or_default() += 1;
+        self.next_request_id += 1;
+        let id = format!("FAULTPROXY{:08}", self.next_request_id);
+        Some(wire::redirect_response(bucket_region, &id, method == "HEAD"))
+    }
+}
+
+/// The region of a SigV4 `Authorization` header's credential scope
+/// (`Credential=AKID/20250101/REGION/s3/aws4_request`).
+fn signing_region(authorization: &str) -> Option<&str> {
+    let credential = authorization.split("Credential=").nth(1)?;
+    credential.split([',', ' ']).next()?.split('/').nth(2)
+}
+
 struct Shared {
     upstream: SocketAddr,
     state: Mutex<State>,
@@ -305,6 +335,7 @@ impl FaultProxy {
             stats: ProxyStats::default(),
             faulted: HashMap::new(),
             next_request_id: 1,
+            bucket_region: None,
         };
         let shared = Arc::new(Shared { upstream, state: Mutex::new(state), outage });
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -338,6 +369,12 @@ impl FaultProxy {
     /// Removes every rule (the outage state is separate).
     pub fn clear(&self) {
         self.shared.state.lock().unwrap().rules.clear();
+    }
+
+    /// Plays a bucket in `region`: requests signed for another region are answered 301
+    /// PermanentRedirect with `x-amz-bucket-region: region`, as S3 answers them (`None`: off).
+    pub fn set_bucket_region(&self, region: Option<&str>) {
+        self.shared.state.lock().unwrap().bucket_region = region.map(str::to_string);
     }
 
     /// Makes the endpoint disappear ([`Outage::Refuse`], [`Outage::Drop`]) or come back.
@@ -430,6 +467,16 @@ async fn serve_connection(socket: TcpStream, shared: &Shared) {
         let target = request.first.get(1).cloned().unwrap_or_default();
         let kind = RequestKind::of(&method, &target);
         let body = request.framing().unwrap_or(Framing::Length(0));
+        let redirect = shared.state.lock().unwrap().redirect(&request, kind, &method);
+        if let Some(response) = redirect {
+            if down.copy_body(body, None).await.is_err() || down.stream.write_all(&response).await.is_err() {
+                return;
+            }
+            if request.closes() {
+                return;
+            }
+            continue;
+        }
         let fault = shared.state.lock().unwrap().decide(kind, &format!("{method} {target}"));
         match fault {
             Some(Fault::Reply { status, code }) => {

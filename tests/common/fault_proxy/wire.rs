@@ -142,7 +142,7 @@ impl Head {
         Ok(Head { first, headers })
     }
 
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(super) fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
@@ -175,6 +175,26 @@ pub(super) fn error_response(status: u16, code: &str, request_id: &str, head: bo
     let mut out = format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: application/xml\r\nContent-Length: {length}\r\n\
          x-amz-request-id: {request_id}\r\n\r\n"
+    );
+    if !head {
+        out.push_str(&body);
+    }
+    out.into_bytes()
+}
+
+/// S3's answer to a request for a bucket in another region: 301 PermanentRedirect naming the
+/// bucket's region in `x-amz-bucket-region` (no body for HEAD).
+pub(super) fn redirect_response(region: &str, request_id: &str, head: bool) -> Vec<u8> {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>PermanentRedirect</Code>\
+         <Message>The bucket you are attempting to access must be addressed using the specified \
+         endpoint. Please send all future requests to this endpoint.</Message>\
+         <Endpoint>s3.{region}.amazonaws.com</Endpoint><RequestId>{request_id}</RequestId></Error>"
+    );
+    let length = if head { 0 } else { body.len() };
+    let mut out = format!(
+        "HTTP/1.1 301 Moved Permanently\r\nContent-Type: application/xml\r\nContent-Length: {length}\r\n\
+         x-amz-bucket-region: {region}\r\nx-amz-request-id: {request_id}\r\n\r\n"
     );
     if !head {
         out.push_str(&body);

@@ -174,7 +174,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let (fs, pid) = (self.fs.clone(), req.pid());
+        let (fs, pid) = (self.fs.clone(), process_of(req.pid()));
         self.spawn("open", reply, async move { fs.open(ino.0, flags.0, pid).await }, |reply, opened| {
             let flags = if opened.direct_io { FopenFlags::FOPEN_DIRECT_IO } else { FopenFlags::empty() };
             reply.opened(FileHandle(opened.fh), flags)
@@ -211,7 +211,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn flush(&self, req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        let (fs, pid) = (self.fs.clone(), req.pid());
+        let (fs, pid) = (self.fs.clone(), process_of(req.pid()));
         self.spawn("flush", reply, async move { fs.flush(fh.0, pid).await }, |reply, ()| reply.ok());
     }
 
@@ -295,7 +295,7 @@ impl Filesystem for FuseAdapter {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        let (fs, name, pid) = (self.fs.clone(), name.to_owned(), req.pid());
+        let (fs, name, pid) = (self.fs.clone(), name.to_owned(), process_of(req.pid()));
         self.spawn("create", reply, async move { fs.create(parent.0, &name, mode, pid).await }, |reply, (e, o)| {
             reply.created(&e.ttl, &file_attr(&e.attr), Generation(0), FileHandle(o.fh), FopenFlags::empty())
         });
@@ -356,10 +356,53 @@ impl Filesystem for FuseAdapter {
     }
 }
 
+/// The process (thread group) of the thread `tid` that sent a request.
+///
+/// FUSE reports the calling *thread*: a file opened by one thread and closed by another (thread
+/// pools, Go, Java) would look like a close from another process, whose upload is left to release.
+/// The thread is blocked in its system call while we read `/proc/<tid>/status`, so it is there;
+/// if it is not (killed meanwhile, or a caller in a pid namespace we cannot see, reported as 0),
+/// its id is used as is: for a single-threaded process that is the process id, and otherwise the
+/// close counts as one from another process (completion at release), never as a wrong match.
+fn process_of(tid: u32) -> u32 {
+    std::fs::read_to_string(format!("/proc/{tid}/status")).ok().and_then(|s| tgid_in_status(&s)).unwrap_or(tid)
+}
+
+/// The `Tgid:` field of a `/proc/<tid>/status` text.
+fn tgid_in_status(status: &str) -> Option<u32> {
+    status.lines().find_map(|l| l.strip_prefix("Tgid:")).and_then(|v| v.trim().parse().ok())
+}
+
 /// A kernel time argument as a point in time.
 fn time_of(t: TimeOrNow) -> SystemTime {
     match t {
         TimeOrNow::SpecificTime(t) => t,
         TimeOrNow::Now => SystemTime::now(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_thread_maps_to_its_process() {
+        let status = "Name:\tx\nUmask:\t0022\nState:\tS\nTgid:\t4242\nNgid:\t0\nPid:\t4250\n";
+        assert_eq!(tgid_in_status(status), Some(4242));
+        assert_eq!(tgid_in_status("Name:\tx\n"), None);
+        let me = std::process::id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            tx.send(nix::unistd::gettid().as_raw() as u32).unwrap();
+            let _ = done_rx.recv();
+        });
+        let tid = rx.recv().unwrap();
+        assert_ne!(tid, me);
+        assert_eq!(process_of(tid), me, "a live thread maps to its process");
+        drop(done_tx);
+        t.join().unwrap();
+        // A caller we cannot see stands for itself.
+        assert_eq!(process_of(0), 0);
     }
 }

@@ -401,11 +401,24 @@ impl S3Filesystem {
     /// Closes handle `fh` for good. A write handle's upload completes here if no close did it;
     /// its errors can only be logged, since the application is gone.
     pub async fn release(&self, fh: u64) -> Result<(), FsError> {
-        let handle = self.files.lock().unwrap().remove(&fh).ok_or(FsError::BadHandle(fh))?;
+        let handle = self.handle(fh).ok_or(FsError::BadHandle(fh))?;
         match handle {
-            Handle::Read { ino, .. } => self.release_claim(ino, false),
+            Handle::Read { ino, .. } => {
+                self.files.lock().unwrap().remove(&fh);
+                self.release_claim(ino, false);
+            }
             Handle::Write(w) => {
-                let result = self.complete(&w).await;
+                // The handle stays listed until its upload is done, so a shutdown meanwhile
+                // waits for this completion and reports it, instead of losing it unlogged.
+                // After a shutdown began, nothing new is started: the upload is ended as shutdown
+                // ends every other one (and logged once).
+                let result = if self.shut_down.load(Ordering::SeqCst) {
+                    self.end_at_shutdown(&w).await;
+                    Ok(())
+                } else {
+                    self.complete(&w).await
+                };
+                self.files.lock().unwrap().remove(&fh);
                 self.unclaim_writer(&w);
                 if let Err(e) = result {
                     tracing::warn!("upload failed at release, after the file was closed: {e}");

@@ -3,7 +3,8 @@
 //! A file is either written or read through a handle, never both, and an inode has one writer
 //! or any number of readers. New files live only in this mount (visible in listings, with a
 //! growing size) until their upload completes; readers get EPERM until then. Completion
-//! happens at the first `flush` (close) from the process that opened the file, or at `fsync`;
+//! happens at the first `flush` (close) from the process that opened the file (any of its
+//! threads: the adapter passes thread-group ids), or at `fsync`;
 //! an empty file, or a close from another process (a child that inherited the fd), defers it to
 //! `release`, where errors can only be logged. Overwriting needs `--allow-overwrite` and
 //! `O_TRUNC`; deleting needs `--allow-delete`. Directories made by `mkdir` are local until a
@@ -27,6 +28,8 @@ pub(crate) struct WriteHandle {
     pub(crate) state: tokio::sync::Mutex<WriteState>,
     /// Set once the inode's writer claim was given back (at completion, or at release).
     pub(crate) unclaimed: std::sync::atomic::AtomicBool,
+    /// Set once shutdown dealt with this handle (see [`S3Filesystem::end_at_shutdown`]).
+    pub(crate) reported: std::sync::atomic::AtomicBool,
 }
 
 pub(crate) enum WriteState {
@@ -124,6 +127,7 @@ impl S3Filesystem {
             pid,
             state: tokio::sync::Mutex::new(WriteState::Writing(Box::new(upload))),
             unclaimed: std::sync::atomic::AtomicBool::new(false),
+            reported: std::sync::atomic::AtomicBool::new(false),
         };
         Ok(Opened { fh: self.add_handle(Handle::Write(Arc::new(handle))), direct_io: false })
     }
@@ -256,30 +260,45 @@ impl S3Filesystem {
                 }
             };
             let key = self.inodes.get(writer.ino).map(|i| i.key).unwrap_or_default();
-            // Waits for a write or close in progress on this handle.
-            let mut state = writer.state.lock().await;
-            match &mut *state {
-                WriteState::Writing(upload) => {
-                    let size = upload.size();
-                    upload.abort().await;
-                    self.finish_upload(writer.ino, &Err(libc::EIO));
-                    *state = WriteState::Done(Err(libc::EIO));
-                    tracing::warn!(
-                        key,
-                        bytes_written = size,
-                        "upload aborted at shutdown: the file was still open for writing; no object was created"
-                    );
-                    report.aborted.push(key);
-                }
-                WriteState::Done(Ok(done)) => {
-                    tracing::info!(key, size = done.size, "upload completed before shutdown");
-                    report.completed.push(key);
-                }
-                // Failed earlier, and reported then.
-                WriteState::Done(Err(_)) => {}
+            match self.end_at_shutdown(&writer).await {
+                Some(true) => report.completed.push(key),
+                Some(false) => report.aborted.push(key),
+                None => {}
             }
         }
         report
+    }
+
+    /// Ends one upload at shutdown, once per handle (a release racing with the shutdown may call
+    /// it too): waits for a write or close in progress, aborts an upload still open, and logs
+    /// the outcome by key. Returns whether the upload completed, or `None` if there was nothing
+    /// to report (it failed earlier and was reported then, or it was reported already).
+    pub(crate) async fn end_at_shutdown(&self, writer: &WriteHandle) -> Option<bool> {
+        let key = self.inodes.get(writer.ino).map(|i| i.key).unwrap_or_default();
+        let mut state = writer.state.lock().await;
+        if writer.reported.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return None;
+        }
+        match &mut *state {
+            WriteState::Writing(upload) => {
+                let size = upload.size();
+                upload.abort().await;
+                self.finish_upload(writer.ino, &Err(libc::EIO));
+                *state = WriteState::Done(Err(libc::EIO));
+                tracing::warn!(
+                    key,
+                    bytes_written = size,
+                    "upload aborted at shutdown: the file was still open for writing; no object was created"
+                );
+                Some(false)
+            }
+            WriteState::Done(Ok(done)) => {
+                tracing::info!(key, size = done.size, "upload completed before shutdown");
+                Some(true)
+            }
+            // Failed earlier, and reported then.
+            WriteState::Done(Err(_)) => None,
+        }
     }
 
     /// unlink: DeleteObject, with `--allow-delete`.

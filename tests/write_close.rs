@@ -72,3 +72,104 @@ fn sigterm_right_after_a_close_from_another_thread_keeps_the_object() {
     assert_eq!(digest(&s3.get("kept").expect("object kept")), digest(&data));
     assert_eq!(s3.pending_uploads(), 0, "no multipart upload left behind\n{}", m.output());
 }
+
+fn errno<T>(r: std::io::Result<T>) -> Option<i32> {
+    r.err().and_then(|e| e.raw_os_error())
+}
+
+fn close(file: File) -> Result<(), i32> {
+    nix::unistd::close(file.into_raw_fd()).map_err(|e| e as i32)
+}
+
+#[test]
+fn truncate_while_writing_changes_the_size_or_fails() {
+    let s3 = LocalS3::start();
+    let m = mount(&s3, &["--write-part-size", "5242880"]);
+    // Nothing sent yet: the size really changes, both ways.
+    let mut f = File::create_new(m.path().join("shrunk")).unwrap();
+    f.write_all(b"0123456789").unwrap();
+    f.set_len(5).unwrap();
+    assert_eq!(std::fs::metadata(m.path().join("shrunk")).unwrap().len(), 5);
+    f.write_all(b"ab").unwrap();
+    close(f).unwrap_or_else(|e| panic!("close: errno {e}\n{}", m.output()));
+    // The file position was 10: the write after the truncate lands at 10, past a zero-filled gap.
+    assert_eq!(s3.get("shrunk").unwrap(), b"01234\0\0\0\0\0ab");
+
+    let f = File::create_new(m.path().join("grown")).unwrap();
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(b"abc", 0).unwrap();
+    f.set_len(3).unwrap();
+    f.set_len(8).unwrap();
+    close(f).unwrap();
+    assert_eq!(s3.get("grown").unwrap(), b"abc\0\0\0\0\0");
+
+    // A part (5 MiB) already went to S3: shrinking into it fails, and the upload goes on.
+    let data = pattern(12 << 20, 9);
+    let mut f = File::create_new(m.path().join("sent")).unwrap();
+    f.write_all(&data).unwrap();
+    assert_eq!(errno(f.set_len(10)), Some(libc::EPERM));
+    assert_eq!(std::fs::metadata(m.path().join("sent")).unwrap().len(), data.len() as u64);
+    close(f).unwrap_or_else(|e| panic!("close: errno {e}\n{}", m.output()));
+    assert_eq!(digest(&s3.get("sent").unwrap()), digest(&data));
+}
+
+#[test]
+fn cp_sparse_always_of_a_file_with_holes_gives_the_same_bytes() {
+    let s3 = LocalS3::start();
+    let m = mount(&s3, &[]);
+    let src = tempfile::tempdir().unwrap();
+    let path = src.path().join("sparse");
+    let f = File::create(&path).unwrap();
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(&pattern(100_000, 1), 0).unwrap();
+    f.write_all_at(&pattern(300_000, 2), 12 << 20).unwrap();
+    f.write_all_at(&pattern(5_000, 3), 30 << 20).unwrap();
+    // Ends in a hole: cp extends the copy with ftruncate.
+    f.set_len(40 << 20).unwrap();
+    drop(f);
+    let out = std::process::Command::new("cp").arg("--sparse=always").arg(&path).arg(m.path()).output().unwrap();
+    assert!(out.status.success(), "cp: {}\n{}", String::from_utf8_lossy(&out.stderr), m.output());
+    let want = std::fs::read(&path).unwrap();
+    assert_eq!(digest(&s3.get("sparse").expect("object")), digest(&want));
+    assert_eq!(s3.pending_uploads(), 0);
+}
+
+#[test]
+fn after_an_out_of_order_write_every_write_is_einval_and_no_object_appears() {
+    let s3 = LocalS3::start();
+    let m = mount(&s3, &[]);
+    let f = File::create_new(m.path().join("backwards")).unwrap();
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(b"0123456789", 0).unwrap();
+    assert_eq!(errno(f.write_all_at(b"x", 3)), Some(libc::EINVAL));
+    assert_eq!(errno(f.write_all_at(b"y", 10)), Some(libc::EINVAL), "a later write, even in order");
+    assert_eq!(errno(f.write_all_at(b"z", 11)), Some(libc::EINVAL));
+    assert_eq!(close(f), Err(libc::EINVAL));
+    assert!(s3.get("backwards").is_none());
+    let log = m.output();
+    assert!(!log.contains("was already uploaded"), "no false message:\n{log}");
+    assert!(log.contains("nothing was written to S3"), "{log}");
+}
+
+#[test]
+fn new_objects_are_binary_octet_stream_unless_inferred() {
+    let s3 = LocalS3::start();
+    let plain = mount(&s3, &["--write-part-size", "5242880"]);
+    std::fs::write(plain.path().join("small.json"), b"{}").unwrap();
+    std::fs::write(plain.path().join("large.bin"), pattern(6 << 20, 4)).unwrap();
+    drop(plain);
+    let inferring = mount(&s3, &["--infer-content-type"]);
+    std::fs::write(inferring.path().join("typed.json"), b"{}").unwrap();
+    std::fs::write(inferring.path().join("untyped.zzqq"), b"?").unwrap();
+    let client = s3.sdk_client();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    for (key, want) in [
+        ("small.json", "binary/octet-stream"),
+        ("large.bin", "binary/octet-stream"),
+        ("typed.json", "application/json"),
+        ("untyped.zzqq", "binary/octet-stream"),
+    ] {
+        let head = runtime.block_on(client.head_object().bucket(&s3.bucket).key(key).send()).unwrap();
+        assert_eq!(head.content_type(), Some(want), "{key}");
+    }
+}

@@ -415,8 +415,11 @@ impl S3Filesystem {
                 let result = if self.shut_down.load(Ordering::SeqCst) {
                     self.end_at_shutdown(&w).await;
                     Ok(())
-                } else {
+                } else if matches!(*w.state.lock().await, write::WriteState::Writing(_)) {
                     self.complete(&w).await
+                } else {
+                    // Completed, or failed and reported, by a close or fsync.
+                    Ok(())
                 };
                 self.files.lock().unwrap().remove(&fh);
                 self.unclaim_writer(&w);

@@ -106,22 +106,67 @@ impl Upload {
         &self.key
     }
 
-    /// Appends `data` at `offset`, which must be the current end of the file.
+    /// Writes `data` at `offset`: at the current end of the file, or past it, in which case the
+    /// gap is filled with zeros first (a forward seek, as `cp --sparse` makes over holes).
+    /// Writing before the end fails the upload: bytes already sent cannot be changed.
     pub async fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), FsError> {
         if let Some(errno) = self.failed {
             return Err(FsError::UploadFailed { key: self.key.clone(), errno });
         }
-        if offset != self.next_offset {
+        if offset < self.next_offset {
             let e = FsError::OutOfOrderWrite { key: self.key.clone(), offset, expected: self.next_offset };
             self.fail(&e).await;
             return Err(e);
         }
-        let end = offset + data.len() as u64;
-        if end > max_object_size(self.config.part_size) {
-            let e = FsError::TooLarge { key: self.key.clone(), limit: max_object_size(self.config.part_size) };
+        self.check_size(offset + data.len() as u64).await?;
+        self.fill_zeros(offset).await?;
+        self.append(data).await
+    }
+
+    /// Sets the size to `size`: longer by zeros, or shorter while the bytes to drop are still
+    /// buffered here. Bytes already sent to S3 cannot be dropped: then [`FsError::CannotTruncate`],
+    /// and the upload goes on unchanged.
+    pub async fn truncate(&mut self, size: u64) -> Result<(), FsError> {
+        if let Some(errno) = self.failed {
+            return Err(FsError::UploadFailed { key: self.key.clone(), errno });
+        }
+        if size >= self.next_offset {
+            self.check_size(size).await?;
+            return self.fill_zeros(size).await;
+        }
+        let sent = self.next_offset - self.buffer.len() as u64;
+        if size < sent {
+            return Err(FsError::CannotTruncate { key: self.key.clone(), size, sent });
+        }
+        self.buffer.truncate((size - sent) as usize);
+        self.next_offset = size;
+        Ok(())
+    }
+
+    /// Fails the upload (EFBIG) if it would grow past what 10,000 parts hold.
+    async fn check_size(&mut self, end: u64) -> Result<(), FsError> {
+        let limit = max_object_size(self.config.part_size);
+        if end > limit {
+            let e = FsError::TooLarge { key: self.key.clone(), limit };
             self.fail(&e).await;
             return Err(e);
         }
+        Ok(())
+    }
+
+    /// Appends zeros up to `end`. They stream through parts like any data: no size limit but
+    /// the object's, and memory stays one part per buffer.
+    async fn fill_zeros(&mut self, end: u64) -> Result<(), FsError> {
+        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        while self.next_offset < end {
+            let n = (end - self.next_offset).min(ZEROS.len() as u64) as usize;
+            self.append(&ZEROS[..n]).await?;
+        }
+        Ok(())
+    }
+
+    /// Appends `data` at the end, sending each part as it fills.
+    async fn append(&mut self, data: &[u8]) -> Result<(), FsError> {
         let part_size = self.config.part_size as usize;
         let mut rest = data;
         while !rest.is_empty() {
@@ -134,6 +179,7 @@ impl Upload {
             let take = (part_size - self.buffer.len()).min(rest.len());
             self.buffer.extend_from_slice(&rest[..take]);
             rest = &rest[take..];
+            self.next_offset += take as u64;
             if self.buffer.len() == part_size {
                 let part = std::mem::take(&mut self.buffer).freeze();
                 let memory = self.buffer_memory.take();
@@ -143,7 +189,6 @@ impl Upload {
                 }
             }
         }
-        self.next_offset = end;
         Ok(())
     }
 
@@ -309,12 +354,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn forward_seeks_are_zeros_and_truncate_works_on_buffered_bytes_only() {
+        let c = Arc::new(InMemoryClient::new("b"));
+        let mut u = upload(&c, "k", 10);
+        u.write(0, b"abc").await.unwrap();
+        u.write(25, b"xy").await.unwrap();
+        assert_eq!(u.size(), 27);
+        // Parts 0-9 and 10-19 are sent; 20..27 is buffered.
+        assert_eq!(u.truncate(12).await.unwrap_err().errno(), libc::EPERM, "sent bytes stay");
+        u.truncate(21).await.unwrap();
+        u.truncate(30).await.unwrap();
+        u.write(30, b"!").await.unwrap();
+        u.complete().await.unwrap();
+        let mut want = b"abc".to_vec();
+        want.resize(25, 0);
+        want.extend_from_slice(b"xy");
+        want.truncate(21);
+        want.resize(30, 0);
+        want.push(b'!');
+        assert_eq!(c.object_bytes("k").unwrap(), want);
+    }
+
+    #[tokio::test]
     async fn out_of_order_writes_fail_abort_and_stay_failed() {
         let c = Arc::new(InMemoryClient::new("b"));
         let mut u = upload(&c, "k", 10);
         u.write(0, &[1; 25]).await.unwrap();
         assert_eq!(c.pending_uploads(), 1);
-        assert_eq!(u.write(30, &[1]).await.unwrap_err().errno(), libc::EINVAL);
+        assert_eq!(u.write(20, &[1]).await.unwrap_err().errno(), libc::EINVAL);
         assert_eq!(c.pending_uploads(), 0, "aborted");
         assert_eq!(u.write(25, &[1]).await.unwrap_err().errno(), libc::EINVAL, "same errno later");
         assert_eq!(u.complete().await.unwrap_err().errno(), libc::EINVAL);

@@ -20,6 +20,10 @@ use crate::fs::inode::{Inode, InodeKind, LocalState, RemoteEntry};
 use crate::fs::upload::{Upload, UploadConfig, Uploaded};
 use crate::fs::{Entry, FsError, Handle, Opened, S3Filesystem};
 
+/// Content-Type of new objects without `--infer-content-type` (or with no type known for the
+/// name): S3's own default.
+pub const DEFAULT_CONTENT_TYPE: &str = "binary/octet-stream";
+
 /// The write side of one open file.
 pub(crate) struct WriteHandle {
     pub(crate) ino: u64,
@@ -63,15 +67,17 @@ impl S3Filesystem {
     /// The options for uploading `key`; `new` objects must not exist yet in S3.
     fn upload_config(&self, key: &str, new: bool) -> UploadConfig {
         let c = &self.config;
-        let content_type =
-            c.infer_content_type.then(|| mime_guess::from_path(key).first().map(|m| m.essence_str().to_string()));
+        // Sent explicitly: S3 stores `binary/octet-stream` when none is given, but other stores
+        // pick their own default (Garage, s3s-fs: `application/octet-stream`).
+        let inferred = c.infer_content_type.then(|| mime_guess::from_path(key).first()).flatten();
+        let content_type = inferred.map_or_else(|| DEFAULT_CONTENT_TYPE.to_string(), |m| m.essence_str().to_string());
         UploadConfig {
             part_size: c.write_part_size,
             max_parts_in_flight: c.max_parts_in_flight,
             options: PutOptions {
                 if_none_match_any: new,
                 storage_class: c.storage_class.clone(),
-                content_type: content_type.flatten(),
+                content_type: Some(content_type),
                 sse: c.sse.clone(),
                 sse_kms_key_id: c.sse_kms_key_id.clone(),
                 checksum_crc32c: c.upload_checksums,
@@ -156,9 +162,17 @@ impl S3Filesystem {
     pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32, FsError> {
         let handle = self.write_handle(fh)?;
         let mut state = handle.state.lock().await;
-        let WriteState::Writing(upload) = &mut *state else {
-            let key = self.inodes.get(handle.ino).map(|i| i.key).unwrap_or_default();
-            return Err(FsError::AlreadyCommitted { key });
+        let upload = match &mut *state {
+            WriteState::Writing(upload) => upload,
+            WriteState::Done(done) => {
+                let key = self.inodes.get(handle.ino).map(|i| i.key).unwrap_or_default();
+                return Err(match done {
+                    Ok(_) => FsError::AlreadyCommitted { key },
+                    // Every later write gets the first failure's errno (EINVAL after an
+                    // out-of-order write), with a message that says nothing reached S3.
+                    Err(errno) => FsError::UploadFailed { key, errno: *errno },
+                });
+            }
         };
         let written = upload.write(offset, data).await;
         let size = upload.size();
@@ -269,6 +283,38 @@ impl S3Filesystem {
         report
     }
 
+    /// Changes the size of a file being written through its upload, never silently ignoring it.
+    async fn truncate_local(&self, inode: &Inode, size: u64) -> Result<(), FsError> {
+        let writer = self.files.lock().unwrap().values().find_map(|h| match h {
+            Handle::Write(w) if w.ino == inode.ino => Some(w.clone()),
+            _ => None,
+        });
+        let Some(writer) = writer else {
+            return Err(FsError::PermissionDenied(format!(
+                "cannot change the size of {:?}: it is not open for writing",
+                inode.key
+            )));
+        };
+        let mut state = writer.state.lock().await;
+        let WriteState::Writing(upload) = &mut *state else {
+            return Err(FsError::AlreadyCommitted { key: inode.key.clone() });
+        };
+        let result = upload.truncate(size).await;
+        let now = upload.size();
+        if let Err(e) = &result
+            && !matches!(e, FsError::CannotTruncate { .. })
+        {
+            // Growing past the largest object failed the upload, as a write would.
+            let failed = upload.complete().await.map_err(|e| e.errno());
+            self.finish_upload(writer.ino, &failed);
+            *state = WriteState::Done(failed);
+            self.unclaim_writer(&writer);
+        } else {
+            let _ = self.inodes.update(inode.ino, |i| i.stat.size = now);
+        }
+        result
+    }
+
     /// Ends one upload at shutdown, once per handle (a release racing with the shutdown may call
     /// it too): waits for a write or close in progress, aborts an upload still open, and logs
     /// the outcome by key. Returns whether the upload completed, or `None` if there was nothing
@@ -364,11 +410,15 @@ impl S3Filesystem {
         }
     }
 
-    /// setattr: times of files being written can change; nothing of S3 objects can. Size and
-    /// mode changes on a file being written are ignored (as Mountpoint does).
+    /// setattr: times of files being written can change, and their size while that is possible
+    /// (see [`Upload::truncate`]); mode and owner changes on them are ignored (as Mountpoint
+    /// does). Nothing of S3 objects can change.
     pub async fn setattr(&self, ino: u64, change: SetAttr) -> Result<Entry, FsError> {
         let inode = self.inodes.get(ino)?;
         if inode.local == Some(LocalState::File) {
+            if let Some(size) = change.size.filter(|&s| s != inode.stat.size) {
+                self.truncate_local(&inode, size).await?;
+            }
             let inode = self.inodes.update(ino, |i| {
                 if let Some(t) = change.mtime {
                     i.stat.mtime = t;

@@ -76,6 +76,12 @@ pub enum FsError {
     )]
     CannotTruncate { key: String, size: u64, sent: u64 },
 
+    #[error(
+        "cannot open {key:?} for writing: the --memory-target budget is taken by the {part}-byte part buffers \
+         of the {writers} files open for writing; close some, or raise --memory-target (or lower --write-part-size)"
+    )]
+    OutOfMemory { key: String, writers: u64, part: u64 },
+
     #[error("{key:?} already exists")]
     AlreadyExists { key: String },
 
@@ -137,6 +143,7 @@ impl FsError {
             FsError::TooLarge { .. } => libc::EFBIG,
             // Bytes in S3 cannot change: the same answer as for an object's fixed attributes.
             FsError::CannotTruncate { .. } => libc::EPERM,
+            FsError::OutOfMemory { .. } => libc::ENOMEM,
             FsError::AlreadyExists { .. } => libc::EEXIST,
             FsError::UploadFailed { errno, .. } => *errno,
             FsError::NotEmpty { .. } => libc::ENOTEMPTY,

@@ -13,6 +13,7 @@ pub mod inode;
 pub mod lookup;
 pub mod memory;
 pub mod metacache;
+pub mod part_buffer;
 pub mod prefetch;
 pub mod read;
 pub mod readdir;
@@ -187,7 +188,7 @@ impl S3Filesystem {
         &self.config
     }
 
-    /// The memory budget shared by all read (and later write) buffers.
+    /// The memory budget shared by all read and write buffers.
     pub fn memory_budget(&self) -> &MemoryBudget {
         self.prefetcher.budget()
     }
@@ -301,13 +302,14 @@ impl S3Filesystem {
         let wants_write = access == libc::O_WRONLY || access == libc::O_RDWR;
         if inode.local == Some(LocalState::File) {
             return if wants_write {
-                self.open_for_write(ino, pid, true)
+                let ticket = self.admit_writer(&inode.key).await?;
+                self.open_for_write(ino, pid, true, ticket)
             } else {
                 Err(FsError::BeingWritten { key: inode.key })
             };
         }
         if access == libc::O_WRONLY || (access == libc::O_RDWR && flags & libc::O_TRUNC != 0) {
-            return self.open_overwrite(&inode, flags, pid);
+            return self.open_overwrite(&inode, flags, pid).await;
         }
         let direct_io = flags & libc::O_DIRECT != 0;
         // Reading needs the current ETag; O_DIRECT asks for the freshest view.

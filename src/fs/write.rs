@@ -12,11 +12,12 @@
 
 use std::ffi::OsStr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::client::{ListRequest, PutOptions};
 use crate::fs::inode::names::parse_name;
 use crate::fs::inode::{Inode, InodeKind, LocalState, RemoteEntry};
+use crate::fs::memory::WriterTicket;
 use crate::fs::upload::{Upload, UploadConfig, Uploaded};
 use crate::fs::{Entry, FsError, Handle, Opened, S3Filesystem};
 
@@ -116,18 +117,40 @@ impl S3Filesystem {
 
     /// create: mknod and open for writing in one step.
     pub async fn create(&self, parent: u64, name: &OsStr, mode: u32, pid: u32) -> Result<(Entry, Opened), FsError> {
+        let key = format!("{}{}", self.inodes.get(parent)?.key, name.to_string_lossy());
+        let ticket = self.admit_writer(&key).await?;
         let entry = self.mknod(parent, name, mode | libc::S_IFREG).await?;
-        let opened = self.open_for_write(entry.attr.ino, pid, true)?;
+        let opened = self.open_for_write(entry.attr.ino, pid, true, ticket)?;
         Ok((entry, opened))
     }
 
-    /// Starts the upload of inode `ino` on a new write handle.
-    pub(crate) fn open_for_write(&self, ino: u64, pid: u32, new: bool) -> Result<Opened, FsError> {
+    /// A writer's part buffer from the memory budget (see [`MemoryBudget::admit_writer`]):
+    /// waits while memory is held for a while, fails with ENOMEM when open writers hold it all.
+    ///
+    /// [`MemoryBudget::admit_writer`]: crate::fs::memory::MemoryBudget::admit_writer
+    pub(crate) async fn admit_writer(&self, key: &str) -> Result<WriterTicket, FsError> {
+        let budget = self.memory_budget();
+        let part = self.config.write_part_size;
+        budget.admit_writer(part, Duration::from_secs(1)).await.ok_or_else(|| FsError::OutOfMemory {
+            key: key.to_string(),
+            writers: budget.promised() / part.max(1),
+            part,
+        })
+    }
+
+    /// Starts the upload of inode `ino` on a new write handle, with its memory `ticket`.
+    pub(crate) fn open_for_write(
+        &self,
+        ino: u64,
+        pid: u32,
+        new: bool,
+        ticket: WriterTicket,
+    ) -> Result<Opened, FsError> {
         let inode = self.inodes.get(ino)?;
         self.claim_writer(&inode)?;
         let config = self.upload_config(&inode.key, new);
-        let memory = self.memory_budget().consumer(config.part_size);
-        let upload = Upload::new(self.client.clone(), inode.key.clone(), config, memory);
+        let budget = self.memory_budget().clone();
+        let upload = Upload::new(self.client.clone(), inode.key.clone(), config, budget, ticket);
         let handle = WriteHandle {
             ino,
             pid,
@@ -140,7 +163,7 @@ impl S3Filesystem {
 
     /// Opens an existing remote file for writing: only to replace it, with `O_TRUNC` and
     /// `--allow-overwrite`.
-    pub(crate) fn open_overwrite(&self, inode: &Inode, flags: i32, pid: u32) -> Result<Opened, FsError> {
+    pub(crate) async fn open_overwrite(&self, inode: &Inode, flags: i32, pid: u32) -> Result<Opened, FsError> {
         if !self.config.allow_overwrite {
             return Err(FsError::PermissionDenied(format!(
                 "{:?} exists and overwriting is disabled; use the --allow-overwrite mount option to enable it",
@@ -154,8 +177,9 @@ impl S3Filesystem {
             )));
         }
         self.check_no_readers(inode)?;
+        let ticket = self.admit_writer(&inode.key).await?;
         self.inodes.start_overwrite(inode.ino)?;
-        self.open_for_write(inode.ino, pid, false)
+        self.open_for_write(inode.ino, pid, false, ticket)
     }
 
     /// Appends `data` at `offset` to write handle `fh`; returns the bytes written.

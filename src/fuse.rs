@@ -9,13 +9,14 @@
 use std::ffi::OsStr;
 use std::future::Future;
 use std::io;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
     LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, SessionUnmounter, TimeOrNow, WriteFlags,
 };
 use tracing::{debug, warn};
 
@@ -31,12 +32,21 @@ pub struct FuseAdapter {
     fs: Arc<S3Filesystem>,
     runtime: tokio::runtime::Handle,
     metrics: Arc<Metrics>,
+    mount_point: PathBuf,
+    unmount_at_end: Arc<Mutex<Option<SessionUnmounter>>>,
 }
 
 impl FuseAdapter {
     /// An adapter running the core's futures on `runtime`, reporting to [`metrics::global`].
-    pub fn new(fs: Arc<S3Filesystem>, runtime: tokio::runtime::Handle) -> Self {
-        FuseAdapter { fs, runtime, metrics: metrics::global() }
+    pub fn new(fs: Arc<S3Filesystem>, runtime: tokio::runtime::Handle, mount_point: PathBuf) -> Self {
+        FuseAdapter { fs, runtime, metrics: metrics::global(), mount_point, unmount_at_end: Arc::default() }
+    }
+
+    /// Where to put the session's unmounter: used when the session ends ([`Filesystem::destroy`]),
+    /// before fuser's own unmount-on-drop, which after an external `umount` finds the mount gone
+    /// and logs "Failed to umount filesystem: Invalid argument" as a warning on every clean unmount.
+    pub fn unmount_at_end(&self) -> Arc<Mutex<Option<SessionUnmounter>>> {
+        self.unmount_at_end.clone()
     }
 
     /// Runs `work` on the runtime; replies with its result through `ok`, or with its errno.
@@ -122,6 +132,16 @@ impl Filesystem for FuseAdapter {
         let _ = config.set_max_background(MAX_BACKGROUND);
         let _ = config.set_congestion_threshold(MAX_BACKGROUND * 3 / 4);
         Ok(())
+    }
+
+    fn destroy(&mut self) {
+        let Some(mut unmounter) = self.unmount_at_end.lock().unwrap().take() else { return };
+        // EINVAL: already unmounted (an external `umount`, or our signal handler): nothing to say.
+        if let Err(e) = unmounter.unmount()
+            && e.raw_os_error() != Some(libc::EINVAL)
+        {
+            warn!("cannot unmount {}: {e}; run `umount {}`", self.mount_point.display(), self.mount_point.display());
+        }
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {

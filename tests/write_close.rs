@@ -252,3 +252,27 @@ fn writers_beyond_the_memory_budget_get_enomem_until_one_closes() {
     std::fs::write(m.path().join("f3"), b"now").unwrap();
     assert_eq!(s3.get("f3").unwrap(), b"now");
 }
+
+#[test]
+fn deleting_a_file_being_written_says_so_and_a_clean_umount_logs_no_warning() {
+    let s3 = LocalS3::start();
+    let mut m = mount(&s3, &["--allow-delete"]);
+    let mut f = File::create_new(m.path().join("busy")).unwrap();
+    f.write_all(b"x").unwrap();
+    assert_eq!(errno(std::fs::remove_file(m.path().join("busy"))), Some(libc::EPERM));
+    close(f).unwrap();
+    std::fs::remove_file(m.path().join("busy")).unwrap();
+    assert!(s3.get("busy").is_none());
+    let status = std::process::Command::new("umount").arg(m.path()).status().unwrap();
+    assert!(status.success());
+    let exit = m.wait_exit(std::time::Duration::from_secs(10)).expect("daemon exits after umount");
+    assert!(exit.success());
+    let log = m.output();
+    assert!(log.contains("cannot delete \"busy\" while it is being written"), "{log}");
+    assert!(!log.contains("can be read once it is closed"), "no message about reading:\n{log}");
+    assert!(log.contains("file system unmounted, shutting down"), "{log}");
+    let after_unmount = &log[log.find("file system unmounted").unwrap()..];
+    for bad in [" WARN ", " ERROR ", "Failed to umount"] {
+        assert!(!after_unmount.contains(bad), "a clean umount logs {bad:?}:\n{after_unmount}");
+    }
+}

@@ -382,7 +382,10 @@ impl S3Filesystem {
         if let Some(local) = self.inodes.local_child(parent, &name) {
             return Err(match local.kind {
                 InodeKind::Directory => FsError::IsADirectory(local.ino),
-                InodeKind::File => FsError::BeingWritten { key: local.key },
+                InodeKind::File => FsError::PermissionDenied(format!(
+                    "cannot delete {:?} while it is being written; delete it after it is closed",
+                    local.key
+                )),
             });
         }
         let key = format!("{}{}", dir.key, name);

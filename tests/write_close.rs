@@ -60,8 +60,14 @@ fn two_mounts_racing_with_closes_on_other_threads_one_is_told_eexist() {
 
 #[test]
 fn sigterm_right_after_a_close_from_another_thread_keeps_the_object() {
+    use common::fault_proxy::{Fault, FaultProxy, Kinds, RequestKind, When};
     let s3 = LocalS3::start();
-    let mut m = mount(&s3, &[]);
+    // A slow store: completing the upload takes 2 s, longer than shutdown waits for stray tasks.
+    let proxy = FaultProxy::start(s3.addr, 1);
+    let stall = vec![Fault::Stall(std::time::Duration::from_secs(2))];
+    proxy.inject(Kinds::only(RequestKind::CompleteUpload), When::Always, stall);
+    let args = ["--endpoint-url", &proxy.endpoint, "--force-path-style", "--region", "us-east-1"];
+    let mut m = TestMount::new(&s3.env_vars(), &s3.bucket, &args);
     let data = pattern(20 << 20, 5);
     let mut f = OpenOptions::new().write(true).create_new(true).open(m.path().join("kept")).unwrap();
     f.write_all(&data).unwrap();

@@ -9,13 +9,14 @@
 use std::ffi::OsStr;
 use std::future::Future;
 use std::io;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
     LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, SessionUnmounter, TimeOrNow, WriteFlags,
 };
 use tracing::{debug, warn};
 
@@ -34,17 +35,21 @@ pub struct FuseAdapter {
     metrics: Arc<Metrics>,
     max_background: u16,
     congestion_threshold: u16,
+    mount_point: PathBuf,
+    unmount_at_end: Arc<Mutex<Option<SessionUnmounter>>>,
 }
 
 impl FuseAdapter {
     /// An adapter running the core's futures on `runtime`, reporting to [`metrics::global`].
-    pub fn new(fs: Arc<S3Filesystem>, runtime: tokio::runtime::Handle) -> Self {
+    pub fn new(fs: Arc<S3Filesystem>, runtime: tokio::runtime::Handle, mount_point: PathBuf) -> Self {
         FuseAdapter {
             fs,
             runtime,
             metrics: metrics::global(),
             max_background: MAX_BACKGROUND,
             congestion_threshold: MAX_BACKGROUND * 3 / 4,
+            mount_point,
+            unmount_at_end: Arc::default(),
         }
     }
 
@@ -54,6 +59,14 @@ impl FuseAdapter {
         self.max_background = max_background.unwrap_or(MAX_BACKGROUND);
         self.congestion_threshold = congestion_threshold.unwrap_or(self.max_background / 4 * 3);
         self
+    }
+
+    /// Where to put the session's unmounter: used when the session ends ([`Filesystem::destroy`]),
+    /// before fuser's own unmount-on-drop, which after an external `umount` finds the mount gone
+    /// and logs "Failed to umount filesystem: Invalid argument" as a warning on every clean unmount.
+    /// Left empty for an fd mount, which is not ours to unmount.
+    pub fn unmount_at_end(&self) -> Arc<Mutex<Option<SessionUnmounter>>> {
+        self.unmount_at_end.clone()
     }
 
     /// Runs `work` on the runtime; replies with its result through `ok`, or with its errno.
@@ -167,6 +180,16 @@ impl Filesystem for FuseAdapter {
         Ok(())
     }
 
+    fn destroy(&mut self) {
+        let Some(mut unmounter) = self.unmount_at_end.lock().unwrap().take() else { return };
+        // EINVAL: already unmounted (an external `umount`, or our signal handler): nothing to say.
+        if let Err(e) = unmounter.unmount()
+            && e.raw_os_error() != Some(libc::EINVAL)
+        {
+            warn!("cannot unmount {}: {e}; run `umount {}`", self.mount_point.display(), self.mount_point.display());
+        }
+    }
+
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let (fs, name, tid) = (self.fs.clone(), name.to_owned(), Some(req.pid()));
         self.spawn_interruptible("lookup", tid, reply, async move { fs.lookup(parent.0, &name).await }, |reply, e| {
@@ -217,9 +240,10 @@ impl Filesystem for FuseAdapter {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let (fs, pid) = (self.fs.clone(), req.pid());
+        let (fs, tid) = (self.fs.clone(), req.pid());
+        let pid = process_of(tid);
         let work = async move { fs.open(ino.0, flags.0, pid).await };
-        self.spawn_interruptible("open", Some(pid), reply, work, |reply, opened| {
+        self.spawn_interruptible("open", Some(tid), reply, work, |reply, opened| {
             let flags = if opened.direct_io { FopenFlags::FOPEN_DIRECT_IO } else { FopenFlags::empty() };
             reply.opened(FileHandle(opened.fh), flags)
         });
@@ -256,7 +280,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn flush(&self, req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        let (fs, pid) = (self.fs.clone(), req.pid());
+        let (fs, pid) = (self.fs.clone(), process_of(req.pid()));
         self.spawn("flush", reply, async move { fs.flush(fh.0, pid).await }, |reply, ()| reply.ok());
     }
 
@@ -340,7 +364,7 @@ impl Filesystem for FuseAdapter {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        let (fs, name, pid) = (self.fs.clone(), name.to_owned(), req.pid());
+        let (fs, name, pid) = (self.fs.clone(), name.to_owned(), process_of(req.pid()));
         self.spawn("create", reply, async move { fs.create(parent.0, &name, mode, pid).await }, |reply, (e, o)| {
             reply.created(&e.ttl, &file_attr(&e.attr), Generation(0), FileHandle(o.fh), FopenFlags::empty())
         });
@@ -401,10 +425,53 @@ impl Filesystem for FuseAdapter {
     }
 }
 
+/// The process (thread group) of the thread `tid` that sent a request.
+///
+/// FUSE reports the calling *thread*: a file opened by one thread and closed by another (thread
+/// pools, Go, Java) would look like a close from another process, whose upload is left to release.
+/// The thread is blocked in its system call while we read `/proc/<tid>/status`, so it is there;
+/// if it is not (killed meanwhile, or a caller in a pid namespace we cannot see, reported as 0),
+/// its id is used as is: for a single-threaded process that is the process id, and otherwise the
+/// close counts as one from another process (completion at release), never as a wrong match.
+fn process_of(tid: u32) -> u32 {
+    std::fs::read_to_string(format!("/proc/{tid}/status")).ok().and_then(|s| tgid_in_status(&s)).unwrap_or(tid)
+}
+
+/// The `Tgid:` field of a `/proc/<tid>/status` text.
+fn tgid_in_status(status: &str) -> Option<u32> {
+    status.lines().find_map(|l| l.strip_prefix("Tgid:")).and_then(|v| v.trim().parse().ok())
+}
+
 /// A kernel time argument as a point in time.
 fn time_of(t: TimeOrNow) -> SystemTime {
     match t {
         TimeOrNow::SpecificTime(t) => t,
         TimeOrNow::Now => SystemTime::now(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_thread_maps_to_its_process() {
+        let status = "Name:\tx\nUmask:\t0022\nState:\tS\nTgid:\t4242\nNgid:\t0\nPid:\t4250\n";
+        assert_eq!(tgid_in_status(status), Some(4242));
+        assert_eq!(tgid_in_status("Name:\tx\n"), None);
+        let me = std::process::id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            tx.send(nix::unistd::gettid().as_raw() as u32).unwrap();
+            let _ = done_rx.recv();
+        });
+        let tid = rx.recv().unwrap();
+        assert_ne!(tid, me);
+        assert_eq!(process_of(tid), me, "a live thread maps to its process");
+        drop(done_tx);
+        t.join().unwrap();
+        // A caller we cannot see stands for itself.
+        assert_eq!(process_of(0), 0);
     }
 }

@@ -25,8 +25,10 @@ use tracing_subscriber::{EnvFilter, Registry, reload};
 
 use crate::config::LoggingConfig;
 
-/// The filter when neither `MOUNTPOINT_LOG` nor `--debug` says otherwise.
-pub const DEFAULT_FILTER: &str = "warn,mount_s3=info,mount_s3::metrics=off";
+/// The filter when neither `MOUNTPOINT_LOG` nor `--debug` says otherwise. fuser logs an ERROR
+/// for every reply the kernel no longer wants (the caller was interrupted, or the connection was
+/// aborted at shutdown): not a failure of ours, so only `--debug` shows them.
+pub const DEFAULT_FILTER: &str = "warn,mount_s3=info,mount_s3::metrics=off,fuser::reply=off";
 
 /// Crates of the AWS SDK and its HTTP stack: what Mountpoint calls the CRT (`--debug-crt`).
 const SDK_TARGETS: [&str; 12] = [
@@ -57,6 +59,9 @@ pub fn filter_directives(config: &LoggingConfig) -> String {
     let mut filter = if config.debug { "warn,mount_s3=debug".to_string() } else { "warn,mount_s3=info".to_string() };
     if !config.debug && !config.log_metrics {
         filter.push_str(",mount_s3::metrics=off");
+    }
+    if !config.debug {
+        filter.push_str(",fuser::reply=off");
     }
     if config.debug_crt {
         filter.push_str(&sdk_at("debug"));

@@ -157,8 +157,9 @@ fn serve(config: MountConfig, success_message: &str) -> Result<(), String> {
     let fs = Arc::new(fs);
     let metrics = metrics::install(runtime.handle(), &config.metrics, fs.memory_budget().clone())?;
     logging::spawn_level_toggle(runtime.handle());
-    let adapter = FuseAdapter::new(fs.clone(), runtime.handle().clone())
+    let adapter = FuseAdapter::new(fs.clone(), runtime.handle().clone(), mount_point.clone())
         .with_kernel_queue(config.fuse.max_background, config.fuse.congestion_threshold);
+    let unmount_at_end = adapter.unmount_at_end();
     let session = match fuse_fd {
         Some(fd) => {
             // The caller's mount(2) options decide who may use the mount; admit whoever the
@@ -172,6 +173,7 @@ fn serve(config: MountConfig, success_message: &str) -> Result<(), String> {
         None => {
             let mut session = fuser::Session::new(adapter, &mount_point, &fuse_config(&config.fuse))
                 .map_err(|e| format!("failed to mount at {}: {e}", mount_point.display()))?;
+            *unmount_at_end.lock().unwrap() = Some(session.unmount_callable());
             raise_read_ahead(&mount_point);
             install_signal_handlers(&runtime, Some(session.unmount_callable()), mount_point.clone(), fs.clone());
             session

@@ -231,7 +231,10 @@ fn debug_logs_carry_request_ids_and_sigusr2_cycles_the_level() {
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGUSR2).unwrap();
         std::thread::sleep(Duration::from_millis(100));
     }
-    let text = wait_for_log(&log_dir, "SIGUSR2: log filter is now \"warn,mount_s3=info,mount_s3::metrics=off\"");
+    let text = wait_for_log(
+        &log_dir,
+        "SIGUSR2: log filter is now \"warn,mount_s3=info,mount_s3::metrics=off,fuser::reply=off\"",
+    );
     let steps: Vec<&str> = text
         .lines()
         .filter_map(|l| l.split("SIGUSR2: log filter is now ").nth(1))

@@ -64,11 +64,26 @@ pub enum FsError {
     #[error("open flags {0:#o} are not supported (O_SYNC and O_DSYNC cannot be honoured)")]
     InvalidOpenFlags(i32),
 
-    #[error("write to {key:?} at offset {offset}, but the file ends at {expected}: writes must be sequential")]
+    #[error(
+        "write to {key:?} at offset {offset}, before the end of the file at {expected}: written bytes cannot be \
+         changed (writes must be sequential)"
+    )]
     OutOfOrderWrite { key: String, offset: u64, expected: u64 },
 
     #[error("{key:?} would exceed {limit} bytes, the most --write-part-size x 10,000 parts allows")]
     TooLarge { key: String, limit: u64 },
+
+    #[error(
+        "cannot truncate {key:?} to {size} bytes while it is being written: its first {sent} bytes are already \
+         sent to S3; only sizes of at least {sent} can be set"
+    )]
+    CannotTruncate { key: String, size: u64, sent: u64 },
+
+    #[error(
+        "cannot open {key:?} for writing: the --memory-target budget is taken by the {part}-byte part buffers \
+         of the {writers} files open for writing; close some, or raise --memory-target (or lower --write-part-size)"
+    )]
+    OutOfMemory { key: String, writers: u64, part: u64 },
 
     #[error("{key:?} already exists")]
     AlreadyExists { key: String },
@@ -132,6 +147,9 @@ impl FsError {
             FsError::InvalidOpenFlags(_) => libc::EINVAL,
             FsError::OutOfOrderWrite { .. } => libc::EINVAL,
             FsError::TooLarge { .. } => libc::EFBIG,
+            // Bytes in S3 cannot change: the same answer as for an object's fixed attributes.
+            FsError::CannotTruncate { .. } => libc::EPERM,
+            FsError::OutOfMemory { .. } => libc::ENOMEM,
             FsError::AlreadyExists { .. } => libc::EEXIST,
             FsError::UploadFailed { errno, .. } => *errno,
             FsError::NotEmpty { .. } => libc::ENOTEMPTY,

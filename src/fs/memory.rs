@@ -15,6 +15,17 @@
 //!
 //! > reserved <= limit + sum over live consumers of min(held, floor) <= limit + consumers * floor
 //!
+//! Writers have no floor: each open writer holds one part buffer for its whole life, its
+//! *ticket*, reserved within the limit when it opens ([`MemoryBudget::admit_writer`]). Its other
+//! parts take shared memory while they upload, and when there is none the ticket itself goes
+//! with the part and the writer waits for that part to reach S3, which needs nothing from anyone
+//! else: a writer never waits on memory another writer or reader holds, so writers cannot
+//! deadlock, and writers never take the budget past its limit. Opening waits for memory held
+//! only for a while (parts uploading, prefetched data, which idle readers give back) but not for
+//! tickets, which only a close gives back: when the tickets of open writers leave no room for one
+//! more part, the open fails at once (ENOMEM) instead of waiting for an application that may be
+//! the one waiting.
+//!
 //! When a reservation fails, callers shrink what they ask for and may ask idle holders to give
 //! memory back ([`MemoryBudget::reclaim_idle`] calls every registered [`Reclaim`]er); waiters can
 //! sleep until bytes are released ([`MemoryBudget::released`]). Reads get slower, the process does
@@ -84,6 +95,8 @@ struct Inner {
     peak: AtomicU64,
     released: Notify,
     reclaimers: Mutex<Reclaimers>,
+    /// Bytes promised to open writers (their tickets), at most `limit`.
+    promised: AtomicU64,
 }
 
 #[derive(Default)]
@@ -139,6 +152,7 @@ impl MemoryBudget {
                 peak: AtomicU64::new(0),
                 released: Notify::new(),
                 reclaimers: Mutex::default(),
+                promised: AtomicU64::new(0),
             }),
         }
     }
@@ -204,6 +218,82 @@ impl MemoryBudget {
             reclaimers.list.iter().filter_map(Weak::upgrade).collect()
         };
         live.iter().map(|r| r.reclaim()).sum()
+    }
+}
+
+impl MemoryBudget {
+    /// Bytes promised to open writers now.
+    pub fn promised(&self) -> u64 {
+        self.inner.promised.load(Ordering::Acquire)
+    }
+
+    /// Admits a writer only if its part can be reserved now (see [`Self::admit_writer`]).
+    pub fn try_admit(&self, part: u64) -> Option<WriterTicket> {
+        let promise = self.promise(part)?;
+        let reservation = self.try_reserve(part)?;
+        Some(WriterTicket { reservation, promise })
+    }
+
+    /// Promises `part` bytes to a writer if the promises made so far leave room.
+    fn promise(&self, part: u64) -> Option<Promise> {
+        let limit = self.limit();
+        // A part larger than the whole budget (a huge --write-part-size) admits one writer at a time.
+        let promised = self.inner.promised.fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
+            p.checked_add(part).filter(|&total| total <= limit || p == 0)
+        });
+        promised.ok().map(|_| Promise { inner: self.inner.clone(), bytes: part })
+    }
+
+    /// Admits a writer with buffers of `part` bytes: promises it one part and reserves that part
+    /// within the limit, waiting while the memory is held by work that ends by itself (parts in
+    /// flight, prefetched data: idle readers are asked every `poll` to give theirs back). Returns
+    /// `None` at once if the parts promised to open writers leave no room for one more.
+    pub async fn admit_writer(&self, part: u64, poll: std::time::Duration) -> Option<WriterTicket> {
+        let promise = self.promise(part)?;
+        if part > self.limit() {
+            // Alone (see `promise`): past the limit by construction, but never two of them.
+            let reservation = self.consumer(part).reserve(part).await;
+            return Some(WriterTicket { reservation, promise });
+        }
+        loop {
+            let released = self.released();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if let Some(reservation) = self.try_reserve(part) {
+                return Some(WriterTicket { reservation, promise });
+            }
+            if self.reclaim_idle() > 0 {
+                continue;
+            }
+            let _ = tokio::time::timeout(poll, released).await;
+        }
+    }
+}
+
+/// A writer's own part buffer, reserved for as long as the writer is open.
+#[derive(Debug)]
+pub struct WriterTicket {
+    /// The part's bytes: the writer's buffer, or a part in flight when memory is short.
+    pub reservation: Reservation,
+    /// The promise that keeps room for this ticket while the writer is open.
+    pub promise: Promise,
+}
+
+/// Bytes promised to one writer; the promise ends when dropped.
+pub struct Promise {
+    inner: Arc<Inner>,
+    bytes: u64,
+}
+
+impl std::fmt::Debug for Promise {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Promise").field("bytes", &self.bytes).finish()
+    }
+}
+
+impl Drop for Promise {
+    fn drop(&mut self) {
+        self.inner.promised.fetch_sub(self.bytes, Ordering::AcqRel);
     }
 }
 
@@ -402,6 +492,30 @@ mod tests {
         assert!(!waiter.is_finished());
         drop(hog);
         assert_eq!(waiter.await.unwrap(), 5);
+    }
+
+    #[tokio::test]
+    async fn writers_are_admitted_while_promises_fit_and_wait_for_transient_memory() {
+        let b = MemoryBudget::new(100);
+        let poll = std::time::Duration::from_millis(5);
+        let t1 = b.admit_writer(40, poll).await.unwrap();
+        let t2 = b.admit_writer(40, poll).await.unwrap();
+        assert!(b.admit_writer(40, poll).await.is_none(), "80 promised: no room for 40 more");
+        assert_eq!((b.promised(), b.reserved()), (80, 80));
+        drop(t1);
+        assert_eq!(b.promised(), 40);
+        // Room is promised but held by a part in flight: admission waits for it.
+        let in_flight = b.try_reserve(50).unwrap();
+        let waiting = tokio::spawn({
+            let b = b.clone();
+            async move { b.admit_writer(40, poll).await.map(|t| t.reservation.bytes()) }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished());
+        drop(in_flight);
+        assert_eq!(waiting.await.unwrap(), Some(40));
+        assert!(b.peak() <= 100);
+        drop(t2);
     }
 
     struct Holder {

@@ -13,6 +13,7 @@ pub mod inode;
 pub mod lookup;
 pub mod memory;
 pub mod metacache;
+pub mod part_buffer;
 pub mod prefetch;
 pub mod read;
 pub mod readdir;
@@ -187,7 +188,7 @@ impl S3Filesystem {
         &self.config
     }
 
-    /// The memory budget shared by all read (and later write) buffers.
+    /// The memory budget shared by all read and write buffers.
     pub fn memory_budget(&self) -> &MemoryBudget {
         self.prefetcher.budget()
     }
@@ -301,13 +302,14 @@ impl S3Filesystem {
         let wants_write = access == libc::O_WRONLY || access == libc::O_RDWR;
         if inode.local == Some(LocalState::File) {
             return if wants_write {
-                self.open_for_write(ino, pid, true)
+                let ticket = self.admit_writer(&inode.key).await?;
+                self.open_for_write(ino, pid, true, ticket)
             } else {
                 Err(FsError::BeingWritten { key: inode.key })
             };
         }
         if access == libc::O_WRONLY || (access == libc::O_RDWR && flags & libc::O_TRUNC != 0) {
-            return self.open_overwrite(&inode, flags, pid);
+            return self.open_overwrite(&inode, flags, pid).await;
         }
         let direct_io = flags & libc::O_DIRECT != 0;
         // Reading needs the current ETag; O_DIRECT asks for the freshest view.
@@ -420,11 +422,27 @@ impl S3Filesystem {
     /// Closes handle `fh` for good. A write handle's upload completes here if no close did it;
     /// its errors can only be logged, since the application is gone.
     pub async fn release(&self, fh: u64) -> Result<(), FsError> {
-        let handle = self.files.lock().unwrap().remove(&fh).ok_or(FsError::BadHandle(fh))?;
+        let handle = self.handle(fh).ok_or(FsError::BadHandle(fh))?;
         match handle {
-            Handle::Read { ino, .. } => self.release_claim(ino, false),
+            Handle::Read { ino, .. } => {
+                self.files.lock().unwrap().remove(&fh);
+                self.release_claim(ino, false);
+            }
             Handle::Write(w) => {
-                let result = self.complete(&w).await;
+                // The handle stays listed until its upload is done, so a shutdown meanwhile
+                // waits for this completion and reports it, instead of losing it unlogged.
+                // After a shutdown began, nothing new is started: the upload is ended as shutdown
+                // ends every other one (and logged once).
+                let result = if self.shut_down.load(Ordering::SeqCst) {
+                    self.end_at_shutdown(&w).await;
+                    Ok(())
+                } else if matches!(*w.state.lock().await, write::WriteState::Writing(_)) {
+                    self.complete(&w).await
+                } else {
+                    // Completed, or failed and reported, by a close or fsync.
+                    Ok(())
+                };
+                self.files.lock().unwrap().remove(&fh);
                 self.unclaim_writer(&w);
                 if let Err(e) = result {
                     tracing::warn!("upload failed at release, after the file was closed: {e}");

@@ -79,7 +79,8 @@ async fn out_of_order_writes_are_einval_and_leave_nothing() {
     let (client, fs) = fs_with(FsConfig::default());
     let (entry, opened) = fs.create(ROOT_INO, name("f"), 0o644, PID).await.unwrap();
     fs.write(opened.fh, 0, &[1; 1500]).await.unwrap();
-    assert_eq!(fs.write(opened.fh, 4000, b"x").await.unwrap_err().errno(), libc::EINVAL);
+    assert_eq!(fs.write(opened.fh, 1000, b"x").await.unwrap_err().errno(), libc::EINVAL);
+    assert_eq!(fs.write(opened.fh, 1500, b"y").await.unwrap_err().errno(), libc::EINVAL, "every later write");
     assert_eq!(fs.flush(opened.fh, PID).await.unwrap_err().errno(), libc::EINVAL);
     fs.release(opened.fh).await.unwrap();
     assert!(client.object_bytes("f").is_none());

@@ -5,9 +5,11 @@
 //! `max_parts_in_flight` parts in the air (the writer waits for the oldest beyond that, so a
 //! writer holds at most `(max_parts_in_flight + 1) x part_size` bytes). The multipart upload is
 //! created only when the first part is full: an object smaller than one part is one PutObject.
-//! Every part buffer is reserved from the shared [`MemoryBudget`](crate::fs::memory::MemoryBudget)
-//! through the handle's consumer, whose floor is one part: a writer always progresses, and when
-//! memory is tight it waits for its earlier parts to reach S3 instead of growing the process.
+//! Memory comes from the shared [`MemoryBudget`]: the buffer is the writer's *ticket*, one part
+//! reserved when the file was opened ([`MemoryBudget::admit_writer`]); a full buffer goes out with
+//! a shared reservation of its own if the budget has room, and otherwise with the ticket, and
+//! the writer then waits for that part to reach S3 before it buffers more. So a writer never
+//! waits on memory others hold, and writers never take the budget past its limit.
 //! Completing sends the rest, waits for every part, checks each part's CRC32C as S3
 //! acknowledged it against the one computed here, and completes the upload (with
 //! `If-None-Match: *` for new objects, so a concurrent writer's object is never clobbered).
@@ -17,14 +19,15 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::task::JoinHandle;
 
 use crate::client::memory::crc32c_base64;
 use crate::client::{ClientError, ClientErrorKind, ETag, ObjectClient, PutOptions, UploadedPart};
 use crate::escape::escaped;
 use crate::fs::FsError;
-use crate::fs::memory::{Consumer, Reservation};
+use crate::fs::memory::{MemoryBudget, Promise, Reservation, WriterTicket};
+use crate::fs::part_buffer::PartBuffer;
 
 /// S3's limit on parts in one multipart upload.
 pub const MAX_PARTS: u64 = 10_000;
@@ -40,6 +43,11 @@ pub struct UploadConfig {
     pub options: PutOptions,
 }
 
+/// `part_size` as a buffer length.
+fn config_part_size(config: &UploadConfig) -> usize {
+    usize::try_from(config.part_size).unwrap_or(usize::MAX)
+}
+
 /// The largest object `part_size` allows.
 pub fn max_object_size(part_size: u64) -> u64 {
     part_size.saturating_mul(MAX_PARTS)
@@ -52,11 +60,16 @@ pub struct Uploaded {
     pub size: u64,
 }
 
+/// What an UploadPart task ends with: the part, and the writer's ticket if the part carried it.
+type PartOutcome = (Result<UploadedPart, ClientError>, Option<Reservation>);
+
 struct Multipart {
     upload_id: String,
     next_part: u32,
-    in_flight: VecDeque<JoinHandle<Result<UploadedPart, ClientError>>>,
+    in_flight: VecDeque<JoinHandle<PartOutcome>>,
     done: Vec<UploadedPart>,
+    /// The writer's ticket, back from the part it went out with.
+    returned: Option<Reservation>,
 }
 
 /// One object being written. Not shareable: the caller serialises access (writes are ordered).
@@ -65,10 +78,11 @@ pub struct Upload {
     key: String,
     config: UploadConfig,
     next_offset: u64,
-    buffer: BytesMut,
-    /// Memory for `buffer`, taken when the buffer starts filling.
-    buffer_memory: Option<Reservation>,
-    memory: Consumer,
+    buffer: PartBuffer,
+    budget: MemoryBudget,
+    /// The writer's own part of memory, backing `buffer`; `None` while it goes out with a part.
+    ticket: Option<Reservation>,
+    _promise: Promise,
     multipart: Option<Multipart>,
     /// Set once anything failed; every later call returns the same errno.
     failed: Option<i32>,
@@ -82,16 +96,24 @@ impl std::fmt::Debug for Upload {
 
 impl Upload {
     /// A new upload of `key`; nothing is sent until a part is full or the upload completes.
-    /// `memory` should have a floor of at least one part.
-    pub fn new(client: Arc<dyn ObjectClient>, key: String, config: UploadConfig, memory: Consumer) -> Self {
+    /// `ticket` is the writer's part of `budget`, admitted with [`MemoryBudget::admit_writer`].
+    pub fn new(
+        client: Arc<dyn ObjectClient>,
+        key: String,
+        config: UploadConfig,
+        budget: MemoryBudget,
+        ticket: WriterTicket,
+    ) -> Self {
+        let buffer = PartBuffer::new(config_part_size(&config));
         Upload {
             client,
             key,
             config,
             next_offset: 0,
-            buffer: BytesMut::new(),
-            buffer_memory: None,
-            memory,
+            buffer,
+            budget,
+            ticket: Some(ticket.reservation),
+            _promise: ticket.promise,
             multipart: None,
             failed: None,
         }
@@ -107,44 +129,85 @@ impl Upload {
         &self.key
     }
 
-    /// Appends `data` at `offset`, which must be the current end of the file.
+    /// Writes `data` at `offset`: at the current end of the file, or past it, in which case the
+    /// gap is filled with zeros first (a forward seek, as `cp --sparse` makes over holes).
+    /// Writing before the end fails the upload: bytes already sent cannot be changed.
     pub async fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), FsError> {
         if let Some(errno) = self.failed {
             return Err(FsError::UploadFailed { key: self.key.clone(), errno });
         }
-        if offset != self.next_offset {
+        if offset < self.next_offset {
             let e = FsError::OutOfOrderWrite { key: self.key.clone(), offset, expected: self.next_offset };
             self.fail(&e).await;
             return Err(e);
         }
-        let end = offset + data.len() as u64;
-        if end > max_object_size(self.config.part_size) {
-            let e = FsError::TooLarge { key: self.key.clone(), limit: max_object_size(self.config.part_size) };
+        self.check_size(offset + data.len() as u64).await?;
+        self.fill_zeros(offset).await?;
+        self.append(data).await
+    }
+
+    /// Sets the size to `size`: longer by zeros, or shorter while the bytes to drop are still
+    /// buffered here. Bytes already sent to S3 cannot be dropped: then [`FsError::CannotTruncate`],
+    /// and the upload goes on unchanged.
+    pub async fn truncate(&mut self, size: u64) -> Result<(), FsError> {
+        if let Some(errno) = self.failed {
+            return Err(FsError::UploadFailed { key: self.key.clone(), errno });
+        }
+        if size >= self.next_offset {
+            self.check_size(size).await?;
+            return self.fill_zeros(size).await;
+        }
+        let sent = self.next_offset - self.buffer.len() as u64;
+        if size < sent {
+            return Err(FsError::CannotTruncate { key: self.key.clone(), size, sent });
+        }
+        self.buffer.truncate((size - sent) as usize);
+        self.next_offset = size;
+        Ok(())
+    }
+
+    /// Fails the upload (EFBIG) if it would grow past what 10,000 parts hold.
+    async fn check_size(&mut self, end: u64) -> Result<(), FsError> {
+        let limit = max_object_size(self.config.part_size);
+        if end > limit {
+            let e = FsError::TooLarge { key: self.key.clone(), limit };
             self.fail(&e).await;
             return Err(e);
         }
+        Ok(())
+    }
+
+    /// Appends zeros up to `end`. They stream through parts like any data: no size limit but
+    /// the object's, and memory stays one part per buffer.
+    async fn fill_zeros(&mut self, end: u64) -> Result<(), FsError> {
+        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        while self.next_offset < end {
+            let n = (end - self.next_offset).min(ZEROS.len() as u64) as usize;
+            self.append(&ZEROS[..n]).await?;
+        }
+        Ok(())
+    }
+
+    /// Appends `data` at the end, sending each part as it fills.
+    async fn append(&mut self, data: &[u8]) -> Result<(), FsError> {
         let part_size = self.config.part_size as usize;
         let mut rest = data;
         while !rest.is_empty() {
-            if self.buffer_memory.is_none() {
-                self.buffer_memory = Some(self.memory.reserve(self.config.part_size).await);
-            }
-            if self.buffer.capacity() == 0 {
-                self.buffer.reserve(part_size.min(rest.len().max(64 * 1024)));
+            if self.buffer.is_empty() {
+                self.ticket_home().await?;
             }
             let take = (part_size - self.buffer.len()).min(rest.len());
             self.buffer.extend_from_slice(&rest[..take]);
             rest = &rest[take..];
+            self.next_offset += take as u64;
             if self.buffer.len() == part_size {
-                let part = std::mem::take(&mut self.buffer).freeze();
-                let memory = self.buffer_memory.take();
-                if let Err(e) = self.send_part(part, memory).await {
+                let part = self.take_buffer().freeze();
+                if let Err(e) = self.send_part(part).await {
                     self.fail(&e).await;
                     return Err(e);
                 }
             }
         }
-        self.next_offset = end;
         Ok(())
     }
 
@@ -179,22 +242,50 @@ impl Upload {
         let errno = e.errno();
         self.abort().await;
         self.failed = Some(errno);
-        self.buffer = BytesMut::new();
-        self.buffer_memory = None;
+        drop(self.take_buffer());
+    }
+
+    /// The buffer's bytes, leaving an empty buffer.
+    fn take_buffer(&mut self) -> PartBuffer {
+        std::mem::replace(&mut self.buffer, PartBuffer::new(config_part_size(&self.config)))
+    }
+
+    /// Waits until the ticket is back from the part it went out with (if it did), so the
+    /// buffer can fill again. Waits only for this writer's own parts.
+    async fn ticket_home(&mut self) -> Result<(), FsError> {
+        while self.ticket.is_none() {
+            let Some(mpu) = self.multipart.as_mut() else { break };
+            if let Some(ticket) = mpu.returned.take() {
+                self.ticket = Some(ticket);
+                break;
+            }
+            if mpu.in_flight.is_empty() {
+                break;
+            }
+            let keep = mpu.in_flight.len() - 1;
+            if let Err(e) = Self::drain(mpu, keep).await {
+                let e = self.upload_error(e);
+                self.fail(&e).await;
+                return Err(e);
+            }
+        }
+        if self.ticket.is_none() {
+            // Lost with a part whose task died (the upload failed then): take shared memory.
+            self.ticket = Some(self.budget.consumer(self.config.part_size).reserve(self.config.part_size).await);
+        }
+        Ok(())
     }
 
     async fn finish(&mut self) -> Result<Uploaded, FsError> {
         let size = self.next_offset;
-        let rest = std::mem::take(&mut self.buffer).freeze();
-        let memory = self.buffer_memory.take();
+        let rest = self.take_buffer().freeze();
         if self.multipart.is_none() {
             let put = self.client.put_object(&self.key, rest, &self.config.options).await;
-            drop(memory);
             let put = put.map_err(|e| self.upload_error(e))?;
             return Ok(Uploaded { etag: put.etag, size });
         }
         if !rest.is_empty() {
-            self.send_part(rest, memory).await?;
+            self.send_part(rest).await?;
         }
         let mut mpu = self.multipart.take().expect("checked above");
         let waited = Self::drain(&mut mpu, 0).await;
@@ -209,11 +300,14 @@ impl Upload {
         Ok(Uploaded { etag: put.etag, size })
     }
 
-    async fn send_part(&mut self, part: Bytes, memory: Option<Reservation>) -> Result<(), FsError> {
+    /// Sends `part` (the buffer's bytes) as the next part, with shared memory if the budget has
+    /// room, else with the ticket.
+    async fn send_part(&mut self, part: Bytes) -> Result<(), FsError> {
         if self.multipart.is_none() {
             let created = self.client.create_multipart_upload(&self.key, &self.config.options).await;
             let upload_id = created.map_err(|e| self.upload_error(e))?;
-            self.multipart = Some(Multipart { upload_id, next_part: 1, in_flight: VecDeque::new(), done: vec![] });
+            self.multipart =
+                Some(Multipart { upload_id, next_part: 1, in_flight: VecDeque::new(), done: vec![], returned: None });
         }
         let max_in_flight = self.config.max_parts_in_flight.max(1);
         let mut mpu = self.multipart.take().expect("created above");
@@ -222,23 +316,28 @@ impl Upload {
             self.multipart = Some(mpu);
             return Err(self.upload_error(e));
         }
+        let (shared, ticket) = match self.budget.try_reserve(self.config.part_size) {
+            Some(shared) => (Some(shared), None),
+            None => (None, self.ticket.take()),
+        };
         let (client, key, options) = (self.client.clone(), self.key.clone(), self.config.options.clone());
         let (upload_id, number) = (mpu.upload_id.clone(), mpu.next_part);
         mpu.next_part += 1;
         mpu.in_flight.push_back(tokio::spawn(async move {
             let expected = options.checksum_crc32c.then(|| crc32c_base64(&part));
             let uploaded = client.upload_part(&key, &upload_id, number, part, &options).await;
-            // The part's bytes are S3's now (or the upload failed): give the memory back.
-            drop(memory);
-            let uploaded = uploaded?;
-            match (&expected, &uploaded.checksum_crc32c) {
+            // The part's bytes are S3's now (or the upload failed): give shared memory back at
+            // once; the ticket goes back to the writer.
+            drop(shared);
+            let checked = uploaded.and_then(|uploaded| match (&expected, &uploaded.checksum_crc32c) {
                 (Some(ours), Some(theirs)) if ours != theirs => Err(ClientError::new(
                     ClientErrorKind::Other,
                     "UploadPart",
                     format!("part {number} checksum mismatch: sent CRC32C {ours}, S3 stored {theirs}"),
                 )),
                 _ => Ok(uploaded),
-            }
+            });
+            (checked, ticket)
         }));
         self.multipart = Some(mpu);
         Ok(())
@@ -248,10 +347,13 @@ impl Upload {
     async fn drain(mpu: &mut Multipart, keep: usize) -> Result<(), ClientError> {
         while mpu.in_flight.len() > keep {
             let task = mpu.in_flight.pop_front().expect("non-empty");
-            let part = task.await.map_err(|e| {
+            let (part, ticket) = task.await.map_err(|e| {
                 ClientError::new(ClientErrorKind::Transient, "UploadPart", format!("upload task failed: {e}"))
-            })??;
-            mpu.done.push(part);
+            })?;
+            if ticket.is_some() {
+                mpu.returned = ticket;
+            }
+            mpu.done.push(part?);
         }
         Ok(())
     }
@@ -273,7 +375,9 @@ mod tests {
     use crate::fs::memory::MemoryBudget;
 
     fn upload(c: &Arc<InMemoryClient>, key: &str, part: u64) -> Upload {
-        Upload::new(c.clone(), key.into(), config(part), MemoryBudget::new(1 << 30).consumer(part))
+        let budget = MemoryBudget::new(1 << 30);
+        let ticket = budget.try_admit(part).unwrap();
+        Upload::new(c.clone(), key.into(), config(part), budget, ticket)
     }
 
     fn config(part: u64) -> UploadConfig {
@@ -310,12 +414,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn forward_seeks_are_zeros_and_truncate_works_on_buffered_bytes_only() {
+        let c = Arc::new(InMemoryClient::new("b"));
+        let mut u = upload(&c, "k", 10);
+        u.write(0, b"abc").await.unwrap();
+        u.write(25, b"xy").await.unwrap();
+        assert_eq!(u.size(), 27);
+        // Parts 0-9 and 10-19 are sent; 20..27 is buffered.
+        assert_eq!(u.truncate(12).await.unwrap_err().errno(), libc::EPERM, "sent bytes stay");
+        u.truncate(21).await.unwrap();
+        u.truncate(30).await.unwrap();
+        u.write(30, b"!").await.unwrap();
+        u.complete().await.unwrap();
+        let mut want = b"abc".to_vec();
+        want.resize(25, 0);
+        want.extend_from_slice(b"xy");
+        want.truncate(21);
+        want.resize(30, 0);
+        want.push(b'!');
+        assert_eq!(c.object_bytes("k").unwrap(), want);
+    }
+
+    #[tokio::test]
     async fn out_of_order_writes_fail_abort_and_stay_failed() {
         let c = Arc::new(InMemoryClient::new("b"));
         let mut u = upload(&c, "k", 10);
         u.write(0, &[1; 25]).await.unwrap();
         assert_eq!(c.pending_uploads(), 1);
-        assert_eq!(u.write(30, &[1]).await.unwrap_err().errno(), libc::EINVAL);
+        assert_eq!(u.write(20, &[1]).await.unwrap_err().errno(), libc::EINVAL);
         assert_eq!(c.pending_uploads(), 0, "aborted");
         assert_eq!(u.write(25, &[1]).await.unwrap_err().errno(), libc::EINVAL, "same errno later");
         assert_eq!(u.complete().await.unwrap_err().errno(), libc::EINVAL);
@@ -353,27 +479,31 @@ mod memory_tests {
     use crate::fs::memory::MemoryBudget;
 
     #[tokio::test]
-    async fn writers_stay_within_the_budget_plus_one_part_each() {
+    async fn writers_never_take_the_budget_past_its_limit() {
         let c = Arc::new(InMemoryClient::new("b"));
         let part = 1000u64;
-        let budget = MemoryBudget::new(2 * part);
+        // Room for the four tickets and one more part: most parts go out with their ticket.
+        let budget = MemoryBudget::new(5 * part);
         let mut tasks = vec![];
         for w in 0..4 {
             let (c, budget) = (c.clone(), budget.clone());
+            let ticket = budget.try_admit(part).unwrap();
             tasks.push(tokio::spawn(async move {
                 let config = UploadConfig { part_size: part, max_parts_in_flight: 4, options: PutOptions::default() };
-                let mut u = Upload::new(c, format!("w{w}"), config, budget.consumer(part));
+                let mut u = Upload::new(c, format!("w{w}"), config, budget, ticket);
                 for i in 0..20u64 {
                     u.write(i * 500, &[w as u8; 500]).await.unwrap();
                 }
                 u.complete().await.unwrap()
             }));
         }
+        assert!(budget.try_admit(part).is_some(), "one more part fits");
+        assert!(budget.try_admit(2 * part).is_none(), "promises never exceed the budget");
         for t in tasks {
             assert_eq!(t.await.unwrap().size, 10_000);
         }
-        assert!(budget.peak() <= 2 * part + 4 * part, "peak {} over budget + floors", budget.peak());
-        assert_eq!(budget.reserved(), 0, "everything given back");
+        assert!(budget.peak() <= 5 * part, "peak {} over the budget", budget.peak());
+        assert_eq!((budget.reserved(), budget.promised()), (0, 0), "everything given back");
         for w in 0..4u8 {
             assert_eq!(c.object_bytes(&format!("w{w}")).unwrap(), vec![w; 10_000]);
         }

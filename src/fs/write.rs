@@ -3,7 +3,8 @@
 //! A file is either written or read through a handle, never both, and an inode has one writer
 //! or any number of readers. New files live only in this mount (visible in listings, with a
 //! growing size) until their upload completes; readers get EPERM until then. Completion
-//! happens at the first `flush` (close) from the process that opened the file, or at `fsync`;
+//! happens at the first `flush` (close) from the process that opened the file (any of its
+//! threads: the adapter passes thread-group ids), or at `fsync`;
 //! an empty file, or a close from another process (a child that inherited the fd), defers it to
 //! `release`, where errors can only be logged. Overwriting needs `--allow-overwrite` and
 //! `O_TRUNC`; deleting needs `--allow-delete`. Directories made by `mkdir` are local until a
@@ -11,13 +12,18 @@
 
 use std::ffi::OsStr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::client::{ListRequest, PutOptions};
 use crate::fs::inode::names::parse_name;
 use crate::fs::inode::{Inode, InodeKind, LocalState, RemoteEntry};
+use crate::fs::memory::WriterTicket;
 use crate::fs::upload::{Upload, UploadConfig, Uploaded};
 use crate::fs::{Entry, FsError, Handle, Opened, S3Filesystem};
+
+/// Content-Type of new objects without `--infer-content-type` (or with no type known for the
+/// name): S3's own default.
+pub const DEFAULT_CONTENT_TYPE: &str = "binary/octet-stream";
 
 /// The write side of one open file.
 pub(crate) struct WriteHandle {
@@ -27,6 +33,8 @@ pub(crate) struct WriteHandle {
     pub(crate) state: tokio::sync::Mutex<WriteState>,
     /// Set once the inode's writer claim was given back (at completion, or at release).
     pub(crate) unclaimed: std::sync::atomic::AtomicBool,
+    /// Set once shutdown dealt with this handle (see [`S3Filesystem::end_at_shutdown`]).
+    pub(crate) reported: std::sync::atomic::AtomicBool,
 }
 
 pub(crate) enum WriteState {
@@ -60,15 +68,17 @@ impl S3Filesystem {
     /// The options for uploading `key`; `new` objects must not exist yet in S3.
     fn upload_config(&self, key: &str, new: bool) -> UploadConfig {
         let c = &self.config;
-        let content_type =
-            c.infer_content_type.then(|| mime_guess::from_path(key).first().map(|m| m.essence_str().to_string()));
+        // Sent explicitly: S3 stores `binary/octet-stream` when none is given, but other stores
+        // pick their own default (Garage, s3s-fs: `application/octet-stream`).
+        let inferred = c.infer_content_type.then(|| mime_guess::from_path(key).first()).flatten();
+        let content_type = inferred.map_or_else(|| DEFAULT_CONTENT_TYPE.to_string(), |m| m.essence_str().to_string());
         UploadConfig {
             part_size: c.write_part_size,
             max_parts_in_flight: c.max_parts_in_flight,
             options: PutOptions {
                 if_none_match_any: new,
                 storage_class: c.storage_class.clone(),
-                content_type: content_type.flatten(),
+                content_type: Some(content_type),
                 sse: c.sse.clone(),
                 sse_kms_key_id: c.sse_kms_key_id.clone(),
                 checksum_crc32c: c.upload_checksums,
@@ -107,30 +117,53 @@ impl S3Filesystem {
 
     /// create: mknod and open for writing in one step.
     pub async fn create(&self, parent: u64, name: &OsStr, mode: u32, pid: u32) -> Result<(Entry, Opened), FsError> {
+        let key = format!("{}{}", self.inodes.get(parent)?.key, name.to_string_lossy());
+        let ticket = self.admit_writer(&key).await?;
         let entry = self.mknod(parent, name, mode | libc::S_IFREG).await?;
-        let opened = self.open_for_write(entry.attr.ino, pid, true)?;
+        let opened = self.open_for_write(entry.attr.ino, pid, true, ticket)?;
         Ok((entry, opened))
     }
 
-    /// Starts the upload of inode `ino` on a new write handle.
-    pub(crate) fn open_for_write(&self, ino: u64, pid: u32, new: bool) -> Result<Opened, FsError> {
+    /// A writer's part buffer from the memory budget (see [`MemoryBudget::admit_writer`]):
+    /// waits while memory is held for a while, fails with ENOMEM when open writers hold it all.
+    ///
+    /// [`MemoryBudget::admit_writer`]: crate::fs::memory::MemoryBudget::admit_writer
+    pub(crate) async fn admit_writer(&self, key: &str) -> Result<WriterTicket, FsError> {
+        let budget = self.memory_budget();
+        let part = self.config.write_part_size;
+        budget.admit_writer(part, Duration::from_secs(1)).await.ok_or_else(|| FsError::OutOfMemory {
+            key: key.to_string(),
+            writers: budget.promised() / part.max(1),
+            part,
+        })
+    }
+
+    /// Starts the upload of inode `ino` on a new write handle, with its memory `ticket`.
+    pub(crate) fn open_for_write(
+        &self,
+        ino: u64,
+        pid: u32,
+        new: bool,
+        ticket: WriterTicket,
+    ) -> Result<Opened, FsError> {
         let inode = self.inodes.get(ino)?;
         self.claim_writer(&inode)?;
         let config = self.upload_config(&inode.key, new);
-        let memory = self.memory_budget().consumer(config.part_size);
-        let upload = Upload::new(self.client.clone(), inode.key.clone(), config, memory);
+        let budget = self.memory_budget().clone();
+        let upload = Upload::new(self.client.clone(), inode.key.clone(), config, budget, ticket);
         let handle = WriteHandle {
             ino,
             pid,
             state: tokio::sync::Mutex::new(WriteState::Writing(Box::new(upload))),
             unclaimed: std::sync::atomic::AtomicBool::new(false),
+            reported: std::sync::atomic::AtomicBool::new(false),
         };
         Ok(Opened { fh: self.add_handle(Handle::Write(Arc::new(handle))), direct_io: false })
     }
 
     /// Opens an existing remote file for writing: only to replace it, with `O_TRUNC` and
     /// `--allow-overwrite`.
-    pub(crate) fn open_overwrite(&self, inode: &Inode, flags: i32, pid: u32) -> Result<Opened, FsError> {
+    pub(crate) async fn open_overwrite(&self, inode: &Inode, flags: i32, pid: u32) -> Result<Opened, FsError> {
         if !self.config.allow_overwrite {
             return Err(FsError::PermissionDenied(format!(
                 "{:?} exists and overwriting is disabled; use the --allow-overwrite mount option to enable it",
@@ -144,17 +177,26 @@ impl S3Filesystem {
             )));
         }
         self.check_no_readers(inode)?;
+        let ticket = self.admit_writer(&inode.key).await?;
         self.inodes.start_overwrite(inode.ino)?;
-        self.open_for_write(inode.ino, pid, false)
+        self.open_for_write(inode.ino, pid, false, ticket)
     }
 
     /// Appends `data` at `offset` to write handle `fh`; returns the bytes written.
     pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32, FsError> {
         let handle = self.write_handle(fh)?;
         let mut state = handle.state.lock().await;
-        let WriteState::Writing(upload) = &mut *state else {
-            let key = self.inodes.get(handle.ino).map(|i| i.key).unwrap_or_default();
-            return Err(FsError::AlreadyCommitted { key });
+        let upload = match &mut *state {
+            WriteState::Writing(upload) => upload,
+            WriteState::Done(done) => {
+                let key = self.inodes.get(handle.ino).map(|i| i.key).unwrap_or_default();
+                return Err(match done {
+                    Ok(_) => FsError::AlreadyCommitted { key },
+                    // Every later write gets the first failure's errno (EINVAL after an
+                    // out-of-order write), with a message that says nothing reached S3.
+                    Err(errno) => FsError::UploadFailed { key, errno: *errno },
+                });
+            }
         };
         let written = upload.write(offset, data).await;
         let size = upload.size();
@@ -256,30 +298,77 @@ impl S3Filesystem {
                 }
             };
             let key = self.inodes.get(writer.ino).map(|i| i.key).unwrap_or_default();
-            // Waits for a write or close in progress on this handle.
-            let mut state = writer.state.lock().await;
-            match &mut *state {
-                WriteState::Writing(upload) => {
-                    let size = upload.size();
-                    upload.abort().await;
-                    self.finish_upload(writer.ino, &Err(libc::EIO));
-                    *state = WriteState::Done(Err(libc::EIO));
-                    tracing::warn!(
-                        key,
-                        bytes_written = size,
-                        "upload aborted at shutdown: the file was still open for writing; no object was created"
-                    );
-                    report.aborted.push(key);
-                }
-                WriteState::Done(Ok(done)) => {
-                    tracing::info!(key, size = done.size, "upload completed before shutdown");
-                    report.completed.push(key);
-                }
-                // Failed earlier, and reported then.
-                WriteState::Done(Err(_)) => {}
+            match self.end_at_shutdown(&writer).await {
+                Some(true) => report.completed.push(key),
+                Some(false) => report.aborted.push(key),
+                None => {}
             }
         }
         report
+    }
+
+    /// Changes the size of a file being written through its upload, never silently ignoring it.
+    async fn truncate_local(&self, inode: &Inode, size: u64) -> Result<(), FsError> {
+        let writer = self.files.lock().unwrap().values().find_map(|h| match h {
+            Handle::Write(w) if w.ino == inode.ino => Some(w.clone()),
+            _ => None,
+        });
+        let Some(writer) = writer else {
+            return Err(FsError::PermissionDenied(format!(
+                "cannot change the size of {:?}: it is not open for writing",
+                inode.key
+            )));
+        };
+        let mut state = writer.state.lock().await;
+        let WriteState::Writing(upload) = &mut *state else {
+            return Err(FsError::AlreadyCommitted { key: inode.key.clone() });
+        };
+        let result = upload.truncate(size).await;
+        let now = upload.size();
+        if let Err(e) = &result
+            && !matches!(e, FsError::CannotTruncate { .. })
+        {
+            // Growing past the largest object failed the upload, as a write would.
+            let failed = upload.complete().await.map_err(|e| e.errno());
+            self.finish_upload(writer.ino, &failed);
+            *state = WriteState::Done(failed);
+            self.unclaim_writer(&writer);
+        } else {
+            let _ = self.inodes.update(inode.ino, |i| i.stat.size = now);
+        }
+        result
+    }
+
+    /// Ends one upload at shutdown, once per handle (a release racing with the shutdown may call
+    /// it too): waits for a write or close in progress, aborts an upload still open, and logs
+    /// the outcome by key. Returns whether the upload completed, or `None` if there was nothing
+    /// to report (it failed earlier and was reported then, or it was reported already).
+    pub(crate) async fn end_at_shutdown(&self, writer: &WriteHandle) -> Option<bool> {
+        let key = self.inodes.get(writer.ino).map(|i| i.key).unwrap_or_default();
+        let mut state = writer.state.lock().await;
+        if writer.reported.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return None;
+        }
+        match &mut *state {
+            WriteState::Writing(upload) => {
+                let size = upload.size();
+                upload.abort().await;
+                self.finish_upload(writer.ino, &Err(libc::EIO));
+                *state = WriteState::Done(Err(libc::EIO));
+                tracing::warn!(
+                    key,
+                    bytes_written = size,
+                    "upload aborted at shutdown: the file was still open for writing; no object was created"
+                );
+                Some(false)
+            }
+            WriteState::Done(Ok(done)) => {
+                tracing::info!(key, size = done.size, "upload completed before shutdown");
+                Some(true)
+            }
+            // Failed earlier, and reported then.
+            WriteState::Done(Err(_)) => None,
+        }
     }
 
     /// unlink: DeleteObject, with `--allow-delete`.
@@ -293,7 +382,10 @@ impl S3Filesystem {
         if let Some(local) = self.inodes.local_child(parent, &name) {
             return Err(match local.kind {
                 InodeKind::Directory => FsError::IsADirectory(local.ino),
-                InodeKind::File => FsError::BeingWritten { key: local.key },
+                InodeKind::File => FsError::PermissionDenied(format!(
+                    "cannot delete {:?} while it is being written; delete it after it is closed",
+                    local.key
+                )),
             });
         }
         let key = format!("{}{}", dir.key, name);
@@ -345,11 +437,15 @@ impl S3Filesystem {
         }
     }
 
-    /// setattr: times of files being written can change; nothing of S3 objects can. Size and
-    /// mode changes on a file being written are ignored (as Mountpoint does).
+    /// setattr: times of files being written can change, and their size while that is possible
+    /// (see [`Upload::truncate`]); mode and owner changes on them are ignored (as Mountpoint
+    /// does). Nothing of S3 objects can change.
     pub async fn setattr(&self, ino: u64, change: SetAttr) -> Result<Entry, FsError> {
         let inode = self.inodes.get(ino)?;
         if inode.local == Some(LocalState::File) {
+            if let Some(size) = change.size.filter(|&s| s != inode.stat.size) {
+                self.truncate_local(&inode, size).await?;
+            }
             let inode = self.inodes.update(ino, |i| {
                 if let Some(t) = change.mtime {
                     i.stat.mtime = t;

@@ -8,7 +8,6 @@
 mod common;
 
 use std::fs::OpenOptions;
-use std::io::{BufRead, BufReader};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -18,7 +17,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use command_fds::{CommandFdExt, FdMapping};
-use common::mount::{binary, command, force_unmount, is_mounted, sealed_command};
+use common::mount::{binary, collect_output, command, force_unmount, is_mounted, sealed_command};
 use common::s3_server::LocalS3;
 use nix::mount::MsFlags;
 use tempfile::TempDir;
@@ -76,24 +75,7 @@ impl FdDaemon {
             .stderr(Stdio::piped());
         cmd.fd_mappings(vec![FdMapping { parent_fd: fd, child_fd: 3 }]).unwrap();
         let mut child = cmd.spawn().expect("spawn mount-s3");
-        let output = Arc::new(Mutex::new(String::new()));
-        let (tx, mounted) = mpsc::channel();
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let (output, tx) = (output.clone(), tx.clone());
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if line.contains(" is mounted at ") {
-                        let _ = tx.send(());
-                    }
-                    let mut out = output.lock().unwrap();
-                    out.push_str(&line);
-                    out.push('\n');
-                }
-            });
-        }
+        let (output, mounted) = collect_output(&mut child);
         FdDaemon { child, output, mounted, _home: home, _bin: bin }
     }
 

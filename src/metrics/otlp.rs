@@ -66,6 +66,18 @@ impl Instruments {
     }
 }
 
+/// Reads one counter of every operation: (operation name, value).
+type ReadCounters = fn(&Metrics) -> Vec<(&'static str, u64)>;
+
+/// (operation name, counter value) for every operation of `stats`.
+fn ops(
+    names: impl Iterator<Item = &'static str>,
+    stats: &[super::OpStats],
+    counter: fn(&super::OpStats) -> &std::sync::atomic::AtomicU64,
+) -> Vec<(&'static str, u64)> {
+    names.zip(stats).map(|(name, s)| (name, counter(s).load(std::sync::atomic::Ordering::Relaxed))).collect()
+}
+
 fn micros(elapsed: Duration) -> u64 {
     u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX)
 }
@@ -127,36 +139,25 @@ pub fn start(metrics: &Arc<Metrics>, config: &OtlpConfig) -> Result<OtlpExporter
         .build();
     let meter = provider.meter("mountpoint-s3");
 
-    let source = metrics.clone();
-    meter
-        .u64_observable_counter("s3.request_count")
-        .with_callback(move |observer| {
-            for (op, stats) in S3Operation::ALL.iter().zip(&source.s3) {
-                let n = stats.requests.load(std::sync::atomic::Ordering::Relaxed);
-                observer.observe(n, &[KeyValue::new("s3_request", op.name())]);
-            }
-        })
-        .build();
-    let source = metrics.clone();
-    meter
-        .u64_observable_counter("s3.request_errors")
-        .with_callback(move |observer| {
-            for (op, stats) in S3Operation::ALL.iter().zip(&source.s3) {
-                let n = stats.errors.load(std::sync::atomic::Ordering::Relaxed);
-                observer.observe(n, &[KeyValue::new("s3_request", op.name())]);
-            }
-        })
-        .build();
-    let source = metrics.clone();
-    meter
-        .u64_observable_counter("fuse.request_errors")
-        .with_callback(move |observer| {
-            for (op, stats) in FUSE_OPS.iter().zip(&source.fuse) {
-                let n = stats.errors.load(std::sync::atomic::Ordering::Relaxed);
-                observer.observe(n, &[KeyValue::new("fuse_request", *op)]);
-            }
-        })
-        .build();
+    // Cumulative counters read from the registry at each collection, one series per operation.
+    let counters: [(&'static str, &'static str, ReadCounters); 3] = [
+        ("s3.request_count", "s3_request", |m| {
+            ops(S3Operation::ALL.iter().map(|op| op.name()), &m.s3, |s| &s.requests)
+        }),
+        ("s3.request_errors", "s3_request", |m| ops(S3Operation::ALL.iter().map(|op| op.name()), &m.s3, |s| &s.errors)),
+        ("fuse.request_errors", "fuse_request", |m| ops(FUSE_OPS.iter().copied(), &m.fuse, |s| &s.errors)),
+    ];
+    for (name, label, read) in counters {
+        let source = metrics.clone();
+        meter
+            .u64_observable_counter(name)
+            .with_callback(move |observer| {
+                for (op, n) in read(&source) {
+                    observer.observe(n, &[KeyValue::new(label, op)]);
+                }
+            })
+            .build();
+    }
     meter
         .u64_observable_gauge("process.memory_usage")
         .with_unit("By")

@@ -105,6 +105,30 @@ pub fn force_unmount(path: &Path) -> bool {
     true
 }
 
+/// Collects a child's stdout and stderr (piped) into one string, line by line; the receiver
+/// gets a message for each "... is mounted at ..." line.
+pub fn collect_output(child: &mut Child) -> (Arc<Mutex<String>>, mpsc::Receiver<()>) {
+    let output = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = mpsc::channel();
+    for stream in [
+        Box::new(child.stdout.take().expect("piped stdout")) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().expect("piped stderr")),
+    ] {
+        let (output, tx) = (output.clone(), tx.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if line.contains(" is mounted at ") {
+                    let _ = tx.send(());
+                }
+                let mut out = output.lock().unwrap();
+                out.push_str(&line);
+                out.push('\n');
+            }
+        });
+    }
+    (output, rx)
+}
+
 /// A live mount served by a foreground `mount-s3` child process.
 pub struct TestMount {
     // Field order matters: the mount point must outlive the unmount in Drop.
@@ -156,24 +180,7 @@ impl TestMount {
         cmd.arg(bucket).arg(&mount_point).arg("--foreground").args(args);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn mount-s3");
-        let output = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel();
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let (output, tx) = (output.clone(), tx.clone());
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if line.contains(" is mounted at ") {
-                        let _ = tx.send(());
-                    }
-                    let mut out = output.lock().unwrap();
-                    out.push_str(&line);
-                    out.push('\n');
-                }
-            });
-        }
+        let (output, rx) = collect_output(&mut child);
         let mut mount = TestMount { child: Some(child), mount_point, output, home, _dir: dir };
         let deadline = Instant::now() + MOUNT_TIMEOUT;
         loop {

@@ -216,6 +216,11 @@ pub enum ClientErrorKind {
     InvalidRange,
     /// Anything else the server rejected (400s): not worth retrying.
     Other,
+    /// A write (PutObject, CompleteMultipartUpload) whose effect is unknown: the server answered
+    /// 2xx with a body that could not be read, or a retry was refused in a way that an earlier
+    /// attempt, whose answer was lost, would explain. Not retried: the caller settles it by
+    /// asking S3 what the key holds.
+    OutcomeUnknown,
 }
 
 /// A failed client call, with everything an operator needs to understand it.

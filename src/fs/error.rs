@@ -88,8 +88,20 @@ pub enum FsError {
     #[error("{key:?} already exists")]
     AlreadyExists { key: String },
 
-    #[error("the upload of {key:?} already failed (errno {errno}); nothing was written to S3")]
-    UploadFailed { key: String, errno: i32 },
+    #[error("the upload of {key:?} already failed (errno {}); {}", failed.errno, if failed.unknown {
+        "whether S3 took it is unknown (the error logged then says why)"
+    } else {
+        "nothing was written to S3"
+    })]
+    UploadFailed { key: String, failed: Failed },
+
+    #[error("the upload of {key:?} is not known to have succeeded: {detail}")]
+    UploadOutcome {
+        key: String,
+        detail: String,
+        /// S3 could not be asked: the object may be there or not.
+        unknown: bool,
+    },
 
     #[error("directory {key:?} is not empty")]
     NotEmpty { key: String },
@@ -102,6 +114,25 @@ pub enum FsError {
 
     #[error("interrupted: the calling thread {tid} has a signal pending; the request was abandoned")]
     Interrupted { tid: u32 },
+}
+
+/// How an upload failed, remembered for every later call on its handle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Failed {
+    pub errno: i32,
+    /// S3 may hold the object anyway: its answer was lost, and asking failed too.
+    pub unknown: bool,
+}
+
+impl From<&FsError> for Failed {
+    fn from(e: &FsError) -> Self {
+        let unknown = match e {
+            FsError::UploadOutcome { unknown, .. } => *unknown,
+            FsError::UploadFailed { failed, .. } => failed.unknown,
+            _ => false,
+        };
+        Failed { errno: e.errno(), unknown }
+    }
 }
 
 impl FsError {
@@ -139,6 +170,8 @@ impl FsError {
                 ClientErrorKind::Transient => libc::EIO,
                 ClientErrorKind::InvalidRange => libc::EIO,
                 ClientErrorKind::Other => libc::EIO,
+                // Only when S3 could not be asked either (see `Upload::settle`).
+                ClientErrorKind::OutcomeUnknown => libc::EIO,
             },
             FsError::NotRestored { .. } => libc::EACCES,
             FsError::PermissionDenied(_) => libc::EPERM,
@@ -151,7 +184,9 @@ impl FsError {
             FsError::CannotTruncate { .. } => libc::EPERM,
             FsError::OutOfMemory { .. } => libc::ENOMEM,
             FsError::AlreadyExists { .. } => libc::EEXIST,
-            FsError::UploadFailed { errno, .. } => *errno,
+            FsError::UploadFailed { failed, .. } => failed.errno,
+            // A write S3 may or may not have taken, and asking S3 could not show it is ours.
+            FsError::UploadOutcome { .. } => libc::EIO,
             FsError::NotEmpty { .. } => libc::ENOTEMPTY,
             FsError::BeingWritten { .. } => libc::EPERM,
             FsError::AlreadyCommitted { .. } => libc::EIO,

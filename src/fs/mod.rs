@@ -17,6 +17,7 @@ pub mod part_buffer;
 pub mod prefetch;
 pub mod read;
 pub mod readdir;
+pub mod settle;
 pub mod upload;
 pub mod write;
 

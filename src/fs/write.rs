@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::client::{ListRequest, PutOptions};
+use crate::fs::error::Failed;
 use crate::fs::inode::names::parse_name;
 use crate::fs::inode::{Inode, InodeKind, LocalState, RemoteEntry};
 use crate::fs::memory::WriterTicket;
@@ -40,7 +41,7 @@ pub(crate) struct WriteHandle {
 pub(crate) enum WriteState {
     Writing(Box<Upload>),
     /// Completed (or failed, with the errno every later call returns).
-    Done(Result<Uploaded, i32>),
+    Done(Result<Uploaded, Failed>),
 }
 
 /// What [`S3Filesystem::shutdown`] did with the uploads it found.
@@ -194,14 +195,14 @@ impl S3Filesystem {
                     Ok(_) => FsError::AlreadyCommitted { key },
                     // Every later write gets the first failure's errno (EINVAL after an
                     // out-of-order write), with a message that says nothing reached S3.
-                    Err(errno) => FsError::UploadFailed { key, errno: *errno },
+                    Err(failed) => FsError::UploadFailed { key, failed: *failed },
                 });
             }
         };
         let written = upload.write(offset, data).await;
         let size = upload.size();
         if written.is_err() {
-            let failed = upload.complete().await.map_err(|e| e.errno());
+            let failed = upload.complete().await.map_err(|e| Failed::from(&e));
             self.finish_upload(handle.ino, &failed);
             *state = WriteState::Done(failed);
             self.unclaim_writer(&handle);
@@ -217,7 +218,7 @@ impl S3Filesystem {
         match &mut *state {
             WriteState::Writing(upload) => {
                 let result = upload.complete().await;
-                let done = result.as_ref().map(Clone::clone).map_err(FsError::errno);
+                let done = result.as_ref().map(Clone::clone).map_err(Failed::from);
                 self.finish_upload(handle.ino, &done);
                 *state = WriteState::Done(done);
                 // Nothing more can be written: readers may open the file as soon as close()
@@ -226,9 +227,9 @@ impl S3Filesystem {
                 result.map(|_| ())
             }
             WriteState::Done(Ok(_)) => Ok(()),
-            WriteState::Done(Err(errno)) => {
+            WriteState::Done(Err(failed)) => {
                 let key = self.inodes.get(handle.ino).map(|i| i.key).unwrap_or_default();
-                Err(FsError::UploadFailed { key, errno: *errno })
+                Err(FsError::UploadFailed { key, failed: *failed })
             }
         }
     }
@@ -240,7 +241,7 @@ impl S3Filesystem {
         }
     }
 
-    fn finish_upload(&self, ino: u64, result: &Result<Uploaded, i32>) {
+    fn finish_upload(&self, ino: u64, result: &Result<Uploaded, Failed>) {
         match result {
             Ok(done) => {
                 self.inodes.finish_local_file(ino, done.etag.clone(), done.size, self.ttl(InodeKind::File));
@@ -329,7 +330,7 @@ impl S3Filesystem {
             && !matches!(e, FsError::CannotTruncate { .. })
         {
             // Growing past the largest object failed the upload, as a write would.
-            let failed = upload.complete().await.map_err(|e| e.errno());
+            let failed = upload.complete().await.map_err(|e| Failed::from(&e));
             self.finish_upload(writer.ino, &failed);
             *state = WriteState::Done(failed);
             self.unclaim_writer(&writer);
@@ -353,8 +354,9 @@ impl S3Filesystem {
             WriteState::Writing(upload) => {
                 let size = upload.size();
                 upload.abort().await;
-                self.finish_upload(writer.ino, &Err(libc::EIO));
-                *state = WriteState::Done(Err(libc::EIO));
+                let aborted = Failed { errno: libc::EIO, unknown: false };
+                self.finish_upload(writer.ino, &Err(aborted));
+                *state = WriteState::Done(Err(aborted));
                 tracing::warn!(
                     key,
                     bytes_written = size,

@@ -58,6 +58,9 @@ pub enum FsError {
     #[error("{0} is not supported by mount-s3")]
     NotSupported(&'static str),
 
+    #[error("cannot create {name:?}: only regular files can be created (file type {kind:#o} asked for)")]
+    SpecialFile { name: String, kind: u32 },
+
     #[error("{0} is not supported yet by this version of mount-s3")]
     NotYetSupported(&'static str),
 
@@ -176,6 +179,8 @@ impl FsError {
             FsError::NotRestored { .. } => libc::EACCES,
             FsError::PermissionDenied(_) => libc::EPERM,
             FsError::NotSupported(_) => libc::ENOSYS,
+            // As Mountpoint answers mknod of a FIFO, socket or device.
+            FsError::SpecialFile { .. } => libc::EINVAL,
             FsError::NotYetSupported(_) => libc::ENOSYS,
             FsError::InvalidOpenFlags(_) => libc::EINVAL,
             FsError::OutOfOrderWrite { .. } => libc::EINVAL,

@@ -108,7 +108,7 @@ impl S3Filesystem {
     /// mknod: a new, empty regular file, local until written and closed.
     pub async fn mknod(&self, parent: u64, name: &OsStr, mode: u32) -> Result<Entry, FsError> {
         if mode & libc::S_IFMT != libc::S_IFREG {
-            return Err(FsError::NotSupported("creating special files (only regular files)"));
+            return Err(FsError::SpecialFile { name: name.to_string_lossy().into_owned(), kind: mode & libc::S_IFMT });
         }
         let (dir, name) = self.writable_dir(parent, name)?;
         self.ensure_absent(&dir, &name).await?;

@@ -292,7 +292,11 @@ impl S3Filesystem {
     /// Opens a file. A handle reads or writes, decided here as Mountpoint does: `O_WRONLY`
     /// writes; `O_RDWR` writes only a new file or (with `O_TRUNC`) a replaced one; else read.
     pub async fn open(&self, ino: u64, flags: i32, pid: u32) -> Result<Opened, FsError> {
-        let inode = self.inodes.get(ino)?;
+        let mut inode = self.inodes.get(ino)?;
+        if inode.local == Some(LocalState::File) && self.complete_deferred(ino).await {
+            // Now an object in S3 (or gone, if its upload failed).
+            inode = self.inodes.get(ino)?;
+        }
         if inode.kind == InodeKind::Directory {
             return Err(FsError::IsADirectory(ino));
         }

@@ -6,7 +6,8 @@
 //! happens at the first `flush` (close) from the process that opened the file (any of its
 //! threads: the adapter passes thread-group ids), or at `fsync`;
 //! an empty file, or a close from another process (a child that inherited the fd), defers it to
-//! `release`, where errors can only be logged. Overwriting needs `--allow-overwrite` and
+//! `release` or the next `open` of the file, whichever comes first (errors can then only be
+//! logged). Overwriting needs `--allow-overwrite` and
 //! `O_TRUNC`; deleting needs `--allow-delete`. Directories made by `mkdir` are local until a
 //! file is written inside them (S3 has no empty directories).
 
@@ -36,6 +37,9 @@ pub(crate) struct WriteHandle {
     pub(crate) unclaimed: std::sync::atomic::AtomicBool,
     /// Set once shutdown dealt with this handle (see [`S3Filesystem::end_at_shutdown`]).
     pub(crate) reported: std::sync::atomic::AtomicBool,
+    /// Set when a close left the upload to release (nothing written, or another process's
+    /// close): the next open of the file completes it instead of waiting for the release.
+    pub(crate) deferred: std::sync::atomic::AtomicBool,
 }
 
 pub(crate) enum WriteState {
@@ -158,6 +162,7 @@ impl S3Filesystem {
             state: tokio::sync::Mutex::new(WriteState::Writing(Box::new(upload))),
             unclaimed: std::sync::atomic::AtomicBool::new(false),
             reported: std::sync::atomic::AtomicBool::new(false),
+            deferred: std::sync::atomic::AtomicBool::new(false),
         };
         Ok(Opened { fh: self.add_handle(Handle::Write(Arc::new(handle))), direct_io: false })
     }
@@ -268,7 +273,32 @@ impl S3Filesystem {
             WriteState::Writing(upload) => upload.size() > 0,
             WriteState::Done(_) => true,
         };
-        if handle.pid == pid && wrote { self.complete(&handle).await } else { Ok(()) }
+        if handle.pid == pid && wrote {
+            self.complete(&handle).await
+        } else {
+            handle.deferred.store(true, std::sync::atomic::Ordering::Release);
+            Ok(())
+        }
+    }
+
+    /// Completes an upload of inode `ino` that a close deferred to release, as Mountpoint does
+    /// at the next open: so `touch f; echo x > f` never depends on when the kernel's
+    /// (asynchronous) release of the first handle arrives. Its errors are logged, as at release:
+    /// the close that deferred it has returned already. Returns whether there was one.
+    pub(crate) async fn complete_deferred(&self, ino: u64) -> bool {
+        let deferred = self.files.lock().unwrap().values().find_map(|h| match h {
+            Handle::Write(w) if w.ino == ino && w.deferred.load(std::sync::atomic::Ordering::Acquire) => {
+                Some(w.clone())
+            }
+            _ => None,
+        });
+        let Some(writer) = deferred else { return false };
+        if matches!(*writer.state.lock().await, WriteState::Writing(_))
+            && let Err(e) = self.complete(&writer).await
+        {
+            tracing::warn!("upload failed when the file was opened again, after it was closed: {e}");
+        }
+        true
     }
 
     /// fsync(): completes the upload; no writes after it.

@@ -210,6 +210,8 @@ impl S3Filesystem {
 
     fn attr(&self, inode: &Inode) -> Attr {
         let (perm, nlink) = match inode.kind {
+            // As Mountpoint shows objects that cannot be read until restored.
+            InodeKind::File if inode.stat.archived => (0, 1),
             InodeKind::File => (self.config.file_mode, 1),
             InodeKind::Directory => (self.config.dir_mode, 2),
         };
@@ -317,12 +319,17 @@ impl S3Filesystem {
             return self.open_overwrite(&inode, flags, pid).await;
         }
         let direct_io = flags & libc::O_DIRECT != 0;
-        // Reading needs the current ETag; O_DIRECT asks for the freshest view.
-        let inode = if direct_io || !inode.stat.is_fresh() || inode.stat.etag.is_none() {
+        // Reading needs the current ETag; O_DIRECT asks for the freshest view. An archived
+        // object is always asked about: only HeadObject says whether it was restored.
+        let inode = if direct_io || !inode.stat.is_fresh() || inode.stat.etag.is_none() || inode.stat.archived {
             self.revalidate(&inode).await?
         } else {
             inode
         };
+        if inode.stat.archived {
+            let class = inode.stat.storage_class.unwrap_or_else(|| "INTELLIGENT_TIERING (archive access tier)".into());
+            return Err(FsError::NotRestored { key: inode.key, class });
+        }
         let Some(etag) = inode.stat.etag.clone() else {
             return Err(FsError::StaleInode { ino, key: inode.key });
         };

@@ -257,6 +257,7 @@ impl S3Filesystem {
                         mtime: inode.stat.mtime,
                         etag: Some(done.etag.clone()),
                         storage_class: None,
+                        archived: false,
                     };
                     self.meta.created(Self::parent_key(&inode), &inode.name, &entry);
                 }

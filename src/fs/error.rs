@@ -32,6 +32,9 @@ pub enum FsError {
     #[error("file handle {0} is not open")]
     BadHandle(u64),
 
+    #[error("file handle {fh} of {key:?} has been invalidated by a newer handle opened after it was closed")]
+    InvalidatedHandle { fh: u64, key: String },
+
     #[error("readdir offset {offset} on handle {fh} is out of order (next is {expected})")]
     BadDirOffset { fh: u64, offset: u64, expected: u64 },
 
@@ -160,6 +163,7 @@ impl FsError {
             FsError::NotADirectory(_) => libc::ENOTDIR,
             FsError::IsADirectory(_) => libc::EISDIR,
             FsError::BadHandle(_) => libc::EBADF,
+            FsError::InvalidatedHandle { .. } => libc::EBADF,
             FsError::BadDirOffset { .. } => libc::EBADF,
             FsError::ObjectChanged { .. } => libc::ESTALE,
             FsError::Client { source, .. } => match source.kind {

@@ -40,6 +40,8 @@ pub(crate) struct WriteHandle {
     /// Set when a close left the upload to release (nothing written, or another process's
     /// close): the next open of the file completes it instead of waiting for the release.
     pub(crate) deferred: std::sync::atomic::AtomicBool,
+    /// Set when a newer open completed the deferred upload: later writes get EBADF.
+    pub(crate) invalidated: std::sync::atomic::AtomicBool,
 }
 
 pub(crate) enum WriteState {
@@ -163,6 +165,7 @@ impl S3Filesystem {
             unclaimed: std::sync::atomic::AtomicBool::new(false),
             reported: std::sync::atomic::AtomicBool::new(false),
             deferred: std::sync::atomic::AtomicBool::new(false),
+            invalidated: std::sync::atomic::AtomicBool::new(false),
         };
         Ok(Opened { fh: self.add_handle(Handle::Write(Arc::new(handle))), direct_io: false })
     }
@@ -191,6 +194,10 @@ impl S3Filesystem {
     /// Appends `data` at `offset` to write handle `fh`; returns the bytes written.
     pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32, FsError> {
         let handle = self.write_handle(fh)?;
+        if handle.invalidated.load(std::sync::atomic::Ordering::Acquire) {
+            let key = self.inodes.get(handle.ino).map(|i| i.key).unwrap_or_default();
+            return Err(FsError::InvalidatedHandle { fh, key });
+        }
         let mut state = handle.state.lock().await;
         let upload = match &mut *state {
             WriteState::Writing(upload) => upload,
@@ -299,6 +306,7 @@ impl S3Filesystem {
         {
             tracing::warn!("upload failed when the file was opened again, after it was closed: {e}");
         }
+        writer.invalidated.store(true, std::sync::atomic::Ordering::Release);
         true
     }
 

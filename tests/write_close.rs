@@ -282,3 +282,25 @@ fn deleting_a_file_being_written_says_so_and_a_clean_umount_logs_no_warning() {
         assert!(!after_unmount.contains(bad), "a clean umount logs {bad:?}:\n{after_unmount}");
     }
 }
+
+#[test]
+fn touch_then_overwrite_at_once_never_fails_on_timing() {
+    let s3 = LocalS3::start();
+    let m = mount(&s3, &["--allow-overwrite"]);
+    let path = m.path().join("f");
+    for i in 0..50 {
+        // `touch f`: created (or truncated) and closed with nothing written, so its upload is
+        // left to the kernel's asynchronous release...
+        drop(OpenOptions::new().write(true).create(true).truncate(true).open(&path).unwrap());
+        // ...which the next open must not race with: it completes that upload first.
+        let mut f = OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("iteration {i}: reopen: {e}\n{}", m.output()));
+        f.write_all(format!("content {i}").as_bytes()).unwrap();
+        assert_eq!(close(f), Ok(()), "iteration {i}");
+    }
+    assert_eq!(s3.get("f").unwrap(), b"content 49");
+    assert_eq!(s3.pending_uploads(), 0);
+}

@@ -179,6 +179,7 @@ impl ObjectClient for InMemoryClient {
             last_modified: o.last_modified,
             etag: o.etag.clone(),
             storage_class: o.storage_class.clone(),
+            archived: super::is_archive_class(o.storage_class.as_deref()),
         })
     }
 

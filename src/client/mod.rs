@@ -58,6 +58,24 @@ pub struct ObjectMeta {
     pub etag: ETag,
     /// `None` means STANDARD.
     pub storage_class: Option<String>,
+    /// Its data is in an archive tier (GLACIER, DEEP_ARCHIVE, or an INTELLIGENT_TIERING archive
+    /// access tier) and no restored copy exists: a GET fails until it is restored.
+    pub archived: bool,
+}
+
+/// Whether objects of storage class `class` need a restore before they can be read.
+/// GLACIER_IR is read directly.
+pub fn is_archive_class(class: Option<&str>) -> bool {
+    matches!(class, Some("GLACIER" | "DEEP_ARCHIVE"))
+}
+
+/// Whether an object cannot be read until restored, from HeadObject's storage class,
+/// `x-amz-restore` (`ongoing-request="false", expiry-date="…"` once a copy is restored) and
+/// `x-amz-archive-status` (INTELLIGENT_TIERING objects moved to an archive access tier).
+pub fn is_archived(class: Option<&str>, restore: Option<&str>, archive_status: Option<&str>) -> bool {
+    let restored = restore.is_some_and(|r| r.replace(' ', "").contains("ongoing-request=\"false\""));
+    let archive_tier = matches!(archive_status, Some("ARCHIVE_ACCESS" | "DEEP_ARCHIVE_ACCESS"));
+    (is_archive_class(class) || archive_tier) && !restored
 }
 
 /// One object in a listing. Some S3-compatible servers omit ETags in listings.
@@ -216,6 +234,11 @@ pub enum ClientErrorKind {
     InvalidRange,
     /// Anything else the server rejected (400s): not worth retrying.
     Other,
+    /// A write (PutObject, CompleteMultipartUpload) whose effect is unknown: the server answered
+    /// 2xx with a body that could not be read, or a retry was refused in a way that an earlier
+    /// attempt, whose answer was lost, would explain. Not retried: the caller settles it by
+    /// asking S3 what the key holds.
+    OutcomeUnknown,
 }
 
 /// A failed client call, with everything an operator needs to understand it.
@@ -293,5 +316,29 @@ impl S3Operation {
             S3Operation::DeleteObject => "DeleteObject",
             S3Operation::CopyObject => "CopyObject",
         }
+    }
+}
+
+#[cfg(test)]
+mod archive_tests {
+    use super::*;
+
+    #[test]
+    fn archived_until_restored() {
+        assert!(is_archived(Some("GLACIER"), None, None));
+        assert!(is_archived(Some("DEEP_ARCHIVE"), Some("ongoing-request=\"true\""), None));
+        assert!(!is_archived(
+            Some("GLACIER"),
+            Some("ongoing-request=\"false\", expiry-date=\"Fri, 21 Dec 2012 00:00:00 GMT\""),
+            None
+        ));
+        assert!(!is_archived(Some("GLACIER_IR"), None, None));
+        assert!(!is_archived(None, None, None));
+        assert!(is_archived(Some("INTELLIGENT_TIERING"), None, Some("ARCHIVE_ACCESS")));
+        assert!(!is_archived(
+            Some("INTELLIGENT_TIERING"),
+            Some("ongoing-request=\"false\""),
+            Some("DEEP_ARCHIVE_ACCESS")
+        ));
     }
 }

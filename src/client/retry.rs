@@ -11,7 +11,8 @@
 //! surface as "not found".
 //!
 //! A call retried after a lost response may be told its own first attempt's effect: a
-//! CompleteMultipartUpload that the upload no longer exists (then a HEAD decides), a PutObject
+//! CompleteMultipartUpload that the upload no longer exists (then it is
+//! [`ClientErrorKind::OutcomeUnknown`], and the upload settles it with a HEAD), a PutObject
 //! with `If-None-Match: *` that the object exists (then the object's bytes are compared with the
 //! body sent), an AbortMultipartUpload that there is no such upload (it is gone: success). So a
 //! landed object is never reported as a failed close, nor as someone else's.
@@ -206,7 +207,7 @@ impl<C: ObjectClient> ObjectClient for RetryClient<C> {
                     None => Err(e),
                 }
             }
-            other => other,
+            other => other.map_err(unanswered_write),
         }
     }
 
@@ -237,21 +238,16 @@ impl<C: ObjectClient> ObjectClient for RetryClient<C> {
         let (result, retried) = self.run_noting_retries("CompleteMultipartUpload", key, complete).await;
         match result {
             // A retry told "no such upload" (or, for a new object, "exists") after a lost
-            // response: the first attempt completed it. Ask S3 what is there.
+            // response: the first attempt may have completed it. The caller, which knows the
+            // parts, settles it by asking S3 what the key holds.
             Err(e) if retried && matches!(e.kind, ClientErrorKind::NotFound | ClientErrorKind::PreconditionFailed) => {
-                match self.head_object(key).await {
-                    Ok(meta) => {
-                        tracing::warn!(
-                            key,
-                            "a retried CompleteMultipartUpload was refused ({e}); the object is there, so the first \
-                             attempt, whose answer was lost, succeeded"
-                        );
-                        Ok(PutResult { etag: meta.etag })
-                    }
-                    Err(_) => Err(e),
-                }
+                Err(ClientError {
+                    kind: ClientErrorKind::OutcomeUnknown,
+                    message: format!("a retry was refused after an earlier attempt's answer was lost: {}", e.message),
+                    ..e
+                })
             }
-            other => other,
+            other => other.map_err(unanswered_write),
         }
     }
 
@@ -271,6 +267,19 @@ impl<C: ObjectClient> ObjectClient for RetryClient<C> {
 
     async fn copy_object(&self, source_key: &str, dest_key: &str) -> Result<PutResult, ClientError> {
         self.run("CopyObject", dest_key, |_| self.inner.copy_object(source_key, dest_key)).await
+    }
+}
+
+/// A write that failed for good with a network failure or a server error (no readable answer,
+/// or a 5xx that S3 may send after acting, as CompleteMultipartUpload can): S3 may have taken it.
+fn unanswered_write(e: ClientError) -> ClientError {
+    if e.kind != ClientErrorKind::Transient {
+        return e;
+    }
+    ClientError {
+        kind: ClientErrorKind::OutcomeUnknown,
+        message: format!("no answer could be read: {}", e.message),
+        ..e
     }
 }
 
@@ -441,17 +450,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_complete_whose_answer_was_lost_succeeds_even_if_the_check_meets_a_fault() {
+    async fn a_complete_whose_answer_was_lost_is_an_unknown_outcome_not_a_failure() {
         let c = client();
         let options = PutOptions::default();
         let id = c.create_multipart_upload("k", &options).await.unwrap();
         let part = c.upload_part("k", &id, 1, Bytes::from_static(b"part"), &options).await.unwrap();
         let lost = Fault::LoseResponse(ClientErrorKind::Transient);
         c.inner().inject(S3Operation::CompleteMultipartUpload, When::Nth(1), lost);
-        c.inner().fail_nth(S3Operation::HeadObject, 1, ClientErrorKind::Throttled);
-        c.complete_multipart_upload("k", &id, &[part], &options).await.expect("the first attempt landed");
+        let e = c.complete_multipart_upload("k", &id, &[part], &options).await.unwrap_err();
+        // The retry was told "no such upload": the upload (which knows its parts) settles it.
+        assert_eq!(e.kind, ClientErrorKind::OutcomeUnknown, "{e}");
         assert_eq!(c.inner().inner().object_bytes("k").unwrap(), "part");
-        assert_eq!(c.inner().calls(S3Operation::HeadObject), 2);
+        assert_eq!(c.inner().calls(S3Operation::CompleteMultipartUpload), 2);
     }
 
     #[tokio::test]

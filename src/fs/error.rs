@@ -32,6 +32,9 @@ pub enum FsError {
     #[error("file handle {0} is not open")]
     BadHandle(u64),
 
+    #[error("file handle {fh} of {key:?} has been invalidated by a newer handle opened after it was closed")]
+    InvalidatedHandle { fh: u64, key: String },
+
     #[error("readdir offset {offset} on handle {fh} is out of order (next is {expected})")]
     BadDirOffset { fh: u64, offset: u64, expected: u64 },
 
@@ -57,6 +60,9 @@ pub enum FsError {
 
     #[error("{0} is not supported by mount-s3")]
     NotSupported(&'static str),
+
+    #[error("cannot create {name:?}: only regular files can be created (file type {kind:#o} asked for)")]
+    SpecialFile { name: String, kind: u32 },
 
     #[error("{0} is not supported yet by this version of mount-s3")]
     NotYetSupported(&'static str),
@@ -88,8 +94,20 @@ pub enum FsError {
     #[error("{key:?} already exists")]
     AlreadyExists { key: String },
 
-    #[error("the upload of {key:?} already failed (errno {errno}); nothing was written to S3")]
-    UploadFailed { key: String, errno: i32 },
+    #[error("the upload of {key:?} already failed (errno {}); {}", failed.errno, if failed.unknown {
+        "whether S3 took it is unknown (the error logged then says why)"
+    } else {
+        "nothing was written to S3"
+    })]
+    UploadFailed { key: String, failed: Failed },
+
+    #[error("the upload of {key:?} is not known to have succeeded: {detail}")]
+    UploadOutcome {
+        key: String,
+        detail: String,
+        /// S3 could not be asked: the object may be there or not.
+        unknown: bool,
+    },
 
     #[error("directory {key:?} is not empty")]
     NotEmpty { key: String },
@@ -102,6 +120,25 @@ pub enum FsError {
 
     #[error("interrupted: the calling thread {tid} has a signal pending; the request was abandoned")]
     Interrupted { tid: u32 },
+}
+
+/// How an upload failed, remembered for every later call on its handle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Failed {
+    pub errno: i32,
+    /// S3 may hold the object anyway: its answer was lost, and asking failed too.
+    pub unknown: bool,
+}
+
+impl From<&FsError> for Failed {
+    fn from(e: &FsError) -> Self {
+        let unknown = match e {
+            FsError::UploadOutcome { unknown, .. } => *unknown,
+            FsError::UploadFailed { failed, .. } => failed.unknown,
+            _ => false,
+        };
+        Failed { errno: e.errno(), unknown }
+    }
 }
 
 impl FsError {
@@ -126,6 +163,7 @@ impl FsError {
             FsError::NotADirectory(_) => libc::ENOTDIR,
             FsError::IsADirectory(_) => libc::EISDIR,
             FsError::BadHandle(_) => libc::EBADF,
+            FsError::InvalidatedHandle { .. } => libc::EBADF,
             FsError::BadDirOffset { .. } => libc::EBADF,
             FsError::ObjectChanged { .. } => libc::ESTALE,
             FsError::Client { source, .. } => match source.kind {
@@ -139,10 +177,14 @@ impl FsError {
                 ClientErrorKind::Transient => libc::EIO,
                 ClientErrorKind::InvalidRange => libc::EIO,
                 ClientErrorKind::Other => libc::EIO,
+                // Only when S3 could not be asked either (see `Upload::settle`).
+                ClientErrorKind::OutcomeUnknown => libc::EIO,
             },
             FsError::NotRestored { .. } => libc::EACCES,
             FsError::PermissionDenied(_) => libc::EPERM,
             FsError::NotSupported(_) => libc::ENOSYS,
+            // As Mountpoint answers mknod of a FIFO, socket or device.
+            FsError::SpecialFile { .. } => libc::EINVAL,
             FsError::NotYetSupported(_) => libc::ENOSYS,
             FsError::InvalidOpenFlags(_) => libc::EINVAL,
             FsError::OutOfOrderWrite { .. } => libc::EINVAL,
@@ -151,7 +193,9 @@ impl FsError {
             FsError::CannotTruncate { .. } => libc::EPERM,
             FsError::OutOfMemory { .. } => libc::ENOMEM,
             FsError::AlreadyExists { .. } => libc::EEXIST,
-            FsError::UploadFailed { errno, .. } => *errno,
+            FsError::UploadFailed { failed, .. } => failed.errno,
+            // A write S3 may or may not have taken, and asking S3 could not show it is ours.
+            FsError::UploadOutcome { .. } => libc::EIO,
             FsError::NotEmpty { .. } => libc::ENOTEMPTY,
             FsError::BeingWritten { .. } => libc::EPERM,
             FsError::AlreadyCommitted { .. } => libc::EIO,

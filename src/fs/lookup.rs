@@ -49,6 +49,7 @@ pub async fn remote_lookup(
             mtime: meta.last_modified,
             etag: Some(meta.etag),
             storage_class: meta.storage_class,
+            archived: meta.archived,
         })),
         Err(e) if e.kind == ClientErrorKind::NotFound => Ok(None),
         Err(e) => Err(FsError::client("look up", file_key.clone(), e)),

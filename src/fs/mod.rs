@@ -17,6 +17,7 @@ pub mod part_buffer;
 pub mod prefetch;
 pub mod read;
 pub mod readdir;
+pub mod settle;
 pub mod upload;
 pub mod write;
 
@@ -209,6 +210,8 @@ impl S3Filesystem {
 
     fn attr(&self, inode: &Inode) -> Attr {
         let (perm, nlink) = match inode.kind {
+            // As Mountpoint shows objects that cannot be read until restored.
+            InodeKind::File if inode.stat.archived => (0, 1),
             InodeKind::File => (self.config.file_mode, 1),
             InodeKind::Directory => (self.config.dir_mode, 2),
         };
@@ -291,7 +294,11 @@ impl S3Filesystem {
     /// Opens a file. A handle reads or writes, decided here as Mountpoint does: `O_WRONLY`
     /// writes; `O_RDWR` writes only a new file or (with `O_TRUNC`) a replaced one; else read.
     pub async fn open(&self, ino: u64, flags: i32, pid: u32) -> Result<Opened, FsError> {
-        let inode = self.inodes.get(ino)?;
+        let mut inode = self.inodes.get(ino)?;
+        if inode.local == Some(LocalState::File) && self.complete_deferred(ino).await {
+            // Now an object in S3 (or gone, if its upload failed).
+            inode = self.inodes.get(ino)?;
+        }
         if inode.kind == InodeKind::Directory {
             return Err(FsError::IsADirectory(ino));
         }
@@ -312,12 +319,17 @@ impl S3Filesystem {
             return self.open_overwrite(&inode, flags, pid).await;
         }
         let direct_io = flags & libc::O_DIRECT != 0;
-        // Reading needs the current ETag; O_DIRECT asks for the freshest view.
-        let inode = if direct_io || !inode.stat.is_fresh() || inode.stat.etag.is_none() {
+        // Reading needs the current ETag; O_DIRECT asks for the freshest view. An archived
+        // object is always asked about: only HeadObject says whether it was restored.
+        let inode = if direct_io || !inode.stat.is_fresh() || inode.stat.etag.is_none() || inode.stat.archived {
             self.revalidate(&inode).await?
         } else {
             inode
         };
+        if inode.stat.archived {
+            let class = inode.stat.storage_class.unwrap_or_else(|| "INTELLIGENT_TIERING (archive access tier)".into());
+            return Err(FsError::NotRestored { key: inode.key, class });
+        }
         let Some(etag) = inode.stat.etag.clone() else {
             return Err(FsError::StaleInode { ino, key: inode.key });
         };

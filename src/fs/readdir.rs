@@ -188,6 +188,8 @@ impl DirListing {
                             mtime: o.last_modified,
                             etag: o.etag.clone(),
                             storage_class: o.storage_class.clone(),
+                            // Listings do not say whether it was restored: a lookup will.
+                            archived: crate::client::is_archive_class(o.storage_class.as_deref()),
                         };
                         // A directory of the same name was already seen: it wins.
                         self.held.entry(name.to_string()).or_insert(entry);

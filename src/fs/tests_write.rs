@@ -276,3 +276,20 @@ async fn shutdown_aborts_open_uploads_and_reports_completed_ones() {
     assert_eq!(fs.flush(open.fh, PID).await.unwrap_err().errno(), libc::EIO);
     assert_eq!(fs.shutdown().await, ShutdownReport::default(), "only the first call acts");
 }
+
+#[tokio::test]
+async fn an_open_completes_an_upload_its_close_deferred_and_invalidates_that_handle() {
+    let (client, fs) = fs_with(FsConfig { allow_overwrite: true, ..FsConfig::default() });
+    let (entry, first) = fs.create(ROOT_INO, name("t"), 0o644, PID).await.unwrap();
+    // `touch`: nothing written, so close leaves the upload to release, which has not come yet.
+    fs.flush(first.fh, PID).await.unwrap();
+    assert!(client.object_bytes("t").is_none());
+    let second = fs.open(entry.attr.ino, libc::O_WRONLY | libc::O_TRUNC, PID).await.unwrap();
+    assert_eq!(client.object_bytes("t").unwrap(), "", "the empty object was uploaded first");
+    assert_eq!(fs.write(first.fh, 0, b"old").await.unwrap_err().errno(), libc::EBADF);
+    fs.write(second.fh, 0, b"new").await.unwrap();
+    fs.flush(second.fh, PID).await.unwrap();
+    fs.release(first.fh).await.unwrap();
+    fs.release(second.fh).await.unwrap();
+    assert_eq!(client.object_bytes("t").unwrap(), "new");
+}

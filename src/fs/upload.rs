@@ -26,8 +26,10 @@ use crate::client::memory::crc32c_base64;
 use crate::client::{ClientError, ClientErrorKind, ETag, ObjectClient, PutOptions, UploadedPart};
 use crate::escape::escaped;
 use crate::fs::FsError;
+use crate::fs::error::Failed;
 use crate::fs::memory::{MemoryBudget, Promise, Reservation, WriterTicket};
 use crate::fs::part_buffer::PartBuffer;
+use crate::fs::settle::{Expected, settle};
 
 /// S3's limit on parts in one multipart upload.
 pub const MAX_PARTS: u64 = 10_000;
@@ -85,7 +87,7 @@ pub struct Upload {
     _promise: Promise,
     multipart: Option<Multipart>,
     /// Set once anything failed; every later call returns the same errno.
-    failed: Option<i32>,
+    failed: Option<Failed>,
 }
 
 impl std::fmt::Debug for Upload {
@@ -133,8 +135,8 @@ impl Upload {
     /// gap is filled with zeros first (a forward seek, as `cp --sparse` makes over holes).
     /// Writing before the end fails the upload: bytes already sent cannot be changed.
     pub async fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), FsError> {
-        if let Some(errno) = self.failed {
-            return Err(FsError::UploadFailed { key: self.key.clone(), errno });
+        if let Some(failed) = self.failed {
+            return Err(FsError::UploadFailed { key: self.key.clone(), failed });
         }
         if offset < self.next_offset {
             let e = FsError::OutOfOrderWrite { key: self.key.clone(), offset, expected: self.next_offset };
@@ -150,8 +152,8 @@ impl Upload {
     /// buffered here. Bytes already sent to S3 cannot be dropped: then [`FsError::CannotTruncate`],
     /// and the upload goes on unchanged.
     pub async fn truncate(&mut self, size: u64) -> Result<(), FsError> {
-        if let Some(errno) = self.failed {
-            return Err(FsError::UploadFailed { key: self.key.clone(), errno });
+        if let Some(failed) = self.failed {
+            return Err(FsError::UploadFailed { key: self.key.clone(), failed });
         }
         if size >= self.next_offset {
             self.check_size(size).await?;
@@ -213,8 +215,8 @@ impl Upload {
 
     /// Sends what is buffered and makes the object visible in S3.
     pub async fn complete(&mut self) -> Result<Uploaded, FsError> {
-        if let Some(errno) = self.failed {
-            return Err(FsError::UploadFailed { key: self.key.clone(), errno });
+        if let Some(failed) = self.failed {
+            return Err(FsError::UploadFailed { key: self.key.clone(), failed });
         }
         let result = self.finish().await;
         if let Err(e) = &result {
@@ -226,22 +228,29 @@ impl Upload {
     /// Gives up: aborts the multipart upload, if one was started. No object appears.
     pub async fn abort(&mut self) {
         if self.failed.is_none() {
-            self.failed = Some(libc::EIO);
+            self.failed = Some(Failed { errno: libc::EIO, unknown: false });
         }
         if let Some(mpu) = self.multipart.take() {
             for task in mpu.in_flight {
                 task.abort();
             }
-            if let Err(e) = self.client.abort_multipart_upload(&self.key, &mpu.upload_id).await {
-                tracing::warn!(key = %escaped(&self.key), upload_id = %escaped(&mpu.upload_id), "could not abort multipart upload: {e}");
+            match self.client.abort_multipart_upload(&self.key, &mpu.upload_id).await {
+                Ok(()) => {}
+                // Gone already (completed, or aborted by someone): no parts are left behind.
+                Err(e) if e.kind == ClientErrorKind::NotFound => {
+                    tracing::debug!(key = %escaped(&self.key), upload_id = %escaped(&mpu.upload_id), "multipart upload to abort no longer exists: {e}");
+                }
+                Err(e) => {
+                    tracing::warn!(key = %escaped(&self.key), upload_id = %escaped(&mpu.upload_id), "could not abort multipart upload: {e}");
+                }
             }
         }
     }
 
     async fn fail(&mut self, e: &FsError) {
-        let errno = e.errno();
+        let failed = Failed::from(e);
         self.abort().await;
-        self.failed = Some(errno);
+        self.failed = Some(failed);
         drop(self.take_buffer());
     }
 
@@ -280,9 +289,15 @@ impl Upload {
         let size = self.next_offset;
         let rest = self.take_buffer().freeze();
         if self.multipart.is_none() {
-            let put = self.client.put_object(&self.key, rest, &self.config.options).await;
-            let put = put.map_err(|e| self.upload_error(e))?;
-            return Ok(Uploaded { etag: put.etag, size });
+            let put = self.client.put_object(&self.key, rest.clone(), &self.config.options).await;
+            let etag = match put {
+                Ok(put) => put.etag,
+                Err(e) if e.kind == ClientErrorKind::OutcomeUnknown => {
+                    settle(self.client.as_ref(), &self.key, &Expected::put(&rest), &e).await?
+                }
+                Err(e) => return Err(self.upload_error(e)),
+            };
+            return Ok(Uploaded { etag, size });
         }
         if !rest.is_empty() {
             self.send_part(rest).await?;
@@ -293,11 +308,33 @@ impl Upload {
         self.multipart = Some(mpu);
         waited.map_err(|e| self.upload_error(e))?;
         let mpu = self.multipart.as_ref().expect("just put back");
+        let expected = Expected::multipart(size, &mpu.done);
         let completed =
             self.client.complete_multipart_upload(&self.key, &upload_id, &mpu.done, &self.config.options).await;
-        let put = completed.map_err(|e| self.upload_error(e))?;
+        let etag = match completed {
+            Ok(put) => put.etag,
+            // S3 may have completed it: ask. If not ours, the failure path aborts the upload.
+            Err(e) if e.kind == ClientErrorKind::OutcomeUnknown => {
+                settle(self.client.as_ref(), &self.key, &expected, &e).await?
+            }
+            Err(e) => {
+                // A refusal. Abort now: "no such upload" then means the upload is gone, which a
+                // completion (whose answer was lost or misread) explains as well as anything.
+                self.multipart = None;
+                match self.client.abort_multipart_upload(&self.key, &upload_id).await {
+                    Ok(()) => return Err(self.upload_error(e)),
+                    Err(gone) if gone.kind == ClientErrorKind::NotFound => {
+                        settle(self.client.as_ref(), &self.key, &expected, &e).await?
+                    }
+                    Err(abort) => {
+                        tracing::warn!(key = %escaped(&self.key), upload_id = %escaped(&upload_id), "could not abort multipart upload: {abort}");
+                        return Err(self.upload_error(e));
+                    }
+                }
+            }
+        };
         self.multipart = None;
-        Ok(Uploaded { etag: put.etag, size })
+        Ok(Uploaded { etag, size })
     }
 
     /// Sends `part` (the buffer's bytes) as the next part, with shared memory if the budget has

@@ -6,7 +6,8 @@
 //! happens at the first `flush` (close) from the process that opened the file (any of its
 //! threads: the adapter passes thread-group ids), or at `fsync`;
 //! an empty file, or a close from another process (a child that inherited the fd), defers it to
-//! `release`, where errors can only be logged. Overwriting needs `--allow-overwrite` and
+//! `release` or the next `open` of the file, whichever comes first (errors can then only be
+//! logged). Overwriting needs `--allow-overwrite` and
 //! `O_TRUNC`; deleting needs `--allow-delete`. Directories made by `mkdir` are local until a
 //! file is written inside them (S3 has no empty directories).
 
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::client::{ListRequest, PutOptions};
+use crate::fs::error::Failed;
 use crate::fs::inode::names::parse_name;
 use crate::fs::inode::{Inode, InodeKind, LocalState, RemoteEntry};
 use crate::fs::memory::WriterTicket;
@@ -35,12 +37,17 @@ pub(crate) struct WriteHandle {
     pub(crate) unclaimed: std::sync::atomic::AtomicBool,
     /// Set once shutdown dealt with this handle (see [`S3Filesystem::end_at_shutdown`]).
     pub(crate) reported: std::sync::atomic::AtomicBool,
+    /// Set when a close left the upload to release (nothing written, or another process's
+    /// close): the next open of the file completes it instead of waiting for the release.
+    pub(crate) deferred: std::sync::atomic::AtomicBool,
+    /// Set when a newer open completed the deferred upload: later writes get EBADF.
+    pub(crate) invalidated: std::sync::atomic::AtomicBool,
 }
 
 pub(crate) enum WriteState {
     Writing(Box<Upload>),
     /// Completed (or failed, with the errno every later call returns).
-    Done(Result<Uploaded, i32>),
+    Done(Result<Uploaded, Failed>),
 }
 
 /// What [`S3Filesystem::shutdown`] did with the uploads it found.
@@ -107,7 +114,7 @@ impl S3Filesystem {
     /// mknod: a new, empty regular file, local until written and closed.
     pub async fn mknod(&self, parent: u64, name: &OsStr, mode: u32) -> Result<Entry, FsError> {
         if mode & libc::S_IFMT != libc::S_IFREG {
-            return Err(FsError::NotSupported("creating special files (only regular files)"));
+            return Err(FsError::SpecialFile { name: name.to_string_lossy().into_owned(), kind: mode & libc::S_IFMT });
         }
         let (dir, name) = self.writable_dir(parent, name)?;
         self.ensure_absent(&dir, &name).await?;
@@ -157,6 +164,8 @@ impl S3Filesystem {
             state: tokio::sync::Mutex::new(WriteState::Writing(Box::new(upload))),
             unclaimed: std::sync::atomic::AtomicBool::new(false),
             reported: std::sync::atomic::AtomicBool::new(false),
+            deferred: std::sync::atomic::AtomicBool::new(false),
+            invalidated: std::sync::atomic::AtomicBool::new(false),
         };
         Ok(Opened { fh: self.add_handle(Handle::Write(Arc::new(handle))), direct_io: false })
     }
@@ -185,6 +194,10 @@ impl S3Filesystem {
     /// Appends `data` at `offset` to write handle `fh`; returns the bytes written.
     pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32, FsError> {
         let handle = self.write_handle(fh)?;
+        if handle.invalidated.load(std::sync::atomic::Ordering::Acquire) {
+            let key = self.inodes.get(handle.ino).map(|i| i.key).unwrap_or_default();
+            return Err(FsError::InvalidatedHandle { fh, key });
+        }
         let mut state = handle.state.lock().await;
         let upload = match &mut *state {
             WriteState::Writing(upload) => upload,
@@ -194,14 +207,14 @@ impl S3Filesystem {
                     Ok(_) => FsError::AlreadyCommitted { key },
                     // Every later write gets the first failure's errno (EINVAL after an
                     // out-of-order write), with a message that says nothing reached S3.
-                    Err(errno) => FsError::UploadFailed { key, errno: *errno },
+                    Err(failed) => FsError::UploadFailed { key, failed: *failed },
                 });
             }
         };
         let written = upload.write(offset, data).await;
         let size = upload.size();
         if written.is_err() {
-            let failed = upload.complete().await.map_err(|e| e.errno());
+            let failed = upload.complete().await.map_err(|e| Failed::from(&e));
             self.finish_upload(handle.ino, &failed);
             *state = WriteState::Done(failed);
             self.unclaim_writer(&handle);
@@ -217,7 +230,7 @@ impl S3Filesystem {
         match &mut *state {
             WriteState::Writing(upload) => {
                 let result = upload.complete().await;
-                let done = result.as_ref().map(Clone::clone).map_err(FsError::errno);
+                let done = result.as_ref().map(Clone::clone).map_err(Failed::from);
                 self.finish_upload(handle.ino, &done);
                 *state = WriteState::Done(done);
                 // Nothing more can be written: readers may open the file as soon as close()
@@ -226,9 +239,9 @@ impl S3Filesystem {
                 result.map(|_| ())
             }
             WriteState::Done(Ok(_)) => Ok(()),
-            WriteState::Done(Err(errno)) => {
+            WriteState::Done(Err(failed)) => {
                 let key = self.inodes.get(handle.ino).map(|i| i.key).unwrap_or_default();
-                Err(FsError::UploadFailed { key, errno: *errno })
+                Err(FsError::UploadFailed { key, failed: *failed })
             }
         }
     }
@@ -240,7 +253,7 @@ impl S3Filesystem {
         }
     }
 
-    fn finish_upload(&self, ino: u64, result: &Result<Uploaded, i32>) {
+    fn finish_upload(&self, ino: u64, result: &Result<Uploaded, Failed>) {
         match result {
             Ok(done) => {
                 self.inodes.finish_local_file(ino, done.etag.clone(), done.size, self.ttl(InodeKind::File));
@@ -251,6 +264,7 @@ impl S3Filesystem {
                         mtime: inode.stat.mtime,
                         etag: Some(done.etag.clone()),
                         storage_class: None,
+                        archived: false,
                     };
                     self.meta.created(Self::parent_key(&inode), &inode.name, &entry);
                 }
@@ -267,7 +281,33 @@ impl S3Filesystem {
             WriteState::Writing(upload) => upload.size() > 0,
             WriteState::Done(_) => true,
         };
-        if handle.pid == pid && wrote { self.complete(&handle).await } else { Ok(()) }
+        if handle.pid == pid && wrote {
+            self.complete(&handle).await
+        } else {
+            handle.deferred.store(true, std::sync::atomic::Ordering::Release);
+            Ok(())
+        }
+    }
+
+    /// Completes an upload of inode `ino` that a close deferred to release, as Mountpoint does
+    /// at the next open: so `touch f; echo x > f` never depends on when the kernel's
+    /// (asynchronous) release of the first handle arrives. Its errors are logged, as at release:
+    /// the close that deferred it has returned already. Returns whether there was one.
+    pub(crate) async fn complete_deferred(&self, ino: u64) -> bool {
+        let deferred = self.files.lock().unwrap().values().find_map(|h| match h {
+            Handle::Write(w) if w.ino == ino && w.deferred.load(std::sync::atomic::Ordering::Acquire) => {
+                Some(w.clone())
+            }
+            _ => None,
+        });
+        let Some(writer) = deferred else { return false };
+        if matches!(*writer.state.lock().await, WriteState::Writing(_))
+            && let Err(e) = self.complete(&writer).await
+        {
+            tracing::warn!("upload failed when the file was opened again, after it was closed: {e}");
+        }
+        writer.invalidated.store(true, std::sync::atomic::Ordering::Release);
+        true
     }
 
     /// fsync(): completes the upload; no writes after it.
@@ -329,7 +369,7 @@ impl S3Filesystem {
             && !matches!(e, FsError::CannotTruncate { .. })
         {
             // Growing past the largest object failed the upload, as a write would.
-            let failed = upload.complete().await.map_err(|e| e.errno());
+            let failed = upload.complete().await.map_err(|e| Failed::from(&e));
             self.finish_upload(writer.ino, &failed);
             *state = WriteState::Done(failed);
             self.unclaim_writer(&writer);
@@ -353,8 +393,9 @@ impl S3Filesystem {
             WriteState::Writing(upload) => {
                 let size = upload.size();
                 upload.abort().await;
-                self.finish_upload(writer.ino, &Err(libc::EIO));
-                *state = WriteState::Done(Err(libc::EIO));
+                let aborted = Failed { errno: libc::EIO, unknown: false };
+                self.finish_upload(writer.ino, &Err(aborted));
+                *state = WriteState::Done(Err(aborted));
                 tracing::warn!(
                     key,
                     bytes_written = size,

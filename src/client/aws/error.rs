@@ -141,7 +141,19 @@ where
         }
         _ => (ClientErrorKind::Other, None, DisplayErrorContext(&err).to_string()),
     };
+    // A write answered 2xx that still failed: the server acted, but its answer could not be
+    // read (a body the SDK rejects). Whether the object is ours is for the caller to settle.
+    let kind = if status.is_some_and(|s| (200..300).contains(&s)) && writes_an_object(operation) {
+        ClientErrorKind::OutcomeUnknown
+    } else {
+        kind
+    };
     ClientError { kind, operation, code, status, request_id, message }
+}
+
+/// The operations whose success creates an object, so an unreadable 2xx leaves it unknown.
+fn writes_an_object(operation: &str) -> bool {
+    matches!(operation, "PutObject" | "CompleteMultipartUpload")
 }
 
 /// The credential provider's error somewhere in `err`'s chain of causes.
@@ -307,7 +319,10 @@ pub fn mount_hint(err: &ClientError, config: &AwsClientConfig) -> String {
             "bucket {bucket} not found at endpoint {endpoint}{code}{status}: {msg} \
              (check the name, --region, --endpoint-url and --force-path-style)"
         ),
-        ClientErrorKind::PreconditionFailed | ClientErrorKind::InvalidRange | ClientErrorKind::Other => {
+        ClientErrorKind::PreconditionFailed
+        | ClientErrorKind::InvalidRange
+        | ClientErrorKind::Other
+        | ClientErrorKind::OutcomeUnknown => {
             format!("checking bucket {bucket} failed{code}{status}: {msg}")
         }
     }

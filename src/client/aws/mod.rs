@@ -411,6 +411,11 @@ impl ObjectClient for AwsClient {
             last_modified: system_time(out.last_modified()),
             etag: etag(OP, out.e_tag())?,
             storage_class: storage_class(out.storage_class().map(|c| c.as_str())),
+            archived: super::is_archived(
+                out.storage_class().map(|c| c.as_str()),
+                out.restore(),
+                out.archive_status().map(|s| s.as_str()),
+            ),
         })
     }
 

@@ -38,6 +38,8 @@ pub struct Stat {
     pub etag: Option<ETag>,
     /// `None` means STANDARD.
     pub storage_class: Option<String>,
+    /// In an archive tier and not restored: it cannot be read (see [`crate::client::ObjectMeta::archived`]).
+    pub archived: bool,
     /// Until when this may be served without asking S3 again.
     pub expiry: Instant,
 }
@@ -82,12 +84,21 @@ pub struct RemoteEntry {
     pub mtime: SystemTime,
     pub etag: Option<ETag>,
     pub storage_class: Option<String>,
+    /// In an archive tier and not restored.
+    pub archived: bool,
 }
 
 impl RemoteEntry {
     /// A directory (implicit or marked), timestamped with the mount time.
     pub fn directory(mount_time: SystemTime) -> Self {
-        RemoteEntry { kind: InodeKind::Directory, size: 0, mtime: mount_time, etag: None, storage_class: None }
+        RemoteEntry {
+            kind: InodeKind::Directory,
+            size: 0,
+            mtime: mount_time,
+            etag: None,
+            storage_class: None,
+            archived: false,
+        }
     }
 }
 
@@ -126,6 +137,7 @@ impl InodeTable {
                 mtime: mount_time,
                 etag: None,
                 storage_class: None,
+                archived: false,
                 // The root always exists; nothing to revalidate.
                 expiry: Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600),
             },
@@ -163,6 +175,7 @@ impl InodeTable {
             mtime: entry.mtime,
             etag: entry.etag.clone(),
             storage_class: entry.storage_class.clone(),
+            archived: entry.archived,
             expiry: Instant::now() + ttl,
         };
         let held = existing.is_some_and(|ino| Self::is_held(&tables, ino));
@@ -248,8 +261,14 @@ impl InodeTable {
         }
         let ino = tables.next_ino;
         tables.next_ino += 1;
-        let stat =
-            Stat { size: 0, mtime: SystemTime::now(), etag: None, storage_class: None, expiry: Instant::now() + ttl };
+        let stat = Stat {
+            size: 0,
+            mtime: SystemTime::now(),
+            etag: None,
+            storage_class: None,
+            archived: false,
+            expiry: Instant::now() + ttl,
+        };
         let local = Some(match kind {
             InodeKind::File => LocalState::File,
             InodeKind::Directory => LocalState::Directory,
@@ -285,6 +304,7 @@ impl InodeTable {
             mtime: SystemTime::now(),
             etag: Some(etag),
             storage_class: None,
+            archived: false,
             expiry: Instant::now() + ttl,
         };
         let mut ino = node.inode.parent;
@@ -337,6 +357,7 @@ impl InodeTable {
                 stat.mtime = entry.mtime;
                 stat.etag = entry.etag.or(stat.etag.take());
                 stat.storage_class = entry.storage_class;
+                stat.archived = entry.archived;
                 stat.expiry = Instant::now() + ttl;
                 Ok(node.inode.clone())
             }
@@ -420,6 +441,7 @@ mod tests {
             mtime: SystemTime::UNIX_EPOCH,
             etag: etag.map(ETag::new),
             storage_class: None,
+            archived: false,
         }
     }
 

@@ -150,7 +150,7 @@ impl Journal {
                 let kind = if *kind == "d" { InodeKind::Directory } else { InodeKind::File };
                 let etag = if etag.is_empty() || *etag == "-" { None } else { unhex(etag).map(ETag::new) };
                 let mtime = SystemTime::UNIX_EPOCH + Duration::from_nanos(mtime);
-                entries.insert(key, RemoteEntry { kind, size, mtime, etag, storage_class: None });
+                entries.insert(key, RemoteEntry { kind, size, mtime, etag, storage_class: None, archived: false });
             }
             ["D", key] => match unhex(key) {
                 Some(key) => {
@@ -246,6 +246,7 @@ mod tests {
             mtime: SystemTime::UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789),
             etag: etag.map(ETag::new),
             storage_class: None,
+            archived: false,
         }
     }
 

@@ -262,6 +262,7 @@ mod tests {
             mtime: SystemTime::UNIX_EPOCH,
             etag: Some(ETag::new("\"e\"")),
             storage_class: None,
+            archived: false,
         }
     }
 

@@ -140,6 +140,9 @@ pub enum Fault {
     Truncate,
     /// Wait this long, then forward.
     Stall(Duration),
+    /// Forward, let the server act, then answer 200 with an XML body whose root element no S3
+    /// answer has (as moto 5.2.1 answers CompleteMultipartUpload): an answer the SDK cannot read.
+    UnreadableOk,
 }
 
 impl Fault {
@@ -165,6 +168,7 @@ impl Fault {
             Fault::DropResponse => "DropResponse",
             Fault::Truncate => "Truncate",
             Fault::Stall(_) => "Stall",
+            Fault::UnreadableOk => "UnreadableOk",
         }
     }
 }
@@ -543,6 +547,21 @@ async fn serve_connection(socket: TcpStream, shared: &Shared) {
         };
         match fault {
             Some(Fault::DropResponse) => return reset(down.stream),
+            Some(Fault::UnreadableOk) => {
+                if upstream.copy_body(framing, None).await.is_err() {
+                    return reset(down.stream);
+                }
+                let body =
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<UnexpectedRoot><Done>yes</Done></UnexpectedRoot>";
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                if down.stream.write_all(response.as_bytes()).await.is_err() || request.closes() {
+                    return;
+                }
+                continue;
+            }
             Some(Fault::Truncate) => {
                 let Framing::Length(len @ 1..) = framing else { return reset(down.stream) };
                 let keep = shared.state.lock().unwrap().rng.gen_range(0..len);

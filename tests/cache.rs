@@ -131,8 +131,11 @@ fn spark_jars_are_fetched_once_and_a_remount_needs_no_requests_at_all() {
     s3.reset_counts();
     read_all_concurrently(m.path(), &jars, 1);
     assert_eq!(s3.request_count(S3Operation::GetObject), 0, "blocks validated by ETag");
-    // One HEAD per file, plus the one of the `jars` directory's own lookup (HEAD ∥ LIST).
-    assert_eq!(s3.request_count(S3Operation::HeadObject), jars.len() as u64 + 1, "one HEAD per file");
+    // One HEAD per file, plus the one of the `jars` directory's own lookup (HEAD ∥ LIST), which
+    // the lookup abandons once the LIST shows a directory: the server may or may not see it.
+    let heads = s3.request_count(S3Operation::HeadObject);
+    let files = jars.len() as u64;
+    assert!(heads == files || heads == files + 1, "one HEAD per file (+ maybe the directory's): {heads}");
 }
 
 #[test]

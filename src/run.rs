@@ -121,11 +121,11 @@ fn serve(config: MountConfig, success_message: &str) -> Result<(), String> {
     }
     // The probe's error message is already the hint for the user.
     probed.map_err(|e| e.message)?;
-    // Metered under the retries: each attempt is a request S3 receives (and bills).
     let persistent = match &config.cache {
         Some(cache) => runtime.block_on(open_persistent_cache(&config, cache, &client)),
         None => Persistent::default(),
     };
+    // Metered under the retries: each attempt is a request S3 receives (and bills).
     let client = MeteredClient::new(client, registry);
     let retry = RetryConfig { max_attempts: config.client.max_attempts.max(1), ..RetryConfig::default() };
     let client = RetryClient::new(client, retry);
@@ -223,7 +223,7 @@ struct Persistent {
 /// If anything of it fails a check, nothing of it is used: one warning says what and why, and
 /// the mount goes on without the persistent cache.
 async fn open_persistent_cache(config: &MountConfig, cache: &CacheConfig, client: &AwsClient) -> Persistent {
-    let Some(identity) = reading_identity(client).await else {
+    let Some(identity) = reading_identity(client, config.unstable.cache_key.as_deref()).await else {
         warn!(
             "the cache directory {} is not used: the credentials could not be resolved to tell whose \
                cached data may be reused; reading from S3 only",
@@ -261,9 +261,9 @@ async fn open_persistent_cache(config: &MountConfig, cache: &CacheConfig, client
 /// Who reads: `UNSTABLE_MOUNTPOINT_CACHE_KEY` if set (whoever starts the mount, e.g. the CSI
 /// driver per workload, vouches that every mount with this key may read the same objects),
 /// else the credentials' identity ([`AwsClient::credential_identity`]).
-async fn reading_identity(client: &AwsClient) -> Option<String> {
+async fn reading_identity(client: &AwsClient, cache_key: Option<&std::ffi::OsStr>) -> Option<String> {
     use sha2::{Digest, Sha256};
-    match std::env::var_os("UNSTABLE_MOUNTPOINT_CACHE_KEY").filter(|k| !k.is_empty()) {
+    match cache_key {
         Some(key) => {
             let hash = Sha256::digest(key.as_encoded_bytes());
             Some(format!("cache-key-sha256:{}", hash.iter().map(|b| format!("{b:02x}")).collect::<String>()))

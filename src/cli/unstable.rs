@@ -8,11 +8,11 @@
 //! | `UNSTABLE_MOUNTPOINT_CLONE_FUSE_FD` | `true`/`1`: one cloned `/dev/fuse` descriptor per dispatch thread |
 //! | `UNSTABLE_MOUNTPOINT_PID_FILE` | file the daemon writes its process id to once mounted |
 //! | `UNSTABLE_CRT_EVENTLOOP_THREADS` | threads of the I/O runtime (there is no CRT: same role) |
+//! | `UNSTABLE_MOUNTPOINT_CACHE_KEY` | with `--cache`: whose cached data this mount reuses |
 //!
 //! A value that does not parse is a usage error (exit 2) naming the variable: silently ignoring
-//! a tuning someone set is worse than refusing to start. `UNSTABLE_MOUNTPOINT_CACHE_KEY` belongs
-//! to the cache; `UNSTABLE_MOUNTPOINT_DISABLE_CACHE_CLEANUP` needs no handling (the cache here
-//! is kept across mounts anyway, see CONFIGURATION.md).
+//! a tuning someone set is worse than refusing to start. `UNSTABLE_MOUNTPOINT_DISABLE_CACHE_CLEANUP`
+//! needs no handling (the cache here is kept across mounts anyway, see CONFIGURATION.md).
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -28,6 +28,8 @@ pub struct UnstableEnv {
     pub clone_fuse_fd: bool,
     pub pid_file: Option<PathBuf>,
     pub io_threads: Option<usize>,
+    /// `UNSTABLE_MOUNTPOINT_CACHE_KEY` when set and not empty.
+    pub cache_key: Option<OsString>,
 }
 
 /// Looks a variable up (the process environment, or a table in tests).
@@ -48,6 +50,7 @@ impl UnstableEnv {
             clone_fuse_fd: flag(lookup, "UNSTABLE_MOUNTPOINT_CLONE_FUSE_FD")?,
             pid_file: lookup("UNSTABLE_MOUNTPOINT_PID_FILE").filter(|v| !v.is_empty()).map(PathBuf::from),
             io_threads: number(lookup, "UNSTABLE_CRT_EVENTLOOP_THREADS", 1)?,
+            cache_key: lookup("UNSTABLE_MOUNTPOINT_CACHE_KEY").filter(|v| !v.is_empty()),
         })
     }
 }
@@ -92,6 +95,7 @@ mod tests {
             ("UNSTABLE_MOUNTPOINT_CLONE_FUSE_FD", "true"),
             ("UNSTABLE_MOUNTPOINT_PID_FILE", "/run/m.pid"),
             ("UNSTABLE_CRT_EVENTLOOP_THREADS", "4"),
+            ("UNSTABLE_MOUNTPOINT_CACHE_KEY", "pod-1234"),
         ])
         .unwrap();
         assert_eq!(env.max_prefetch_window, Some(64 << 20));
@@ -99,6 +103,8 @@ mod tests {
         assert!(env.clone_fuse_fd);
         assert_eq!(env.pid_file, Some(PathBuf::from("/run/m.pid")));
         assert_eq!(env.io_threads, Some(4));
+        assert_eq!(env.cache_key, Some(OsString::from("pod-1234")));
+        assert_eq!(read(&[("UNSTABLE_MOUNTPOINT_CACHE_KEY", "")]).unwrap().cache_key, None);
     }
 
     #[test]

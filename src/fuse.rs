@@ -20,7 +20,7 @@ use fuser::{
 };
 use tracing::{debug, warn};
 
-use crate::fs::inode::InodeKind;
+use crate::fs::namespace::InodeKind;
 use crate::fs::{Attr, FsError, S3Filesystem, SetAttr};
 use crate::interrupt;
 use crate::metrics::{self, Metrics};

@@ -8,12 +8,15 @@
 //! name; local (mkdir) directories shadow remote files and stay until this mount writes a
 //! file under them, whatever other clients do under them meanwhile.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::sync::Arc;
 
+use common::data::pattern;
 use mount_s3::client::memory::InMemoryClient;
-use mount_s3::fs::inode::InodeKind;
+use mount_s3::fs::namespace::InodeKind;
 use mount_s3::fs::{FsConfig, S3Filesystem};
 use proptest::prelude::*;
 
@@ -131,7 +134,7 @@ impl Model {
                 if tree.contains_key(path) {
                     return Err(libc::EEXIST);
                 }
-                self.objects.insert(path.clone(), data(*len, *seed));
+                self.objects.insert(path.clone(), pattern(*len, u64::from(*seed)));
                 // Local ancestors are in S3 now.
                 let mut p = path.as_str();
                 while let Some(parent) = Self::parent(p) {
@@ -160,7 +163,7 @@ impl Model {
                 Ok(())
             }
             Op::RemotePut { key, len, seed } => {
-                self.objects.insert(key.clone(), data(*len, *seed));
+                self.objects.insert(key.clone(), pattern(*len, u64::from(*seed)));
                 Ok(())
             }
             Op::RemoteDelete { key } => {
@@ -169,10 +172,6 @@ impl Model {
             }
         }
     }
-}
-
-fn data(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| seed.wrapping_add(i as u8)).collect()
 }
 
 struct Harness {
@@ -206,7 +205,7 @@ impl Harness {
             Op::Write { path, len, seed } => {
                 let (dir, name) = self.dir_of(path).await?;
                 let (_, opened) = self.fs.create(dir, OsStr::new(&name), 0o644, PID).await.map_err(|e| e.errno())?;
-                let bytes = data(*len, *seed);
+                let bytes = pattern(*len, u64::from(*seed));
                 for (i, chunk) in bytes.chunks(400).enumerate() {
                     self.fs.write(opened.fh, (i * 400) as u64, chunk).await.map_err(|e| e.errno())?;
                 }
@@ -223,7 +222,7 @@ impl Harness {
                 self.fs.mkdir(dir, OsStr::new(&name)).await.map(|_| ()).map_err(|e| e.errno())
             }
             Op::RemotePut { key, len, seed } => {
-                self.client.insert(key, data(*len, *seed));
+                self.client.insert(key, pattern(*len, u64::from(*seed)));
                 Ok(())
             }
             Op::RemoteDelete { key } => {

@@ -23,7 +23,7 @@ use moka::sync::Cache;
 
 use crate::client::ETag;
 use crate::fs::config::MetadataTtl;
-use crate::fs::inode::RemoteEntry;
+use crate::fs::namespace::RemoteEntry;
 use crate::fs::readdir::ListedEntry;
 
 /// Most positive and negative entries kept (Mountpoint's negative cache holds 100,000).
@@ -252,7 +252,7 @@ impl MetadataCache {
 mod tests {
     use super::*;
     use crate::client::ETag;
-    use crate::fs::inode::InodeKind;
+    use crate::fs::namespace::InodeKind;
     use std::time::SystemTime;
 
     fn file(size: u64) -> RemoteEntry {

@@ -15,6 +15,7 @@ pub mod part_buffer;
 pub mod prefetch;
 pub mod read;
 pub mod readdir;
+pub mod rename;
 pub mod settle;
 pub mod upload;
 pub mod write;
@@ -117,6 +118,8 @@ pub struct S3Filesystem {
     prefetcher: Arc<Prefetcher>,
     /// Set by [`S3Filesystem::shutdown`].
     shut_down: AtomicBool,
+    /// Where rename intents are made durable (`--allow-rename`).
+    intents: Option<rename::intent::IntentLog>,
 }
 
 impl std::fmt::Debug for S3Filesystem {
@@ -145,6 +148,7 @@ impl S3Filesystem {
             next_fh: AtomicU64::new(1),
             mount_time,
             shut_down: AtomicBool::new(false),
+            intents: None,
         }
     }
 

@@ -103,7 +103,7 @@ impl S3Filesystem {
         Ok(())
     }
 
-    fn writable_dir(&self, parent: u64, name: &OsStr) -> Result<(Inode, String), FsError> {
+    pub(crate) fn writable_dir(&self, parent: u64, name: &OsStr) -> Result<(Inode, String), FsError> {
         let name = parse_name(name)?.to_string();
         let dir = self.ns.get(parent)?;
         if dir.kind != InodeKind::Directory {

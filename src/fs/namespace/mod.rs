@@ -426,6 +426,97 @@ impl Namespace {
         self.meta.removed(dir_key, name);
     }
 
+    // ---- rename ----
+
+    /// True if `ino` is `ancestor` or lies below it.
+    pub fn is_within(&self, ino: u64, ancestor: u64) -> bool {
+        let t = self.lock();
+        let mut at = ino;
+        loop {
+            if at == ancestor {
+                return true;
+            }
+            match t.node(at) {
+                Ok(n) if n.ino != ROOT_INO => at = n.parent,
+                _ => return false,
+            }
+        }
+    }
+
+    /// True if `ino` or anything below it is open (for reading or writing).
+    pub fn is_open_within(&self, ino: u64) -> bool {
+        let t = self.lock();
+        t.nodes.values().any(|n| {
+            !n.open.is_idle() && {
+                let mut at = n.ino;
+                loop {
+                    if at == ino {
+                        break true;
+                    }
+                    match t.node(at) {
+                        Ok(n) if n.ino != ROOT_INO => at = n.parent,
+                        _ => break false,
+                    }
+                }
+            }
+        })
+    }
+
+    /// The inode named `parent/name`, if the table has one (no S3 request, no reference taken).
+    pub fn child(&self, parent: u64, name: &str) -> Option<Inode> {
+        let t = self.lock();
+        t.child(parent, name).and_then(|ino| t.snapshot(ino).ok())
+    }
+
+    /// `parent/name` (a `kind`) is now `newparent/newname`: the node moves in the table (keys
+    /// below it follow, being derived) and the caches learn it: the old name is gone, the new
+    /// one is `entry` (when known); for a directory everything cached under either key is
+    /// dropped and the `moved` old object keys are journalled as deleted. Whatever
+    /// `newparent/newname` named before is detached.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &str,
+        newparent: u64,
+        newname: &str,
+        kind: InodeKind,
+        entry: Option<&RemoteEntry>,
+        moved: &[String],
+    ) -> Result<(), FsError> {
+        let mut t = self.lock();
+        t.dir(newparent)?;
+        let (old_dir, new_dir) = (t.key(parent)?, t.key(newparent)?);
+        let replaced = t.child(newparent, newname);
+        if let Some(ino) = t.child(parent, name) {
+            if let Ok(p) = t.node_mut(parent) {
+                p.children.remove(name);
+                p.dependents = p.dependents.saturating_sub(1);
+            }
+            let node = t.node_mut(ino)?;
+            node.parent = newparent;
+            node.name = newname.to_string();
+            let p = t.node_mut(newparent)?;
+            p.children.insert(newname.to_string(), ino);
+            p.dependents += 1;
+            if let Some(stat) = entry.map(|e| Stat::remote(e, Duration::ZERO)) {
+                // What the copy made; expired, so the next open asks S3 for the rest.
+                let node = t.node_mut(ino)?;
+                node.stat = Stat { mtime: node.stat.mtime, ..stat };
+            }
+            t.collect(parent);
+        } else if let Some(o) = replaced {
+            t.detach(newparent, newname, o);
+        }
+        if let Some(o) = replaced.filter(|o| Some(*o) != t.child(newparent, newname)) {
+            t.collect(o);
+        }
+        drop(t);
+        // Journalled (fsynced with `indefinite`) outside the lock.
+        self.meta.moved(&old_dir, name, &new_dir, newname, entry, kind, moved);
+        Ok(())
+    }
+
     // ---- who has a file open ----
 
     /// A reader opens `ino`: refused while it has a writer.

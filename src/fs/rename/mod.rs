@@ -105,9 +105,13 @@ impl S3Filesystem {
             (InodeKind::File, Some(InodeKind::Directory)) => return Err(FsError::IsADirectory(newparent)),
             (InodeKind::Directory, Some(InodeKind::File)) => return Err(FsError::NotADirectory(newparent)),
             (InodeKind::Directory, Some(InodeKind::Directory)) => match &dst_local {
-                // An empty directory made here is replaced, as rename(2) replaces empty directories.
-                Some(d) if d.local == Some(LocalState::Directory) && !self.ns.has_local_children(d.ino) => {
-                    self.ns.abandon_local(d.ino);
+                // An empty directory made here is replaced, as rename(2) replaces empty
+                // directories (abandoned below, once nothing can fail any more before the move).
+                Some(d)
+                    if d.local == Some(LocalState::Directory)
+                        && !self.ns.has_local_children(d.ino)
+                        && !self.remote_under(&d.key).await? =>
+                {
                     false
                 }
                 _ => return Err(FsError::NotEmpty { key: format!("{}{newname}/", newdir.key) }),
@@ -132,15 +136,30 @@ impl S3Filesystem {
             InodeKind::File => format!("{}{newname}", newdir.key),
             InodeKind::Directory => format!("{}{newname}/", newdir.key),
         };
+        let local_only = match (src_kind, src_local.as_ref().map(|l| l.local)) {
+            (InodeKind::Directory, Some(Some(LocalState::Directory))) => !self.remote_under(&src_key).await?,
+            _ => false,
+        };
+        if src_kind == InodeKind::Directory
+            && !local_only
+            && let Some(node) = &src_node
+            && self.ns.has_local_children(node.ino)
+        {
+            return Err(FsError::RenameBusy { key: src_key, why: "files inside it are being written" });
+        }
+        let abandon = dst_local.filter(|d| d.kind == InodeKind::Directory).map(|d| d.ino);
+        if local_only {
+            // Only local: nothing in S3 to move (files being written inside are retargeted).
+            self.retarget_all_within(src_node.as_ref().map_or(0, |n| n.ino), &src_key, &dst_key).await?;
+            if let Some(ino) = abandon {
+                self.ns.abandon_local(ino);
+            }
+            return self.ns.rename(parent, &name, newparent, &newname, src_kind, None, &[]);
+        }
         match (src_kind, src_local.map(|l| l.local)) {
             (InodeKind::File, Some(Some(LocalState::File))) => {
                 let ino = src_node.as_ref().map(|n| n.ino).ok_or(FsError::UnknownInode(0))?;
                 self.retarget(ino, &src_key, dst_key, replace).await?;
-                self.ns.rename(parent, &name, newparent, &newname, src_kind, None, &[])
-            }
-            (InodeKind::Directory, Some(Some(LocalState::Directory))) if !self.remote_under(&src_key).await? => {
-                // Only local: nothing in S3 to move (files being written inside retarget).
-                self.retarget_all_within(src_node.as_ref().map_or(0, |n| n.ino), &src_key, &dst_key).await?;
                 self.ns.rename(parent, &name, newparent, &newname, src_kind, None, &[])
             }
             (InodeKind::File, _) => {
@@ -160,14 +179,12 @@ impl S3Filesystem {
                 self.ns.rename(parent, &name, newparent, &newname, src_kind, entry.as_ref(), &[])
             }
             (InodeKind::Directory, _) => {
-                if let Some(node) = &src_node
-                    && self.ns.has_local_children(node.ino)
-                {
-                    return Err(FsError::RenameBusy { key: src_key, why: "files inside it are being written" });
-                }
                 let planned = self.plan_directory(&src_key, &dst_key).await?;
                 let moved: Vec<String> = planned.iter().map(|p| p.mv.from.clone()).collect();
                 self.move_objects(planned, false).await?;
+                if let Some(ino) = abandon {
+                    self.ns.abandon_local(ino);
+                }
                 let entry = RemoteEntry::directory(self.mount_time);
                 self.ns.rename(parent, &name, newparent, &newname, src_kind, Some(&entry), &moved)
             }

@@ -385,7 +385,7 @@ impl S3Filesystem {
             let moves = match moves {
                 Ok(moves) => moves,
                 Err(why) => {
-                    tracing::warn!(path = %escaped(&file_path(&file)), "an unfinished rename's intent is unusable ({why}); left alone");
+                    tracing::warn!(path = %file.path().display(), "an unfinished rename's intent is unusable ({why}); left alone");
                     continue;
                 }
             };
@@ -422,10 +422,6 @@ impl S3Filesystem {
             }
         }
     }
-}
-
-fn file_path(file: &intent::IntentFile) -> String {
-    format!("{file:?}")
 }
 
 /// Copies `m.from` to `m.to` pinned to `m.etag`: one CopyObject up to 5 GiB, else a multipart

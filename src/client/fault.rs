@@ -20,7 +20,7 @@ use futures::StreamExt;
 
 use super::{
     ClientError, ClientErrorKind, ETag, GetObjectResponse, GetStream, ListPage, ListRequest, ObjectClient, ObjectMeta,
-    PutOptions, PutResult, S3Operation, UploadedPart,
+    PutOptions, PutResult, RenameOptions, S3Operation, UploadedPart,
 };
 
 /// Which calls of an operation a rule applies to.
@@ -319,6 +319,16 @@ impl<C: ObjectClient> ObjectClient for FaultClient<C> {
     async fn copy_object(&self, source_key: &str, dest_key: &str) -> Result<PutResult, ClientError> {
         let faults = self.enter(S3Operation::CopyObject).await?;
         answer(S3Operation::CopyObject, &faults, self.inner.copy_object(source_key, dest_key).await)
+    }
+
+    async fn rename_object(
+        &self,
+        source_key: &str,
+        dest_key: &str,
+        options: &RenameOptions,
+    ) -> Result<(), ClientError> {
+        let faults = self.enter(S3Operation::RenameObject).await?;
+        answer(S3Operation::RenameObject, &faults, self.inner.rename_object(source_key, dest_key, options).await)
     }
 }
 

@@ -28,7 +28,7 @@ use tracing::debug;
 
 use super::{
     ClientError, ETag, GetObjectResponse, ListPage, ListRequest, ObjectClient, ObjectMeta, PutOptions, PutResult,
-    S3Operation, UploadedPart,
+    RenameOptions, S3Operation, UploadedPart,
 };
 use crate::metrics::Metrics;
 
@@ -169,6 +169,16 @@ impl<C: ObjectClient> ObjectClient for MeteredClient<C> {
 
     async fn copy_object(&self, source_key: &str, dest_key: &str) -> Result<PutResult, ClientError> {
         metered(&self.metrics, S3Operation::CopyObject, dest_key, self.inner.copy_object(source_key, dest_key)).await
+    }
+
+    async fn rename_object(
+        &self,
+        source_key: &str,
+        dest_key: &str,
+        options: &RenameOptions,
+    ) -> Result<(), ClientError> {
+        let call = self.inner.rename_object(source_key, dest_key, options);
+        metered(&self.metrics, S3Operation::RenameObject, dest_key, call).await
     }
 }
 

@@ -106,6 +106,7 @@ impl PriceClass {
             | S3Operation::UploadPart
             | S3Operation::CompleteMultipartUpload
             | S3Operation::CopyObject
+            | S3Operation::RenameObject
             | S3Operation::ListObjectsV2 => PriceClass::Put,
             S3Operation::GetObject | S3Operation::HeadObject => PriceClass::Get,
             S3Operation::DeleteObject | S3Operation::AbortMultipartUpload => PriceClass::Delete,
@@ -243,6 +244,7 @@ mod tests {
             (AbortMultipartUpload, PriceClass::Delete),
             (DeleteObject, PriceClass::Delete),
             (CopyObject, PriceClass::Put),
+            (RenameObject, PriceClass::Put),
         ];
         assert_eq!(expected.len(), S3Operation::ALL.len());
         for (op, class) in expected {

@@ -201,4 +201,8 @@ impl ObjectClient for Bucket {
     async fn copy_object(&self, source_key: &str, dest_key: &str) -> Result<PutResult, ClientError> {
         self.mem.copy_object(source_key, dest_key).await
     }
+
+    async fn rename_object(&self, s: &str, d: &str, o: &crate::client::RenameOptions) -> Result<(), ClientError> {
+        self.mem.rename_object(s, d, o).await
+    }
 }

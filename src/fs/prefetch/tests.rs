@@ -409,6 +409,10 @@ impl ObjectClient for Gauge {
     async fn copy_object(&self, s: &str, d: &str) -> Result<PutResult, ClientError> {
         self.inner.copy_object(s, d).await
     }
+
+    async fn rename_object(&self, s: &str, d: &str, o: &crate::client::RenameOptions) -> Result<(), ClientError> {
+        self.inner.rename_object(s, d, o).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

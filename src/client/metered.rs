@@ -28,7 +28,7 @@ use tracing::debug;
 
 use super::{
     ClientError, CopyOptions, ETag, GetObjectResponse, ListPage, ListRequest, ObjectClient, ObjectMeta, PutOptions,
-    PutResult, S3Operation, UploadedPart,
+    PutResult, RenameOptions, S3Operation, UploadedPart,
 };
 
 /// Where a [`MeteredClient`] reports: the metrics registry implements it (`crate::metrics`),
@@ -221,6 +221,16 @@ impl<C: ObjectClient> ObjectClient for MeteredClient<C> {
     ) -> Result<UploadedPart, ClientError> {
         let call = self.inner.upload_part_copy(key, upload_id, part_number, source_key, range, source_if_match);
         metered(&self.metrics, S3Operation::UploadPartCopy, key, call).await
+    }
+
+    async fn rename_object(
+        &self,
+        source_key: &str,
+        dest_key: &str,
+        options: &RenameOptions,
+    ) -> Result<(), ClientError> {
+        let call = self.inner.rename_object(source_key, dest_key, options);
+        metered(&self.metrics, S3Operation::RenameObject, dest_key, call).await
     }
 }
 

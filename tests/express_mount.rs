@@ -95,3 +95,39 @@ fn sessions_are_renewed_while_mounted() {
     assert!(sessions <= reads / 4, "{sessions} sessions for {reads} reads: renewed far too often");
     assert_eq!(s3.express().expired_refusals(), 0, "an expired session was used");
 }
+
+#[test]
+fn readdir_of_shuffled_pages_lists_each_name_once_and_directories_over_files() {
+    let s3 = MemS3::start_express(ExpressOptions::default());
+    let mut expected: Vec<String> = (0..2500).map(|i| format!("f{i:04}")).collect();
+    for name in &expected {
+        s3.put(&format!("big/{name}"), "x");
+    }
+    // `x` beside `x/`: only the directory shows, and it is a directory.
+    for key in ["big/x", "big/x/inner", "big/y/", "big/dot/./hidden", "big/a//b"] {
+        s3.put(key, "x");
+    }
+    expected.extend(["a", "dot", "x", "y"].map(String::from));
+    expected.sort();
+    for ttl in [None, Some("60")] {
+        let extra: Vec<&str> = ttl.map(|t| vec!["--metadata-ttl", t]).unwrap_or_default();
+        let m = mount(&s3, &extra);
+        let big = m.path().join("big");
+        // Twice: the second listing may come from the listing cache (with --metadata-ttl).
+        for round in 0..2 {
+            let mut names = vec![];
+            for entry in std::fs::read_dir(&big).unwrap() {
+                let entry = entry.unwrap();
+                names.push(entry.file_name().into_string().unwrap());
+                if entry.file_name() == "x" {
+                    assert!(entry.file_type().unwrap().is_dir(), "x is listed as a file");
+                }
+            }
+            names.sort();
+            assert_eq!(names.len(), expected.len(), "round {round}, ttl {ttl:?}: a name listed twice or lost");
+            assert_eq!(names, expected, "round {round}, ttl {ttl:?}");
+        }
+        assert!(std::fs::metadata(big.join("x")).unwrap().is_dir());
+        assert!(m.unmount().success());
+    }
+}

@@ -12,6 +12,7 @@
 //! failure is worth retrying is decided here ([`ClientError::is_retryable`]), not at call sites.
 
 pub mod aws;
+pub mod cache;
 pub mod fault;
 pub mod memory;
 pub mod metered;

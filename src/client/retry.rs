@@ -193,8 +193,9 @@ impl<C: ObjectClient> ObjectClient for RetryClient<C> {
             self.run_noting_retries("PutObject", key, || self.inner.put_object(key, body.clone(), options)).await;
         match result {
             // `If-None-Match: *` (or `If-Match`) failed on a retry: maybe another writer, maybe our
-            // own first attempt whose answer was lost. The object's bytes decide. An append (write
-            // offset) refused on a retry likewise: our lost first attempt moved the object's end.
+            // own first attempt whose answer was lost. The object's bytes decide.
+            // An append (write offset) refused on a retry likewise: our lost first attempt has
+            // moved the object's end, so the offset no longer matches.
             Err(e)
                 if retried
                     && (options.if_none_match_any || options.if_match.is_some() || options.write_offset.is_some())

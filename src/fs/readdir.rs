@@ -26,8 +26,8 @@ use std::time::SystemTime;
 use crate::client::{ListRequest, ObjectClient};
 use crate::escape::escaped;
 use crate::fs::FsError;
-use crate::fs::inode::names::{ListedName, classify_object, classify_prefix};
-use crate::fs::inode::{InodeKind, RemoteEntry};
+use crate::fs::namespace::names::{ListedName, classify_object, classify_prefix};
+use crate::fs::namespace::{InodeKind, RemoteEntry};
 
 /// Most files an unordered listing holds back before it lists directories first (see the
 /// module notes): about 200 bytes each, so a few MiB per open directory at most.

@@ -178,9 +178,7 @@ impl MemStore {
         let etag = self.new_etag(None);
         let mut buckets = self.buckets.write().unwrap();
         let b = buckets.get_mut(bucket).ok_or_else(|| s3_error!(NoSuchBucket))?;
-        // An append keeps the object's metadata and content type.
-        let mut object = b.get(key).cloned().unwrap_or_else(|| Stored::new(Bytes::new(), String::new()));
-        let current = object.data.clone();
+        let current = b.get(key).map(|o| o.data.clone()).unwrap_or_default();
         if current.len() as u64 != offset {
             let mut e = S3Error::with_message(
                 S3ErrorCode::Custom("InvalidWriteOffset".into()),
@@ -193,7 +191,10 @@ impl MemStore {
         all.extend_from_slice(&current);
         all.extend_from_slice(&data);
         let size = all.len() as u64;
-        (object.data, object.etag, object.last_modified) = (all.freeze(), etag.clone(), SystemTime::now());
+        // An append keeps the object's metadata and content type.
+        let (metadata, content_type) =
+            b.get(key).map(|o| (o.metadata.clone(), o.content_type.clone())).unwrap_or_default();
+        let object = Stored { metadata, content_type, ..Stored::new(all.freeze(), etag.clone()) };
         b.insert(key.to_string(), object);
         Ok((etag, size))
     }

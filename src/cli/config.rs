@@ -78,7 +78,6 @@ const UNSUPPORTED: &[Unsupported] = &[
     // Logging and metrics.
     // Networking.
     // Bucket kinds and mount targets.
-    Unsupported { what: "--bucket-type directory", used: |a| a.bucket_type == Some(BucketType::Directory), fix: "only general purpose buckets can be mounted for now" },
 ];
 
 impl CliArgs {
@@ -205,6 +204,10 @@ impl CliArgs {
             sse: self.sse.clone(),
             sse_kms_key_id: self.sse_kms_key_id.clone(),
             infer_content_type: self.infer_content_type,
+            directory_bucket: match self.bucket_type {
+                Some(kind) => kind == BucketType::Directory,
+                None => crate::client::is_directory_bucket_name(&bucket),
+            },
             ..FsConfig::default()
         };
         let client = AwsClientConfig {

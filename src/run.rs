@@ -214,7 +214,15 @@ fn serve(config: MountConfig, mut worker: Worker) -> Result<(), String> {
         info!(entries = loaded.entries.len(), listings = loaded.listings.len(), "metadata loaded from the cache");
         fs = fs.with_journal(journal, loaded);
     }
+    let (fs, inherited_uploads) = match &worker.state_dir {
+        Some(dir) => resume_from(fs, &dir.join("state")),
+        None => (fs, Vec::new()),
+    };
     let fs = Arc::new(fs);
+    if !inherited_uploads.is_empty() {
+        let fs = fs.clone();
+        runtime.spawn(async move { fs.abort_inherited_uploads(inherited_uploads).await });
+    }
     let metrics = metrics::install(runtime.handle(), &config.metrics, fs.memory_budget().clone())?;
     logging::spawn_level_toggle(runtime.handle());
     let adapter = FuseAdapter::new(fs.clone(), runtime.handle().clone(), mount_point.clone())
@@ -244,6 +252,27 @@ fn serve(config: MountConfig, mut worker: Worker) -> Result<(), String> {
     metrics.finish();
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     result.map_err(|e| format!("FUSE session failed: {e}"))
+}
+
+/// Takes back what the previous worker recorded in `path` ([`crate::fs::resume`]) and records
+/// from now on. A state that cannot be read or written is logged, and the mount goes on
+/// without it (only a later restart would be worse off).
+fn resume_from(fs: S3Filesystem, path: &Path) -> (S3Filesystem, Vec<(String, String)>) {
+    use crate::fs::resume::{ResumeLog, Saved};
+    let saved = Saved::load(path).unwrap_or_else(|e| {
+        warn!("cannot read the state the previous worker left in {}: {e}", path.display());
+        Saved::default()
+    });
+    match ResumeLog::create(path, &saved) {
+        Ok(log) => fs.resumed(Arc::new(log), saved),
+        Err(e) => {
+            warn!(
+                "cannot record state in {}: {e}; a restarted worker will not know this mount's open files",
+                path.display()
+            );
+            (fs, Vec::new())
+        }
+    }
 }
 
 /// What of the `--cache` directory this mount may use.

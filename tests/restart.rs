@@ -5,12 +5,25 @@
 //!   still ends everything with exit 0.
 //! - SIGUSR1 replaces the worker with the binary on disk (upgrade in place).
 //! - A crash loop (workers dying again and again) gives up: the mount is unmounted, exit 1.
+//! - After a restart the kernel's view stays valid: a reader in the middle of a large
+//!   sequential read finishes with the right bytes (256 MiB; 1 GiB with `MOUNT_S3_SOAK=1`), and
+//!   the longest read it saw is printed (the stall); inode numbers, open read handles and
+//!   directory handles keep working; a file being written fails with EIO and its multipart
+//!   upload is aborted, no object appears.
 
 mod common;
 
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use common::data::{digest, pattern};
+use mount_s3::client::S3Operation;
 
 use common::mount::{TestMount, is_mounted};
 use common::s3_server::LocalS3;
@@ -126,4 +139,124 @@ fn a_crash_loop_gives_up_and_unmounts() {
     assert!(log.contains("giving up, unmounting"), "{log}");
     assert!(!is_mounted(m.path()), "a crash loop ends in a clean unmount");
     assert!(Command::new("ls").arg(m.path()).status().unwrap().success(), "the mount point is a plain directory again");
+}
+
+/// Reads `path` in 1 MiB requests to the end; returns its digest, the byte count, and the
+/// longest single read (what a reader sees of a restart). `progress` counts bytes as they come.
+fn read_all(path: &Path, progress: &AtomicU64) -> ([u8; 32], u64, Duration) {
+    use sha2::{Digest, Sha256};
+    let mut file = File::open(path).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut hasher, mut total, mut longest) = (Sha256::new(), 0u64, Duration::ZERO);
+    loop {
+        let started = Instant::now();
+        let n = file.read(&mut buf).unwrap_or_else(|e| panic!("read at {total}: {e}"));
+        longest = longest.max(started.elapsed());
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+        progress.store(total, Ordering::Relaxed);
+    }
+    (hasher.finalize().into(), total, longest)
+}
+
+#[test]
+fn a_reader_mid_read_when_the_worker_is_killed_gets_every_byte() {
+    let size: usize = if std::env::var_os("MOUNT_S3_SOAK").is_some() { 1 << 30 } else { 256 << 20 };
+    let s3 = LocalS3::start();
+    let data = pattern(size, 16);
+    let expected = digest(&data);
+    s3.put("big.bin", &data);
+    drop(data);
+    let mut m = TestMount::new(&s3.env_vars(), &s3.bucket, &args(&s3.endpoint));
+    let supervisor = m.pid();
+    let first = worker_other_than(supervisor, None);
+    let progress = Arc::new(AtomicU64::new(0));
+    let reader = {
+        let (path, progress) = (m.path().join("big.bin"), progress.clone());
+        std::thread::spawn(move || read_all(&path, &progress))
+    };
+    wait_for(Duration::from_secs(120), "a quarter of the file", || progress.load(Ordering::Relaxed) >= size as u64 / 4);
+    signal(first, Signal::SIGKILL);
+    let at = progress.load(Ordering::Relaxed);
+    let (got, total, longest) = reader.join().expect("the reader finishes");
+    assert_eq!(total, size as u64);
+    assert!(got == expected, "the reader got the right bytes");
+    assert!(at < size as u64, "the worker died mid-read (at {at} of {size})");
+    println!("restart during a sequential read: killed at {} MiB; longest read: {longest:?}", at >> 20);
+    assert!(m.output().contains("reads=1"), "the read handle was taken over:\n{}", m.output());
+    assert!(m.wait_exit(Duration::from_millis(10)).is_none());
+    assert_eq!(m.unmount().code(), Some(0));
+}
+
+#[test]
+fn inodes_open_files_and_directory_handles_survive_a_restart() {
+    let s3 = LocalS3::start();
+    let a = pattern(3 << 20, 1);
+    s3.put("dir/a.bin", &a);
+    s3.put("dir/b.txt", b"b");
+    let m = TestMount::new(&s3.env_vars(), &s3.bucket, &args(&s3.endpoint));
+    let supervisor = m.pid();
+    let dir = m.path().join("dir");
+    let ino = std::fs::metadata(dir.join("a.bin")).unwrap().ino();
+    let dir_ino = std::fs::metadata(&dir).unwrap().ino();
+    let mut open = File::open(dir.join("a.bin")).unwrap();
+    let mut head = vec![0u8; 1000];
+    open.read_exact(&mut head).unwrap();
+    // A directory handle opened before the restart and read after it.
+    // (std opens the directory here, and reads it only when iterated.)
+    let listing = std::fs::read_dir(&dir).unwrap();
+
+    let first = worker_other_than(supervisor, None);
+    signal(first, Signal::SIGKILL);
+    wait_for_log(&m, "killed by SIGKILL", 1);
+    worker_other_than(supervisor, Some(first));
+
+    assert_eq!(std::fs::metadata(dir.join("a.bin")).unwrap().ino(), ino, "the same inode number");
+    assert_eq!(std::fs::metadata(&dir).unwrap().ino(), dir_ino);
+    let mut rest = Vec::new();
+    open.read_to_end(&mut rest).expect("the open handle reads on");
+    head.extend(rest);
+    assert!(head == a, "the open handle read the right bytes");
+    open.seek(SeekFrom::Start(5)).unwrap();
+    let mut five = [0u8; 5];
+    open.read_exact(&mut five).unwrap();
+    assert_eq!(five, a[5..10]);
+    let mut names: Vec<String> = listing.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names, ["a.bin", "b.txt"], "the directory handle lists after the restart");
+    assert_eq!(ls(&dir), ["a.bin", "b.txt"]);
+    assert_eq!(std::fs::read(dir.join("b.txt")).unwrap(), b"b", "a new open works");
+    drop(open);
+    assert_eq!(m.unmount().code(), Some(0));
+}
+
+#[test]
+fn a_file_being_written_fails_with_eio_and_no_object_appears() {
+    let s3 = LocalS3::start();
+    let m = TestMount::new(&s3.env_vars(), &s3.bucket, &args(&s3.endpoint));
+    let supervisor = m.pid();
+    let mut file = File::create(m.path().join("partial.bin")).unwrap();
+    let chunk = pattern(1 << 20, 3);
+    let mut written = 0;
+    while s3.request_count(S3Operation::UploadPart) < 1 {
+        file.write_all(&chunk).unwrap();
+        written += 1;
+        assert!(written < 512, "no part was uploaded");
+    }
+    assert_eq!(s3.pending_uploads(), 1);
+    let first = worker_other_than(supervisor, None);
+    signal(first, Signal::SIGKILL);
+    wait_for_log(&m, "killed by SIGKILL", 1);
+    let err = file.write_all(&chunk).expect_err("the next write fails");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    let closed = nix::unistd::close(std::os::fd::IntoRawFd::into_raw_fd(file));
+    assert_eq!(closed, Err(nix::errno::Errno::EIO), "close fails too");
+    wait_for(Duration::from_secs(20), "the multipart upload to be aborted", || s3.pending_uploads() == 0);
+    assert!(s3.get("partial.bin").is_none(), "never a partial object");
+    assert!(s3.list_keys("").is_empty());
+    assert!(m.output().contains("aborted the upload of"), "{}", m.output());
+    assert_eq!(m.unmount().code(), Some(0));
 }

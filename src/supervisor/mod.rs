@@ -129,6 +129,8 @@ struct Supervisor {
     args: Vec<OsString>,
     /// A stop found files open: the unmount is forced once the worker has ended its uploads.
     force: bool,
+    /// The private directory where workers keep what their successors need ([`crate::fs::resume`]).
+    state_dir: Option<PathBuf>,
 }
 
 /// One running worker.
@@ -169,7 +171,16 @@ impl Supervisor {
         fcntl(passed.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::empty()))
             .map_err(|e| format!("cannot pass the FUSE connection on: {e}"))?;
         let args = std::env::args_os().skip(1).collect();
-        Ok(Supervisor { plan, session, unmounter, passed, offer, exe, args, force: false })
+        let state_dir = match make_state_dir() {
+            Ok(dir) => Some(dir),
+            Err(e) => {
+                warn!(
+                    "cannot create a state directory ({e}): a restarted worker will not know this mount's open files"
+                );
+                None
+            }
+        };
+        Ok(Supervisor { plan, session, unmounter, passed, offer, exe, args, force: false, state_dir })
     }
 
     /// True once the kernel has ended the connection (unmounted, or aborted).
@@ -202,6 +213,9 @@ impl Supervisor {
             .env(handover::ENV_SUPERVISOR, std::process::id().to_string());
         if let Some(log_file) = &self.plan.log_file {
             command.env(handover::ENV_LOG_FILE, log_file);
+        }
+        if let Some(dir) = &self.state_dir {
+            command.env(handover::ENV_STATE_DIR, dir);
         }
         let child = command.spawn()?;
         drop(write);
@@ -394,6 +408,9 @@ impl Supervisor {
             warn!("cannot unmount {shown}: {e}; run `umount {shown}`");
         }
         drop(self.session);
+        if let Some(dir) = &self.state_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
         code
     }
 
@@ -416,6 +433,28 @@ impl Supervisor {
         }
         self.finish(code)
     }
+}
+
+/// A new private (0700) directory for this mount's worker state: under `$RUNTIME_DIRECTORY`
+/// (systemd's `RuntimeDirectory=`), else `/run` for root, else `$XDG_RUNTIME_DIR`, else the
+/// temporary directory. Removed when the supervisor exits.
+fn make_state_dir() -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let runtime = std::env::var_os("RUNTIME_DIRECTORY")
+        .and_then(|dirs| std::env::split_paths(&dirs).next())
+        .or_else(|| nix::unistd::geteuid().is_root().then(|| PathBuf::from("/run")))
+        .or_else(|| std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from))
+        .filter(|dir| dir.is_dir())
+        .unwrap_or_else(std::env::temp_dir);
+    let mut last = None;
+    for _ in 0..8 {
+        let dir = runtime.join(format!("mount-s3-{}-{:08x}", std::process::id(), rand::random::<u32>()));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.expect("tried"))
 }
 
 fn signal_worker(pid: u32, signal: Signal) {

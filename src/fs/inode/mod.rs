@@ -13,11 +13,12 @@
 pub mod names;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::client::ETag;
 use crate::fs::FsError;
+use crate::fs::resume::{ResumeLog, SavedInode, SavedStat};
 
 /// Inode number of the mount's root directory.
 pub const ROOT_INO: u64 = 1;
@@ -114,6 +115,29 @@ struct Node {
 struct Tables {
     nodes: HashMap<u64, Node>,
     next_ino: u64,
+    /// Where inode numbers given out are recorded for a restarted worker ([`crate::fs::resume`]).
+    log: Option<Arc<ResumeLog>>,
+}
+
+impl Tables {
+    fn record(&self, inode: &Inode) {
+        if let Some(log) = &self.log {
+            log.inode(inode.ino, inode.parent, inode.kind, &inode.name, &saved_stat(&inode.stat));
+        }
+    }
+
+    fn remove(&mut self, ino: u64) {
+        self.nodes.remove(&ino);
+        if let Some(log) = &self.log {
+            log.inode_dropped(ino);
+        }
+    }
+}
+
+/// The identity of an inode's object as recorded: what [`same_object`] compares.
+fn saved_stat(stat: &Stat) -> SavedStat {
+    let mtime = stat.mtime.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    SavedStat { size: stat.size, mtime_ns: mtime, etag: stat.etag.as_ref().map(|e| e.as_str().to_string()) }
 }
 
 /// The table of live inodes.
@@ -143,7 +167,9 @@ impl InodeTable {
             },
         };
         let root = Node { inode: root, lookups: 1, children: HashMap::new() };
-        InodeTable { tables: Mutex::new(Tables { nodes: HashMap::from([(ROOT_INO, root)]), next_ino: ROOT_INO + 1 }) }
+        InodeTable {
+            tables: Mutex::new(Tables { nodes: HashMap::from([(ROOT_INO, root)]), next_ino: ROOT_INO + 1, log: None }),
+        }
     }
 
     /// A snapshot of inode `ino`.
@@ -209,7 +235,45 @@ impl InodeTable {
         }
         tables.nodes.insert(ino, Node { inode: inode.clone(), lookups: 1, children: HashMap::new() });
         tables.nodes.get_mut(&parent).expect("caller checked the parent").children.insert(name, ino);
+        tables.record(&inode);
         inode
+    }
+
+    /// Records every inode given out from now on in `log`.
+    pub fn set_resume_log(&self, log: Arc<ResumeLog>) {
+        self.tables.lock().unwrap().log = Some(log);
+    }
+
+    /// Brings back the inodes a dead worker gave out, under their numbers (parents first;
+    /// an inode whose parent is missing is skipped, with everything below it). Their stat is
+    /// expired, so the next use asks S3. The kernel's reference counts are unknown: restored
+    /// inodes hold a count no forget reaches, so they stay until unmount.
+    pub fn restore(&self, saved: &std::collections::BTreeMap<u64, SavedInode>) -> usize {
+        const UNKNOWN_REFERENCES: u64 = 1 << 62;
+        let mut tables = self.tables.lock().unwrap();
+        let now = Instant::now();
+        let mut restored = 0;
+        for (&ino, s) in saved {
+            let Some(parent) = tables.nodes.get(&s.parent).map(|n| n.inode.clone()) else { continue };
+            if parent.kind != InodeKind::Directory || tables.nodes.contains_key(&ino) || ino <= ROOT_INO {
+                continue;
+            }
+            let stat = Stat {
+                size: s.stat.size,
+                mtime: std::time::UNIX_EPOCH + Duration::from_nanos(s.stat.mtime_ns),
+                etag: s.stat.etag.clone().map(ETag::new),
+                storage_class: None,
+                archived: false,
+                expiry: now,
+            };
+            let key = Self::child_key(&parent, &s.name, s.kind);
+            let inode = Inode { ino, parent: s.parent, name: s.name.clone(), key, kind: s.kind, stat, local: None };
+            tables.nodes.insert(ino, Node { inode, lookups: UNKNOWN_REFERENCES, children: HashMap::new() });
+            tables.nodes.get_mut(&s.parent).expect("checked above").children.insert(s.name.clone(), ino);
+            tables.next_ino = tables.next_ino.max(ino + 1);
+            restored += 1;
+        }
+        restored
     }
 
     /// True if `ino` exists only in this mount, or holds something that does: such inodes stay
@@ -307,7 +371,8 @@ impl InodeTable {
             archived: false,
             expiry: Instant::now() + ttl,
         };
-        let mut ino = node.inode.parent;
+        let (finished, mut ino) = (node.inode.clone(), node.inode.parent);
+        tables.record(&finished);
         // Its local ancestor directories exist in S3 now, too.
         while let Some(dir) = tables.nodes.get_mut(&ino) {
             if dir.inode.local != Some(LocalState::Directory) {
@@ -327,7 +392,7 @@ impl InodeTable {
         let (parent, name, lookups) = (node.inode.parent, node.inode.name.clone(), node.lookups);
         Self::detach(&mut tables, parent, &name, ino);
         if lookups == 0 {
-            tables.nodes.remove(&ino);
+            tables.remove(ino);
         }
     }
 
@@ -389,7 +454,7 @@ impl InodeTable {
         // Local inodes are state only this mount holds: they stay until uploaded or removed.
         if node.lookups == 0 && node.inode.local.is_none() {
             let (parent, name) = (node.inode.parent, node.inode.name.clone());
-            tables.nodes.remove(&ino);
+            tables.remove(ino);
             Self::detach(&mut tables, parent, &name, ino);
         }
     }

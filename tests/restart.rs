@@ -3,7 +3,8 @@
 //! - A SIGKILLed worker is replaced: the mount stays, the supervisor (the pid the user has)
 //!   stays, `ls` and new opens work, the log says why the worker was restarted, and `umount`
 //!   still ends everything with exit 0.
-//! - SIGUSR1 replaces the worker with the binary on disk (upgrade in place).
+//! - SIGUSR1 replaces the worker with the binary on disk (upgrade in place), also while 8
+//!   readers read: none of them loses a read or gets a wrong byte.
 //! - A crash loop (workers dying again and again) gives up: the mount is unmounted, exit 1.
 //! - After a restart the kernel's view stays valid: a reader in the middle of a large
 //!   sequential read finishes with the right bytes (256 MiB; 1 GiB with `MOUNT_S3_SOAK=1`), and
@@ -258,5 +259,43 @@ fn a_file_being_written_fails_with_eio_and_no_object_appears() {
     assert!(s3.get("partial.bin").is_none(), "never a partial object");
     assert!(s3.list_keys("").is_empty());
     assert!(m.output().contains("aborted the upload of"), "{}", m.output());
+    assert_eq!(m.unmount().code(), Some(0));
+}
+
+#[test]
+fn an_upgrade_while_8_readers_read_loses_no_read() {
+    const READERS: usize = 8;
+    const SIZE: usize = 48 << 20;
+    let s3 = LocalS3::start();
+    let mut expected = Vec::new();
+    for i in 0..READERS {
+        let data = pattern(SIZE, 100 + i as u64);
+        expected.push(digest(&data));
+        s3.put(&format!("r{i}.bin"), &data);
+    }
+    let m = TestMount::new(&s3.env_vars(), &s3.bucket, &args(&s3.endpoint));
+    let supervisor = m.pid();
+    let first = worker_other_than(supervisor, None);
+    let progress: Vec<Arc<AtomicU64>> = (0..READERS).map(|_| Arc::new(AtomicU64::new(0))).collect();
+    let readers: Vec<_> = (0..READERS)
+        .map(|i| {
+            let (path, progress) = (m.path().join(format!("r{i}.bin")), progress[i].clone());
+            std::thread::spawn(move || read_all(&path, &progress))
+        })
+        .collect();
+    wait_for(Duration::from_secs(120), "every reader to be under way", || {
+        progress.iter().all(|p| p.load(Ordering::Relaxed) >= 4 << 20)
+    });
+    signal(supervisor, Signal::SIGUSR1);
+    let mid: Vec<u64> = progress.iter().map(|p| p.load(Ordering::Relaxed)).collect();
+    let results: Vec<_> = readers.into_iter().map(|r| r.join().expect("no reader failed")).collect();
+    for (i, (got, total, longest)) in results.iter().enumerate() {
+        assert_eq!(*total, SIZE as u64, "reader {i}");
+        assert!(*got == expected[i], "reader {i} got the right bytes");
+        println!("upgrade: reader {i} at {} MiB when it began; longest read {longest:?}", mid[i] >> 20);
+    }
+    assert!(mid.iter().any(|at| *at < SIZE as u64), "the upgrade happened mid-read");
+    let second = worker_other_than(supervisor, Some(first));
+    assert!(m.output().contains(&format!("worker {second} serves")), "{}", m.output());
     assert_eq!(m.unmount().code(), Some(0));
 }

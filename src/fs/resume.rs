@@ -20,8 +20,9 @@
 //! One `write(2)` per line on an `O_APPEND` file: a worker killed at any point leaves whole
 //! lines (and at worst a torn last one, which is skipped). The file is read as untrusted: a
 //! damaged line is skipped, lines are bounded, numbers parsed strictly. A restarted worker
-//! writes the live state to a new file and renames it over the old one, so the file holds what
-//! is live plus what changed since the last restart.
+//! writes the live state to a new file and renames it over the old one, and so does a worker
+//! whose log has grown by 16 MiB (or three times its live size): the file holds what is live
+//! plus what changed since.
 //!
 //! What a restored worker does with it ([`crate::fs::S3Filesystem::resume`]): inodes come back
 //! under their numbers (with a kernel reference count it cannot know, so they stay until
@@ -235,8 +236,20 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 /// the mount works on, only a restart would lose what was not recorded.
 pub struct ResumeLog {
     path: PathBuf,
-    file: Mutex<Option<File>>,
+    file: Mutex<Appender>,
 }
+
+/// The open file, and how much it may grow before it is compacted.
+struct Appender {
+    file: Option<File>,
+    written: u64,
+    compact_at: u64,
+}
+
+/// A log is compacted (rewritten with only what is live) once it has grown by this much, or by
+/// three times its compacted size, whichever is more: lookups and forgets of a busy mount
+/// would otherwise grow it without bound (it usually lives in memory, on a tmpfs).
+const COMPACT_MIN: u64 = 16 << 20;
 
 impl std::fmt::Debug for ResumeLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -247,24 +260,39 @@ impl std::fmt::Debug for ResumeLog {
 impl ResumeLog {
     /// Starts the log at `path` from `saved` (rewritten compactly, then appended to).
     pub fn create(path: &Path, saved: &Saved) -> std::io::Result<ResumeLog> {
+        let appender = Self::rewrite(path, saved)?;
+        Ok(ResumeLog { path: path.to_path_buf(), file: Mutex::new(appender) })
+    }
+
+    /// Writes `saved` to a new file, renames it over `path`, and opens it for appending.
+    fn rewrite(path: &Path, saved: &Saved) -> std::io::Result<Appender> {
         let fresh = path.with_extension("new");
         let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&fresh)?;
-        file.write_all(saved.lines().as_bytes())?;
+        let lines = saved.lines();
+        file.write_all(lines.as_bytes())?;
         drop(file);
         std::fs::rename(&fresh, path)?;
         let file = OpenOptions::new().append(true).open(path)?;
-        Ok(ResumeLog { path: path.to_path_buf(), file: Mutex::new(Some(file)) })
+        let compact_at = COMPACT_MIN.max(lines.len() as u64 * 3);
+        Ok(Appender { file: Some(file), written: 0, compact_at })
     }
 
     fn append(&self, line: &str) {
-        let mut file = self.file.lock().unwrap();
-        let Some(f) = file.as_mut() else { return };
-        if let Err(e) = f.write_all(line.as_bytes()) {
+        let mut appender = self.file.lock().unwrap();
+        let Some(f) = appender.file.as_mut() else { return };
+        let mut result = f.write_all(line.as_bytes());
+        appender.written += line.len() as u64;
+        if result.is_ok() && appender.written > appender.compact_at {
+            result = Saved::load(&self.path).and_then(|saved| Self::rewrite(&self.path, &saved)).map(|fresh| {
+                *appender = fresh;
+            });
+        }
+        if let Err(e) = result {
             warn!(
                 "cannot record state in {}: {e}; a restarted worker will not know this mount's open files",
                 self.path.display()
             );
-            *file = None;
+            appender.file = None;
         }
     }
 
@@ -344,6 +372,23 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 6, "{text}");
         assert_eq!(Saved::load(&path).unwrap(), saved);
+    }
+
+    #[test]
+    fn a_growing_log_is_compacted_to_what_is_live() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        let log = ResumeLog::create(&path, &Saved::default()).unwrap();
+        log.inode(2, 1, InodeKind::File, "kept", &SavedStat::default());
+        let churn = COMPACT_MIN / 40 + 1000;
+        for ino in 3..3 + churn {
+            log.inode(ino, 1, InodeKind::File, "churn", &SavedStat::default());
+            log.inode_dropped(ino);
+        }
+        let size = std::fs::metadata(&path).unwrap().len();
+        assert!(size < COMPACT_MIN, "compacted: {size} bytes");
+        let saved = Saved::load(&path).unwrap();
+        assert_eq!(saved.inodes.keys().copied().collect::<Vec<_>>(), [2]);
     }
 
     #[test]

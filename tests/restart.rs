@@ -187,6 +187,10 @@ fn a_reader_mid_read_when_the_worker_is_killed_gets_every_byte() {
     assert!(got == expected, "the reader got the right bytes");
     assert!(at < size as u64, "the worker died mid-read (at {at} of {size})");
     println!("restart during a sequential read: killed at {} MiB; longest read: {longest:?}", at >> 20);
+    let output = m.output();
+    if let Some(line) = output.lines().find(|l| l.contains("it took")) {
+        println!("{line}");
+    }
     assert!(m.output().contains("reads=1"), "the read handle was taken over:\n{}", m.output());
     assert!(m.wait_exit(Duration::from_millis(10)).is_none());
     assert_eq!(m.unmount().code(), Some(0));

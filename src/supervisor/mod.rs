@@ -139,6 +139,8 @@ struct Running {
     status: tokio::net::unix::pipe::Receiver,
     started: Instant,
     ready: bool,
+    /// The status pipe has said what it will say (ready, or closed).
+    heard: bool,
 }
 
 impl Supervisor {
@@ -220,7 +222,7 @@ impl Supervisor {
         let child = command.spawn()?;
         drop(write);
         let status = tokio::net::unix::pipe::Receiver::from_owned_fd(read)?;
-        Ok(Running { child, status, started: Instant::now(), ready: false })
+        Ok(Running { child, status, started: Instant::now(), ready: false, heard: false })
     }
 
     fn serve(self) -> ExitCode {
@@ -322,7 +324,8 @@ impl Supervisor {
                         }
                     }
                 }
-                read = running.status.read(&mut buf), if !running.ready => {
+                read = running.status.read(&mut buf), if !running.heard => {
+                    running.heard = true;
                     if matches!(read, Ok(n) if n > 0) && buf.starts_with(handover::READY) {
                         running.ready = true;
                         if !served {
@@ -334,10 +337,8 @@ impl Supervisor {
                                 running.started.elapsed().as_millis()
                             );
                         }
-                    } else {
-                        // The worker closed its status pipe without a word: its exit tells why.
-                        running.ready = true;
                     }
+                    // Otherwise the worker closed its status pipe without a word: its exit tells why.
                 }
                 _ = usr1.recv() => {
                     info!("upgrade: replacing worker {pid} with {}", self.exe.display());

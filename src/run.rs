@@ -1,5 +1,7 @@
 //! The composition root: command line -> client -> core -> FUSE session, and the process around
-//! it (daemon hand-off, signals, unmount, exit codes).
+//! it (daemon hand-off, signals, unmount, exit codes). The process the user starts becomes the
+//! [`supervisor`] (mount point checks, logging, the mount); the worker it starts runs `serve`
+//! (client, core, the session on the supervisor's connection).
 //!
 //! Exit codes: 0 mounted (or unmounted cleanly), 1 any runtime failure (mount point, bucket
 //! probe, mount), 2 bad arguments. Every failure is one line naming the problem and the fix.

@@ -24,7 +24,7 @@
 //! whose log has grown by 16 MiB (or three times its live size): the file holds what is live
 //! plus what changed since.
 //!
-//! What a restored worker does with it ([`crate::fs::S3Filesystem::resume`]): inodes come back
+//! What a restored worker does with it ([`crate::fs::S3Filesystem::resumed`]): inodes come back
 //! under their numbers (with a kernel reference count it cannot know, so they stay until
 //! unmount), their stat expired so the next use asks S3; read handles read the same pinned
 //! version; directory handles list again from the offset the kernel asks for; write handles

@@ -40,7 +40,7 @@ use std::sync::Mutex;
 
 use tracing::warn;
 
-use crate::fs::inode::InodeKind;
+use crate::fs::namespace::InodeKind;
 
 /// The longest line a loader accepts (keys are at most 1024 bytes, hex doubles them).
 const MAX_LINE: usize = 8192;

@@ -281,10 +281,11 @@ fn hpc_mount_sh_writes_a_forking_unit_whose_command_mounts_read_only() {
     assert_eq!(std::fs::read(mnt.join("data/input.csv")).unwrap(), b"a,b\n1,2\n");
     let err = std::fs::write(mnt.join("out.csv"), b"x").unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EROFS));
-    // `systemctl stop`: SIGTERM to the daemon, which unmounts and exits.
+    // `systemctl stop`: SIGTERM to the daemon (its supervisor), which unmounts and exits.
     let daemons = processes_mentioning(mnt.to_str().unwrap());
-    assert_eq!(daemons.len(), 1, "{daemons:?}");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemons[0] as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert_eq!(daemons.len(), 2, "a supervisor and its worker: {daemons:?}");
+    let supervisor = *daemons.iter().min_by_key(|pid| started(**pid)).unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(supervisor as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
     assert!(common::mount::wait_no_process_mentioning(mnt.to_str().unwrap(), Duration::from_secs(10)));
     assert!(!is_mounted(&mnt));
 }

@@ -10,7 +10,8 @@
 //!   sequential read finishes with the right bytes (256 MiB; 1 GiB with `MOUNT_S3_SOAK=1`), and
 //!   the longest read it saw is printed (the stall); inode numbers, open read handles and
 //!   directory handles keep working; a file being written fails with EIO and its multipart
-//!   upload is aborted, no object appears.
+//!   upload is aborted, no object appears. A file renamed (`--allow-rename`) keeps its inode
+//!   number across a restart under its new name.
 
 mod common;
 
@@ -301,5 +302,25 @@ fn an_upgrade_while_8_readers_read_loses_no_read() {
     assert!(mid.iter().any(|at| *at < SIZE as u64), "the upgrade happened mid-read");
     let second = worker_other_than(supervisor, Some(first));
     assert!(m.output().contains(&format!("worker {second} serves")), "{}", m.output());
+    assert_eq!(m.unmount().code(), Some(0));
+}
+
+#[test]
+fn a_renamed_file_keeps_its_inode_number_across_a_restart() {
+    let s3 = common::mem_server::MemS3::start();
+    s3.put("dir/a.txt", &b"a"[..]);
+    let m = common::mount::mount(&s3, &["--allow-rename"]);
+    let (from, to) = (m.path().join("dir/a.txt"), m.path().join("b.txt"));
+    let ino = std::fs::metadata(&from).unwrap().ino();
+    std::fs::rename(&from, &to).unwrap();
+    assert_eq!(std::fs::metadata(&to).unwrap().ino(), ino);
+    let supervisor = m.pid();
+    let first = worker_other_than(supervisor, None);
+    signal(first, Signal::SIGKILL);
+    wait_for_log(&m, "killed by SIGKILL", 1);
+    worker_other_than(supervisor, Some(first));
+    assert_eq!(std::fs::metadata(&to).unwrap().ino(), ino, "the renamed inode under its new name");
+    assert_eq!(std::fs::read(&to).unwrap(), b"a");
+    assert!(std::fs::metadata(&from).is_err(), "the old name stays gone");
     assert_eq!(m.unmount().code(), Some(0));
 }

@@ -94,6 +94,11 @@ pub fn report_ready() {
     let _ = writeln!(out, "{READY_LINE}");
     let _ = out.flush();
     drop(out);
+    silence();
+}
+
+/// Points stdin, stdout and stderr at /dev/null: the parent that read them has gone.
+pub fn silence() {
     if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
         for fd in 0..=2 {
             let _ = nix::unistd::dup2(null.as_raw_fd(), fd);

@@ -56,8 +56,7 @@ impl FuseAdapter {
     /// The kernel's request queue limits (`UNSTABLE_MOUNTPOINT_MAX_BACKGROUND`, `..._CONGESTION_THRESHOLD`);
     /// `None` keeps the defaults (64, and 3/4 of max_background).
     pub fn with_kernel_queue(mut self, max_background: Option<u16>, congestion_threshold: Option<u16>) -> Self {
-        self.max_background = max_background.unwrap_or(MAX_BACKGROUND);
-        self.congestion_threshold = congestion_threshold.unwrap_or(self.max_background / 4 * 3);
+        (self.max_background, self.congestion_threshold) = kernel_queue(max_background, congestion_threshold);
         self
     }
 
@@ -114,6 +113,29 @@ impl FuseAdapter {
     }
 }
 
+/// What we ask of the kernel at FUSE INIT. The supervisor ([`crate::supervisor`]) answers the
+/// kernel's one INIT with it; a worker's session negotiates the same against a replayed INIT.
+pub fn negotiate(config: &mut KernelConfig, max_background: u16, congestion_threshold: u16) {
+    // readdirplus saves a lookup per entry; parallel dirops let lookups in one directory overlap.
+    // Atomic O_TRUNC lets open() see O_TRUNC instead of a separate truncate (setattr size 0).
+    for flag in [InitFlags::FUSE_DO_READDIRPLUS, InitFlags::FUSE_PARALLEL_DIROPS, InitFlags::FUSE_ATOMIC_O_TRUNC] {
+        if config.add_capabilities(flag).is_err() {
+            debug!("kernel does not offer {flag:?}");
+        }
+    }
+    // Sequential reads then arrive as 1 MiB requests (with read_ahead_kb raised after mount).
+    let _ = config.set_max_readahead(1024 * 1024);
+    let _ = config.set_max_background(max_background);
+    let _ = config.set_congestion_threshold(congestion_threshold);
+}
+
+/// The kernel queue limits `UNSTABLE_MOUNTPOINT_MAX_BACKGROUND` and `..._CONGESTION_THRESHOLD`
+/// ask for (`None`: 64 and 3/4 of max_background).
+pub fn kernel_queue(max_background: Option<u16>, congestion_threshold: Option<u16>) -> (u16, u16) {
+    let max_background = max_background.unwrap_or(MAX_BACKGROUND);
+    (max_background, congestion_threshold.unwrap_or(max_background / 4 * 3))
+}
+
 /// Logs a failed operation once and returns its errno.
 fn errno_of(op: &str, e: &FsError) -> Errno {
     let errno = e.errno();
@@ -166,17 +188,7 @@ fn file_attr(a: &Attr) -> FileAttr {
 
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
-        // readdirplus saves a lookup per entry; parallel dirops let lookups in one directory overlap.
-        // Atomic O_TRUNC lets open() see O_TRUNC instead of a separate truncate (setattr size 0).
-        for flag in [InitFlags::FUSE_DO_READDIRPLUS, InitFlags::FUSE_PARALLEL_DIROPS, InitFlags::FUSE_ATOMIC_O_TRUNC] {
-            if config.add_capabilities(flag).is_err() {
-                debug!("kernel does not offer {flag:?}");
-            }
-        }
-        // Sequential reads then arrive as 1 MiB requests (with read_ahead_kb raised after mount).
-        let _ = config.set_max_readahead(1024 * 1024);
-        let _ = config.set_max_background(self.max_background);
-        let _ = config.set_congestion_threshold(self.congestion_threshold);
+        negotiate(config, self.max_background, self.congestion_threshold);
         Ok(())
     }
 

@@ -36,6 +36,13 @@ pub fn adopt(fd: RawFd) -> Result<OwnedFd, String> {
     Ok(take_ownership(fd))
 }
 
+/// Takes ownership of descriptor `fd`, inherited from the process that started us (the
+/// supervisor's status pipe, [`crate::supervisor`]), after checking that it is open.
+pub fn inherit(fd: RawFd, what: &str) -> Result<OwnedFd, String> {
+    fstat(fd).map_err(|e| format!("the inherited {what} (descriptor {fd}) is not open: {e}"))?;
+    Ok(take_ownership(fd))
+}
+
 /// The checks of [`adopt`], without taking ownership.
 pub fn check(fd: RawFd) -> Result<(), String> {
     let what = format!("/dev/fd/{fd}");
@@ -59,9 +66,10 @@ pub fn check(fd: RawFd) -> Result<(), String> {
 /// Makes the inherited descriptor an [`OwnedFd`].
 ///
 /// The one place in the crate that needs `unsafe`: Rust's I/O safety cannot know that a number
-/// handed to us on the command line names a descriptor nobody else owns. It does: the caller
-/// passed it for us to serve, [`check`] has just seen it open, and this is called once, at
-/// startup, before anything else in the process could have opened or closed descriptors.
+/// handed to us on the command line (or by the supervisor, in the environment) names a
+/// descriptor nobody else owns. It does: the caller passed it for us to serve, [`check`] or
+/// [`inherit`] has just seen it open, and this is called once per descriptor, at startup, before
+/// anything else in the process could have opened or closed descriptors.
 #[allow(unsafe_code)]
 fn take_ownership(fd: RawFd) -> OwnedFd {
     // SAFETY: see above: `fd` is open (fstat succeeded) and owned by nothing else in this process.

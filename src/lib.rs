@@ -4,7 +4,8 @@
 //! `fuse` (thin adapter over fuser) -> `fs` (the kernel-free core) -> `client` (the S3 boundary).
 //! `src/fs/**` never imports fuser, aws-sdk-s3, aws-config or clap. Beside the layers: `metrics`
 //! (counters every layer may write to), `escape` (how keys and S3 strings reach the log),
-//! `logging`, `daemon` and `notify` (systemd readiness).
+//! `logging`, `daemon`, `notify` (systemd readiness) and `supervisor` (the process that holds
+//! the FUSE connection while workers serve it, and restarts them).
 
 pub mod cli;
 pub mod client;
@@ -19,3 +20,4 @@ pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod run;
+pub mod supervisor;

@@ -177,8 +177,10 @@ fn open_log_file(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
     Ok((path, file))
 }
 
-/// Installs the global subscriber. `foreground` adds stdout. Returns the log file path, if any.
-pub fn init(config: &LoggingConfig, foreground: bool) -> Result<Option<PathBuf>, String> {
+/// Installs the global subscriber. `foreground` adds stdout. With `--log-directory`, a new
+/// file is created, or `existing` (the supervisor's, for a worker) is appended to. Returns the
+/// log file path, if any.
+pub fn init(config: &LoggingConfig, foreground: bool, existing: Option<&Path>) -> Result<Option<PathBuf>, String> {
     let directives = match std::env::var("MOUNTPOINT_LOG") {
         Ok(filter) => translate_upstream_targets(&filter),
         Err(_) => filter_directives(config),
@@ -192,7 +194,11 @@ pub fn init(config: &LoggingConfig, foreground: bool) -> Result<Option<PathBuf>,
     let mut file_path = None;
     let file_layer = match &config.log_directory {
         Some(dir) => {
-            let (path, file) = open_log_file(dir)
+            let opened = match existing {
+                Some(path) => OpenOptions::new().append(true).open(path).map(|file| (path.to_path_buf(), file)),
+                None => open_log_file(dir),
+            };
+            let (path, file) = opened
                 .map_err(|e| format!("cannot create a log file in {}: {e} (check --log-directory)", dir.display()))?;
             file_path = Some(path);
             Some(tracing_subscriber::fmt::layer().with_ansi(false).with_thread_ids(true).with_writer(Mutex::new(file)))

@@ -1,5 +1,7 @@
 //! The composition root: command line -> client -> core -> FUSE session, and the process around
-//! it (daemon hand-off, signals, unmount, exit codes).
+//! it (daemon hand-off, signals, unmount, exit codes). The process the user starts becomes the
+//! [`supervisor`] (mount point checks, logging, the mount); the worker it starts runs `serve`
+//! (client, core, the session on the supervisor's connection).
 //!
 //! Exit codes: 0 mounted (or unmounted cleanly), 1 any runtime failure (mount point, bucket
 //! probe, mount), 2 bad arguments. Every failure is one line naming the problem and the fix.
@@ -27,19 +29,23 @@ use crate::fs::rename::intent::{IntentLog, default_state_dir};
 use crate::fuse::FuseAdapter;
 use crate::logging;
 use crate::metrics;
-use crate::notify;
+use crate::supervisor::{self, handover::Worker};
 
 /// Kernel readahead for the mount, so sequential reads arrive as 1 MiB requests.
 const READ_AHEAD_KB: u32 = 1024;
 /// fuser threads that read requests from /dev/fuse; the work itself runs on tokio tasks.
 const MAX_DISPATCH_THREADS: usize = 4;
 
-/// The whole program: parse, then mount in the foreground or hand off to a daemon.
+/// The whole program: parse, then mount in the foreground or hand off to a daemon; in a
+/// worker process ([`supervisor`]), serve the supervisor's connection.
 pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     let config = match cli::parse_command_line(args) {
         Ok(config) => config,
         Err(failure) => return failure.exit(),
     };
+    if supervisor::handover::is_worker() {
+        return worker(config);
+    }
     let success_message = format!("{} is mounted at {}", config.describe_target(), config.fuse.mount_point.display());
     if !config.foreground && !daemon::is_child() {
         // Catch a bad mount point (or descriptor) before starting a daemon at all.
@@ -56,8 +62,8 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     if daemon::is_child() {
         daemon::detach();
     }
-    match serve(config, &success_message) {
-        Ok(()) => ExitCode::SUCCESS,
+    match plan(&config, success_message) {
+        Ok(plan) => supervisor::run(plan),
         Err(message) => {
             error!("{message}");
             eprintln!("Error: {message}");
@@ -66,8 +72,8 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     }
 }
 
-/// Mounts and serves until unmounted. Returns the error message of a failed start.
-fn serve(config: MountConfig, success_message: &str) -> Result<(), String> {
+/// The supervisor's part of a mount: the mount point (or descriptor) checked, logging set up.
+fn plan(config: &MountConfig, success_message: String) -> Result<supervisor::Plan, String> {
     // An fd mount is adopted first, before anything else in the process opens descriptors.
     let fuse_fd = match crate::fuse_fd::parse(&config.fuse.mount_point) {
         Some(fd) => Some(crate::fuse_fd::adopt(fd)?),
@@ -83,11 +89,67 @@ fn serve(config: MountConfig, success_message: &str) -> Result<(), String> {
             .canonicalize()
             .map_err(|e| format!("mount point {} is not usable: {e}", config.fuse.mount_point.display()))?
     };
-    let log_file = logging::init(&config.logging, config.foreground)?;
-    if let Some(path) = log_file {
+    let log_file = logging::init(&config.logging, config.foreground, None)?;
+    if let Some(path) = &log_file {
         info!("logging to {}", path.display());
     }
     info!(version = env!("CARGO_PKG_VERSION"), "mount-s3 starting: {}", config.describe_target());
+    let mut fuse = fuse_config(&config.fuse);
+    if fuse_fd.is_some() {
+        // The caller's mount(2) options decide who may use the mount; admit whoever the
+        // kernel lets through. Readahead is the caller's too (we have no mountinfo/sysfs).
+        fuse.acl = fuser::SessionACL::All;
+    }
+    let read_ahead_at = (fuse_fd.is_none()).then(|| mount_point.clone());
+    Ok(supervisor::Plan {
+        mount_point,
+        fd: fuse_fd,
+        fuse,
+        kernel_queue: crate::fuse::kernel_queue(config.fuse.max_background, config.fuse.congestion_threshold),
+        success_message,
+        pid_file: config.unstable.pid_file.clone(),
+        log_file,
+        after_mount: Box::new(move || {
+            if let Some(point) = read_ahead_at {
+                raise_read_ahead(&point);
+            }
+        }),
+    })
+}
+
+/// A worker process: serve the supervisor's connection until it ends.
+fn worker(config: MountConfig) -> ExitCode {
+    let worker = match Worker::from_env() {
+        Ok(worker) => worker,
+        Err(message) => {
+            eprintln!("Error: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match serve(config, worker) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            error!("{message}");
+            eprintln!("Error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Serves the supervisor's connection until it ends. Returns the error message of a failed start.
+fn serve(config: MountConfig, mut worker: Worker) -> Result<(), String> {
+    let mount_point = worker.mount_point.clone();
+    logging::init(&config.logging, config.foreground, worker.log_file.as_deref())?;
+    match &worker.reason {
+        None => info!(version = env!("CARGO_PKG_VERSION"), "mount-s3 worker starting"),
+        Some(reason) => {
+            info!(
+                version = env!("CARGO_PKG_VERSION"),
+                restarts = worker.restarts,
+                "mount-s3 worker starting after: {reason}"
+            )
+        }
+    }
 
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = config.unstable.io_threads {
@@ -160,47 +222,33 @@ fn serve(config: MountConfig, success_message: &str) -> Result<(), String> {
         fs = fs.with_rename_intents(log);
         runtime.block_on(fs.recover_renames());
     }
+    let (fs, inherited_uploads) = match &worker.state_dir {
+        Some(dir) => resume_from(fs, &dir.join("state")),
+        None => (fs, Vec::new()),
+    };
     let fs = Arc::new(fs);
+    if !inherited_uploads.is_empty() {
+        let fs = fs.clone();
+        runtime.spawn(async move { fs.abort_inherited_uploads(inherited_uploads).await });
+    }
     let metrics = metrics::install(runtime.handle(), &config.metrics, fs.memory_budget().clone())?;
     logging::spawn_level_toggle(runtime.handle());
     let adapter = FuseAdapter::new(fs.clone(), runtime.handle().clone(), mount_point.clone())
         .with_kernel_queue(config.fuse.max_background, config.fuse.congestion_threshold);
-    let unmount_at_end = adapter.unmount_at_end();
-    let session = match fuse_fd {
-        Some(fd) => {
-            // The caller's mount(2) options decide who may use the mount; admit whoever the
-            // kernel lets through. Readahead is the caller's too (we have no mountinfo/sysfs).
-            let fuse = fuse_config(&config.fuse);
-            let session = fuser::Session::from_fd(adapter, fd, fuser::SessionACL::All, fuse)
-                .map_err(|e| format!("cannot serve the FUSE connection {}: {e}", mount_point.display()))?;
-            install_signal_handlers(&runtime, None, mount_point.clone(), fs.clone());
-            session
-        }
-        None => {
-            let mut session = fuser::Session::new(adapter, &mount_point, &fuse_config(&config.fuse))
-                .map_err(|e| format!("failed to mount at {}: {e}", mount_point.display()))?;
-            *unmount_at_end.lock().unwrap() = Some(session.unmount_callable());
-            raise_read_ahead(&mount_point);
-            install_signal_handlers(&runtime, Some(session.unmount_callable()), mount_point.clone(), fs.clone());
-            session
-        }
-    };
-
-    if let Some(path) = &config.unstable.pid_file
-        && let Err(e) = std::fs::write(path, format!("{}\n", std::process::id()))
-    {
-        warn!("cannot write the process id to {} (UNSTABLE_MOUNTPOINT_PID_FILE): {e}", path.display());
+    let mut fuse = fuse_config(&config.fuse);
+    if crate::fuse_fd::parse(&config.fuse.mount_point).is_some() {
+        fuse.acl = fuser::SessionACL::All;
     }
-    info!("{success_message}");
-    // Before the daemon's parent exits, so systemd learns the daemon's pid first.
-    notify::ready(success_message);
+    let acl = fuse.acl;
+    let session = worker.session(adapter, acl, fuse)?;
+    install_signal_handlers(&runtime, mount_point.clone(), fs.clone());
+    metrics::global().set_restarts(worker.restarts);
+    worker.report_ready();
     if daemon::is_child() {
-        daemon::report_ready();
-    } else {
-        println!("{success_message}");
+        // The background parent has gone: its pipes are not ours to write to.
+        daemon::silence();
     }
     let result = session.run();
-    notify::stopping();
     info!("file system unmounted, shutting down");
     // Normally every file was closed before the unmount; after a forced one (`umount -f`, an
     // aborted connection) uploads may still be open: end them and say which.
@@ -212,6 +260,27 @@ fn serve(config: MountConfig, success_message: &str) -> Result<(), String> {
     metrics.finish();
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     result.map_err(|e| format!("FUSE session failed: {e}"))
+}
+
+/// Takes back what the previous worker recorded in `path` ([`crate::fs::resume`]) and records
+/// from now on. A state that cannot be read or written is logged, and the mount goes on
+/// without it (only a later restart would be worse off).
+fn resume_from(fs: S3Filesystem, path: &Path) -> (S3Filesystem, Vec<(String, String)>) {
+    use crate::fs::resume::{ResumeLog, Saved};
+    let saved = Saved::load(path).unwrap_or_else(|e| {
+        warn!("cannot read the state the previous worker left in {}: {e}", path.display());
+        Saved::default()
+    });
+    match ResumeLog::create(path, &saved) {
+        Ok(log) => fs.resumed(Arc::new(log), saved),
+        Err(e) => {
+            warn!(
+                "cannot record state in {}: {e}; a restarted worker will not know this mount's open files",
+                path.display()
+            );
+            (fs, Vec::new())
+        }
+    }
 }
 
 /// The directory where `--allow-rename` makes its intents durable: `rename/` in the checked
@@ -425,20 +494,10 @@ async fn shut_down(fs: &S3Filesystem) {
     }
 }
 
-/// SIGINT, SIGTERM and SIGHUP unmount the file system; the session then ends and we exit 0.
-/// If files are open the unmount is refused (EBUSY): then closes in progress finish, uploads
-/// still open are aborted (each logged), and the FUSE connection is aborted (`MNT_FORCE`), so
-/// the process ends instead of waiting for applications that may never close their files.
-///
-/// An fd mount (`unmounter` is `None`) belongs to whoever called mount(2): we finish closes in
-/// progress, abort open uploads, persist the metadata journal and exit 0; the mount then
-/// answers ENOTCONN until its owner unmounts it.
-fn install_signal_handlers(
-    runtime: &tokio::runtime::Runtime,
-    unmounter: Option<fuser::SessionUnmounter>,
-    mount_point: PathBuf,
-    fs: Arc<S3Filesystem>,
-) {
+/// SIGINT, SIGTERM and SIGHUP (from the supervisor, which unmounts: [`supervisor`]) end the
+/// worker: closes in progress finish, uploads still open are aborted (each logged), the
+/// metadata journal is persisted, and the worker exits 0.
+fn install_signal_handlers(runtime: &tokio::runtime::Runtime, mount_point: PathBuf, fs: Arc<S3Filesystem>) {
     use tokio::signal::unix::{SignalKind, signal};
     runtime.spawn(async move {
         let (Ok(mut int), Ok(mut term), Ok(mut hup)) =
@@ -452,28 +511,10 @@ fn install_signal_handlers(
             _ = term.recv() => {}
             _ = hup.recv() => {}
         }
-        notify::stopping();
-        let Some(mut unmounter) = unmounter else {
-            info!("received interrupt signal; {} is mounted by another process: shutting down", mount_point.display());
-            shut_down(&fs).await;
-            fs.flush_metadata();
-            std::process::exit(0);
-        };
-        info!("received interrupt signal, unmounting {}", mount_point.display());
-        let Err(e) = unmounter.unmount() else { return };
-        warn!(
-            "cannot unmount {} ({e}): files are open; finishing closes in progress, aborting uploads still open",
-            mount_point.display()
-        );
+        info!("worker: shutting down");
         shut_down(&fs).await;
-        use nix::mount::{MntFlags, umount2};
-        // On FUSE, MNT_FORCE aborts the connection: open files fail with ENOTCONN and the
-        // session ends. The mount itself may stay busy: detach it.
-        if umount2(&mount_point, MntFlags::MNT_FORCE).is_err()
-            && let Err(e) = umount2(&mount_point, MntFlags::MNT_DETACH)
-        {
-            error!("cannot unmount {}: {e}; run `umount {}`", mount_point.display(), mount_point.display());
-        }
+        fs.flush_metadata();
+        std::process::exit(0);
     });
 }
 

@@ -42,7 +42,15 @@ fn background_mount_reports_success_serves_and_exits_on_umount() {
     assert!(is_mounted(&mnt));
     assert_eq!(std::fs::read(mnt.join("hello.txt")).unwrap(), b"hello\n");
     let daemons = processes_mentioning(mnt.to_str().unwrap());
-    assert_eq!(daemons.len(), 1, "one daemon serves the mount");
+    assert_eq!(daemons.len(), 2, "one daemon (a supervisor and its worker) serves the mount: {daemons:?}");
+    let parent_of = |pid: u32| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+    };
+    assert!(
+        daemons.iter().any(|d| daemons.iter().any(|w| parent_of(*w) == Some(*d))),
+        "the worker is the supervisor's child: {daemons:?}"
+    );
 
     assert!(Command::new("umount").arg(&mnt).status().unwrap().success());
     let deadline = Instant::now() + Duration::from_secs(10);

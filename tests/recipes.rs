@@ -154,6 +154,13 @@ fn daemonset_mount_loop_mounts_keeps_and_repairs_the_mount() {
     let s3 = LocalS3::start();
     s3.put("jars/a.jar", b"jar");
     let node = Node::new(&s3);
+    // Installed as a file, as the DaemonSet's installer does (a symlink would not show that
+    // the binary was replaced).
+    let installed = node.path("bin/mount-s3");
+    std::fs::remove_file(&installed).unwrap();
+    if std::fs::hard_link(binary(), &installed).is_err() {
+        std::fs::copy(binary(), &installed).unwrap();
+    }
     let script = node.path("mount-s3.sh");
     std::fs::write(&script, daemonset_script()).unwrap();
     let mnt = node.path("mnt/s3");
@@ -180,14 +187,33 @@ fn daemonset_mount_loop_mounts_keeps_and_repairs_the_mount() {
     assert_eq!(std::fs::read(mnt.join("jars/a.jar")).unwrap(), b"jar");
     assert_eq!(mounts(), 1);
 
-    // The daemon dies: its mount stays behind, dead. The next check clears it and remounts.
+    // A new binary on the node: the next check upgrades the running mount in place.
     let daemons = processes_mentioning(mnt.to_str().unwrap());
-    assert_eq!(daemons.len(), 1, "{daemons:?}");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemons[0] as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
-    assert!(common::mount::wait_no_process_mentioning(mnt.to_str().unwrap(), Duration::from_secs(5)));
-    assert!(std::fs::read_dir(&mnt).is_err(), "a dead mount");
+    assert_eq!(daemons.len(), 2, "a supervisor and its worker: {daemons:?}");
+    let supervisor = *daemons.iter().min_by_key(|pid| started(**pid)).unwrap();
+    let worker = *daemons.iter().find(|pid| **pid != supervisor).unwrap();
+    let staged = node.path("bin/.mount-s3.new");
+    std::fs::copy(binary(), &staged).unwrap();
+    std::fs::rename(&staged, &installed).unwrap();
     vars.pop();
     vars.push(("MAX_CHECKS", "1".into()));
+    let out = node.run(&script, &[], &vars);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(std::fs::read_to_string(&log).unwrap().contains("Upgrading mount-s3"), "{}", text(&out));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while processes_mentioning(mnt.to_str().unwrap()).contains(&worker)
+        || processes_mentioning(mnt.to_str().unwrap()).len() != 2
+    {
+        assert!(std::time::Instant::now() < deadline, "the worker was not replaced");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(std::fs::read(mnt.join("jars/a.jar")).unwrap(), b"jar", "the same mount, served by the new binary");
+    assert_eq!(mounts(), 1, "no remount");
+
+    // The daemon dies: its mount stays behind, dead. The next check clears it and remounts.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(supervisor as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    assert!(common::mount::wait_no_process_mentioning(mnt.to_str().unwrap(), Duration::from_secs(5)));
+    assert!(std::fs::read_dir(&mnt).is_err(), "a dead mount");
     let out = node.run(&script, &[], &vars);
     assert!(out.status.success(), "{}", text(&out));
     let logged = std::fs::read_to_string(&log).unwrap();
@@ -195,6 +221,12 @@ fn daemonset_mount_loop_mounts_keeps_and_repairs_the_mount() {
     assert_eq!(mounts(), 2);
     assert_eq!(std::fs::read(mnt.join("jars/a.jar")).unwrap(), b"jar");
     assert!(Command::new("umount").arg(&mnt).status().unwrap().success());
+}
+
+/// When process `pid` started (clock ticks since boot), from /proc.
+fn started(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(19)?.parse().ok()).unwrap_or(u64::MAX)
 }
 
 /// A `systemctl` for machines without systemd: records its calls, and for `enable --now UNIT`
@@ -249,10 +281,11 @@ fn hpc_mount_sh_writes_a_forking_unit_whose_command_mounts_read_only() {
     assert_eq!(std::fs::read(mnt.join("data/input.csv")).unwrap(), b"a,b\n1,2\n");
     let err = std::fs::write(mnt.join("out.csv"), b"x").unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EROFS));
-    // `systemctl stop`: SIGTERM to the daemon, which unmounts and exits.
+    // `systemctl stop`: SIGTERM to the daemon (its supervisor), which unmounts and exits.
     let daemons = processes_mentioning(mnt.to_str().unwrap());
-    assert_eq!(daemons.len(), 1, "{daemons:?}");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemons[0] as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert_eq!(daemons.len(), 2, "a supervisor and its worker: {daemons:?}");
+    let supervisor = *daemons.iter().min_by_key(|pid| started(**pid)).unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(supervisor as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
     assert!(common::mount::wait_no_process_mentioning(mnt.to_str().unwrap(), Duration::from_secs(10)));
     assert!(!is_mounted(&mnt));
 }

@@ -32,6 +32,11 @@ pub enum FsError {
     #[error("file handle {0} is not open")]
     BadHandle(u64),
 
+    #[error(
+        "file handle {0} was being written when the worker serving the mount died: its data is lost and its upload was aborted"
+    )]
+    LostInRestart(u64),
+
     #[error("file handle {fh} of {key:?} has been invalidated by a newer handle opened after it was closed")]
     InvalidatedHandle { fh: u64, key: String },
 
@@ -178,6 +183,7 @@ impl FsError {
             FsError::IsADirectory(_) => libc::EISDIR,
             FsError::BadHandle(_) => libc::EBADF,
             FsError::InvalidatedHandle { .. } => libc::EBADF,
+            FsError::LostInRestart(_) => libc::EIO,
             FsError::BadDirOffset { .. } => libc::EBADF,
             FsError::ObjectChanged { .. } => libc::ESTALE,
             FsError::Client { source, .. } => match source.kind {

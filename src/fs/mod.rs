@@ -16,6 +16,7 @@ pub mod prefetch;
 pub mod read;
 pub mod readdir;
 pub mod rename;
+pub mod resume;
 pub mod settle;
 pub mod upload;
 pub mod write;
@@ -101,8 +102,13 @@ struct DirHandle {
 /// An open file: read or write for its whole life.
 #[derive(Clone)]
 enum Handle {
-    Read { ino: u64, reader: Arc<FileReader> },
+    Read {
+        ino: u64,
+        reader: Arc<FileReader>,
+    },
     Write(Arc<WriteHandle>),
+    /// A write handle of a dead worker ([`resume`]): its data is gone, every use is EIO.
+    Lost,
 }
 
 /// The file system over one bucket (and prefix).
@@ -120,6 +126,8 @@ pub struct S3Filesystem {
     shut_down: AtomicBool,
     /// Where rename intents are made durable (`--allow-rename`).
     intents: Option<rename::intent::IntentLog>,
+    /// Where handles are recorded for a restarted worker ([`resume`]).
+    resume_log: Option<Arc<resume::ResumeLog>>,
 }
 
 impl std::fmt::Debug for S3Filesystem {
@@ -149,6 +157,73 @@ impl S3Filesystem {
             mount_time,
             shut_down: AtomicBool::new(false),
             intents: None,
+            resume_log: None,
+        }
+    }
+
+    /// Records inode numbers and handles in `log` from now on, after taking back what a dead
+    /// worker left in `saved` ([`resume`]): its inodes, its read and directory handles (the
+    /// same numbers, reading the same object versions), and its write handles as lost (EIO).
+    /// Returns the multipart uploads it left open, for [`S3Filesystem::abort_inherited_uploads`].
+    pub fn resumed(mut self, log: Arc<resume::ResumeLog>, saved: resume::Saved) -> (Self, Vec<(String, String)>) {
+        let inodes = self.ns.restore(&saved.inodes);
+        let (mut reads, mut dirs, mut lost) = (0, 0, 0);
+        let mut next_fh = 1;
+        for (fh, handle) in saved.handles {
+            next_fh = next_fh.max(fh + 1);
+            let Ok(inode) = self.ns.get(handle.ino()) else { continue };
+            match handle {
+                resume::SavedHandle::Read { ino, size, etag } => {
+                    let object = ObjectVersion { key: inode.key, etag: crate::client::ETag::new(etag), size };
+                    let reader = FileReader::new(self.client.clone(), object, self.prefetcher.clone());
+                    self.files.get_mut().unwrap().insert(fh, Handle::Read { ino, reader: Arc::new(reader) });
+                    // A restored inode has no writer: the claim cannot conflict.
+                    let _ = self.ns.open_read(ino);
+                    reads += 1;
+                }
+                resume::SavedHandle::Write { .. } => {
+                    self.files.get_mut().unwrap().insert(fh, Handle::Lost);
+                    lost += 1;
+                }
+                resume::SavedHandle::Dir { ino } => {
+                    let listing = DirListing::new(inode.key, self.config.list_page_size, self.mount_time, Vec::new());
+                    let handle = Arc::new(DirHandle { ino, listing: tokio::sync::Mutex::new(listing) });
+                    self.dirs.get_mut().unwrap().insert(fh, handle);
+                    dirs += 1;
+                }
+            }
+        }
+        *self.next_fh.get_mut() = next_fh.max(*self.next_fh.get_mut());
+        if inodes + reads + dirs + lost > 0 {
+            tracing::info!(inodes, reads, dirs, lost_writers = lost, "taken over from the previous worker");
+        }
+        if saved.damaged > 0 {
+            tracing::warn!(damaged = saved.damaged, "damaged lines skipped in the state the previous worker left");
+        }
+        self.ns.set_resume_log(log.clone());
+        // What is restored is recorded again: the log was rewritten from `saved` before.
+        self.resume_log = Some(log);
+        (self, saved.uploads.into_iter().map(|(id, key)| (key, id)).collect())
+    }
+
+    /// Aborts the multipart uploads a dead worker left open (`(key, upload id)`): their files
+    /// failed with EIO, and no part of them may ever become an object.
+    pub async fn abort_inherited_uploads(&self, uploads: Vec<(String, String)>) {
+        for (key, id) in uploads {
+            match self.client.abort_multipart_upload(&key, &id).await {
+                Ok(()) => tracing::warn!(
+                    "aborted the upload of {} left by the previous worker: the file failed with EIO",
+                    crate::escape::escaped(&key)
+                ),
+                Err(e) => tracing::warn!(
+                    "cannot abort the upload of {} left by the previous worker: {e}; a lifecycle rule for \
+                     incomplete multipart uploads removes it",
+                    crate::escape::escaped(&key)
+                ),
+            }
+            if let Some(log) = &self.resume_log {
+                log.upload_ended(&id);
+            }
         }
     }
 
@@ -329,8 +404,24 @@ impl S3Filesystem {
 
     fn add_handle(&self, handle: Handle) -> u64 {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        if let Some(log) = &self.resume_log {
+            match &handle {
+                Handle::Read { ino, reader } => {
+                    let object = reader.object();
+                    log.opened_read(fh, *ino, object.size, object.etag.as_str());
+                }
+                Handle::Write(w) => log.opened_write(fh, w.ino),
+                Handle::Lost => {}
+            }
+        }
         self.files.lock().unwrap().insert(fh, handle);
         fh
+    }
+
+    fn record_closed(&self, fh: u64) {
+        if let Some(log) = &self.resume_log {
+            log.closed(fh);
+        }
     }
 
     fn handle(&self, fh: u64) -> Option<Handle> {
@@ -340,6 +431,7 @@ impl S3Filesystem {
     fn write_handle(&self, fh: u64) -> Result<Arc<WriteHandle>, FsError> {
         match self.handle(fh) {
             Some(Handle::Write(w)) => Ok(w),
+            Some(Handle::Lost) => Err(FsError::LostInRestart(fh)),
             _ => Err(FsError::BadHandle(fh)),
         }
     }
@@ -367,6 +459,9 @@ impl S3Filesystem {
                 self.files.lock().unwrap().remove(&fh);
                 self.ns.close(ino, false);
             }
+            Handle::Lost => {
+                self.files.lock().unwrap().remove(&fh);
+            }
             Handle::Write(w) => {
                 // The handle stays listed until its upload is done, so a shutdown meanwhile
                 // waits for this completion and reports it, instead of losing it unlogged.
@@ -388,6 +483,7 @@ impl S3Filesystem {
                 }
             }
         }
+        self.record_closed(fh);
         Ok(())
     }
 
@@ -409,6 +505,9 @@ impl S3Filesystem {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         let handle = Arc::new(DirHandle { ino, listing: tokio::sync::Mutex::new(listing) });
         self.dirs.lock().unwrap().insert(fh, handle);
+        if let Some(log) = &self.resume_log {
+            log.opened_dir(fh, ino);
+        }
         Ok(fh)
     }
 
@@ -471,7 +570,9 @@ impl S3Filesystem {
 
     /// Closes directory handle `fh`.
     pub fn releasedir(&self, fh: u64) -> Result<(), FsError> {
-        self.dirs.lock().unwrap().remove(&fh).map(|_| ()).ok_or(FsError::BadHandle(fh))
+        self.dirs.lock().unwrap().remove(&fh).ok_or(FsError::BadHandle(fh))?;
+        self.record_closed(fh);
+        Ok(())
     }
 
     /// File-system statistics: S3 has no capacity limit to report.

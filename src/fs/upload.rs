@@ -29,6 +29,7 @@ use crate::fs::FsError;
 use crate::fs::error::Failed;
 use crate::fs::memory::{MemoryBudget, Promise, Reservation, WriterTicket};
 use crate::fs::part_buffer::PartBuffer;
+use crate::fs::resume::ResumeLog;
 use crate::fs::settle::{Expected, settle};
 
 /// S3's limit on parts in one multipart upload.
@@ -86,6 +87,9 @@ pub struct Upload {
     ticket: Option<Reservation>,
     _promise: Promise,
     multipart: Option<Multipart>,
+    /// Where multipart uploads are recorded, so a restarted worker can abort what a dead one
+    /// left open ([`crate::fs::resume`]).
+    record: Option<Arc<ResumeLog>>,
     /// Set once anything failed; every later call returns the same errno.
     failed: Option<Failed>,
 }
@@ -117,7 +121,20 @@ impl Upload {
             ticket: Some(ticket.reservation),
             _promise: ticket.promise,
             multipart: None,
+            record: None,
             failed: None,
+        }
+    }
+
+    /// Records the multipart upload (when one is created, and when it ends) in `log`.
+    pub fn recorded_in(mut self, log: Option<Arc<ResumeLog>>) -> Self {
+        self.record = log;
+        self
+    }
+
+    fn record_ended(&self, upload_id: &str) {
+        if let Some(log) = &self.record {
+            log.upload_ended(upload_id);
         }
     }
 
@@ -259,6 +276,7 @@ impl Upload {
                     tracing::warn!(key = %escaped(&self.key), upload_id = %escaped(&mpu.upload_id), "could not abort multipart upload: {e}");
                 }
             }
+            self.record_ended(&mpu.upload_id);
         }
     }
 
@@ -336,7 +354,9 @@ impl Upload {
                 // A refusal. Abort now: "no such upload" then means the upload is gone, which a
                 // completion (whose answer was lost or misread) explains as well as anything.
                 self.multipart = None;
-                match self.client.abort_multipart_upload(&self.key, &upload_id).await {
+                let aborted = self.client.abort_multipart_upload(&self.key, &upload_id).await;
+                self.record_ended(&upload_id);
+                match aborted {
                     Ok(()) => return Err(self.upload_error(e)),
                     Err(gone) if gone.kind == ClientErrorKind::NotFound => {
                         settle(self.client.as_ref(), &self.key, &expected, &e).await?
@@ -349,6 +369,7 @@ impl Upload {
             }
         };
         self.multipart = None;
+        self.record_ended(&upload_id);
         Ok(Uploaded { etag, size })
     }
 
@@ -358,6 +379,9 @@ impl Upload {
         if self.multipart.is_none() {
             let created = self.client.create_multipart_upload(&self.key, &self.config.options).await;
             let upload_id = created.map_err(|e| self.upload_error(e))?;
+            if let Some(log) = &self.record {
+                log.upload_created(&self.key, &upload_id);
+            }
             self.multipart =
                 Some(Multipart { upload_id, next_part: 1, in_flight: VecDeque::new(), done: vec![], returned: None });
         }

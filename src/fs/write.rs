@@ -163,7 +163,8 @@ impl S3Filesystem {
         })?;
         let config = self.upload_config(&inode.key, new);
         let budget = self.memory_budget().clone();
-        let upload = Upload::new(self.client.clone(), inode.key.clone(), config, budget, ticket);
+        let upload = Upload::new(self.client.clone(), inode.key.clone(), config, budget, ticket)
+            .recorded_in(self.resume_log.clone());
         let handle = WriteHandle {
             ino,
             pid,
@@ -274,7 +275,11 @@ impl S3Filesystem {
 
     /// close(): completes the upload if `pid` opened the file and wrote something.
     pub async fn flush(&self, fh: u64, pid: u32) -> Result<(), FsError> {
-        let Some(Handle::Write(handle)) = self.handle(fh) else { return Ok(()) };
+        let handle = match self.handle(fh) {
+            Some(Handle::Write(handle)) => handle,
+            Some(Handle::Lost) => return Err(FsError::LostInRestart(fh)),
+            _ => return Ok(()),
+        };
         let wrote = match &*handle.state.lock().await {
             WriteState::Writing(upload) => upload.size() > 0,
             WriteState::Done(_) => true,
@@ -313,6 +318,7 @@ impl S3Filesystem {
         match self.handle(fh) {
             Some(Handle::Write(handle)) => self.complete(&handle).await,
             Some(Handle::Read { .. }) => Ok(()),
+            Some(Handle::Lost) => Err(FsError::LostInRestart(fh)),
             None => Err(FsError::BadHandle(fh)),
         }
     }
@@ -334,6 +340,7 @@ impl S3Filesystem {
                     report.readers += 1;
                     continue;
                 }
+                Handle::Lost => continue,
             };
             let key = self.ns.get(writer.ino).map(|i| i.key).unwrap_or_default();
             match self.end_at_shutdown(&writer).await {

@@ -113,6 +113,8 @@ pub struct Metrics {
     memory: OnceLock<MemoryBudget>,
     /// Histograms for `--otlp-endpoint`, once export has started.
     otlp: OnceLock<otlp::Instruments>,
+    /// Workers that served this mount before this process ([`crate::supervisor`]).
+    restarts: AtomicU64,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -133,6 +135,7 @@ impl Default for Metrics {
             cache: OnceLock::new(),
             memory: OnceLock::new(),
             otlp: OnceLock::new(),
+            restarts: AtomicU64::new(0),
         }
     }
 }
@@ -235,6 +238,11 @@ impl Metrics {
         let _ = self.memory.set(budget);
     }
 
+    /// Records how many workers served this mount before this one (told by the supervisor).
+    pub fn set_restarts(&self, restarts: u64) {
+        self.restarts.store(restarts, Ordering::Relaxed);
+    }
+
     /// Every counter, now.
     pub fn snapshot(&self) -> Snapshot {
         let budget = self.memory.get();
@@ -247,6 +255,7 @@ impl Metrics {
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
             errors_by_code: self.errors_by_code.lock().unwrap().clone(),
             cache,
+            restarts: self.restarts.load(Ordering::Relaxed),
             memory: MemorySnapshot {
                 rss: read_rss(),
                 reserved: budget.map(MemoryBudget::reserved).unwrap_or_default(),
@@ -310,6 +319,9 @@ pub struct Snapshot {
     pub bytes_out: u64,
     pub errors_by_code: BTreeMap<String, u64>,
     pub cache: CacheCounts,
+    /// Worker restarts since the mount started (a count across processes: an interval
+    /// carries the later value).
+    pub restarts: u64,
     /// Memory is a gauge: an interval carries the later value.
     pub memory: MemorySnapshot,
 }
@@ -337,6 +349,7 @@ impl Snapshot {
                 misses: self.cache.misses.saturating_sub(earlier.cache.misses),
                 evictions: self.cache.evictions.saturating_sub(earlier.cache.evictions),
             },
+            restarts: self.restarts,
             memory: self.memory,
         }
     }

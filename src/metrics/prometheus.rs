@@ -140,6 +140,12 @@ pub fn render(s: &Snapshot, prices: RequestPrices) -> String {
         one(s.uptime.as_secs_f64().to_string()),
     );
     family(
+        "mount_s3_restarts_total",
+        "counter",
+        "Times the worker serving the mount died or was upgraded and was replaced without unmounting.",
+        one(s.restarts.to_string()),
+    );
+    family(
         "mount_s3_fuse_requests_total",
         "counter",
         "FUSE requests answered, by operation.",

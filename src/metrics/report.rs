@@ -172,6 +172,13 @@ pub fn interval_lines(s: &Snapshot) -> Vec<String> {
 /// The summary of a whole mount: totals, every S3 operation's count, and the cost estimate.
 pub fn summary_lines(total: &Snapshot, prices: RequestPrices) -> Vec<String> {
     let mut lines = vec![format!("summary: mounted for {:.1}s", total.uptime.as_secs_f64())];
+    if total.restarts > 0 {
+        lines.push(format!(
+            "summary: worker restarts: {} (this worker served the last {:.1}s)",
+            total.restarts,
+            total.uptime.as_secs_f64()
+        ));
+    }
     lines.extend(interval_lines(total).into_iter().map(|line| format!("summary: {line}")));
     let counts: Vec<String> = total.s3.iter().map(|op| format!("{}={}", op.name, op.requests)).collect();
     let billable: u64 = total.s3.iter().map(OpSnapshot::billable).sum();

@@ -174,6 +174,54 @@ impl Namespace {
         self.meta.flush();
     }
 
+    /// Records every inode number given out from now on in `log` ([`crate::fs::resume`]).
+    pub fn set_resume_log(&self, log: std::sync::Arc<crate::fs::resume::ResumeLog>) {
+        self.lock().log = Some(log);
+    }
+
+    /// Brings back the inodes a dead worker gave out, under their numbers (parents first; an
+    /// inode whose parent is missing is skipped, with everything below it). Their stat is
+    /// expired, so the next use asks S3. The kernel's reference counts are unknown: restored
+    /// inodes hold a count no forget reaches, so they stay until unmount.
+    pub fn restore(&self, saved: &std::collections::BTreeMap<u64, crate::fs::resume::SavedInode>) -> usize {
+        const UNKNOWN_REFERENCES: u64 = 1 << 62;
+        let mut t = self.lock();
+        let now = Instant::now();
+        let mut restored = 0;
+        for (&ino, s) in saved {
+            if ino <= ROOT_INO || t.nodes.contains_key(&ino) || t.dir(s.parent).is_err() {
+                continue;
+            }
+            let stat = Stat {
+                size: s.stat.size,
+                mtime: std::time::UNIX_EPOCH + Duration::from_nanos(s.stat.mtime_ns),
+                etag: s.stat.etag.clone().map(ETag::new),
+                storage_class: None,
+                archived: false,
+                expiry: now,
+            };
+            let node = table::Node {
+                ino,
+                parent: s.parent,
+                name: s.name.clone(),
+                kind: s.kind,
+                stat,
+                local: None,
+                lookups: UNKNOWN_REFERENCES,
+                children: std::collections::HashMap::new(),
+                dependents: 0,
+                open: Default::default(),
+            };
+            t.nodes.insert(ino, node);
+            let p = t.nodes.get_mut(&s.parent).expect("checked above");
+            p.children.insert(s.name.clone(), ino);
+            p.dependents += 1;
+            t.next_ino = t.next_ino.max(ino + 1);
+            restored += 1;
+        }
+        restored
+    }
+
     /// A snapshot of inode `ino`.
     pub fn get(&self, ino: u64) -> Result<Inode, FsError> {
         self.lock().snapshot(ino)
@@ -396,6 +444,7 @@ impl Namespace {
             dir = d.parent;
         }
         let Ok(inode) = t.snapshot(ino) else { return };
+        t.record(ino);
         drop(t);
         let entry = RemoteEntry {
             kind: InodeKind::File,
@@ -504,6 +553,7 @@ impl Namespace {
                 let node = t.node_mut(ino)?;
                 node.stat = Stat { mtime: node.stat.mtime, ..stat };
             }
+            t.record(ino);
             t.collect(parent);
         } else if let Some(o) = replaced {
             t.detach(newparent, newname, o);

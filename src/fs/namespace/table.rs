@@ -11,10 +11,12 @@
 //!   new number, so a handle opened on the old one can never read the new bytes.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::{Inode, InodeKind, LocalState, ROOT_INO, RemoteEntry, Stat};
 use crate::fs::FsError;
+use crate::fs::resume::{ResumeLog, SavedStat};
 
 /// Who has a file open: one writer, or any number of readers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -53,6 +55,8 @@ pub(super) struct Tables {
     pub(super) prefix: String,
     pub(super) nodes: HashMap<u64, Node>,
     pub(super) next_ino: u64,
+    /// Where inode numbers given out are recorded for a restarted worker ([`crate::fs::resume`]).
+    pub(super) log: Option<Arc<ResumeLog>>,
 }
 
 impl Tables {
@@ -78,7 +82,19 @@ impl Tables {
             dependents: 0,
             open: OpenCount::default(),
         };
-        Tables { prefix: prefix.to_string(), nodes: HashMap::from([(ROOT_INO, root)]), next_ino: ROOT_INO + 1 }
+        Tables {
+            prefix: prefix.to_string(),
+            nodes: HashMap::from([(ROOT_INO, root)]),
+            next_ino: ROOT_INO + 1,
+            log: None,
+        }
+    }
+
+    /// Records `ino` as it is now (number, parent, name, object identity), for a restarted worker.
+    pub(super) fn record(&self, ino: u64) {
+        if let (Some(log), Some(n)) = (&self.log, self.nodes.get(&ino)) {
+            log.inode(ino, n.parent, n.kind, &n.name, &saved_stat(&n.stat));
+        }
     }
 
     pub(super) fn node(&self, ino: u64) -> Result<&Node, FsError> {
@@ -165,6 +181,7 @@ impl Tables {
         let p = self.nodes.get_mut(&parent).expect("caller checked the parent");
         p.children.insert(name.to_string(), ino);
         p.dependents += 1;
+        self.record(ino);
         // Only after the new node holds the parent: the old one may have been all that did.
         if let Some(old) = old {
             self.collect(old);
@@ -199,6 +216,9 @@ impl Tables {
             }
             let (parent, name) = (n.parent, n.name.clone());
             self.nodes.remove(&ino);
+            if let Some(log) = &self.log {
+                log.inode_dropped(ino);
+            }
             let Some(p) = self.nodes.get_mut(&parent) else { return };
             if p.children.get(&name) == Some(&ino) {
                 p.children.remove(&name);
@@ -207,6 +227,12 @@ impl Tables {
             ino = parent;
         }
     }
+}
+
+/// The identity of a node's object as recorded: what [`same_object`] compares.
+fn saved_stat(stat: &Stat) -> SavedStat {
+    let mtime = stat.mtime.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    SavedStat { size: stat.size, mtime_ns: mtime, etag: stat.etag.as_ref().map(|e| e.as_str().to_string()) }
 }
 
 /// Whether `entry` describes the same object `node` was made for.

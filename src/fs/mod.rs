@@ -18,6 +18,7 @@ pub mod prefetch;
 pub mod read;
 pub mod readdir;
 pub mod settle;
+pub mod staging;
 pub mod upload;
 pub mod write;
 

@@ -32,6 +32,18 @@ pub enum StageError {
     Io(#[from] io::Error),
 }
 
+impl StageError {
+    /// The file-system error for this failure while staging `key` (ENOSPC or EIO).
+    pub fn into_fs(self, key: &str) -> crate::fs::FsError {
+        match self {
+            StageError::NoRoom { .. } => {
+                crate::fs::FsError::StagingFull { key: key.to_string(), reason: self.to_string() }
+            }
+            StageError::Io(source) => crate::fs::FsError::StagingIo { key: key.to_string(), source },
+        }
+    }
+}
+
 /// One file being modified: its bytes live in a sparse local file. Bytes of the base object are
 /// fetched only when read (or when an upload must send them); written bytes are kept as they
 /// come, so a pure append never downloads anything.

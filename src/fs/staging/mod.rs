@@ -27,10 +27,14 @@
 //!
 //! # Budget
 //! Every byte kept on local disk draws on one [`StagingBudget`]: at most `max_size` bytes when
-//! given, and never leaving less than 5% of the file system free (as the block cache). A write
+//! given, and never leaving less than 5% (at most 1 GiB) of the file system free. A write
 //! or fetch that does not fit fails with ENOSPC and a message naming the directory.
 
+#[cfg(any())] // MERGE-GATE: needs main's client (UploadPartCopy, If-Match)
+pub mod commit;
 mod file;
+#[cfg(any())] // MERGE-GATE
+mod object;
 pub mod plan;
 mod ranges;
 mod record;
@@ -43,19 +47,40 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use file::{Base, FILL_BLOCK, StageError, StagedFile};
+#[cfg(any())] // MERGE-GATE
+pub use object::StagedObject;
 pub use ranges::RangeSet;
 pub use record::StageRecord;
 
 use crate::escape::escaped;
 
-/// Share of the file system kept free, as the block cache does.
+/// Share of the file system kept free, as the block cache does...
 const MIN_FREE_RATIO: f64 = 0.05;
+/// ...but never more than this: a staged write failing on a large, mostly full disk that still
+/// has gigabytes free would fail programs for no reason.
+const MAX_FREE_RESERVE: u64 = 1 << 30;
 /// Largest record read back from disk.
 const MAX_RECORD: u64 = 16 * 1024;
+
+/// What staged files' uploads moved, for `--log-metrics`.
+#[derive(Debug, Default)]
+pub struct StagingStats {
+    /// Uploads of a changed file that completed.
+    pub uploads: AtomicU64,
+    /// Bytes sent from local disk.
+    pub sent: AtomicU64,
+    /// Bytes copied server-side from the old object (UploadPartCopy).
+    pub copied: AtomicU64,
+    /// Bytes fetched from the old object (reads and uploads).
+    pub fetched: AtomicU64,
+    /// Uploads refused because the object changed since it was staged.
+    pub conflicts: AtomicU64,
+}
 
 /// Local disk bytes held by staged files, against a limit.
 #[derive(Debug)]
 pub struct StagingBudget {
+    stats: StagingStats,
     used: AtomicU64,
     peak: AtomicU64,
     /// Files staged now.
@@ -86,10 +111,10 @@ impl StagingBudget {
             let frsize = stat.fragment_size().max(1);
             let total = stat.blocks() * frsize;
             let free = stat.blocks_available() * frsize;
-            let keep = (total as f64 * MIN_FREE_RATIO) as u64;
+            let keep = ((total as f64 * MIN_FREE_RATIO) as u64).min(MAX_FREE_RESERVE);
             if free < need.saturating_add(keep) {
                 return refuse(format!(
-                    "{} would have less than 5% of its file system free ({free} bytes free)",
+                    "{} would have less than 5% (at most 1 GiB) of its file system free ({free} bytes free)",
                     self.shown.display()
                 ));
             }
@@ -110,6 +135,11 @@ impl StagingBudget {
     /// The most held at once.
     pub fn peak(&self) -> u64 {
         self.peak.load(Ordering::Relaxed)
+    }
+
+    /// What uploads of staged files moved.
+    pub fn stats(&self) -> &StagingStats {
+        &self.stats
     }
 
     /// Files staged now.
@@ -165,6 +195,7 @@ impl StagingStore {
         let lock = open_new(&session.join("lock"))?;
         lock.try_lock().map_err(|e| io::Error::other(format!("cannot lock {}: {e}", session.display())))?;
         let budget = Arc::new(StagingBudget {
+            stats: StagingStats::default(),
             used: AtomicU64::new(0),
             peak: AtomicU64::new(0),
             files: AtomicU64::new(0),

@@ -70,6 +70,10 @@ pub fn plan(size: u64, clean: &[Range<u64>], unchanged: bool, send_part: u64) ->
     if unchanged {
         return UploadPlan::Unchanged;
     }
+    // Under one part, sending is cheaper than a multipart upload of copies (three requests).
+    if size < MIN_PART {
+        return UploadPlan::Single;
+    }
     let mut send_part = send_part.clamp(MIN_PART, MAX_PART);
     loop {
         let parts = plan_parts(size, clean, send_part);
@@ -152,6 +156,7 @@ mod tests {
     fn small_files_are_sent_whole() {
         assert_eq!(plan(2 * MIB, &[0..MIB], false, 8 * MIB), UploadPlan::Single);
         assert_eq!(plan(0, &[], false, 8 * MIB), UploadPlan::Single);
+        assert_eq!(plan(4 * MIB, &[0..4 * MIB], false, 8 * MIB), UploadPlan::Single, "a shrunk small file");
         assert_eq!(plan(64 * MIB, &[0..64 * MIB], true, 8 * MIB), UploadPlan::Unchanged);
     }
 

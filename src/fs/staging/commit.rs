@@ -48,6 +48,14 @@ fn failure(action: &'static str, key: &str, e: ClientError) -> CommitFailure {
     }
 }
 
+/// A conditional write's failure: `If-Match` on a key deleted meanwhile is a 404, a conflict too.
+fn write_failure(key: &str, e: ClientError) -> CommitFailure {
+    match e.kind {
+        ClientErrorKind::NotFound => CommitFailure::Conflict,
+        _ => failure("upload", key, e),
+    }
+}
+
 /// Fetches the missing bytes of `range` from the base object, pinned to its ETag.
 pub async fn fill(
     client: &dyn ObjectClient,
@@ -141,7 +149,7 @@ pub async fn commit(
                 Err(e) if e.kind == ClientErrorKind::OutcomeUnknown => {
                     settle(client.as_ref(), &key, &expected, &e).await.map_err(CommitFailure::Error)?
                 }
-                Err(e) => return Err(failure("upload", &key, e)),
+                Err(e) => return Err(write_failure(&key, e)),
             };
             file.uploaded(etag.clone());
             done.etag = Some(etag);
@@ -166,7 +174,7 @@ pub async fn commit(
                     })
                     .map_err(CommitFailure::Error);
             }
-            Err(e) => Err(failure("upload", &key, e)),
+            Err(e) => Err(write_failure(&key, e)),
         },
         Err(e) => Err(e),
     };
@@ -215,4 +223,91 @@ async fn upload_parts(
         list.push(uploaded.map_err(|e| failure("upload", key, e))?);
     }
     Ok(list)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::S3Operation;
+    use crate::client::memory::InMemoryClient;
+    use crate::fs::staging::{Base, StagingStore};
+
+    const MIB: u64 = 1024 * 1024;
+
+    fn setup(size: u64) -> (tempfile::TempDir, StagingStore, Arc<InMemoryClient>, Vec<u8>, ETag) {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("staging");
+        std::fs::create_dir_all(&root).unwrap();
+        let store = StagingStore::open(root.clone(), root, "b", None).unwrap().0;
+        let client = Arc::new(InMemoryClient::new("b"));
+        let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let etag = client.insert("k", data.clone());
+        client.reset_counts();
+        (tmp, store, client, data, etag)
+    }
+
+    fn options() -> PutOptions {
+        PutOptions { checksum_crc32c: true, ..PutOptions::default() }
+    }
+
+    #[tokio::test]
+    async fn an_append_to_a_large_object_sends_only_the_new_bytes() {
+        let (_tmp, store, client, mut data, etag) = setup(64 * MIB);
+        let mut file = store.stage("k", Some(Base { etag, size: 64 * MIB })).unwrap();
+        let tail = vec![7u8; MIB as usize];
+        file.write(64 * MIB, &tail).unwrap();
+        let dyn_client: Arc<dyn ObjectClient> = client.clone();
+        let done = commit(&dyn_client, &mut file, &options(), 8 * MIB).await.unwrap();
+        assert_eq!((done.sent, done.copied, done.fetched), (MIB, 64 * MIB, 0));
+        data.extend_from_slice(&tail);
+        assert_eq!(client.object_bytes("k").unwrap(), data);
+        assert_eq!(client.count(S3Operation::GetObject), 0);
+        assert_eq!(client.count(S3Operation::UploadPartCopy), 1);
+        assert_eq!(client.count(S3Operation::UploadPart), 1);
+        // Unchanged since: nothing more to send; the new object is the base now.
+        assert_eq!(file.base().unwrap().etag, done.etag.clone().unwrap());
+        let again = commit(&dyn_client, &mut file, &options(), 8 * MIB).await.unwrap();
+        assert_eq!(again, Committed::default());
+    }
+
+    #[tokio::test]
+    async fn a_write_in_the_middle_fetches_and_sends_one_part_around_it() {
+        let (_tmp, store, client, mut data, etag) = setup(20 * MIB);
+        let mut file = store.stage("k", Some(Base { etag, size: 20 * MIB })).unwrap();
+        file.write(10 * MIB, b"hello").unwrap();
+        let dyn_client: Arc<dyn ObjectClient> = client.clone();
+        let done = commit(&dyn_client, &mut file, &options(), 8 * MIB).await.unwrap();
+        data[10 * MIB as usize..10 * MIB as usize + 5].copy_from_slice(b"hello");
+        assert_eq!(client.object_bytes("k").unwrap(), data);
+        assert_eq!((done.sent, done.copied), (5 * MIB, 15 * MIB));
+        assert_eq!(done.fetched, 5 * MIB - 5, "all but the written bytes");
+    }
+
+    #[tokio::test]
+    async fn a_changed_object_is_never_overwritten() {
+        let (_tmp, store, client, _data, etag) = setup(MIB);
+        let mut file = store.stage("k", Some(Base { etag, size: MIB })).unwrap();
+        file.write(0, b"mine").unwrap();
+        client.insert("k", &b"theirs"[..]);
+        let dyn_client: Arc<dyn ObjectClient> = client.clone();
+        assert!(matches!(commit(&dyn_client, &mut file, &options(), 8 * MIB).await, Err(CommitFailure::Conflict)));
+        assert_eq!(client.object_bytes("k").unwrap(), &b"theirs"[..]);
+        client.remove("k");
+        assert!(matches!(commit(&dyn_client, &mut file, &options(), 8 * MIB).await, Err(CommitFailure::Conflict)));
+        assert!(client.object_bytes("k").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_new_file_is_created_only_if_absent() {
+        let (_tmp, store, client, _data, _etag) = setup(0);
+        let mut file = store.stage("new", None).unwrap();
+        file.write(10, b"x").unwrap();
+        file.write(0, b"y").unwrap();
+        let dyn_client: Arc<dyn ObjectClient> = client.clone();
+        commit(&dyn_client, &mut file, &options(), 8 * MIB).await.unwrap();
+        assert_eq!(client.object_bytes("new").unwrap(), &b"y\0\0\0\0\0\0\0\0\0x"[..]);
+        let mut other = store.stage("new", None).unwrap();
+        other.write(0, b"z").unwrap();
+        assert!(matches!(commit(&dyn_client, &mut other, &options(), 8 * MIB).await, Err(CommitFailure::Conflict)));
+    }
 }

@@ -30,10 +30,8 @@
 //! given, and never leaving less than 5% (at most 1 GiB) of the file system free. A write
 //! or fetch that does not fit fails with ENOSPC and a message naming the directory.
 
-#[cfg(any())] // MERGE-GATE: needs main's client (UploadPartCopy, If-Match)
 pub mod commit;
 mod file;
-#[cfg(any())] // MERGE-GATE
 mod object;
 pub mod plan;
 mod ranges;
@@ -47,7 +45,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use file::{Base, FILL_BLOCK, StageError, StagedFile};
-#[cfg(any())] // MERGE-GATE
 pub use object::StagedObject;
 pub use ranges::RangeSet;
 pub use record::StageRecord;

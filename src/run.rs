@@ -23,6 +23,7 @@ use crate::fs::S3Filesystem;
 use crate::fs::cache::dir::open_private_file;
 use crate::fs::cache::{CacheDir, CachingClient, DiskBlockCache, DiskCacheConfig};
 use crate::fs::metacache::journal::{self, Journal, Loaded};
+use crate::fs::staging::StagingStore;
 use crate::fuse::FuseAdapter;
 use crate::logging;
 use crate::metrics;
@@ -154,6 +155,9 @@ fn serve(config: MountConfig, success_message: &str) -> Result<(), String> {
         info!(entries = loaded.entries.len(), listings = loaded.listings.len(), "metadata loaded from the cache");
         fs = fs.with_journal(journal, loaded);
     }
+    if config.fs.allow_modify {
+        fs = fs.with_staging(open_staging(&config)?);
+    }
     let fs = Arc::new(fs);
     let metrics = metrics::install(runtime.handle(), &config.metrics, fs.memory_budget().clone())?;
     logging::spawn_level_toggle(runtime.handle());
@@ -206,6 +210,45 @@ fn serve(config: MountConfig, success_message: &str) -> Result<(), String> {
     metrics.finish();
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     result.map_err(|e| format!("FUSE session failed: {e}"))
+}
+
+/// The staging directory of `--allow-modify`: `--cache DIR/mount-s3-cache/staging`, else
+/// `$TMPDIR/mount-s3-<euid>/mount-s3-cache/staging`, checked as the cache directory is. What dead
+/// mounts left there is discarded (and logged) now; staging counters go to the metrics.
+fn open_staging(config: &MountConfig) -> Result<Arc<StagingStore>, String> {
+    let (dir, max_size) = match &config.cache {
+        Some(cache) => (cache.dir.clone(), cache.max_size.filter(|&m| m > 0)),
+        None => (std::env::temp_dir().join(format!("mount-s3-{}", nix::unistd::geteuid())), None),
+    };
+    let opened = CacheDir::open(&dir).and_then(|base| {
+        let root = base.subdir("staging")?;
+        let shown = base.shown().join("staging");
+        StagingStore::open(root, shown, &config.bucket, max_size)
+    });
+    let (store, abandoned) =
+        opened.map_err(|e| format!("cannot use the staging directory {} for --allow-modify: {e}", dir.display()))?;
+    if !abandoned.discarded.is_empty() || abandoned.unreadable > 0 {
+        info!(
+            discarded = abandoned.discarded.len(),
+            unreadable = abandoned.unreadable,
+            "staged files left by mounts that ended were discarded"
+        );
+    }
+    let budget = store.budget().clone();
+    metrics::global().watch_staging(move || {
+        let stats = budget.stats();
+        let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
+        metrics::StagingCounts {
+            files: budget.staged_files(),
+            bytes: budget.used(),
+            uploads: load(&stats.uploads),
+            sent: load(&stats.sent),
+            copied: load(&stats.copied),
+            fetched: load(&stats.fetched),
+            conflicts: load(&stats.conflicts),
+        }
+    });
+    Ok(Arc::new(store))
 }
 
 /// What of the `--cache` directory this mount may use.

@@ -150,6 +150,11 @@ pub struct CliArgs {
     #[arg(long, help_heading = MOUNT)]
     pub allow_overwrite: bool,
 
+    /// Allow modifying existing files (appends, writes in place, truncate): staged on local disk
+    /// and uploaded whole at close or fsync
+    #[arg(long, help_heading = MOUNT)]
+    pub allow_modify: bool,
+
     /// Upload writes incrementally and allow appending to existing objects (directory buckets)
     #[arg(long, help_heading = MOUNT)]
     pub incremental_upload: bool,

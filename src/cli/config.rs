@@ -193,6 +193,7 @@ impl CliArgs {
             read_only: self.read_only,
             allow_delete: self.allow_delete,
             allow_overwrite: self.allow_overwrite,
+            allow_modify: self.allow_modify,
             metadata_ttl,
             negative_metadata_ttl,
             read_part_size: self.read_part_size.unwrap_or(self.part_size),

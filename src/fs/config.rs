@@ -42,6 +42,9 @@ pub struct FsConfig {
     pub read_only: bool,
     pub allow_delete: bool,
     pub allow_overwrite: bool,
+    /// `--allow-modify`: existing files may be opened for writing without `O_TRUNC`, appended to
+    /// and truncated; they are staged locally (`fs::staging`) and uploaded whole.
+    pub allow_modify: bool,
     pub metadata_ttl: MetadataTtl,
     pub negative_metadata_ttl: MetadataTtl,
     /// Kernel attribute/entry TTL for files under `Minimal` (Mountpoint: 100 ms).
@@ -88,6 +91,7 @@ impl Default for FsConfig {
             read_only: false,
             allow_delete: false,
             allow_overwrite: false,
+            allow_modify: false,
             metadata_ttl: MetadataTtl::Minimal,
             negative_metadata_ttl: MetadataTtl::Minimal,
             file_kernel_ttl: Duration::from_millis(100),

@@ -13,6 +13,7 @@ pub mod inode;
 pub mod lookup;
 pub mod memory;
 pub mod metacache;
+pub mod modify;
 pub mod part_buffer;
 pub mod prefetch;
 pub mod read;
@@ -104,8 +105,13 @@ struct DirHandle {
 /// An open file: read or write for its whole life.
 #[derive(Clone)]
 enum Handle {
-    Read { ino: u64, reader: Arc<FileReader> },
+    Read {
+        ino: u64,
+        reader: Arc<FileReader>,
+    },
     Write(Arc<WriteHandle>),
+    /// A staged file (`--allow-modify`), read and written through its local copy.
+    Staged(Arc<modify::StagedHandle>),
 }
 
 /// Who has an inode open: one writer, or any number of readers.
@@ -129,6 +135,10 @@ pub struct S3Filesystem {
     meta: metacache::MetadataCache,
     /// Set by [`S3Filesystem::shutdown`].
     shut_down: AtomicBool,
+    /// Where files are staged with `--allow-modify` ([`modify`]).
+    staging: Option<Arc<staging::StagingStore>>,
+    /// Staged files by inode, shared by their handles.
+    staged: Mutex<HashMap<u64, Arc<staging::StagedObject>>>,
 }
 
 impl std::fmt::Debug for S3Filesystem {
@@ -159,6 +169,8 @@ impl S3Filesystem {
             mount_time,
             meta,
             shut_down: AtomicBool::new(false),
+            staging: None,
+            staged: Mutex::default(),
         }
     }
 
@@ -216,16 +228,18 @@ impl S3Filesystem {
             InodeKind::File => (self.config.file_mode, 1),
             InodeKind::Directory => (self.config.dir_mode, 2),
         };
+        // A staged file's size is its local copy's, whatever S3 last said.
+        let size = self.staged(inode.ino).map_or(inode.stat.size, |staged| staged.size());
         Attr {
             ino: inode.ino,
             kind: inode.kind,
-            size: inode.stat.size,
+            size,
             mtime: inode.stat.mtime,
             perm,
             uid: self.config.uid,
             gid: self.config.gid,
             nlink,
-            blocks: inode.stat.size.div_ceil(512),
+            blocks: size.div_ceil(512),
         }
     }
 
@@ -277,7 +291,7 @@ impl S3Filesystem {
     /// Attributes of `ino`, asking S3 again once the cached ones expire.
     pub async fn getattr(&self, ino: u64) -> Result<Entry, FsError> {
         let inode = self.inodes.get(ino)?;
-        if inode.stat.is_fresh() || inode.local.is_some() {
+        if inode.stat.is_fresh() || inode.local.is_some() || self.staged(ino).is_some() {
             return Ok(self.entry(&inode));
         }
         let inode = self.revalidate(&inode).await?;
@@ -305,6 +319,9 @@ impl S3Filesystem {
         }
         if flags & (libc::O_SYNC | libc::O_DSYNC) != 0 {
             return Err(FsError::InvalidOpenFlags(flags));
+        }
+        if self.opens_staged(&inode, flags) {
+            return self.open_staged(&inode, flags).await;
         }
         let access = flags & libc::O_ACCMODE;
         let wants_write = access == libc::O_WRONLY || access == libc::O_RDWR;
@@ -415,6 +432,7 @@ impl S3Filesystem {
                 }
                 result
             }
+            Some(Handle::Staged(staged)) => self.read_staged(&staged, offset, size).await,
             _ => Err(FsError::BadHandle(fh)),
         }
     }
@@ -441,6 +459,7 @@ impl S3Filesystem {
                 self.files.lock().unwrap().remove(&fh);
                 self.release_claim(ino, false);
             }
+            Handle::Staged(staged) => self.release_staged(fh, &staged).await,
             Handle::Write(w) => {
                 // The handle stays listed until its upload is done, so a shutdown meanwhile
                 // waits for this completion and reports it, instead of losing it unlogged.
@@ -581,3 +600,6 @@ mod tests;
 
 #[cfg(test)]
 mod tests_write;
+
+#[cfg(test)]
+mod tests_modify;

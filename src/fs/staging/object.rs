@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 
@@ -29,6 +29,10 @@ enum State {
 #[derive(Debug)]
 pub struct StagedObject {
     key: String,
+    /// The size, readable without the lock (for `stat`).
+    size: AtomicU64,
+    /// Set when the file was deleted (unlink): later commits upload nothing.
+    deleted: AtomicBool,
     client: Arc<dyn ObjectClient>,
     store: Arc<StagingStore>,
     state: tokio::sync::Mutex<State>,
@@ -43,7 +47,14 @@ impl StagedObject {
         base: Option<Base>,
     ) -> Result<StagedObject, FsError> {
         let file = store.stage(key, base).map_err(|source| FsError::StagingIo { key: key.to_string(), source })?;
-        Ok(StagedObject { key: key.to_string(), client, store, state: tokio::sync::Mutex::new(State::Staged(file)) })
+        Ok(StagedObject {
+            key: key.to_string(),
+            size: AtomicU64::new(file.size()),
+            deleted: AtomicBool::new(false),
+            client,
+            store,
+            state: tokio::sync::Mutex::new(State::Staged(file)),
+        })
     }
 
     fn conflicted(&self, base: &str, kept: &Option<PathBuf>) -> FsError {
@@ -77,6 +88,7 @@ impl StagedObject {
         match &mut *state {
             State::Staged(file) => {
                 file.write(offset, data).map_err(|e| e.into_fs(&self.key))?;
+                self.size.store(file.size(), Ordering::Release);
                 Ok(file.size())
             }
             State::Conflicted { base, kept } => Err(self.conflicted(base, kept)),
@@ -87,17 +99,37 @@ impl StagedObject {
     pub async fn set_size(&self, size: u64) -> Result<(), FsError> {
         let mut state = self.state.lock().await;
         match &mut *state {
-            State::Staged(file) => file.set_size(size).map_err(|e| e.into_fs(&self.key)),
+            State::Staged(file) => {
+                file.set_size(size).map_err(|e| e.into_fs(&self.key))?;
+                self.size.store(size, Ordering::Release);
+                Ok(())
+            }
             State::Conflicted { base, kept } => Err(self.conflicted(base, kept)),
         }
     }
 
-    /// The file's size now (`None` once it failed).
-    pub async fn size(&self) -> Option<u64> {
+    /// The file's size now.
+    pub fn size(&self) -> u64 {
+        self.size.load(Ordering::Acquire)
+    }
+
+    /// The key it is staged for.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Whether it holds changes not uploaded yet (waits for a write or commit in progress).
+    pub async fn has_changes(&self) -> bool {
         match &*self.state.lock().await {
-            State::Staged(file) => Some(file.size()),
-            State::Conflicted { .. } => None,
+            State::Staged(file) => !self.deleted.load(Ordering::Acquire) && !file.unchanged(),
+            State::Conflicted { .. } => false,
         }
+    }
+
+    /// The object was deleted: writes still land in the staged copy, but are never uploaded
+    /// (as an unlinked file that is still open).
+    pub fn mark_deleted(&self) {
+        self.deleted.store(true, Ordering::Release);
     }
 
     /// Uploads the file if it changed since its base (see `commit.rs`); it stays staged and
@@ -108,6 +140,9 @@ impl StagedObject {
             State::Staged(file) => file,
             State::Conflicted { base, kept } => return Err(self.conflicted(base, kept)),
         };
+        if self.deleted.load(Ordering::Acquire) {
+            return Ok(Committed::default());
+        }
         let base = file.base().map(|b| b.etag.to_string()).unwrap_or_else(|| "(none: a new file)".into());
         let stats = self.store.budget().stats();
         match commit::commit(&self.client, file, options, part_size).await {

@@ -223,7 +223,8 @@ fn open_staging(config: &MountConfig) -> Result<Arc<StagingStore>, String> {
     let opened = CacheDir::open(&dir).and_then(|base| {
         let root = base.subdir("staging")?;
         let shown = base.shown().join("staging");
-        StagingStore::open(root, shown, &config.bucket, max_size)
+        let (store, abandoned) = StagingStore::open(root, shown, &config.bucket, max_size)?;
+        Ok((store.with_anchor(Arc::new(base)), abandoned))
     });
     let (store, abandoned) =
         opened.map_err(|e| format!("cannot use the staging directory {} for --allow-modify: {e}", dir.display()))?;

@@ -157,6 +157,8 @@ pub struct StagingStore {
     _lock: File,
     next: AtomicU64,
     budget: Arc<StagingBudget>,
+    /// Whatever keeps `root` reachable (the held descriptor a `/proc/self/fd/N` path names).
+    _anchor: Option<Arc<dyn std::fmt::Debug + Send + Sync>>,
 }
 
 fn private_dir(path: &Path) -> io::Result<()> {
@@ -208,8 +210,15 @@ impl StagingStore {
             _lock: lock,
             next: AtomicU64::new(0),
             budget,
+            _anchor: None,
         };
         Ok((store, abandoned))
+    }
+
+    /// Keeps `anchor` alive as long as the store: the directory handle `root` is reached through.
+    pub fn with_anchor(mut self, anchor: Arc<dyn std::fmt::Debug + Send + Sync>) -> Self {
+        self._anchor = Some(anchor);
+        self
     }
 
     /// The budget staged files draw on.

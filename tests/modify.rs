@@ -151,9 +151,14 @@ fn a_conflicting_remote_write_fails_the_close_and_keeps_the_local_copy() {
     let closed = nix::unistd::close(std::os::fd::IntoRawFd::into_raw_fd(f));
     assert_eq!(closed, Err(nix::errno::Errno::ESTALE), "close reports the conflict");
     assert_eq!(s3.get("shared.txt").unwrap(), &b"theirs"[..], "the other writer's change stays");
+    // The warning reaches the output collector through a pipe: give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !m.output().contains("The local copy is kept at") {
+        assert!(Instant::now() < deadline, "no conflict warning:\n{}", m.output());
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let output = m.output();
-    let kept_line =
-        output.lines().find(|l| l.contains("The local copy is kept at")).unwrap_or_else(|| panic!("{output}"));
+    let kept_line = output.lines().find(|l| l.contains("The local copy is kept at")).unwrap();
     let kept = kept_line.rsplit("kept at ").next().unwrap().trim();
     assert_eq!(std::fs::read(kept).unwrap(), b"mine");
     assert!(kept.starts_with(cache.path().to_str().unwrap()), "{kept}");

@@ -134,3 +134,23 @@ async fn without_the_flag_existing_files_are_not_modified() {
     let ino = ino(&fs, "f").await;
     assert_eq!(fs.open(ino, libc::O_WRONLY | libc::O_APPEND, PID).await.unwrap_err().errno(), libc::EPERM);
 }
+
+#[tokio::test]
+async fn a_second_append_does_not_wait_for_the_first_release() {
+    let s = setup(&[("log", b"a\n")]);
+    let ino = ino(&s.fs, "log").await;
+    let first = s.fs.open(ino, libc::O_WRONLY | libc::O_APPEND, PID).await.unwrap().fh;
+    s.fs.write(first, 2, b"b\n").await.unwrap();
+    s.fs.flush(first, PID).await.unwrap();
+    // The kernel's release of `first` comes later, asynchronously.
+    let second = s.fs.open(ino, libc::O_WRONLY | libc::O_APPEND, PID).await.unwrap().fh;
+    s.fs.write(second, 4, b"c\n").await.unwrap();
+    s.fs.flush(second, PID).await.unwrap();
+    s.fs.release(first).await.unwrap();
+    assert_eq!(s.client.object_bytes("log").unwrap(), &b"a\nb\nc\n"[..]);
+    s.fs.release(second).await.unwrap();
+    assert!(s.fs.staged.lock().unwrap().is_empty());
+    // The writer claim is given back: the file opens for reading like any other.
+    let fh = s.fs.open(ino, libc::O_RDONLY, PID).await.unwrap().fh;
+    assert_eq!(s.fs.read(fh, 0, 10).await.unwrap(), &b"a\nb\nc\n"[..]);
+}

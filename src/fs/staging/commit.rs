@@ -193,6 +193,9 @@ pub async fn commit(
     }
 }
 
+/// Parts uploaded at once: a sent part is read into memory (one `--write-part-size` each).
+const PARTS_IN_FLIGHT: usize = 4;
+
 async fn upload_parts(
     client: &dyn ObjectClient,
     file: &StagedFile,
@@ -201,28 +204,42 @@ async fn upload_parts(
     options: &PutOptions,
     done: &mut Committed,
 ) -> Result<Vec<UploadedPart>, CommitFailure> {
+    use futures::StreamExt;
     let key = file.key();
     let base = file.base().map(|b| b.etag.clone());
-    let mut list = Vec::with_capacity(parts.len());
-    for (i, part) in parts.iter().enumerate() {
-        let number = i as u32 + 1;
-        let uploaded = match part {
-            PartSource::Copy(range) => {
-                done.copied += range.end - range.start;
-                client.upload_part_copy(key, upload_id, number, key, range.clone(), base.as_ref()).await
-            }
-            PartSource::Send(range) => {
-                let body = file
-                    .read(range.start, range.end - range.start)
-                    .map(Bytes::from)
-                    .map_err(|e| CommitFailure::Error(e.into_fs(key)))?;
-                done.sent += range.end - range.start;
-                client.upload_part(key, upload_id, number, body, options).await
-            }
-        };
-        list.push(uploaded.map_err(|e| failure("upload", key, e))?);
+    let base = base.as_ref();
+    for part in parts {
+        let r = part.range();
+        match part {
+            PartSource::Copy(_) => done.copied += r.end - r.start,
+            PartSource::Send(_) => done.sent += r.end - r.start,
+        }
     }
-    Ok(list)
+    // Boxed and collected: the compiler cannot prove a lazy stream of these borrowing futures
+    // `Send` for every lifetime.
+    let uploads: Vec<futures::future::BoxFuture<'_, Result<UploadedPart, CommitFailure>>> = parts
+        .iter()
+        .enumerate()
+        .map(|(i, part)| -> futures::future::BoxFuture<'_, Result<UploadedPart, CommitFailure>> {
+            Box::pin(async move {
+                let number = i as u32 + 1;
+                let uploaded = match part {
+                    PartSource::Copy(range) => {
+                        client.upload_part_copy(key, upload_id, number, key, range.clone(), base).await
+                    }
+                    PartSource::Send(range) => {
+                        let body = file
+                            .read(range.start, range.end - range.start)
+                            .map(Bytes::from)
+                            .map_err(|e| CommitFailure::Error(e.into_fs(key)))?;
+                        client.upload_part(key, upload_id, number, body, options).await
+                    }
+                };
+                uploaded.map_err(|e| failure("upload", key, e))
+            })
+        })
+        .collect();
+    futures::stream::iter(uploads).buffered(PARTS_IN_FLIGHT).try_collect().await
 }
 
 #[cfg(test)]

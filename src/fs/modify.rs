@@ -67,12 +67,10 @@ impl S3Filesystem {
         let access = flags & libc::O_ACCMODE;
         let writer = access == libc::O_WRONLY || access == libc::O_RDWR;
         let object = match self.staged(inode.ino) {
-            Some(object) => {
-                if writer {
-                    self.claim_writer(inode)?;
-                }
-                object
-            }
+            // The first writer holds the inode's writer claim for all of them: handles of this
+            // mount share the staged file as they would a local one (a `>>` right after another
+            // must not fail because the first one's release has not arrived yet).
+            Some(object) => object,
             None => {
                 // The version to stage from: asked now (an open for writing revalidates, so the
                 // base is what S3 holds, and a conflict later means a change after this open).
@@ -91,15 +89,19 @@ impl S3Filesystem {
                 }
             }
         };
+        if writer {
+            object.writers.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
+        let handle = Arc::new(StagedHandle { ino: inode.ino, object: object.clone(), writer });
+        let fh = self.add_handle(Handle::Staged(handle.clone()));
         if writer && flags & libc::O_TRUNC != 0 {
             if let Err(e) = object.set_size(0).await {
-                self.release_claim(inode.ino, true);
+                self.release_staged(fh, &handle).await;
                 return Err(e);
             }
             let _ = self.inodes.update(inode.ino, |i| i.stat.size = 0);
         }
-        let handle = StagedHandle { ino: inode.ino, object, writer };
-        Ok(Opened { fh: self.add_handle(Handle::Staged(Arc::new(handle))), direct_io: false })
+        Ok(Opened { fh, direct_io: false })
     }
 
     fn add_staged(&self, ino: u64, object: StagedObject) -> Arc<StagedObject> {
@@ -129,6 +131,7 @@ impl S3Filesystem {
                     }
                 };
                 self.claim_writer(&inode)?;
+                object.writers.store(1, std::sync::atomic::Ordering::Release);
                 let object = self.add_staged(inode.ino, object);
                 let handle = StagedHandle { ino: inode.ino, object, writer: true };
                 let opened = Opened { fh: self.add_handle(Handle::Staged(Arc::new(handle))), direct_io: false };
@@ -204,7 +207,9 @@ impl S3Filesystem {
             if let Err(e) = self.commit_staged(handle).await {
                 tracing::warn!("upload failed at release, after the file was closed: {e}");
             }
-            self.release_claim(handle.ino, true);
+            if handle.object.writers.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+                self.release_claim(handle.ino, true);
+            }
         }
         self.files.lock().unwrap().remove(&fh);
         let last = !self.files.lock().unwrap().values().any(|h| matches!(h, Handle::Staged(s) if s.ino == handle.ino));

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 
@@ -33,6 +33,8 @@ pub struct StagedObject {
     size: AtomicU64,
     /// Set when the file was deleted (unlink): later commits upload nothing.
     deleted: AtomicBool,
+    /// Handles open for writing on it (the first holds the inode's writer claim for all).
+    pub writers: AtomicUsize,
     client: Arc<dyn ObjectClient>,
     store: Arc<StagingStore>,
     state: tokio::sync::Mutex<State>,
@@ -51,6 +53,7 @@ impl StagedObject {
             key: key.to_string(),
             size: AtomicU64::new(file.size()),
             deleted: AtomicBool::new(false),
+            writers: AtomicUsize::new(0),
             client,
             store,
             state: tokio::sync::Mutex::new(State::Staged(file)),

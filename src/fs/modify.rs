@@ -15,7 +15,7 @@ use bytes::Bytes;
 
 use crate::client::{ETag, PutOptions};
 use crate::escape::escaped;
-use crate::fs::inode::{Inode, InodeKind, LocalState};
+use crate::fs::namespace::{Inode, InodeKind, LocalState};
 use crate::fs::staging::{Base, StagedObject, StagingStore};
 use crate::fs::upload::Uploaded;
 use crate::fs::{Entry, FsError, Handle, Opened, S3Filesystem};
@@ -30,6 +30,20 @@ pub(crate) struct StagedHandle {
 }
 
 impl S3Filesystem {
+    /// Takes the inode's writer claim (one writer, or any number of readers, as other writes).
+    fn claim_writer(&self, inode: &Inode) -> Result<(), FsError> {
+        self.ns.open_write(inode.ino).map_err(|_| {
+            FsError::PermissionDenied(format!(
+                "{:?} is open elsewhere: a file has one writer or any number of readers",
+                inode.key
+            ))
+        })
+    }
+
+    fn release_claim(&self, ino: u64) {
+        self.ns.close(ino, true);
+    }
+
     /// Stages files in `store` (with `--allow-modify`).
     pub fn with_staging(mut self, store: Arc<StagingStore>) -> Self {
         self.staging = Some(store);
@@ -83,7 +97,7 @@ impl S3Filesystem {
                 match StagedObject::new(self.client.clone(), store, &fresh.key, Some(base)) {
                     Ok(object) => self.add_staged(inode.ino, object),
                     Err(e) => {
-                        self.release_claim(inode.ino, true);
+                        self.release_claim(inode.ino);
                         return Err(e);
                     }
                 }
@@ -99,7 +113,7 @@ impl S3Filesystem {
                 self.release_staged(fh, &handle).await;
                 return Err(e);
             }
-            let _ = self.inodes.update(inode.ino, |i| i.stat.size = 0);
+            self.ns.set_size(inode.ino, 0);
         }
         Ok(Opened { fh, direct_io: false })
     }
@@ -122,11 +136,11 @@ impl S3Filesystem {
         Some(
             async move {
                 let entry = self.mknod(parent, name, mode | libc::S_IFREG).await?;
-                let inode = self.inodes.get(entry.attr.ino)?;
+                let inode = self.ns.get(entry.attr.ino)?;
                 let object = match StagedObject::new(self.client.clone(), store, &inode.key, None) {
                     Ok(object) => object,
                     Err(e) => {
-                        self.inodes.abandon_local(inode.ino);
+                        self.ns.abandon_local(inode.ino);
                         return Err(e);
                     }
                 };
@@ -156,10 +170,8 @@ impl S3Filesystem {
             return Err(FsError::BadHandle(fh));
         }
         let size = handle.object.write(offset, data).await?;
-        let _ = self.inodes.update(handle.ino, |i| {
-            i.stat.size = size;
-            i.stat.mtime = std::time::SystemTime::now();
-        });
+        self.ns.set_size(handle.ino, size);
+        let _ = self.ns.set_mtime(handle.ino, std::time::SystemTime::now());
         Ok(data.len() as u32)
     }
 
@@ -208,7 +220,7 @@ impl S3Filesystem {
                 tracing::warn!("upload failed at release, after the file was closed: {e}");
             }
             if handle.object.writers.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
-                self.release_claim(handle.ino, true);
+                self.release_claim(handle.ino);
             }
         }
         self.files.lock().unwrap().remove(&fh);
@@ -216,10 +228,10 @@ impl S3Filesystem {
         if last {
             self.staged.lock().unwrap().remove(&handle.ino);
             // A new file that never reached S3 (its first upload failed) is forgotten.
-            if let Ok(inode) = self.inodes.get(handle.ino)
+            if let Ok(inode) = self.ns.get(handle.ino)
                 && inode.local == Some(LocalState::File)
             {
-                self.inodes.abandon_local(handle.ino);
+                self.ns.abandon_local(handle.ino);
             }
         }
     }
@@ -232,7 +244,7 @@ impl S3Filesystem {
             return Some(
                 async {
                     object.set_size(size).await?;
-                    let _ = self.inodes.update(inode.ino, |i| i.stat.size = size);
+                    self.ns.set_size(inode.ino, size);
                     Ok(())
                 }
                 .await,
@@ -260,7 +272,7 @@ impl S3Filesystem {
                     Ok(())
                 }
                 .await;
-                self.release_claim(inode.ino, true);
+                self.release_claim(inode.ino);
                 result
             }
             .await,

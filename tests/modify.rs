@@ -163,6 +163,16 @@ fn a_conflicting_remote_write_fails_the_close_and_keeps_the_local_copy() {
     assert_eq!(std::fs::read(kept).unwrap(), b"mine");
     assert!(kept.starts_with(cache.path().to_str().unwrap()), "{kept}");
     assert_eq!(m.unmount().code(), Some(0));
+    let staging = cache.path().join("mount-s3-cache/staging");
+    let left: Vec<_> = std::fs::read_dir(&staging)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("s-"))
+        .flat_map(|session| std::fs::read_dir(session.path()).unwrap().flatten())
+        .filter(|f| f.file_name().to_string_lossy().ends_with(".record"))
+        .map(|f| f.path())
+        .collect();
+    assert!(left.is_empty(), "a clean unmount leaves no staged file behind: {left:?}");
 }
 
 #[test]

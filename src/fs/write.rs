@@ -362,6 +362,10 @@ impl S3Filesystem {
                 None => {}
             }
         }
+        // The process is ending: staged copies whose release will not come are removed now
+        // (their changes were uploaded just above, or reported), not left for the next mount.
+        self.files.lock().unwrap().retain(|_, h| !matches!(h, Handle::Staged(_)));
+        self.staged.lock().unwrap().clear();
         report
     }
 

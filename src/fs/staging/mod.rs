@@ -191,8 +191,11 @@ impl StagingStore {
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
         let session = root.join(format!("s-{}-{nanos}", std::process::id()));
         private_dir(&session)?;
-        let lock = open_new(&session.join("lock"))?;
+        // Locked before it gets its name: another mount discards sessions whose `lock` it can
+        // take, and must never see this one's unlocked.
+        let lock = open_new(&session.join("lock.new"))?;
         lock.try_lock().map_err(|e| io::Error::other(format!("cannot lock {}: {e}", session.display())))?;
+        std::fs::rename(session.join("lock.new"), session.join("lock"))?;
         let budget = Arc::new(StagingBudget {
             stats: StagingStats::default(),
             used: AtomicU64::new(0),

@@ -26,6 +26,7 @@ use crate::fs::MetadataTtl;
 use crate::fs::S3Filesystem;
 use crate::fs::namespace::metacache::journal::{self, Journal, Loaded};
 use crate::fs::rename::intent::{IntentLog, default_state_dir};
+use crate::fs::staging::StagingStore;
 use crate::fuse::FuseAdapter;
 use crate::logging;
 use crate::metrics;
@@ -217,6 +218,9 @@ fn serve(config: MountConfig, mut worker: Worker) -> Result<(), String> {
         info!(entries = loaded.entries.len(), listings = loaded.listings.len(), "metadata loaded from the cache");
         fs = fs.with_journal(journal, loaded);
     }
+    if config.fs.allow_modify {
+        fs = fs.with_staging(open_staging(&config)?);
+    }
     if config.fs.allow_rename {
         let log = open_rename_intents(persistent.dir.clone(), &config.bucket, &config.prefix)?;
         fs = fs.with_rename_intents(log);
@@ -281,6 +285,46 @@ fn resume_from(fs: S3Filesystem, path: &Path) -> (S3Filesystem, Vec<(String, Str
             (fs, Vec::new())
         }
     }
+}
+
+/// The staging directory of `--allow-modify`: `--cache DIR/mount-s3-cache/staging`, else
+/// `$TMPDIR/mount-s3-<euid>/mount-s3-cache/staging`, checked as the cache directory is. What dead
+/// mounts left there is discarded (and logged) now; staging counters go to the metrics.
+fn open_staging(config: &MountConfig) -> Result<Arc<StagingStore>, String> {
+    let (dir, max_size) = match &config.cache {
+        Some(cache) => (cache.dir.clone(), cache.max_size.filter(|&m| m > 0)),
+        None => (std::env::temp_dir().join(format!("mount-s3-{}", nix::unistd::geteuid())), None),
+    };
+    let opened = CacheDir::open(&dir).and_then(|base| {
+        let root = base.subdir("staging")?;
+        let shown = base.shown().join("staging");
+        let (store, abandoned) = StagingStore::open(root, shown, &config.bucket, max_size)?;
+        Ok((store.with_anchor(Arc::new(base)), abandoned))
+    });
+    let (store, abandoned) =
+        opened.map_err(|e| format!("cannot use the staging directory {} for --allow-modify: {e}", dir.display()))?;
+    if !abandoned.discarded.is_empty() || abandoned.unreadable > 0 {
+        info!(
+            discarded = abandoned.discarded.len(),
+            unreadable = abandoned.unreadable,
+            "staged files left by mounts that ended were discarded"
+        );
+    }
+    let budget = store.budget().clone();
+    metrics::global().watch_staging(move || {
+        let stats = budget.stats();
+        let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
+        metrics::StagingCounts {
+            files: budget.staged_files(),
+            bytes: budget.used(),
+            uploads: load(&stats.uploads),
+            sent: load(&stats.sent),
+            copied: load(&stats.copied),
+            fetched: load(&stats.fetched),
+            conflicts: load(&stats.conflicts),
+        }
+    });
+    Ok(Arc::new(store))
 }
 
 /// The directory where `--allow-rename` makes its intents durable: `rename/` in the checked

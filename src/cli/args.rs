@@ -150,6 +150,10 @@ pub struct CliArgs {
     #[arg(long, help_heading = MOUNT)]
     pub allow_overwrite: bool,
 
+    /// Allow modifying existing files (appends, writes in place, truncate): staged on local disk
+    /// and uploaded whole at close or fsync
+    #[arg(long, help_heading = MOUNT)]
+    pub allow_modify: bool,
     /// Allow renaming files and directories (server-side copy, then delete; not atomic to
     /// other clients)
     #[arg(long, help_heading = MOUNT)]

@@ -47,6 +47,9 @@ pub struct FsConfig {
     pub read_only: bool,
     pub allow_delete: bool,
     pub allow_overwrite: bool,
+    /// `--allow-modify`: existing files may be opened for writing without `O_TRUNC`, appended to
+    /// and truncated; they are staged locally (`fs::staging`) and uploaded whole.
+    pub allow_modify: bool,
     /// Rename by copy + delete on general-purpose buckets (`--allow-rename`).
     pub allow_rename: bool,
     /// Most objects one directory rename may copy (`--rename-dir-limit`); beyond it, EXDEV.
@@ -100,6 +103,7 @@ impl Default for FsConfig {
             read_only: false,
             allow_delete: false,
             allow_overwrite: false,
+            allow_modify: false,
             allow_rename: false,
             rename_dir_limit: DEFAULT_RENAME_DIR_LIMIT,
             metadata_ttl: MetadataTtl::Minimal,

@@ -123,6 +123,27 @@ pub enum FsError {
     #[error("{key:?} was already uploaded (closed or fsynced); reopen it with O_TRUNC to replace it")]
     AlreadyCommitted { key: String },
 
+    #[error("{key:?} cannot be staged for modification: {reason}")]
+    StagingFull { key: String, reason: String },
+
+    #[error("staging {key:?} on local disk failed: {source}")]
+    StagingIo {
+        key: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(
+        "{key:?} was changed in S3 by someone else since this mount staged it (it held ETag {}); nothing was \
+         uploaded, so the other change stays. {}",
+        crate::escape::escaped(base),
+        match kept {
+            Some(path) => format!("The local copy is kept at {}", path.display()),
+            None => "The local copy could not be kept (see the previous message)".to_string(),
+        }
+    )]
+    ModifyConflict { key: String, base: String, kept: Option<std::path::PathBuf> },
+
     #[error("interrupted: the calling thread {tid} has a signal pending; the request was abandoned")]
     Interrupted { tid: u32 },
 
@@ -220,6 +241,10 @@ impl FsError {
             FsError::BeingWritten { .. } => libc::EPERM,
             FsError::AlreadyCommitted { .. } => libc::EIO,
             FsError::Interrupted { .. } => libc::EINTR,
+            FsError::StagingFull { .. } => libc::ENOSPC,
+            FsError::StagingIo { .. } => libc::EIO,
+            // As a read of an object changed since open: the file's version is stale.
+            FsError::ModifyConflict { .. } => libc::ESTALE,
             // EXDEV makes mv (and most tools) fall back to copying file by file.
             FsError::RenameTooLarge { .. } => libc::EXDEV,
             FsError::RenameFlags(_) => libc::EINVAL,

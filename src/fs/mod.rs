@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod lookup;
 pub mod memory;
+pub mod modify;
 pub mod namespace;
 pub mod part_buffer;
 pub mod prefetch;
@@ -18,6 +19,7 @@ pub mod readdir;
 pub mod rename;
 pub mod resume;
 pub mod settle;
+pub mod staging;
 pub mod upload;
 pub mod write;
 
@@ -109,6 +111,8 @@ enum Handle {
     Write(Arc<WriteHandle>),
     /// A write handle of a dead worker ([`resume`]): its data is gone, every use is EIO.
     Lost,
+    /// A staged file (`--allow-modify`), read and written through its local copy.
+    Staged(Arc<modify::StagedHandle>),
 }
 
 /// The file system over one bucket (and prefix).
@@ -128,6 +132,10 @@ pub struct S3Filesystem {
     intents: Option<rename::intent::IntentLog>,
     /// Where handles are recorded for a restarted worker ([`resume`]).
     resume_log: Option<Arc<resume::ResumeLog>>,
+    /// Where files are staged with `--allow-modify` ([`modify`]).
+    staging: Option<Arc<staging::StagingStore>>,
+    /// Staged files by inode, shared by their handles.
+    staged: Mutex<HashMap<u64, Arc<staging::StagedObject>>>,
 }
 
 impl std::fmt::Debug for S3Filesystem {
@@ -157,6 +165,8 @@ impl S3Filesystem {
             mount_time,
             shut_down: AtomicBool::new(false),
             intents: None,
+            staging: None,
+            staged: Mutex::default(),
             resume_log: None,
         }
     }
@@ -285,16 +295,18 @@ impl S3Filesystem {
             InodeKind::File => (self.config.file_mode, 1),
             InodeKind::Directory => (self.config.dir_mode, 2),
         };
+        // A staged file's size is its local copy's, whatever S3 last said.
+        let size = self.staged(inode.ino).map_or(inode.stat.size, |staged| staged.size());
         Attr {
             ino: inode.ino,
             kind: inode.kind,
-            size: inode.stat.size,
+            size,
             mtime: inode.stat.mtime,
             perm,
             uid: self.config.uid,
             gid: self.config.gid,
             nlink,
-            blocks: inode.stat.size.div_ceil(512),
+            blocks: size.div_ceil(512),
         }
     }
 
@@ -340,7 +352,7 @@ impl S3Filesystem {
     /// Attributes of `ino`, asking S3 again once the cached ones expire.
     pub async fn getattr(&self, ino: u64) -> Result<Entry, FsError> {
         let inode = self.ns.get(ino)?;
-        if inode.stat.is_fresh() || inode.local.is_some() {
+        if inode.stat.is_fresh() || inode.local.is_some() || self.staged(ino).is_some() {
             return Ok(self.entry(&inode));
         }
         let inode = self.revalidate(&inode).await?;
@@ -366,6 +378,9 @@ impl S3Filesystem {
         }
         if flags & (libc::O_SYNC | libc::O_DSYNC) != 0 {
             return Err(FsError::InvalidOpenFlags(flags));
+        }
+        if self.opens_staged(&inode, flags) {
+            return self.open_staged(&inode, flags).await;
         }
         let access = flags & libc::O_ACCMODE;
         let wants_write = access == libc::O_WRONLY || access == libc::O_RDWR;
@@ -411,6 +426,9 @@ impl S3Filesystem {
                     log.opened_read(fh, *ino, object.size, object.etag.as_str());
                 }
                 Handle::Write(w) => log.opened_write(fh, w.ino),
+                // Staged changes live in this worker's staging session, which a restarted worker
+                // discards: the handle fails with EIO there, as a writer's does.
+                Handle::Staged(staged) => log.opened_write(fh, staged.ino),
                 Handle::Lost => {}
             }
         }
@@ -446,6 +464,7 @@ impl S3Filesystem {
                 }
                 result
             }
+            Some(Handle::Staged(staged)) => self.read_staged(&staged, offset, size).await,
             _ => Err(FsError::BadHandle(fh)),
         }
     }
@@ -462,6 +481,7 @@ impl S3Filesystem {
             Handle::Lost => {
                 self.files.lock().unwrap().remove(&fh);
             }
+            Handle::Staged(staged) => self.release_staged(fh, &staged).await,
             Handle::Write(w) => {
                 // The handle stays listed until its upload is done, so a shutdown meanwhile
                 // waits for this completion and reports it, instead of losing it unlogged.
@@ -609,3 +629,6 @@ mod tests;
 
 #[cfg(test)]
 mod tests_write;
+
+#[cfg(test)]
+mod tests_modify;

@@ -73,7 +73,7 @@ pub struct SetAttr {
 
 impl S3Filesystem {
     /// The options for uploading `key`; `new` objects must not exist yet in S3.
-    fn upload_config(&self, key: &str, new: bool) -> UploadConfig {
+    pub(crate) fn upload_config(&self, key: &str, new: bool) -> UploadConfig {
         let c = &self.config;
         // Sent explicitly: S3 stores `binary/octet-stream` when none is given, but other stores
         // pick their own default (Garage, s3s-fs: `application/octet-stream`).
@@ -125,6 +125,9 @@ impl S3Filesystem {
 
     /// create: mknod and open for writing in one step.
     pub async fn create(&self, parent: u64, name: &OsStr, mode: u32, pid: u32) -> Result<(Entry, Opened), FsError> {
+        if let Some(staged) = self.create_staged(parent, name, mode).await {
+            return staged;
+        }
         let key = format!("{}{}", self.ns.get(parent)?.key, name.to_string_lossy());
         let ticket = self.admit_writer(&key).await?;
         let entry = self.mknod(parent, name, mode | libc::S_IFREG).await?;
@@ -205,6 +208,9 @@ impl S3Filesystem {
 
     /// Appends `data` at `offset` to write handle `fh`; returns the bytes written.
     pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32, FsError> {
+        if let Some(Handle::Staged(staged)) = self.handle(fh) {
+            return self.write_staged(fh, &staged, offset, data).await;
+        }
         let handle = self.write_handle(fh)?;
         if handle.invalidated.load(std::sync::atomic::Ordering::Acquire) {
             let key = self.ns.get(handle.ino).map(|i| i.key).unwrap_or_default();
@@ -265,7 +271,7 @@ impl S3Filesystem {
         }
     }
 
-    fn finish_upload(&self, ino: u64, result: &Result<Uploaded, Failed>) {
+    pub(crate) fn finish_upload(&self, ino: u64, result: &Result<Uploaded, Failed>) {
         match result {
             Ok(done) => self.ns.commit_upload(ino, done.etag.clone(), done.size, self.ttl(InodeKind::File)),
             // Nothing reached S3: forget the local file (an overwritten object is unchanged).
@@ -275,6 +281,9 @@ impl S3Filesystem {
 
     /// close(): completes the upload if `pid` opened the file and wrote something.
     pub async fn flush(&self, fh: u64, pid: u32) -> Result<(), FsError> {
+        if let Some(Handle::Staged(staged)) = self.handle(fh) {
+            return self.commit_staged(&staged).await;
+        }
         let handle = match self.handle(fh) {
             Some(Handle::Write(handle)) => handle,
             Some(Handle::Lost) => return Err(FsError::LostInRestart(fh)),
@@ -317,6 +326,7 @@ impl S3Filesystem {
     pub async fn fsync(&self, fh: u64) -> Result<(), FsError> {
         match self.handle(fh) {
             Some(Handle::Write(handle)) => self.complete(&handle).await,
+            Some(Handle::Staged(staged)) => self.commit_staged(&staged).await,
             Some(Handle::Read { .. }) => Ok(()),
             Some(Handle::Lost) => Err(FsError::LostInRestart(fh)),
             None => Err(FsError::BadHandle(fh)),
@@ -341,6 +351,16 @@ impl S3Filesystem {
                     continue;
                 }
                 Handle::Lost => continue,
+                Handle::Staged(staged) => {
+                    let key = staged.object.key().to_string();
+                    match self.end_staged_at_shutdown(&staged).await {
+                        Some(true) => report.completed.push(key),
+                        Some(false) => report.aborted.push(key),
+                        None if staged.writer => {}
+                        None => report.readers += 1,
+                    }
+                    continue;
+                }
             };
             let key = self.ns.get(writer.ino).map(|i| i.key).unwrap_or_default();
             match self.end_at_shutdown(&writer).await {
@@ -349,6 +369,10 @@ impl S3Filesystem {
                 None => {}
             }
         }
+        // The process is ending: staged copies whose release will not come are removed now
+        // (their changes were uploaded just above, or reported), not left for the next mount.
+        self.files.lock().unwrap().retain(|_, h| !matches!(h, Handle::Staged(_)));
+        self.staged.lock().unwrap().clear();
         report
     }
 
@@ -426,6 +450,12 @@ impl S3Filesystem {
         }
         let (dir, name) = self.writable_dir(parent, name)?;
         if let Some(local) = self.ns.local_child(parent, &name) {
+            if self.staged(local.ino).is_some() {
+                return Err(FsError::PermissionDenied(format!(
+                    "cannot delete {:?} while it has changes not uploaded yet; close or fsync it first",
+                    local.key
+                )));
+            }
             return Err(match local.kind {
                 InodeKind::Directory => FsError::IsADirectory(local.ino),
                 InodeKind::File => FsError::PermissionDenied(format!(
@@ -439,6 +469,7 @@ impl S3Filesystem {
             None => Err(FsError::NotFound { parent, name }),
             Some(e) if e.kind == InodeKind::Directory => Err(FsError::IsADirectory(parent)),
             Some(_) => {
+                self.unlink_staged(&key).await?;
                 self.client.delete_object(&key).await.map_err(|e| FsError::client("delete", &key, e))?;
                 self.ns.unlinked(parent, &dir.key, &name);
                 Ok(())
@@ -487,6 +518,16 @@ impl S3Filesystem {
     /// does). Nothing of S3 objects can change.
     pub async fn setattr(&self, ino: u64, change: SetAttr) -> Result<Entry, FsError> {
         let inode = self.ns.get(ino)?;
+        if let Some(size) = change.size
+            && let Some(result) = self.truncate_staged(&inode, size).await
+        {
+            result?;
+            let inode = match change.mtime {
+                Some(t) => self.ns.set_mtime(ino, t)?,
+                None => self.ns.get(ino)?,
+            };
+            return Ok(self.entry(&inode));
+        }
         if inode.local == Some(LocalState::File) {
             if let Some(size) = change.size.filter(|&s| s != inode.stat.size) {
                 self.truncate_local(&inode, size).await?;

@@ -98,6 +98,43 @@ impl From<crate::client::cache::CacheStats> for CacheCounts {
     }
 }
 
+/// Staging of modified files (`--allow-modify`): gauges (files, bytes) and cumulative counters,
+/// as the staging budget reports them to [`Metrics::watch_staging`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StagingCounts {
+    /// Files staged now.
+    pub files: u64,
+    /// Bytes of local disk they hold now.
+    pub bytes: u64,
+    /// Uploads of changed files that completed.
+    pub uploads: u64,
+    /// Bytes those uploads sent from local disk.
+    pub sent: u64,
+    /// Bytes they copied server-side from the previous object.
+    pub copied: u64,
+    /// Bytes fetched from previous objects (reads and uploads).
+    pub fetched: u64,
+    /// Uploads refused because the object changed since it was staged.
+    pub conflicts: u64,
+}
+
+impl StagingCounts {
+    fn since(&self, earlier: &StagingCounts) -> StagingCounts {
+        StagingCounts {
+            files: self.files,
+            bytes: self.bytes,
+            uploads: self.uploads.saturating_sub(earlier.uploads),
+            sent: self.sent.saturating_sub(earlier.sent),
+            copied: self.copied.saturating_sub(earlier.copied),
+            fetched: self.fetched.saturating_sub(earlier.fetched),
+            conflicts: self.conflicts.saturating_sub(earlier.conflicts),
+        }
+    }
+}
+
+/// Reads the staging counters.
+type StagingSource = Box<dyn Fn() -> StagingCounts + Send + Sync>;
+
 /// Reads the cache's counters.
 type CacheSource = Box<dyn Fn() -> CacheCounts + Send + Sync>;
 
@@ -110,6 +147,7 @@ pub struct Metrics {
     bytes_out: AtomicU64,
     errors_by_code: Mutex<BTreeMap<String, u64>>,
     cache: OnceLock<CacheSource>,
+    staging: OnceLock<StagingSource>,
     memory: OnceLock<MemoryBudget>,
     /// Histograms for `--otlp-endpoint`, once export has started.
     otlp: OnceLock<otlp::Instruments>,
@@ -133,6 +171,7 @@ impl Default for Metrics {
             bytes_out: AtomicU64::new(0),
             errors_by_code: Mutex::default(),
             cache: OnceLock::new(),
+            staging: OnceLock::new(),
             memory: OnceLock::new(),
             otlp: OnceLock::new(),
             restarts: AtomicU64::new(0),
@@ -233,6 +272,12 @@ impl Metrics {
         let _ = self.cache.set(Box::new(source));
     }
 
+    /// Reports the staging of modified files from now on (the first source given wins): `run`
+    /// registers the staging budget's counters with `--allow-modify`.
+    pub fn watch_staging(&self, source: impl Fn() -> StagingCounts + Send + Sync + 'static) {
+        let _ = self.staging.set(Box::new(source));
+    }
+
     /// Reports the data-buffer budget's use from now on (the first budget given wins).
     pub fn watch_memory(&self, budget: MemoryBudget) {
         let _ = self.memory.set(budget);
@@ -247,6 +292,7 @@ impl Metrics {
     pub fn snapshot(&self) -> Snapshot {
         let budget = self.memory.get();
         let cache = self.cache.get().map(|source| source()).unwrap_or_default();
+        let staging = self.staging.get().map(|source| source()).unwrap_or_default();
         Snapshot {
             uptime: self.started.elapsed(),
             fuse: FUSE_OPS.iter().zip(&self.fuse).map(|(name, stats)| stats.snapshot(name)).collect(),
@@ -256,6 +302,7 @@ impl Metrics {
             errors_by_code: self.errors_by_code.lock().unwrap().clone(),
             cache,
             restarts: self.restarts.load(Ordering::Relaxed),
+            staging,
             memory: MemorySnapshot {
                 rss: read_rss(),
                 reserved: budget.map(MemoryBudget::reserved).unwrap_or_default(),
@@ -322,6 +369,8 @@ pub struct Snapshot {
     /// Worker restarts since the mount started (a count across processes: an interval
     /// carries the later value).
     pub restarts: u64,
+    /// Staged files and bytes are gauges (an interval carries the later value), the rest counters.
+    pub staging: StagingCounts,
     /// Memory is a gauge: an interval carries the later value.
     pub memory: MemorySnapshot,
 }
@@ -350,6 +399,7 @@ impl Snapshot {
                 evictions: self.cache.evictions.saturating_sub(earlier.cache.evictions),
             },
             restarts: self.restarts,
+            staging: self.staging.since(&earlier.staging),
             memory: self.memory,
         }
     }

@@ -218,6 +218,18 @@ pub fn render(s: &Snapshot, prices: RequestPrices) -> String {
         "Blocks evicted from the data cache.",
         one(s.cache.evictions.to_string()),
     );
+    let st = &s.staging;
+    for (name, kind, help, value) in [
+        ("mount_s3_staging_files", "gauge", "Files staged for modification (--allow-modify).", st.files),
+        ("mount_s3_staging_bytes", "gauge", "Local disk bytes held by staged files.", st.bytes),
+        ("mount_s3_staging_uploads_total", "counter", "Uploads of modified files that completed.", st.uploads),
+        ("mount_s3_staging_sent_bytes_total", "counter", "Bytes of modified files sent to S3.", st.sent),
+        ("mount_s3_staging_copied_bytes_total", "counter", "Bytes of modified files copied server-side.", st.copied),
+        ("mount_s3_staging_fetched_bytes_total", "counter", "Bytes fetched into staged files.", st.fetched),
+        ("mount_s3_staging_conflicts_total", "counter", "Uploads refused: the object changed meanwhile.", st.conflicts),
+    ] {
+        family(name, kind, help, one(value.to_string()));
+    }
     family(
         "mount_s3_estimated_request_cost_dollars",
         "gauge",
@@ -247,6 +259,8 @@ mod tests {
             "mount_s3_fuse_request_duration_seconds_count{op=\"read\"} 1",
             "mount_s3_s3_request_duration_seconds_sum{operation=\"GetObject\"} 0.002",
             "mount_s3_estimated_request_cost_dollars 0.0000004",
+            "# TYPE mount_s3_staging_sent_bytes_total counter",
+            "mount_s3_staging_files 0",
         ] {
             assert!(text.lines().any(|l| l == expected), "{expected:?} missing:\n{text}");
         }

@@ -155,6 +155,13 @@ pub fn interval_lines(s: &Snapshot) -> Vec<String> {
     if cache.hits + cache.misses + cache.evictions > 0 {
         lines.push(format!("cache: hits={} misses={} evictions={}", cache.hits, cache.misses, cache.evictions));
     }
+    let st = &s.staging;
+    if st.files + st.uploads + st.fetched + st.conflicts > 0 {
+        lines.push(format!(
+            "staging: files={} bytes={} uploads={} sent={} copied={} fetched={} conflicts={}",
+            st.files, st.bytes, st.uploads, st.sent, st.copied, st.fetched, st.conflicts
+        ));
+    }
     let m = &s.memory;
     if let Some(rss) = m.rss {
         lines.push(format!("process.memory_usage(B): {rss}"));
@@ -221,6 +228,28 @@ mod tests {
             "s3.request_first_byte_latency(us)[s3_request=GetObject]: n=1: p50=800 avg=800 p90=800 p99=800 max=800"
         );
         assert_eq!(lines[5], "s3.bytes: in=4096 out=0");
+    }
+
+    #[test]
+    fn staging_shows_once_a_file_was_staged() {
+        let m = Metrics::default();
+        let counts = crate::metrics::StagingCounts {
+            files: 1,
+            bytes: 4096,
+            uploads: 2,
+            sent: 10,
+            copied: 20,
+            fetched: 30,
+            conflicts: 1,
+        };
+        m.watch_staging(move || counts);
+        let lines = interval_lines(&m.snapshot());
+        assert!(
+            lines.contains(
+                &"staging: files=1 bytes=4096 uploads=2 sent=10 copied=20 fetched=30 conflicts=1".to_string()
+            ),
+            "{lines:?}"
+        );
     }
 
     #[test]

@@ -393,6 +393,7 @@ fn write_flags_fill_the_file_system_config() {
         "/mnt",
         "--allow-delete",
         "--allow-overwrite",
+        "--allow-modify",
         "--storage-class",
         "STANDARD_IA",
         "--sse",
@@ -407,7 +408,8 @@ fn write_flags_fill_the_file_system_config() {
     ])
     .unwrap();
     let fs = config.fs;
-    assert!(fs.allow_delete && fs.allow_overwrite && fs.infer_content_type);
+    assert!(fs.allow_delete && fs.allow_overwrite && fs.allow_modify && fs.infer_content_type);
+    assert!(!parse(&["bucket", "/mnt"]).unwrap().fs.allow_modify, "off by default");
     assert!(!fs.upload_checksums);
     assert_eq!(fs.storage_class.as_deref(), Some("STANDARD_IA"));
     assert_eq!(fs.sse.as_deref(), Some("aws:kms"));

@@ -252,3 +252,27 @@ fn an_unusable_cache_bucket_fails_the_mount() {
     assert!(err.contains(&format!("cannot use --cache-xz {}", f.cache)), "{err}");
     assert!(err.contains("AccessDenied"), "{err}");
 }
+
+/// With `--cache` too: the local disk first, then the shared bucket, then the source. Node B's
+/// first read comes from the bucket (and fills its disk); after a restart it reads from its disk
+/// alone.
+#[test]
+fn the_local_disk_cache_comes_first_then_the_bucket_then_the_source() {
+    let f = fleet();
+    let data = pattern(3 * MIB + 3, 9);
+    f.s3.put("layered", &data);
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = f.mount(&["--cache", dir_a.path().to_str().unwrap()]);
+    assert_eq!(read(&a, "layered"), data);
+    f.wait_for_blocks(4);
+    f.s3.reset_counts();
+
+    let b = f.mount(&["--cache", dir_b.path().to_str().unwrap()]);
+    assert_eq!(read(&b, "layered"), data);
+    assert_eq!((f.src_gets(), f.s3.request_count_in(&f.cache, "GetObject")), (0, 4), "B: all from the bucket");
+    drop(b);
+    f.s3.reset_counts();
+    let b = f.mount(&["--cache", dir_b.path().to_str().unwrap()]);
+    assert_eq!(read(&b, "layered"), data);
+    assert_eq!((f.src_gets(), f.s3.request_count_in(&f.cache, "GetObject")), (0, 0), "B again: all from its disk");
+}

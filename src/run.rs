@@ -152,8 +152,13 @@ fn serve(config: MountConfig, success_message: &str) -> Result<(), String> {
                 None => no_disk_cache(shared.block_size())?,
             };
             let caching = Arc::new(CachingClient::with_shared(client, disk, Some(shared.clone())));
-            let counted = caching.clone();
-            metrics::global().watch_cache(move || counted.stats().into());
+            let (counted, shared) = (caching.clone(), shared.clone());
+            // Hits from either tier; misses are blocks fetched from the source.
+            metrics::global().watch_cache(move || {
+                let mut counts: metrics::CacheCounts = counted.stats().into();
+                counts.hits += shared.stats().hits;
+                counts
+            });
             caching
         }
         _ => Arc::new(client),

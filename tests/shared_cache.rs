@@ -90,7 +90,9 @@ fn two_nodes_share_one_cache_bucket_and_each_block_comes_from_the_source_once() 
     let small = pattern(1000, 2);
     f.s3.put("data/big", &big);
     f.s3.put("data/small", &small);
-    let (a, b) = (f.mount(&[]), f.mount(&[]));
+    let logs = tempfile::tempdir().unwrap();
+    let log_arg = logs.path().to_string_lossy().into_owned();
+    let (a, b) = (f.mount(&[]), f.mount(&["--log-metrics", "-l", &log_arg]));
     f.s3.reset_counts();
 
     assert_eq!(read(&a, "data/big"), big);
@@ -121,6 +123,14 @@ fn two_nodes_share_one_cache_bucket_and_each_block_comes_from_the_source_once() 
     assert_eq!(f.s3.get_bytes_in(&f.s3.bucket), after_a.1);
     assert_eq!(cache_gets_b, 7, "node B: one cache GET per block");
     assert_eq!(cache_puts_b, 0, "node B stored nothing");
+    // B's metrics summary counts blocks from the shared cache as hits.
+    assert!(b.unmount().success());
+    let mut text = String::new();
+    for entry in std::fs::read_dir(logs.path()).unwrap() {
+        text.push_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default());
+    }
+    let line = text.lines().find_map(|l| l.split("summary: cache: ").nth(1)).unwrap_or_else(|| panic!("{text}"));
+    assert!(line.starts_with("hits=7 misses=0 "), "{line}");
 }
 
 /// Both nodes read the same object at the same moment: the leases make each block come from the

@@ -36,6 +36,9 @@ pub(super) async fn produce_run<C: ObjectClient>(
     run: &Run,
     mut known_size: Option<u64>,
 ) -> Option<u64> {
+    if shared.resting() {
+        return fetch(core, id, run, known_size, false).await;
+    }
     let mut from = 0;
     if known_size.is_none() {
         known_size = produce_some(core, shared, id, &run[..1], None).await;

@@ -52,7 +52,10 @@ impl SharedCache {
     /// be read, or it has expired.
     async fn live_lease(&self, key: &str) -> Option<Instant> {
         let object = match self.store.get(key, MAX_LEASE_LEN).await {
-            Ok(found) => found?,
+            Ok(found) => {
+                self.answered();
+                found?
+            }
             Err(e) => {
                 self.error("lease read", &e);
                 return None;
@@ -74,7 +77,10 @@ impl SharedCache {
     pub async fn take_lease(&self, id: &ObjectId, index: u64) -> Lease {
         let key = self.lease_key(id, index);
         match self.write_lease(&key, true).await {
-            Ok(()) => return Lease::Ours,
+            Ok(()) => {
+                self.answered();
+                return Lease::Ours;
+            }
             // 412: the lease exists; 409: another node is creating it right now.
             Err(e) if e.kind == ClientErrorKind::PreconditionFailed || e.status == Some(409) => {}
             Err(e) => {

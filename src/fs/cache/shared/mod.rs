@@ -33,7 +33,8 @@
 //! The cache bucket is as trusted as its writers: the checks prove a block is what its writer
 //! said it is for, not that the writer told the truth. Give write access only to nodes that
 //! mount the source. Errors of the cache bucket never fail a read: the block comes from the
-//! source.
+//! source; after [`FAILURES_BEFORE_REST`] failed requests in a row the bucket is bypassed for
+//! [`REST`], so an outage or throttling does not slow every read down.
 //!
 //! Requests per block: a hit is one GET; a miss is a GET (404), a lease PUT and a block PUT
 //! (plus a lease GET when another node holds the lease, and the polls while waiting).
@@ -61,6 +62,10 @@ use crate::client::aws::StorePut;
 pub const LEASE_TTL: Duration = Duration::from_secs(30);
 /// Longest a node waits for a block another node is fetching.
 pub const MAX_WAIT: Duration = Duration::from_secs(30);
+/// Failed requests in a row after which the bucket is left alone for [`REST`].
+const FAILURES_BEFORE_REST: u64 = 8;
+/// How long reads bypass a bucket that keeps failing.
+pub const REST: Duration = Duration::from_secs(30);
 /// Bytes of blocks waiting to be written to the bucket; past this, blocks are not stored.
 const MAX_PENDING_PUTS: u64 = 64 * 1024 * 1024;
 
@@ -129,6 +134,9 @@ pub struct SharedCache {
     prefix: String,
     counters: Counters,
     pending: AtomicU64,
+    /// Failed requests in a row, and until when the bucket is bypassed after too many.
+    failing: AtomicU64,
+    rest_until: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl std::fmt::Debug for SharedCache {
@@ -140,7 +148,15 @@ impl std::fmt::Debug for SharedCache {
 impl SharedCache {
     pub fn new(store: Arc<dyn BlockStore>, config: SharedCacheConfig) -> Self {
         let prefix = key_prefix(&config.source_bucket, config.block_size);
-        SharedCache { store, config, prefix, counters: Counters::default(), pending: AtomicU64::new(0) }
+        SharedCache {
+            store,
+            config,
+            prefix,
+            counters: Counters::default(),
+            pending: AtomicU64::new(0),
+            failing: AtomicU64::new(0),
+            rest_until: std::sync::Mutex::new(None),
+        }
     }
 
     pub fn block_size(&self) -> u64 {
@@ -187,7 +203,32 @@ impl SharedCache {
         block_key(&self.prefix, id.key(), id.etag().as_str(), index)
     }
 
+    /// The bucket answered: the failure streak ends.
+    pub(super) fn answered(&self) {
+        self.failing.store(0, Ordering::Relaxed);
+    }
+
+    /// True while the bucket is bypassed after [`FAILURES_BEFORE_REST`] failures in a row: reads
+    /// go to the source without waiting on a bucket that does not answer (throttling, an outage).
+    pub fn resting(&self) -> bool {
+        let mut until = self.rest_until.lock().unwrap();
+        match *until {
+            Some(t) if std::time::Instant::now() < t => true,
+            Some(_) => {
+                *until = None;
+                false
+            }
+            None => false,
+        }
+    }
+
     fn error(&self, what: &str, e: &ClientError) {
+        if self.failing.fetch_add(1, Ordering::Relaxed) + 1 >= FAILURES_BEFORE_REST {
+            self.failing.store(0, Ordering::Relaxed);
+            *self.rest_until.lock().unwrap() = Some(std::time::Instant::now() + REST);
+            tracing::warn!(bucket = self.store.name(), error = %e,
+                "shared cache bucket keeps failing; reading from the source only for {} s", REST.as_secs());
+        }
         // The first failure at warn (the cache bucket may be misconfigured), the rest at debug.
         if self.counters.errors.fetch_add(1, Ordering::Relaxed) == 0 {
             tracing::warn!(bucket = self.store.name(), error = %e, "shared cache {what} failed; reading from the source");
@@ -210,7 +251,10 @@ impl SharedCache {
     async fn lookup(&self, id: &ObjectId, index: u64, known_size: Option<u64>) -> Option<CheckedBlock> {
         let key = self.key(id, index);
         let object = match self.store.get(&key, self.config.block_size).await {
-            Ok(found) => found?,
+            Ok(found) => {
+                self.answered();
+                found?
+            }
             Err(e) => {
                 self.error("read", &e);
                 return None;
@@ -275,6 +319,7 @@ impl SharedCache {
         };
         match self.store.put(&self.key(id, index), data, &put).await {
             Ok(()) => {
+                self.answered();
                 self.counters.puts.fetch_add(1, Ordering::Relaxed);
                 true
             }

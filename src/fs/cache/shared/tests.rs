@@ -109,3 +109,43 @@ async fn a_lease_whose_block_is_not_stored_or_that_expired_stops_the_wait() {
     assert_eq!(a.take_lease(&v, 2).await, Lease::Ours);
     assert!(store.puts.load(Ordering::Relaxed) >= 4);
 }
+
+/// A bucket that fails every request.
+#[derive(Debug, Default)]
+struct Down(std::sync::atomic::AtomicU64);
+
+#[async_trait::async_trait]
+impl super::store::BlockStore for Down {
+    fn name(&self) -> &str {
+        "down"
+    }
+    async fn get(
+        &self,
+        _: &str,
+        _: u64,
+    ) -> Result<Option<crate::client::aws::StoredObject>, crate::client::ClientError> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Err(crate::client::ClientError::new(crate::client::ClientErrorKind::Throttled, "GetObject", "slow down"))
+    }
+    async fn put(&self, _: &str, _: Bytes, _: &crate::client::aws::StorePut) -> Result<(), crate::client::ClientError> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Err(crate::client::ClientError::new(crate::client::ClientErrorKind::Throttled, "PutObject", "slow down"))
+    }
+    async fn delete(&self, _: &str) -> Result<(), crate::client::ClientError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_bucket_that_keeps_failing_is_bypassed_for_a_while() {
+    let down = Arc::new(Down::default());
+    let c = Arc::new(SharedCache::new(down.clone(), SharedCacheConfig::new("src", BS)));
+    let v = id("\"1\"");
+    for i in 0..7 {
+        assert!(c.get(&v, i, None).await.is_none());
+        assert!(!c.resting(), "not yet after {} failures", i + 1);
+    }
+    assert_eq!(c.take_lease(&v, 0).await, Lease::Unavailable);
+    assert!(c.resting(), "8 failures in a row: the bucket is left alone");
+    assert_eq!(c.stats().errors, 8);
+}

@@ -12,7 +12,7 @@ use common::data::pattern;
 use common::helper::HelperClient;
 use common::mount::TestMount;
 use common::s3_server::LocalS3;
-use mount_s3::fs::cache::shared::format::{block_key, block_metadata, key_prefix};
+use mount_s3::client::cache::shared::format::{block_key, block_metadata, key_prefix};
 
 const MIB: usize = 1024 * 1024;
 
@@ -285,4 +285,30 @@ fn the_local_disk_cache_comes_first_then_the_bucket_then_the_source() {
     let b = f.mount(&["--cache", dir_b.path().to_str().unwrap()]);
     assert_eq!(read(&b, "layered"), data);
     assert_eq!((f.src_gets(), f.s3.request_count_in(&f.cache, "GetObject")), (0, 0), "B again: all from its disk");
+}
+
+/// The cache bucket on the S3 Express One Zone emulator (a directory bucket: session
+/// authentication, `--x-s3` name), with a directory bucket as the source on the same emulator:
+/// node B reads everything node A read from the cache bucket, none of it from the source.
+#[test]
+fn a_directory_bucket_on_the_express_emulator_works_as_the_cache_bucket() {
+    use common::express::{ExpressOptions, ZONE};
+    use common::mem_server::MemS3;
+    let server = MemS3::start_express(ExpressOptions::default());
+    let cache = format!("xzcache--{ZONE}--x-s3");
+    server.create_bucket(&cache);
+    let data = pattern(2 * MIB + 1, 10);
+    server.put("obj", data.clone());
+    let args =
+        ["--endpoint-url", &server.endpoint, "--force-path-style", "--region", "us-east-1", "--cache-xz", &cache];
+    let a = TestMount::new(&server.env_vars(), &server.bucket, &args);
+    assert_eq!(read(&a, "obj"), data);
+    assert!(a.unmount().success(), "node A's block writes are flushed at unmount");
+    let b = TestMount::new(&server.env_vars(), &server.bucket, &args);
+    server.reset_counts();
+    assert_eq!(read(&b, "obj"), data);
+    let counts = server.request_counts();
+    println!("express emulator, node B: {counts:?}");
+    assert_eq!(server.request_count_by_name("GetObject"), 3, "3 blocks, all from the cache bucket: {counts:?}");
+    assert_eq!(server.request_count_by_name("PutObject"), 0, "{counts:?}");
 }

@@ -12,11 +12,13 @@
 //! failure is worth retrying is decided here ([`ClientError::is_retryable`]), not at call sites.
 
 pub mod aws;
+pub mod cache;
 pub mod fault;
 pub mod memory;
 pub mod metered;
 pub mod retry;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 use std::pin::Pin;
@@ -61,7 +63,14 @@ pub struct ObjectMeta {
     /// Its data is in an archive tier (GLACIER, DEEP_ARCHIVE, or an INTELLIGENT_TIERING archive
     /// access tier) and no restored copy exists: a GET fails until it is restored.
     pub archived: bool,
+    /// User metadata (`x-amz-meta-*` headers), names lower-cased without the prefix. Servers
+    /// send it on HeadObject only; listings never carry it.
+    pub metadata: UserMetadata,
 }
+
+/// User-defined object metadata: `x-amz-meta-NAME: VALUE` as `NAME -> VALUE`, names lower-cased.
+/// Values come from the server and are untrusted.
+pub type UserMetadata = BTreeMap<String, String>;
 
 /// Whether objects of storage class `class` need a restore before they can be read.
 /// GLACIER_IR is read directly.
@@ -132,6 +141,12 @@ impl fmt::Debug for GetObjectResponse {
 pub struct PutOptions {
     /// Send `If-None-Match: *`: fail with [`ClientErrorKind::PreconditionFailed`] if the key exists.
     pub if_none_match_any: bool,
+    /// Send `If-Match` (PutObject, CompleteMultipartUpload, CopyObject's destination): replace
+    /// the object only while it still has this ETag. A different ETag fails with
+    /// [`ClientErrorKind::PreconditionFailed`], a missing key with [`ClientErrorKind::NotFound`].
+    pub if_match: Option<ETag>,
+    /// User metadata to store with the object (`x-amz-meta-*`), names without the prefix.
+    pub metadata: UserMetadata,
     pub storage_class: Option<String>,
     pub content_type: Option<String>,
     /// `AES256`, `aws:kms` or `aws:kms:dsse`.
@@ -139,6 +154,23 @@ pub struct PutOptions {
     pub sse_kms_key_id: Option<String>,
     /// Send a CRC32C checksum with each part / object.
     pub checksum_crc32c: bool,
+    /// PutObject only: append the body to the object at this offset (`x-amz-write-offset-bytes`,
+    /// directory buckets). The offset must equal the object's current size (0 creates it); any
+    /// other size fails with [`ClientErrorKind::PreconditionFailed`] and the S3 code
+    /// `InvalidWriteOffset`, so a concurrent writer is detected, never merged.
+    pub write_offset: Option<u64>,
+}
+
+/// Conditions of a RenameObject (directory buckets). Each failed condition is
+/// [`ClientErrorKind::PreconditionFailed`]; nothing is renamed then.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RenameOptions {
+    /// `x-amz-rename-source-if-match`: the source must still have this ETag.
+    pub source_if_match: Option<ETag>,
+    /// `If-Match`: the destination must exist with this ETag (replace exactly that version).
+    pub destination_if_match: Option<ETag>,
+    /// `If-None-Match: *`: the destination must not exist (never replace).
+    pub destination_if_none_match_any: bool,
 }
 
 /// What the server said about a newly written object.
@@ -146,6 +178,24 @@ pub struct PutOptions {
 pub struct PutResult {
     pub etag: ETag,
 }
+
+/// Options of a CopyObject within the bucket.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CopyOptions {
+    /// `x-amz-copy-source-if-match`: copy only while the source still has this ETag, else
+    /// [`ClientErrorKind::PreconditionFailed`] and nothing is written.
+    pub source_if_match: Option<ETag>,
+    /// `x-amz-metadata-directive: REPLACE`: the copy gets `dest.metadata` and
+    /// `dest.content_type` instead of the source's. Required to copy an object onto itself.
+    pub replace_metadata: bool,
+    /// The destination: its conditions (`if_none_match_any`, `if_match`), storage class
+    /// (S3 makes a copy STANDARD unless told otherwise), encryption and, with
+    /// `replace_metadata`, its metadata.
+    pub dest: PutOptions,
+}
+
+/// The largest object a single CopyObject (and one UploadPartCopy range) may copy: 5 GiB.
+pub const MAX_COPY_OBJECT_SIZE: u64 = 5 << 30;
 
 /// A part accepted by UploadPart, as CompleteMultipartUpload needs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -209,8 +259,35 @@ pub trait ObjectClient: Send + Sync + fmt::Debug + 'static {
     /// DeleteObject. Deleting a missing key succeeds (as S3 does).
     async fn delete_object(&self, key: &str) -> Result<(), ClientError>;
 
-    /// CopyObject within the bucket.
-    async fn copy_object(&self, source_key: &str, dest_key: &str) -> Result<PutResult, ClientError>;
+    /// CopyObject within the bucket (at most [`MAX_COPY_OBJECT_SIZE`] bytes; larger objects are
+    /// copied with [`ObjectClient::upload_part_copy`]).
+    async fn copy_object(
+        &self,
+        source_key: &str,
+        dest_key: &str,
+        options: &CopyOptions,
+    ) -> Result<PutResult, ClientError>;
+
+    /// UploadPartCopy: part `part_number` of upload `upload_id` (for `key`) becomes the bytes
+    /// `range` (end exclusive, non-empty) of `source_key`, copied by the server. With
+    /// `source_if_match`, a changed source fails with [`ClientErrorKind::PreconditionFailed`].
+    #[allow(clippy::too_many_arguments)]
+    async fn upload_part_copy(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        source_key: &str,
+        range: Range<u64>,
+        source_if_match: Option<&ETag>,
+    ) -> Result<UploadedPart, ClientError>;
+
+    /// RenameObject within the bucket (S3 Express One Zone directory buckets): atomically moves
+    /// `source_key` to `dest_key`, replacing the destination unless `options` forbid it. A
+    /// missing source is [`ClientErrorKind::NotFound`]; a bucket without RenameObject answers
+    /// 501 `NotImplemented` ([`ClientErrorKind::Other`], see [`ClientError::is_not_implemented`]).
+    async fn rename_object(&self, source_key: &str, dest_key: &str, options: &RenameOptions)
+    -> Result<(), ClientError>;
 }
 
 /// What kind of failure a client call met; decides retries and the errno the user sees.
@@ -266,6 +343,12 @@ impl ClientError {
         ClientError { kind, operation, code: None, status: None, request_id: None, message: message.into() }
     }
 
+    /// The server does not offer this operation (501 `NotImplemented`): e.g. RenameObject or a
+    /// write offset on a general purpose bucket.
+    pub fn is_not_implemented(&self) -> bool {
+        self.code.as_deref() == Some("NotImplemented") || self.status == Some(501)
+    }
+
     /// Throttling, 5xx and network failures are retryable; 4xx answers are final.
     pub fn is_retryable(&self) -> bool {
         matches!(self.kind, ClientErrorKind::Throttled | ClientErrorKind::Transient)
@@ -285,11 +368,13 @@ pub enum S3Operation {
     AbortMultipartUpload,
     DeleteObject,
     CopyObject,
+    UploadPartCopy,
+    RenameObject,
 }
 
 impl S3Operation {
     /// Every operation, for iterating over counters.
-    pub const ALL: [S3Operation; 10] = [
+    pub const ALL: [S3Operation; 12] = [
         S3Operation::HeadObject,
         S3Operation::GetObject,
         S3Operation::ListObjectsV2,
@@ -300,6 +385,8 @@ impl S3Operation {
         S3Operation::AbortMultipartUpload,
         S3Operation::DeleteObject,
         S3Operation::CopyObject,
+        S3Operation::UploadPartCopy,
+        S3Operation::RenameObject,
     ];
 
     /// The S3 API name, e.g. `GetObject`.
@@ -315,6 +402,8 @@ impl S3Operation {
             S3Operation::AbortMultipartUpload => "AbortMultipartUpload",
             S3Operation::DeleteObject => "DeleteObject",
             S3Operation::CopyObject => "CopyObject",
+            S3Operation::UploadPartCopy => "UploadPartCopy",
+            S3Operation::RenameObject => "RenameObject",
         }
     }
 }

@@ -11,7 +11,7 @@ use futures::future::{Either, select};
 
 use crate::client::{ClientErrorKind, ListRequest, ObjectClient};
 use crate::fs::FsError;
-use crate::fs::inode::{InodeKind, RemoteEntry};
+use crate::fs::namespace::{InodeKind, RemoteEntry};
 
 /// Looks up `name` in the directory whose key is `dir_key` (empty or ending in `/`).
 pub async fn remote_lookup(

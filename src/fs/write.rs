@@ -17,9 +17,9 @@ use std::time::{Duration, SystemTime};
 
 use crate::client::{ListRequest, PutOptions};
 use crate::fs::error::Failed;
-use crate::fs::inode::names::parse_name;
-use crate::fs::inode::{Inode, InodeKind, LocalState, RemoteEntry};
 use crate::fs::memory::WriterTicket;
+use crate::fs::namespace::names::parse_name;
+use crate::fs::namespace::{Inode, InodeKind, LocalState, OpenConflict};
 use crate::fs::upload::{Upload, UploadConfig, Uploaded};
 use crate::fs::{Entry, FsError, Handle, Opened, S3Filesystem};
 
@@ -89,6 +89,7 @@ impl S3Filesystem {
                 sse: c.sse.clone(),
                 sse_kms_key_id: c.sse_kms_key_id.clone(),
                 checksum_crc32c: c.upload_checksums,
+                ..PutOptions::default()
             },
         }
     }
@@ -96,15 +97,15 @@ impl S3Filesystem {
     /// Fails with `AlreadyExists` if `name` exists in `parent`, locally or in S3.
     async fn ensure_absent(&self, dir: &Inode, name: &str) -> Result<(), FsError> {
         let key = format!("{}{}", dir.key, name);
-        if self.inodes.local_child(dir.ino, name).is_some() || self.resolve(&dir.key, name).await?.is_some() {
+        if self.ns.local_child(dir.ino, name).is_some() || self.resolve(&dir.key, name).await?.is_some() {
             return Err(FsError::AlreadyExists { key });
         }
         Ok(())
     }
 
-    fn writable_dir(&self, parent: u64, name: &OsStr) -> Result<(Inode, String), FsError> {
+    pub(crate) fn writable_dir(&self, parent: u64, name: &OsStr) -> Result<(Inode, String), FsError> {
         let name = parse_name(name)?.to_string();
-        let dir = self.inodes.get(parent)?;
+        let dir = self.ns.get(parent)?;
         if dir.kind != InodeKind::Directory {
             return Err(FsError::NotADirectory(parent));
         }
@@ -118,13 +119,13 @@ impl S3Filesystem {
         }
         let (dir, name) = self.writable_dir(parent, name)?;
         self.ensure_absent(&dir, &name).await?;
-        let inode = self.inodes.create_local(parent, &name, InodeKind::File, self.ttl(InodeKind::File))?;
+        let inode = self.ns.create_local(parent, &name, InodeKind::File, self.ttl(InodeKind::File))?;
         Ok(self.entry(&inode))
     }
 
     /// create: mknod and open for writing in one step.
     pub async fn create(&self, parent: u64, name: &OsStr, mode: u32, pid: u32) -> Result<(Entry, Opened), FsError> {
-        let key = format!("{}{}", self.inodes.get(parent)?.key, name.to_string_lossy());
+        let key = format!("{}{}", self.ns.get(parent)?.key, name.to_string_lossy());
         let ticket = self.admit_writer(&key).await?;
         let entry = self.mknod(parent, name, mode | libc::S_IFREG).await?;
         let opened = self.open_for_write(entry.attr.ino, pid, true, ticket)?;
@@ -153,8 +154,13 @@ impl S3Filesystem {
         new: bool,
         ticket: WriterTicket,
     ) -> Result<Opened, FsError> {
-        let inode = self.inodes.get(ino)?;
-        self.claim_writer(&inode)?;
+        let inode = self.ns.get(ino)?;
+        self.ns.open_write(ino).map_err(|_| {
+            FsError::PermissionDenied(format!(
+                "{:?} is open elsewhere: a file has one writer or any number of readers",
+                inode.key
+            ))
+        })?;
         let config = self.upload_config(&inode.key, new);
         let budget = self.memory_budget().clone();
         let upload = Upload::new(self.client.clone(), inode.key.clone(), config, budget, ticket);
@@ -185,9 +191,14 @@ impl S3Filesystem {
                 inode.key
             )));
         }
-        self.check_no_readers(inode)?;
+        if let Err(OpenConflict::InUse | OpenConflict::BeingWritten) = self.ns.ensure_closed(inode.ino) {
+            return Err(FsError::PermissionDenied(format!(
+                "{:?} is open elsewhere and cannot be replaced now",
+                inode.key
+            )));
+        }
         let ticket = self.admit_writer(&inode.key).await?;
-        self.inodes.start_overwrite(inode.ino)?;
+        self.ns.start_overwrite(inode.ino)?;
         self.open_for_write(inode.ino, pid, false, ticket)
     }
 
@@ -195,14 +206,14 @@ impl S3Filesystem {
     pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32, FsError> {
         let handle = self.write_handle(fh)?;
         if handle.invalidated.load(std::sync::atomic::Ordering::Acquire) {
-            let key = self.inodes.get(handle.ino).map(|i| i.key).unwrap_or_default();
+            let key = self.ns.get(handle.ino).map(|i| i.key).unwrap_or_default();
             return Err(FsError::InvalidatedHandle { fh, key });
         }
         let mut state = handle.state.lock().await;
         let upload = match &mut *state {
             WriteState::Writing(upload) => upload,
             WriteState::Done(done) => {
-                let key = self.inodes.get(handle.ino).map(|i| i.key).unwrap_or_default();
+                let key = self.ns.get(handle.ino).map(|i| i.key).unwrap_or_default();
                 return Err(match done {
                     Ok(_) => FsError::AlreadyCommitted { key },
                     // Every later write gets the first failure's errno (EINVAL after an
@@ -219,7 +230,7 @@ impl S3Filesystem {
             *state = WriteState::Done(failed);
             self.unclaim_writer(&handle);
         } else {
-            let _ = self.inodes.update(handle.ino, |i| i.stat.size = size);
+            self.ns.set_size(handle.ino, size);
         }
         written.map(|()| data.len() as u32)
     }
@@ -240,7 +251,7 @@ impl S3Filesystem {
             }
             WriteState::Done(Ok(_)) => Ok(()),
             WriteState::Done(Err(failed)) => {
-                let key = self.inodes.get(handle.ino).map(|i| i.key).unwrap_or_default();
+                let key = self.ns.get(handle.ino).map(|i| i.key).unwrap_or_default();
                 Err(FsError::UploadFailed { key, failed: *failed })
             }
         }
@@ -249,28 +260,15 @@ impl S3Filesystem {
     /// Gives back the inode's writer claim, once.
     pub(crate) fn unclaim_writer(&self, handle: &WriteHandle) {
         if !handle.unclaimed.swap(true, std::sync::atomic::Ordering::AcqRel) {
-            self.release_claim(handle.ino, true);
+            self.ns.close(handle.ino, true);
         }
     }
 
     fn finish_upload(&self, ino: u64, result: &Result<Uploaded, Failed>) {
         match result {
-            Ok(done) => {
-                self.inodes.finish_local_file(ino, done.etag.clone(), done.size, self.ttl(InodeKind::File));
-                if let Ok(inode) = self.inodes.get(ino) {
-                    let entry = RemoteEntry {
-                        kind: InodeKind::File,
-                        size: done.size,
-                        mtime: inode.stat.mtime,
-                        etag: Some(done.etag.clone()),
-                        storage_class: None,
-                        archived: false,
-                    };
-                    self.meta.created(Self::parent_key(&inode), &inode.name, &entry);
-                }
-            }
+            Ok(done) => self.ns.commit_upload(ino, done.etag.clone(), done.size, self.ttl(InodeKind::File)),
             // Nothing reached S3: forget the local file (an overwritten object is unchanged).
-            Err(_) => self.inodes.abandon_local(ino),
+            Err(_) => self.ns.abandon_local(ino),
         }
     }
 
@@ -337,7 +335,7 @@ impl S3Filesystem {
                     continue;
                 }
             };
-            let key = self.inodes.get(writer.ino).map(|i| i.key).unwrap_or_default();
+            let key = self.ns.get(writer.ino).map(|i| i.key).unwrap_or_default();
             match self.end_at_shutdown(&writer).await {
                 Some(true) => report.completed.push(key),
                 Some(false) => report.aborted.push(key),
@@ -374,7 +372,7 @@ impl S3Filesystem {
             *state = WriteState::Done(failed);
             self.unclaim_writer(&writer);
         } else {
-            let _ = self.inodes.update(inode.ino, |i| i.stat.size = now);
+            self.ns.set_size(inode.ino, now);
         }
         result
     }
@@ -384,7 +382,7 @@ impl S3Filesystem {
     /// the outcome by key. Returns whether the upload completed, or `None` if there was nothing
     /// to report (it failed earlier and was reported then, or it was reported already).
     pub(crate) async fn end_at_shutdown(&self, writer: &WriteHandle) -> Option<bool> {
-        let key = self.inodes.get(writer.ino).map(|i| i.key).unwrap_or_default();
+        let key = self.ns.get(writer.ino).map(|i| i.key).unwrap_or_default();
         let mut state = writer.state.lock().await;
         if writer.reported.swap(true, std::sync::atomic::Ordering::AcqRel) {
             return None;
@@ -420,7 +418,7 @@ impl S3Filesystem {
             ));
         }
         let (dir, name) = self.writable_dir(parent, name)?;
-        if let Some(local) = self.inodes.local_child(parent, &name) {
+        if let Some(local) = self.ns.local_child(parent, &name) {
             return Err(match local.kind {
                 InodeKind::Directory => FsError::IsADirectory(local.ino),
                 InodeKind::File => FsError::PermissionDenied(format!(
@@ -435,8 +433,7 @@ impl S3Filesystem {
             Some(e) if e.kind == InodeKind::Directory => Err(FsError::IsADirectory(parent)),
             Some(_) => {
                 self.client.delete_object(&key).await.map_err(|e| FsError::client("delete", &key, e))?;
-                self.inodes.remove_name(parent, &name);
-                self.meta.removed(&dir.key, &name);
+                self.ns.unlinked(parent, &dir.key, &name);
                 Ok(())
             }
         }
@@ -446,25 +443,25 @@ impl S3Filesystem {
     pub async fn mkdir(&self, parent: u64, name: &OsStr) -> Result<Entry, FsError> {
         let (dir, name) = self.writable_dir(parent, name)?;
         self.ensure_absent(&dir, &name).await?;
-        let inode = self.inodes.create_local(parent, &name, InodeKind::Directory, self.ttl(InodeKind::Directory))?;
+        let inode = self.ns.create_local(parent, &name, InodeKind::Directory, self.ttl(InodeKind::Directory))?;
         Ok(self.entry(&inode))
     }
 
     /// rmdir: only empty directories made by mkdir; directories in S3 stay.
     pub async fn rmdir(&self, parent: u64, name: &OsStr) -> Result<(), FsError> {
         let (dir, name) = self.writable_dir(parent, name)?;
-        if let Some(local) = self.inodes.local_child(parent, &name) {
+        if let Some(local) = self.ns.local_child(parent, &name) {
             if local.kind != InodeKind::Directory {
                 return Err(FsError::NotADirectory(local.ino));
             }
-            if self.inodes.has_local_children(local.ino) {
+            if self.ns.has_local_children(local.ino) {
                 return Err(FsError::NotEmpty { key: local.key });
             }
             let request =
                 ListRequest { prefix: local.key.clone(), delimiter: None, continuation_token: None, max_keys: 1 };
             let page = self.client.list_objects(&request).await.map_err(|e| FsError::client("list", &local.key, e))?;
             if page.objects.is_empty() && page.common_prefixes.is_empty() {
-                self.inodes.abandon_local(local.ino);
+                self.ns.abandon_local(local.ino);
                 return Ok(());
             }
         }
@@ -482,16 +479,15 @@ impl S3Filesystem {
     /// (see [`Upload::truncate`]); mode and owner changes on them are ignored (as Mountpoint
     /// does). Nothing of S3 objects can change.
     pub async fn setattr(&self, ino: u64, change: SetAttr) -> Result<Entry, FsError> {
-        let inode = self.inodes.get(ino)?;
+        let inode = self.ns.get(ino)?;
         if inode.local == Some(LocalState::File) {
             if let Some(size) = change.size.filter(|&s| s != inode.stat.size) {
                 self.truncate_local(&inode, size).await?;
             }
-            let inode = self.inodes.update(ino, |i| {
-                if let Some(t) = change.mtime {
-                    i.stat.mtime = t;
-                }
-            })?;
+            let inode = match change.mtime {
+                Some(t) => self.ns.set_mtime(ino, t)?,
+                None => self.ns.get(ino)?,
+            };
             return Ok(self.entry(&inode));
         }
         let what = if change.mode {

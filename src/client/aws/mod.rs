@@ -25,8 +25,10 @@
 //! instead (see `crc64`); parts then return no CRC32C, and this client checks S3's values itself.
 
 mod cache_bucket;
+mod copy;
 mod crc64;
 mod error;
+pub mod express;
 mod get;
 mod http;
 mod list;
@@ -57,8 +59,8 @@ pub use self::error::{bucket_region, mount_hint};
 use self::error::{credential_source, from_sdk};
 use super::memory::crc32c_base64;
 use super::{
-    ClientError, ClientErrorKind, ETag, GetObjectResponse, ListPage, ListRequest, ListedObject, ObjectClient,
-    ObjectMeta, PutOptions, PutResult, UploadedPart,
+    ClientError, ClientErrorKind, CopyOptions, ETag, GetObjectResponse, ListPage, ListRequest, ListedObject,
+    ObjectClient, ObjectMeta, PutOptions, PutResult, RenameOptions, UploadedPart,
 };
 
 /// Settings of the AWS client.
@@ -206,6 +208,12 @@ impl AwsClient {
         }
         if config.no_sign_request {
             builder = builder.allow_no_auth();
+        }
+        if !config.no_sign_request {
+            // One session provider for both clients (see `express`): without it each SDK client
+            // would open sessions of its own. Unused unless the bucket is a directory bucket.
+            let plain = aws_sdk_s3::Client::from_conf(builder.clone().build());
+            builder = builder.express_credentials_provider(express::SessionProvider::new(plain, &config.bucket));
         }
         let slow = aws_sdk_s3::Client::from_conf(builder.clone().build());
         let fast_timeouts =
@@ -418,6 +426,7 @@ impl ObjectClient for AwsClient {
                 out.restore(),
                 out.archive_status().map(|s| s.as_str()),
             ),
+            metadata: copy::from_sdk_metadata(out.metadata()),
         })
     }
 
@@ -510,6 +519,8 @@ impl ObjectClient for AwsClient {
             .content_length(length)
             .body(ByteStream::from(body))
             .set_if_none_match(options.if_none_match_any.then(|| "*".to_string()))
+            .set_if_match(options.if_match.as_ref().map(|e| e.as_str().to_string()))
+            .set_metadata(copy::sdk_metadata(&options.metadata))
             .set_storage_class(options.storage_class.as_deref().map(StorageClass::from))
             .set_content_type(options.content_type.clone())
             .set_server_side_encryption(options.sse.as_deref().map(ServerSideEncryption::from))
@@ -517,6 +528,7 @@ impl ObjectClient for AwsClient {
             .set_checksum_algorithm(algorithm)
             .set_checksum_crc32_c(checksum)
             .set_checksum_crc64_nvme(crc64.clone())
+            .set_write_offset_bytes(options.write_offset.map(|o| i64::try_from(o).unwrap_or(i64::MAX)))
             .set_request_payer(self.payer())
             .set_expected_bucket_owner(self.owner())
             .send()
@@ -535,6 +547,7 @@ impl ObjectClient for AwsClient {
             .create_multipart_upload()
             .bucket(&self.config.bucket)
             .key(key)
+            .set_metadata(copy::sdk_metadata(&options.metadata))
             .set_storage_class(options.storage_class.as_deref().map(StorageClass::from))
             .set_content_type(options.content_type.clone())
             .set_server_side_encryption(options.sse.as_deref().map(ServerSideEncryption::from))
@@ -648,6 +661,7 @@ impl ObjectClient for AwsClient {
             .upload_id(upload_id)
             .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(completed)).build())
             .set_if_none_match(options.if_none_match_any.then(|| "*".to_string()))
+            .set_if_match(options.if_match.as_ref().map(|e| e.as_str().to_string()))
             .set_checksum_crc64_nvme(crc64.clone())
             .set_checksum_type(crc64.as_ref().map(|_| ChecksumType::FullObject))
             .set_request_payer(self.payer())
@@ -697,22 +711,45 @@ impl ObjectClient for AwsClient {
         }
     }
 
-    async fn copy_object(&self, source_key: &str, dest_key: &str) -> Result<PutResult, ClientError> {
-        const OP: &str = "CopyObject";
-        let out = self
-            .slow
-            .copy_object()
+    async fn copy_object(
+        &self,
+        source_key: &str,
+        dest_key: &str,
+        options: &CopyOptions,
+    ) -> Result<PutResult, ClientError> {
+        self.copy(source_key, dest_key, options).await
+    }
+
+    async fn upload_part_copy(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        source_key: &str,
+        range: Range<u64>,
+        source_if_match: Option<&ETag>,
+    ) -> Result<UploadedPart, ClientError> {
+        self.part_copy(key, upload_id, part_number, source_key, range, source_if_match).await
+    }
+
+    async fn rename_object(
+        &self,
+        source_key: &str,
+        dest_key: &str,
+        options: &RenameOptions,
+    ) -> Result<(), ClientError> {
+        self.slow
+            .rename_object()
             .bucket(&self.config.bucket)
             .key(dest_key)
-            .copy_source(copy_source(&self.config.bucket, source_key))
-            .set_request_payer(self.payer())
-            .set_expected_bucket_owner(self.owner())
-            .set_expected_source_bucket_owner(self.owner())
+            .rename_source(copy_source(&self.config.bucket, source_key))
+            .set_source_if_match(options.source_if_match.as_ref().map(|e| e.as_str().to_string()))
+            .set_destination_if_match(options.destination_if_match.as_ref().map(|e| e.as_str().to_string()))
+            .set_destination_if_none_match(options.destination_if_none_match_any.then(|| "*".to_string()))
             .send()
             .await
-            .map_err(|e| self.error(OP, e))?;
-        let etag = out.copy_object_result().and_then(|r| r.e_tag());
-        Ok(PutResult { etag: self::etag(OP, etag)? })
+            .map_err(|e| self.error("RenameObject", e))?;
+        Ok(())
     }
 }
 

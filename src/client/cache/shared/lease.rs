@@ -13,7 +13,7 @@ use super::SharedCache;
 use super::format::CheckedBlock;
 use crate::client::ClientErrorKind;
 use crate::client::aws::StorePut;
-use crate::fs::cache::format::ObjectId;
+use crate::client::cache::format::ObjectId;
 use std::sync::atomic::Ordering;
 
 /// Largest lease object read.

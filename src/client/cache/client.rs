@@ -26,7 +26,7 @@ use super::format::{ObjectId, block_extent};
 use super::shared::SharedCache;
 use crate::client::{
     ClientError, ClientErrorKind, ETag, GetObjectResponse, ListPage, ListRequest, ObjectClient, ObjectMeta, PutOptions,
-    PutResult, UploadedPart,
+    PutResult, RenameOptions, UploadedPart,
 };
 
 /// Blocks claimed (and so fetched) at a time by one request; up to two segments are in flight.
@@ -516,7 +516,35 @@ impl<C: ObjectClient> ObjectClient for CachingClient<C> {
         self.core.inner.delete_object(key).await
     }
 
-    async fn copy_object(&self, source_key: &str, dest_key: &str) -> Result<PutResult, ClientError> {
-        self.core.inner.copy_object(source_key, dest_key).await
+    async fn copy_object(
+        &self,
+        source_key: &str,
+        dest_key: &str,
+        options: &crate::client::CopyOptions,
+    ) -> Result<PutResult, ClientError> {
+        self.core.inner.copy_object(source_key, dest_key, options).await
+    }
+    #[allow(clippy::too_many_arguments)]
+    async fn upload_part_copy(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        source_key: &str,
+        range: std::ops::Range<u64>,
+        source_if_match: Option<&ETag>,
+    ) -> Result<UploadedPart, ClientError> {
+        self.core.inner.upload_part_copy(key, upload_id, part_number, source_key, range, source_if_match).await
+    }
+
+    async fn rename_object(
+        &self,
+        source_key: &str,
+        dest_key: &str,
+        options: &RenameOptions,
+    ) -> Result<(), ClientError> {
+        // Blocks are keyed by (key, ETag): a renamed object keeps its ETag, but its cached blocks
+        // stay under the old key and simply age out; no stale byte can be served under either.
+        self.core.inner.rename_object(source_key, dest_key, options).await
     }
 }

@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use crate::fs::cache::format::{ObjectId, block_extent};
+use crate::client::cache::format::{ObjectId, block_extent};
 
 /// Mountpoint's shared-cache format version.
 pub const CACHE_VERSION: &str = "V2";

@@ -11,7 +11,7 @@ use super::lease::Lease;
 use super::store::MemStore;
 use super::{SharedCache, SharedCacheConfig};
 use crate::client::ETag;
-use crate::fs::cache::format::ObjectId;
+use crate::client::cache::format::ObjectId;
 
 const BS: u64 = 4;
 

@@ -63,6 +63,15 @@ pub struct CacheConfig {
     pub wipe_at_start: bool,
 }
 
+/// The shared cache (`--cache-xz`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheXzConfig {
+    /// The cache bucket (no prefix).
+    pub bucket: String,
+    /// `--cache-block-size` in bytes (1 MiB by default); part of every block key.
+    pub block_size: u64,
+}
+
 /// Everything `run` needs to mount.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MountConfig {
@@ -78,6 +87,8 @@ pub struct MountConfig {
     pub metrics: MetricsConfig,
     /// `--cache`: the local disk block cache.
     pub cache: Option<CacheConfig>,
+    /// `--cache-xz`: the shared cache bucket.
+    pub cache_xz: Option<CacheXzConfig>,
     /// The command line came in fstab (`-o`) style.
     pub fstab_style: bool,
     /// `--maximum-throughput-gbps`: network throughput to aim for, which sizes S3 request

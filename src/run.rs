@@ -16,7 +16,7 @@ use tracing::{error, info, warn};
 use crate::cli;
 use crate::client::aws::{AwsClient, AwsClientConfig};
 use crate::client::cache::dir::open_private_file;
-use crate::client::cache::{CacheDir, CachingClient, DiskBlockCache, DiskCacheConfig};
+use crate::client::cache::{CacheDir, CachingClient, DiskBlockCache, DiskCacheConfig, SharedCache, SharedCacheConfig};
 use crate::client::metered::{MeteredClient, metered};
 use crate::client::retry::{RetryClient, RetryConfig};
 use crate::client::{ObjectClient, S3Operation};
@@ -189,6 +189,7 @@ fn serve(config: MountConfig, mut worker: Worker) -> Result<(), String> {
         Some(cache) => runtime.block_on(open_persistent_cache(&config, cache, &client)),
         None => Persistent::default(),
     };
+    let region = client.region().to_string();
     // Metered under the retries: each attempt is a request S3 receives (and bills).
     let client = MeteredClient::new(client, registry);
     let retry = RetryConfig { max_attempts: config.client.max_attempts.max(1), ..RetryConfig::default() };
@@ -197,11 +198,31 @@ fn serve(config: MountConfig, mut worker: Worker) -> Result<(), String> {
         Some(cache) => Some(open_disk_cache(cache, persistent.dir.clone(), &persistent.namespace)?),
         None => None,
     };
-    let client: Arc<dyn ObjectClient> = match &disk_cache {
-        Some(disk) if disk.is_enabled() => {
+    let shared = match &config.cache_xz {
+        Some(xz) => Some(runtime.block_on(open_shared_cache(&config, xz, &region))?),
+        None => None,
+    };
+    let client: Arc<dyn ObjectClient> = match (&disk_cache, &shared) {
+        (Some(disk), None) if disk.is_enabled() => {
             let caching = Arc::new(CachingClient::new(client, disk.clone()));
             let counted = caching.clone();
             metrics::global().watch_cache(move || counted.stats().into());
+            caching
+        }
+        (_, Some(shared)) => {
+            // Local disk first when there is one; else a disabled disk tier.
+            let disk = match &disk_cache {
+                Some(disk) => disk.clone(),
+                None => no_disk_cache(shared.block_size())?,
+            };
+            let caching = Arc::new(CachingClient::with_shared(client, disk, Some(shared.clone())));
+            let (counted, shared) = (caching.clone(), shared.clone());
+            // Hits from either tier; misses are blocks fetched from the source.
+            metrics::global().watch_cache(move || {
+                let mut counts: metrics::CacheCounts = counted.stats().into();
+                counts.hits += shared.stats().hits;
+                counts
+            });
             caching
         }
         _ => Arc::new(client),
@@ -260,6 +281,10 @@ fn serve(config: MountConfig, mut worker: Worker) -> Result<(), String> {
     fs.flush_metadata();
     if let Some(disk) = &disk_cache {
         runtime.block_on(disk.flush());
+    }
+    if let Some(shared) = &shared {
+        runtime.block_on(shared.flush(SHARED_FLUSH_TIMEOUT));
+        info!(bucket = shared.bucket(), stats = ?shared.stats(), "shared cache");
     }
     metrics.finish();
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
@@ -448,6 +473,47 @@ fn aws_partition(region: &str) -> &'static str {
         r if r.starts_with("eusc-") => "aws-eusc",
         _ => "aws",
     }
+}
+
+/// Longest wait at unmount for blocks still being written to the shared cache.
+const SHARED_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The shared cache on the `--cache-xz` bucket, checked as Mountpoint does: one PUT of the
+/// cache's metadata object, which fails the mount if the bucket cannot be written. The cache
+/// client is the mount's client settings on the other bucket, in the region the mount uses, with
+/// two attempts per request (a cache request that fails is a miss, not an error).
+async fn open_shared_cache(
+    config: &MountConfig,
+    xz: &crate::config::CacheXzConfig,
+    region: &str,
+) -> Result<Arc<SharedCache>, String> {
+    let client_config = AwsClientConfig {
+        bucket: xz.bucket.clone(),
+        region: Some(region.to_string()),
+        max_attempts: 2,
+        ..config.client.clone()
+    };
+    let client = AwsClient::new(&client_config)
+        .await
+        .map_err(|e| format!("cannot create the S3 client for --cache-xz {}: {}", xz.bucket, e.message))?;
+    let shared = SharedCacheConfig {
+        sse: config.fs.sse.clone(),
+        sse_kms_key_id: config.fs.sse_kms_key_id.clone(),
+        ..SharedCacheConfig::new(&config.bucket, xz.block_size)
+    };
+    let cache = Arc::new(SharedCache::new(Arc::new(client), shared));
+    cache
+        .validate()
+        .await
+        .map_err(|e| format!("cannot use --cache-xz {}: writing the cache's metadata object failed: {e}", xz.bucket))?;
+    info!(bucket = xz.bucket, block_size = xz.block_size, "shared cache in use");
+    Ok(cache)
+}
+
+/// A disk tier that stores nothing, for `--cache-xz` without `--cache`.
+fn no_disk_cache(block_size: u64) -> Result<Arc<DiskBlockCache>, String> {
+    let config = DiskCacheConfig { max_size: Some(0), block_size, ..DiskCacheConfig::new("/nonexistent") };
+    DiskBlockCache::open_in(config, None).map_err(|e| format!("cannot use --cache-xz: {e}"))
 }
 
 /// Opens the disk block cache in the verified directory (never blocks on scanning it).

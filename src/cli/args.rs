@@ -312,8 +312,9 @@ pub struct CliArgs {
     #[arg(long, help_heading = CACHING, requires = "cache")]
     pub cache_wipe_at_start: bool,
 
-    /// Also cache object content in this S3 Express One Zone directory bucket (same region, no
-    /// prefix)
+    /// Also cache object content in this bucket, shared by every node mounting the same bucket: an
+    /// S3 Express One Zone directory bucket (same region) or any bucket the client reaches; no
+    /// prefix
     #[arg(long, help_heading = CACHING, value_name = "BUCKET", group = "cache_group", value_parser = parse_bucket)]
     pub cache_xz: Option<BucketArg>,
 

@@ -74,7 +74,6 @@ const UNSUPPORTED: &[Unsupported] = &[
     // Writing.
     Unsupported { what: "--incremental-upload", used: |a| a.incremental_upload, fix: REMOVE },
     // Caching.
-    Unsupported { what: "--cache-xz", used: |a| a.cache_xz.is_some(), fix: "remove it; every read goes to S3" },
     // Logging and metrics.
     // Networking.
     // Bucket kinds and mount targets.
@@ -260,6 +259,10 @@ impl CliArgs {
                 interval: Duration::from_secs(self.otlp_export_interval.unwrap_or(60)),
             }),
         };
+        let cache_xz = self.cache_xz.map(|bucket| crate::config::CacheXzConfig {
+            bucket: bucket.bucket().to_owned(),
+            block_size: self.cache_block_size.unwrap_or(1024).saturating_mul(1024),
+        });
         let cache = self.cache.map(|dir| CacheConfig {
             dir,
             max_size: self.max_cache_size.map(|mib| mib.saturating_mul(1024 * 1024)),
@@ -268,6 +271,7 @@ impl CliArgs {
         });
         MountConfig {
             cache,
+            cache_xz,
             bucket,
             prefix,
             foreground: self.foreground,

@@ -70,8 +70,12 @@ const HELPER_SECRET_KEY: &str = "local-s3-helper-secret-key-0123456789abcd";
 #[derive(Default)]
 struct Counts {
     by_operation: Mutex<HashMap<String, u64>>,
+    /// The same, per bucket: (bucket, operation) -> requests.
+    by_bucket: Mutex<HashMap<(String, String), u64>>,
     /// Body bytes of successful GetObject responses to clients other than the harness.
     get_bytes: std::sync::atomic::AtomicU64,
+    /// The same, per bucket (path-style requests).
+    get_bytes_by_bucket: Mutex<HashMap<String, u64>>,
     user_agents: Mutex<Vec<String>>,
 }
 
@@ -96,6 +100,12 @@ impl S3Access for CountingAccess {
         };
         if credentials.access_key != HELPER_ACCESS_KEY {
             *self.counts.by_operation.lock().unwrap().entry(cx.s3_op().name().to_string()).or_insert(0) += 1;
+            let bucket = match cx.s3_path() {
+                s3s::path::S3Path::Bucket { bucket } | s3s::path::S3Path::Object { bucket, .. } => bucket.to_string(),
+                s3s::path::S3Path::Root => String::new(),
+            };
+            let op = cx.s3_op().name().to_string();
+            *self.counts.by_bucket.lock().unwrap().entry((bucket, op)).or_insert(0) += 1;
             let agent = cx.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or_default();
             let mut agents = self.counts.user_agents.lock().unwrap();
             if !agents.iter().any(|a| a == agent) {
@@ -253,6 +263,18 @@ impl LocalS3 {
         self.counts.by_operation.lock().unwrap().get(name).copied().unwrap_or(0)
     }
 
+    /// Requests of an s3s operation by name (`GetObject`, `PutObject`, ...) to `bucket`.
+    pub fn request_count_in(&self, bucket: &str, name: &str) -> u64 {
+        let counts = self.counts.by_bucket.lock().unwrap();
+        counts.get(&(bucket.to_string(), name.to_string())).copied().unwrap_or(0)
+    }
+
+    /// Counted requests to `bucket` by operation name, for failure messages and reports.
+    pub fn request_counts_in(&self, bucket: &str) -> std::collections::BTreeMap<String, u64> {
+        let counts = self.counts.by_bucket.lock().unwrap();
+        counts.iter().filter(|((b, _), _)| b == bucket).map(|((_, op), n)| (op.clone(), *n)).collect()
+    }
+
     /// All counted requests, of every operation.
     pub fn total_request_count(&self) -> u64 {
         self.counts.by_operation.lock().unwrap().values().sum()
@@ -266,7 +288,14 @@ impl LocalS3 {
     /// Sets every count back to zero.
     pub fn reset_counts(&self) {
         self.counts.by_operation.lock().unwrap().clear();
+        self.counts.by_bucket.lock().unwrap().clear();
         self.counts.get_bytes.store(0, std::sync::atomic::Ordering::Relaxed);
+        self.counts.get_bytes_by_bucket.lock().unwrap().clear();
+    }
+
+    /// Body bytes of GetObject responses from `bucket` served to the code under test.
+    pub fn get_bytes_in(&self, bucket: &str) -> u64 {
+        self.counts.get_bytes_by_bucket.lock().unwrap().get(bucket).copied().unwrap_or(0)
     }
 
     /// Body bytes of GetObject responses served to the code under test (not the harness).
@@ -389,6 +418,7 @@ async fn handle(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains(&format!("Credential={HELPER_ACCESS_KEY}/")));
+    let path_bucket = request.uri().path().trim_start_matches('/').split('/').next().unwrap_or_default().to_string();
     let unknown_upload =
         upload_id(request.uri().query()).is_some_and(|id| !root.join(format!(".upload-{id}.json")).exists());
     let mut response = hyper::service::Service::call(&service, request).await?;
@@ -398,6 +428,7 @@ async fn handle(
     if is_get && !from_harness && response.status().is_success() && response.headers().contains_key(header::ETAG) {
         let length = response.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         counts.get_bytes.fetch_add(length.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+        *counts.get_bytes_by_bucket.lock().unwrap().entry(path_bucket).or_insert(0) += length.unwrap_or(0);
     }
     // Real S3 names every response; s3s does not, so give each one an id clients can log.
     static NEXT_ID: AtomicU64 = AtomicU64::new(1);

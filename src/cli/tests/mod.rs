@@ -36,6 +36,7 @@ fn default_config() -> MountConfig {
     MountConfig {
         bucket: "bucket".into(),
         cache: None,
+        cache_xz: None,
         prefix: String::new(),
         foreground: false,
         client: AwsClientConfig { bucket: "bucket".into(), max_attempts: 10, ..AwsClientConfig::default() },
@@ -251,6 +252,19 @@ fn metadata_ttl_zero_means_minimal_with_a_warning() {
     assert_eq!(config.warnings.len(), 1);
     assert!(config.warnings[0].contains("--metadata-ttl minimal"), "{:?}", config.warnings);
     assert!(parse(&["bucket", "/mnt", "--negative-metadata-ttl", "0"]).unwrap().warnings.is_empty());
+}
+
+/// `--cache-xz` names the cache bucket (a name or `s3://bucket/`), with the block size of
+/// `--cache-block-size`.
+#[test]
+fn cache_xz_gives_the_bucket_and_block_size() {
+    let config = parse(&["bucket", "/mnt", "--cache-xz", "s3://cache--use1-az4--x-s3/"]).unwrap();
+    let xz = config.cache_xz.unwrap();
+    assert_eq!((xz.bucket.as_str(), xz.block_size), ("cache--use1-az4--x-s3", 1024 * 1024));
+    let config = parse(&["bucket", "/mnt", "--cache-xz", "general-cache", "--cache-block-size", "256"]).unwrap();
+    let xz = config.cache_xz.unwrap();
+    assert_eq!((xz.bucket.as_str(), xz.block_size), ("general-cache", 256 * 1024));
+    assert!(config.cache.is_none());
 }
 
 /// TTL resolution, checked below the unsupported-feature gate so that it stays right for the day

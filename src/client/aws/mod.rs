@@ -24,6 +24,7 @@
 //! [`AwsClientConfig::checksum_crc64nvme`] the checksum asked for is a full-object CRC64NVME
 //! instead (see `crc64`); parts then return no CRC32C, and this client checks S3's values itself.
 
+mod cache_bucket;
 mod copy;
 mod crc64;
 mod error;
@@ -53,6 +54,7 @@ use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 use bytes::Bytes;
 
+pub use self::cache_bucket::{StorePut, StoredObject};
 pub use self::error::{bucket_region, mount_hint};
 use self::error::{credential_source, from_sdk};
 use super::memory::crc32c_base64;

@@ -23,6 +23,7 @@ use super::CacheStats;
 use super::disk::DiskBlockCache;
 use super::flight::{Flight, FlightError, Inflight, Source};
 use super::format::{ObjectId, block_extent};
+use super::shared::SharedCache;
 use crate::client::{
     ClientError, ClientErrorKind, ETag, GetObjectResponse, ListPage, ListRequest, ObjectClient, ObjectMeta, PutOptions,
     PutResult, RenameOptions, UploadedPart,
@@ -43,10 +44,12 @@ struct Counters {
 }
 
 #[derive(Debug)]
-struct Core<C> {
-    inner: C,
-    cache: Arc<DiskBlockCache>,
-    inflight: Inflight,
+pub(super) struct Core<C> {
+    pub(super) inner: C,
+    pub(super) cache: Arc<DiskBlockCache>,
+    /// `--cache-xz`: the tier between the disk and the source (`tiers.rs`).
+    pub(super) shared: Option<Arc<SharedCache>>,
+    pub(super) inflight: Inflight,
     counters: Counters,
 }
 
@@ -59,8 +62,20 @@ pub struct CachingClient<C: ObjectClient> {
 impl<C: ObjectClient> CachingClient<C> {
     /// Wraps `inner`; `cache` may be shared with other clients (other buckets).
     pub fn new(inner: C, cache: Arc<DiskBlockCache>) -> Self {
-        let core = Core { inner, cache, inflight: Inflight::default(), counters: Counters::default() };
+        Self::with_shared(inner, cache, None)
+    }
+
+    /// Wraps `inner` with the disk cache (which may be disabled) and the shared cache; both must
+    /// use the same block size.
+    pub fn with_shared(inner: C, cache: Arc<DiskBlockCache>, shared: Option<Arc<SharedCache>>) -> Self {
+        debug_assert!(shared.as_ref().is_none_or(|s| s.block_size() == cache.block_size()));
+        let core = Core { inner, cache, shared, inflight: Inflight::default(), counters: Counters::default() };
         CachingClient { core: Arc::new(core) }
+    }
+
+    /// The shared cache, if any.
+    pub fn shared(&self) -> Option<&Arc<SharedCache>> {
+        self.core.shared.as_ref()
     }
 
     /// The wrapped client.
@@ -95,7 +110,8 @@ impl<C: ObjectClient> CachingClient<C> {
 
 impl<C: ObjectClient> Core<C> {
     /// Claims blocks `indexes` of `id`; spawns the production of those nobody else is producing.
-    fn claim(self: &Arc<Self>, id: &Arc<ObjectId>, indexes: Range<u64>) -> Vec<(u64, Arc<Flight>)> {
+    /// `size` is the object size if the request already knows it.
+    fn claim(self: &Arc<Self>, id: &Arc<ObjectId>, indexes: Range<u64>, size: Option<u64>) -> Vec<(u64, Arc<Flight>)> {
         let claims = self.inflight.claim(indexes.clone().map(|i| id.block(i)));
         let mut mine = Vec::new();
         let mut all = Vec::with_capacity(claims.len());
@@ -108,19 +124,32 @@ impl<C: ObjectClient> Core<C> {
             all.push((index, flight));
         }
         if !mine.is_empty() {
-            tokio::spawn(produce(self.clone(), id.clone(), mine));
+            tokio::spawn(produce(self.clone(), id.clone(), mine, size));
         }
         all
     }
 
-    /// Stores a complete fetched block, then lets it go from the in-flight map.
-    fn store(self: &Arc<Self>, id: &Arc<ObjectId>, index: u64, object_size: u64, flight: &Arc<Flight>) {
+    /// Stores a complete block on disk (and, fetched from the source, in the shared cache,
+    /// settling this node's lease on it if `leased`), then lets it go from the in-flight map.
+    pub(super) fn store(
+        self: &Arc<Self>,
+        id: &Arc<ObjectId>,
+        index: u64,
+        object_size: u64,
+        flight: &Arc<Flight>,
+        leased: bool,
+    ) {
+        if let Some(shared) = &self.shared
+            && flight.source() == Some(Source::Fetch)
+        {
+            shared.queue_put(id, index, object_size, flight.chunks(), leased);
+        }
         let (core, done) = (self.clone(), flight.clone());
         self.cache.queue_write(id, index, object_size, flight.chunks(), move || core.inflight.release(&done));
     }
 
     /// Ends `flights` that are still open with `error`, and lets them go.
-    fn fail(&self, flights: &[(u64, Arc<Flight>)], error: FlightError) {
+    pub(super) fn fail(&self, flights: &[(u64, Arc<Flight>)], error: FlightError) {
         for (_, f) in flights {
             if !f.is_finished() {
                 f.finish(Err(error.clone()));
@@ -131,14 +160,18 @@ impl<C: ObjectClient> Core<C> {
 }
 
 /// Nobody but the producer holds any of these flights.
-fn unwanted(flights: &[(u64, Arc<Flight>)]) -> bool {
+pub(super) fn unwanted(flights: &[(u64, Arc<Flight>)]) -> bool {
     flights.iter().all(|(_, f)| Arc::strong_count(f) == 1)
 }
 
 /// Produces `blocks` (ascending indexes, all created by one request) in order.
-async fn produce<C: ObjectClient>(core: Arc<Core<C>>, id: Arc<ObjectId>, blocks: Vec<(u64, Arc<Flight>)>) {
+async fn produce<C: ObjectClient>(
+    core: Arc<Core<C>>,
+    id: Arc<ObjectId>,
+    blocks: Vec<(u64, Arc<Flight>)>,
+    mut known_size: Option<u64>,
+) {
     let block_size = core.cache.block_size();
-    let mut known_size = None;
     let mut i = 0;
     while i < blocks.len() {
         if unwanted(&blocks[i..]) {
@@ -174,7 +207,11 @@ async fn produce<C: ObjectClient>(core: Arc<Core<C>>, id: Arc<ObjectId>, blocks:
             .map(|((ix, _), _)| *ix)
             .collect();
         let n = 1 + core.cache.count_absent(&id, following).await;
-        if let Some(size) = fetch(&core, &id, &blocks[i..i + n], known_size).await {
+        let got = match &core.shared {
+            Some(shared) => super::tiers::produce_run(&core, shared, &id, &blocks[i..i + n], known_size).await,
+            None => fetch(&core, &id, &blocks[i..i + n], known_size, false).await,
+        };
+        if let Some(size) = got {
             known_size = Some(size);
         }
         i += n;
@@ -182,11 +219,13 @@ async fn produce<C: ObjectClient>(core: Arc<Core<C>>, id: Arc<ObjectId>, blocks:
 }
 
 /// Fetches the consecutive blocks `run` with one GET; returns the object size if it answered.
-async fn fetch<C: ObjectClient>(
+/// `leased`: this node holds the shared cache's leases on these blocks.
+pub(super) async fn fetch<C: ObjectClient>(
     core: &Arc<Core<C>>,
     id: &Arc<ObjectId>,
     run: &[(u64, Arc<Flight>)],
     known_size: Option<u64>,
+    leased: bool,
 ) -> Option<u64> {
     let block_size = core.cache.block_size();
     let start = run[0].0 * block_size;
@@ -240,7 +279,7 @@ async fn fetch<C: ObjectClient>(
             if at == block_end {
                 // Queued before it is finished, so a reader that saw it finish and then waits
                 // for the cache to be flushed waits for this write too.
-                core.store(id, *index, size, flight);
+                core.store(id, *index, size, flight, leased);
                 flight.finish(Ok(()));
                 core.counters.misses.fetch_add(1, Ordering::Relaxed);
                 k += 1;
@@ -304,7 +343,7 @@ impl<C: ObjectClient> Body<C> {
         let front = self.pos / self.block_size();
         if self.claimed_to < self.last && self.claimed_to - front <= SEGMENT_BLOCKS {
             let to = (self.claimed_to + SEGMENT_BLOCKS).min(self.last);
-            self.flights.extend(self.core.claim(&self.id, self.claimed_to..to));
+            self.flights.extend(self.core.claim(&self.id, self.claimed_to..to, self.size));
             self.claimed_to = to;
         }
     }
@@ -316,7 +355,7 @@ impl<C: ObjectClient> Body<C> {
             return Err(to_client_error(FlightError::Cancelled));
         }
         let from = self.pos / self.block_size();
-        self.flights = self.core.claim(&self.id, from..self.claimed_to).into();
+        self.flights = self.core.claim(&self.id, from..self.claimed_to, self.size).into();
         Ok(())
     }
 
@@ -365,7 +404,7 @@ impl<C: ObjectClient> Body<C> {
                     if self.pos == block_start + local_end {
                         self.flights.pop_front();
                     }
-                    if flight.source() == Some(Source::Disk) {
+                    if matches!(flight.source(), Some(Source::Disk | Source::Shared)) {
                         self.core.counters.bytes_from_cache.fetch_add(chunk.len() as u64, Ordering::Relaxed);
                     }
                     Some((Ok(chunk), self))
@@ -407,7 +446,8 @@ impl<C: ObjectClient> ObjectClient for CachingClient<C> {
     ) -> Result<GetObjectResponse, ClientError> {
         let core = &self.core;
         // Without If-Match the caller did not pin a version, so no block can be trusted for it.
-        let Some(etag) = if_match.filter(|_| core.cache.is_enabled() && range.start < range.end) else {
+        let enabled = core.cache.is_enabled() || core.shared.is_some();
+        let Some(etag) = if_match.filter(|_| enabled && range.start < range.end) else {
             return core.inner.get_object(key, range, if_match).await;
         };
         let bs = core.cache.block_size();

@@ -21,6 +21,8 @@ use crate::client::ClientError;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Source {
     Disk,
+    /// The shared cache bucket (`--cache-xz`).
+    Shared,
     Fetch,
 }
 
@@ -74,6 +76,11 @@ impl Flight {
     /// Ends the flight; bytes already pushed stay readable after a failure.
     pub fn finish(&self, outcome: Result<(), FlightError>) {
         self.state.send_modify(|s| s.outcome = Some(outcome));
+    }
+
+    /// Ended with all its bytes.
+    pub fn succeeded(&self) -> bool {
+        matches!(self.state.borrow().outcome, Some(Ok(())))
     }
 
     pub fn is_finished(&self) -> bool {

@@ -79,8 +79,10 @@ pub mod dir;
 mod disk;
 mod evict;
 mod flight;
-mod format;
+pub(crate) mod format;
+pub mod shared;
 mod startup;
+mod tiers;
 mod usage;
 
 #[cfg(test)]
@@ -98,6 +100,7 @@ pub use client::CachingClient;
 pub use dir::CacheDir;
 pub use disk::DiskBlockCache;
 pub use format::ObjectId;
+pub use shared::{SharedCache, SharedCacheConfig};
 
 /// Default block size: 1 MiB, as Mountpoint.
 pub const DEFAULT_BLOCK_SIZE: u64 = 1024 * 1024;

@@ -14,6 +14,7 @@ pub mod lookup;
 pub mod memory;
 pub mod metacache;
 pub mod part_buffer;
+pub mod posix;
 pub mod prefetch;
 pub mod read;
 pub mod readdir;

@@ -1,7 +1,3 @@
-//! `--posix-metadata`: POSIX attributes kept in S3 user metadata, in the conventions s3fs
-//! writes and rclone reads, so that objects written by either read back the same here and ours
-//! read back the same there.
-//!
 //! The conventions (user metadata, i.e. `x-amz-meta-<name>` headers; names are case-insensitive):
 //! - `mode`: the whole `st_mode` (file type and permission bits) as an integer. s3fs writes it in
 //!   decimal (`33188` = `0100644`); it reads it as C's `strtol` with base 0 does, so a leading `0`

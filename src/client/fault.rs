@@ -19,8 +19,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use super::{
-    ClientError, ClientErrorKind, ETag, GetObjectResponse, GetStream, ListPage, ListRequest, ObjectClient, ObjectMeta,
-    PutOptions, PutResult, S3Operation, UploadedPart,
+    ClientError, ClientErrorKind, CopyOptions, ETag, GetObjectResponse, GetStream, ListPage, ListRequest, ObjectClient,
+    ObjectMeta, PutOptions, PutResult, S3Operation, UploadedPart,
 };
 
 /// Which calls of an operation a rule applies to.
@@ -316,9 +316,28 @@ impl<C: ObjectClient> ObjectClient for FaultClient<C> {
         answer(S3Operation::DeleteObject, &faults, self.inner.delete_object(key).await)
     }
 
-    async fn copy_object(&self, source_key: &str, dest_key: &str) -> Result<PutResult, ClientError> {
+    async fn copy_object(
+        &self,
+        source_key: &str,
+        dest_key: &str,
+        options: &CopyOptions,
+    ) -> Result<PutResult, ClientError> {
         let faults = self.enter(S3Operation::CopyObject).await?;
-        answer(S3Operation::CopyObject, &faults, self.inner.copy_object(source_key, dest_key).await)
+        answer(S3Operation::CopyObject, &faults, self.inner.copy_object(source_key, dest_key, options).await)
+    }
+
+    async fn upload_part_copy(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        source_key: &str,
+        range: Range<u64>,
+        source_if_match: Option<&ETag>,
+    ) -> Result<UploadedPart, ClientError> {
+        let faults = self.enter(S3Operation::UploadPartCopy).await?;
+        let result = self.inner.upload_part_copy(key, upload_id, part_number, source_key, range, source_if_match).await;
+        answer(S3Operation::UploadPartCopy, &faults, result)
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! It behaves as S3 does where the file system can tell: lexicographic, paginated listings with
 //! delimiters and continuation tokens; ranged GETs; If-Match and If-None-Match; multipart
-//! uploads that stay invisible until completed. It counts every request by
+//! uploads that stay invisible until completed; user metadata; server-side copies (CopyObject
+//! with its metadata directive and source pinning, UploadPartCopy). It counts every request by
 //! [`S3Operation`] so tests can assert request counts.
 
 use std::collections::{BTreeMap, HashMap};
@@ -15,8 +16,8 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 
 use super::{
-    ClientError, ClientErrorKind, ETag, GetObjectResponse, ListPage, ListRequest, ListedObject, ObjectClient,
-    ObjectMeta, PutOptions, PutResult, S3Operation, UploadedPart,
+    ClientError, ClientErrorKind, CopyOptions, ETag, GetObjectResponse, ListPage, ListRequest, ListedObject,
+    MAX_COPY_OBJECT_SIZE, ObjectClient, ObjectMeta, PutOptions, PutResult, S3Operation, UploadedPart, UserMetadata,
 };
 
 /// Largest chunk a GET body yields, so readers see multi-chunk streams as from a network.
@@ -28,6 +29,7 @@ struct StoredObject {
     etag: ETag,
     last_modified: SystemTime,
     storage_class: Option<String>,
+    metadata: UserMetadata,
 }
 
 #[derive(Debug, Default)]
@@ -114,7 +116,13 @@ impl InMemoryClient {
 
     fn store(&self, key: &str, data: Bytes, storage_class: Option<String>) -> ETag {
         let etag = self.fresh_etag();
-        let object = StoredObject { data, etag: etag.clone(), last_modified: SystemTime::now(), storage_class };
+        let object = StoredObject {
+            data,
+            etag: etag.clone(),
+            last_modified: SystemTime::now(),
+            storage_class,
+            metadata: UserMetadata::new(),
+        };
         self.objects.lock().unwrap().insert(key.to_string(), object);
         etag
     }
@@ -139,7 +147,29 @@ impl InMemoryClient {
         }
     }
 
-    /// Stores `data` under `key` unless `If-None-Match: *` forbids it.
+    /// The user metadata of an object, without counting a request.
+    pub fn object_metadata(&self, key: &str) -> Option<UserMetadata> {
+        self.objects.lock().unwrap().get(key).map(|o| o.metadata.clone())
+    }
+
+    fn invalid_request(op: S3Operation, message: String) -> ClientError {
+        ClientError {
+            code: Some("InvalidRequest".into()),
+            status: Some(400),
+            ..ClientError::new(ClientErrorKind::Other, op.name(), message)
+        }
+    }
+
+    /// A copy of the source object, unless it is missing or no longer has the pinned ETag.
+    fn copy_source(&self, op: S3Operation, key: &str, if_match: Option<&ETag>) -> Result<StoredObject, ClientError> {
+        let source = self.objects.lock().unwrap().get(key).cloned().ok_or_else(|| Self::not_found(op, key))?;
+        if if_match.is_some_and(|e| *e != source.etag) {
+            return Err(Self::precondition_failed(op, key));
+        }
+        Ok(source)
+    }
+
+    /// Stores `data` under `key` unless `If-None-Match: *` or `If-Match` forbids it.
     fn conditional_store(
         &self,
         op: S3Operation,
@@ -151,12 +181,20 @@ impl InMemoryClient {
         if options.if_none_match_any && objects.contains_key(key) {
             return Err(Self::precondition_failed(op, key));
         }
+        if let Some(expected) = &options.if_match {
+            match objects.get(key) {
+                None => return Err(Self::not_found(op, key)),
+                Some(o) if o.etag != *expected => return Err(Self::precondition_failed(op, key)),
+                Some(_) => {}
+            }
+        }
         let etag = self.fresh_etag();
         let object = StoredObject {
             data,
             etag: etag.clone(),
             last_modified: SystemTime::now(),
             storage_class: options.storage_class.clone(),
+            metadata: options.metadata.clone(),
         };
         objects.insert(key.to_string(), object);
         Ok(PutResult { etag })
@@ -180,6 +218,7 @@ impl ObjectClient for InMemoryClient {
             etag: o.etag.clone(),
             storage_class: o.storage_class.clone(),
             archived: super::is_archive_class(o.storage_class.as_deref()),
+            metadata: o.metadata.clone(),
         })
     }
 
@@ -305,7 +344,7 @@ impl ObjectClient for InMemoryClient {
         key: &str,
         upload_id: &str,
         parts: &[UploadedPart],
-        _options: &PutOptions,
+        options: &PutOptions,
     ) -> Result<PutResult, ClientError> {
         self.record(S3Operation::CompleteMultipartUpload);
         let op = S3Operation::CompleteMultipartUpload;
@@ -341,7 +380,13 @@ impl ObjectClient for InMemoryClient {
                 }
             }
         }
-        let result = self.conditional_store(op, key, data.freeze(), &upload.options)?;
+        // Metadata and storage class were fixed at creation; the conditions are Complete's own.
+        let stored = PutOptions {
+            if_none_match_any: options.if_none_match_any,
+            if_match: options.if_match.clone(),
+            ..upload.options
+        };
+        let result = self.conditional_store(op, key, data.freeze(), &stored)?;
         self.uploads.lock().unwrap().remove(upload_id);
         Ok(result)
     }
@@ -365,11 +410,59 @@ impl ObjectClient for InMemoryClient {
         Ok(())
     }
 
-    async fn copy_object(&self, source_key: &str, dest_key: &str) -> Result<PutResult, ClientError> {
-        self.record(S3Operation::CopyObject);
-        let source = self.objects.lock().unwrap().get(source_key).cloned();
-        let source = source.ok_or_else(|| Self::not_found(S3Operation::CopyObject, source_key))?;
-        Ok(PutResult { etag: self.store(dest_key, source.data, source.storage_class) })
+    async fn copy_object(
+        &self,
+        source_key: &str,
+        dest_key: &str,
+        options: &CopyOptions,
+    ) -> Result<PutResult, ClientError> {
+        const OP: S3Operation = S3Operation::CopyObject;
+        self.record(OP);
+        let source = self.copy_source(OP, source_key, options.source_if_match.as_ref())?;
+        if source.data.len() as u64 > MAX_COPY_OBJECT_SIZE {
+            return Err(Self::invalid_request(OP, format!("{source_key:?} is larger than 5 GiB: use UploadPartCopy")));
+        }
+        // As S3: copying an object onto itself must change something.
+        if source_key == dest_key && !options.replace_metadata && options.dest.storage_class.is_none() {
+            return Err(Self::invalid_request(OP, format!("copying {source_key:?} onto itself changes nothing")));
+        }
+        let mut dest = options.dest.clone();
+        if !options.replace_metadata {
+            dest.metadata = source.metadata;
+        }
+        self.conditional_store(OP, dest_key, source.data, &dest)
+    }
+
+    async fn upload_part_copy(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        source_key: &str,
+        range: Range<u64>,
+        source_if_match: Option<&ETag>,
+    ) -> Result<UploadedPart, ClientError> {
+        const OP: S3Operation = S3Operation::UploadPartCopy;
+        self.record(OP);
+        let source = self.copy_source(OP, source_key, source_if_match)?;
+        let size = source.data.len() as u64;
+        if range.is_empty() || range.end > size || range.end - range.start > MAX_COPY_OBJECT_SIZE {
+            return Err(ClientError {
+                code: Some("InvalidRange".into()),
+                status: Some(416),
+                ..ClientError::new(ClientErrorKind::InvalidRange, OP.name(), format!("range {range:?} of {size} bytes"))
+            });
+        }
+        let body = source.data.slice(range.start as usize..range.end as usize);
+        let mut uploads = self.uploads.lock().unwrap();
+        let upload = uploads
+            .get_mut(upload_id)
+            .filter(|u| u.key == key)
+            .ok_or_else(|| ClientError::new(ClientErrorKind::NotFound, OP.name(), format!("no upload {upload_id}")))?;
+        let etag = self.fresh_etag();
+        let checksum = upload.options.checksum_crc32c.then(|| crc32c_base64(&body));
+        upload.parts.insert(part_number, (body, etag.clone()));
+        Ok(UploadedPart { part_number, etag, checksum_crc32c: checksum })
     }
 }
 

@@ -27,8 +27,8 @@ use futures::StreamExt;
 use tracing::debug;
 
 use super::{
-    ClientError, ETag, GetObjectResponse, ListPage, ListRequest, ObjectClient, ObjectMeta, PutOptions, PutResult,
-    S3Operation, UploadedPart,
+    ClientError, CopyOptions, ETag, GetObjectResponse, ListPage, ListRequest, ObjectClient, ObjectMeta, PutOptions,
+    PutResult, S3Operation, UploadedPart,
 };
 use crate::metrics::Metrics;
 
@@ -167,8 +167,27 @@ impl<C: ObjectClient> ObjectClient for MeteredClient<C> {
         metered(&self.metrics, S3Operation::DeleteObject, key, self.inner.delete_object(key)).await
     }
 
-    async fn copy_object(&self, source_key: &str, dest_key: &str) -> Result<PutResult, ClientError> {
-        metered(&self.metrics, S3Operation::CopyObject, dest_key, self.inner.copy_object(source_key, dest_key)).await
+    async fn copy_object(
+        &self,
+        source_key: &str,
+        dest_key: &str,
+        options: &CopyOptions,
+    ) -> Result<PutResult, ClientError> {
+        let call = self.inner.copy_object(source_key, dest_key, options);
+        metered(&self.metrics, S3Operation::CopyObject, dest_key, call).await
+    }
+
+    async fn upload_part_copy(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        source_key: &str,
+        range: Range<u64>,
+        source_if_match: Option<&ETag>,
+    ) -> Result<UploadedPart, ClientError> {
+        let call = self.inner.upload_part_copy(key, upload_id, part_number, source_key, range, source_if_match);
+        metered(&self.metrics, S3Operation::UploadPartCopy, key, call).await
     }
 }
 
@@ -200,7 +219,7 @@ mod tests {
         c.complete_multipart_upload("big", &id, &[part], &PutOptions::default()).await.unwrap();
         c.delete_object("new").await.unwrap();
         c.inner().fail_nth(S3Operation::CopyObject, 1, ClientErrorKind::Throttled);
-        assert!(c.copy_object("k", "k2").await.is_err());
+        assert!(c.copy_object("k", "k2", &Default::default()).await.is_err());
 
         let s = metrics.snapshot();
         for op in S3Operation::ALL {

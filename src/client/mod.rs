@@ -17,6 +17,7 @@ pub mod memory;
 pub mod metered;
 pub mod retry;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 use std::pin::Pin;
@@ -61,7 +62,14 @@ pub struct ObjectMeta {
     /// Its data is in an archive tier (GLACIER, DEEP_ARCHIVE, or an INTELLIGENT_TIERING archive
     /// access tier) and no restored copy exists: a GET fails until it is restored.
     pub archived: bool,
+    /// User metadata (`x-amz-meta-*` headers), names lower-cased without the prefix. Servers
+    /// send it on HeadObject only; listings never carry it.
+    pub metadata: UserMetadata,
 }
+
+/// User-defined object metadata: `x-amz-meta-NAME: VALUE` as `NAME -> VALUE`, names lower-cased.
+/// Values come from the server and are untrusted.
+pub type UserMetadata = BTreeMap<String, String>;
 
 /// Whether objects of storage class `class` need a restore before they can be read.
 /// GLACIER_IR is read directly.
@@ -132,6 +140,12 @@ impl fmt::Debug for GetObjectResponse {
 pub struct PutOptions {
     /// Send `If-None-Match: *`: fail with [`ClientErrorKind::PreconditionFailed`] if the key exists.
     pub if_none_match_any: bool,
+    /// Send `If-Match` (PutObject, CompleteMultipartUpload, CopyObject's destination): replace
+    /// the object only while it still has this ETag. A different ETag fails with
+    /// [`ClientErrorKind::PreconditionFailed`], a missing key with [`ClientErrorKind::NotFound`].
+    pub if_match: Option<ETag>,
+    /// User metadata to store with the object (`x-amz-meta-*`), names without the prefix.
+    pub metadata: UserMetadata,
     pub storage_class: Option<String>,
     pub content_type: Option<String>,
     /// `AES256`, `aws:kms` or `aws:kms:dsse`.
@@ -146,6 +160,24 @@ pub struct PutOptions {
 pub struct PutResult {
     pub etag: ETag,
 }
+
+/// Options of a CopyObject within the bucket.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CopyOptions {
+    /// `x-amz-copy-source-if-match`: copy only while the source still has this ETag, else
+    /// [`ClientErrorKind::PreconditionFailed`] and nothing is written.
+    pub source_if_match: Option<ETag>,
+    /// `x-amz-metadata-directive: REPLACE`: the copy gets `dest.metadata` and
+    /// `dest.content_type` instead of the source's. Required to copy an object onto itself.
+    pub replace_metadata: bool,
+    /// The destination: its conditions (`if_none_match_any`, `if_match`), storage class
+    /// (S3 makes a copy STANDARD unless told otherwise), encryption and, with
+    /// `replace_metadata`, its metadata.
+    pub dest: PutOptions,
+}
+
+/// The largest object a single CopyObject (and one UploadPartCopy range) may copy: 5 GiB.
+pub const MAX_COPY_OBJECT_SIZE: u64 = 5 << 30;
 
 /// A part accepted by UploadPart, as CompleteMultipartUpload needs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -209,8 +241,28 @@ pub trait ObjectClient: Send + Sync + fmt::Debug + 'static {
     /// DeleteObject. Deleting a missing key succeeds (as S3 does).
     async fn delete_object(&self, key: &str) -> Result<(), ClientError>;
 
-    /// CopyObject within the bucket.
-    async fn copy_object(&self, source_key: &str, dest_key: &str) -> Result<PutResult, ClientError>;
+    /// CopyObject within the bucket (at most [`MAX_COPY_OBJECT_SIZE`] bytes; larger objects are
+    /// copied with [`ObjectClient::upload_part_copy`]).
+    async fn copy_object(
+        &self,
+        source_key: &str,
+        dest_key: &str,
+        options: &CopyOptions,
+    ) -> Result<PutResult, ClientError>;
+
+    /// UploadPartCopy: part `part_number` of upload `upload_id` (for `key`) becomes the bytes
+    /// `range` (end exclusive, non-empty) of `source_key`, copied by the server. With
+    /// `source_if_match`, a changed source fails with [`ClientErrorKind::PreconditionFailed`].
+    #[allow(clippy::too_many_arguments)]
+    async fn upload_part_copy(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        source_key: &str,
+        range: Range<u64>,
+        source_if_match: Option<&ETag>,
+    ) -> Result<UploadedPart, ClientError>;
 }
 
 /// What kind of failure a client call met; decides retries and the errno the user sees.
@@ -285,11 +337,12 @@ pub enum S3Operation {
     AbortMultipartUpload,
     DeleteObject,
     CopyObject,
+    UploadPartCopy,
 }
 
 impl S3Operation {
     /// Every operation, for iterating over counters.
-    pub const ALL: [S3Operation; 10] = [
+    pub const ALL: [S3Operation; 11] = [
         S3Operation::HeadObject,
         S3Operation::GetObject,
         S3Operation::ListObjectsV2,
@@ -300,6 +353,7 @@ impl S3Operation {
         S3Operation::AbortMultipartUpload,
         S3Operation::DeleteObject,
         S3Operation::CopyObject,
+        S3Operation::UploadPartCopy,
     ];
 
     /// The S3 API name, e.g. `GetObject`.
@@ -315,6 +369,7 @@ impl S3Operation {
             S3Operation::AbortMultipartUpload => "AbortMultipartUpload",
             S3Operation::DeleteObject => "DeleteObject",
             S3Operation::CopyObject => "CopyObject",
+            S3Operation::UploadPartCopy => "UploadPartCopy",
         }
     }
 }

@@ -29,8 +29,8 @@ use rand::Rng;
 use crate::escape::escaped;
 
 use super::{
-    ClientError, ClientErrorKind, ETag, GetObjectResponse, GetStream, ListPage, ListRequest, ObjectClient, ObjectMeta,
-    PutOptions, PutResult, UploadedPart,
+    ClientError, ClientErrorKind, CopyOptions, ETag, GetObjectResponse, GetStream, ListPage, ListRequest, ObjectClient,
+    ObjectMeta, PutOptions, PutResult, UploadedPart,
 };
 
 /// How hard to try.
@@ -192,9 +192,13 @@ impl<C: ObjectClient> ObjectClient for RetryClient<C> {
         let (result, retried) =
             self.run_noting_retries("PutObject", key, || self.inner.put_object(key, body.clone(), options)).await;
         match result {
-            // `If-None-Match: *` failed on a retry: maybe another writer, maybe our own first
-            // attempt whose answer was lost. The object's bytes decide.
-            Err(e) if retried && options.if_none_match_any && e.kind == ClientErrorKind::PreconditionFailed => {
+            // `If-None-Match: *` (or `If-Match`) failed on a retry: maybe another writer, maybe our
+            // own first attempt whose answer was lost. The object's bytes decide.
+            Err(e)
+                if retried
+                    && (options.if_none_match_any || options.if_match.is_some())
+                    && e.kind == ClientErrorKind::PreconditionFailed =>
+            {
                 match self.holds_exactly(key, &body).await {
                     Some(etag) => {
                         tracing::warn!(
@@ -265,8 +269,40 @@ impl<C: ObjectClient> ObjectClient for RetryClient<C> {
         self.run("DeleteObject", key, |_| self.inner.delete_object(key)).await
     }
 
-    async fn copy_object(&self, source_key: &str, dest_key: &str) -> Result<PutResult, ClientError> {
-        self.run("CopyObject", dest_key, |_| self.inner.copy_object(source_key, dest_key)).await
+    async fn copy_object(
+        &self,
+        source_key: &str,
+        dest_key: &str,
+        options: &CopyOptions,
+    ) -> Result<PutResult, ClientError> {
+        let copy = || self.inner.copy_object(source_key, dest_key, options);
+        let (result, retried) = self.run_noting_retries("CopyObject", dest_key, copy).await;
+        let conditional = options.dest.if_none_match_any || options.dest.if_match.is_some();
+        match result {
+            // A destination condition refused on a retry: maybe another writer, maybe our own first
+            // attempt whose answer was lost. The caller settles it by asking S3.
+            Err(e) if retried && conditional && e.kind == ClientErrorKind::PreconditionFailed => Err(ClientError {
+                kind: ClientErrorKind::OutcomeUnknown,
+                message: format!("a retry was refused after an earlier attempt's answer was lost: {}", e.message),
+                ..e
+            }),
+            other => other.map_err(unanswered_write),
+        }
+    }
+
+    async fn upload_part_copy(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        source_key: &str,
+        range: Range<u64>,
+        source_if_match: Option<&ETag>,
+    ) -> Result<UploadedPart, ClientError> {
+        self.run("UploadPartCopy", key, |_| {
+            self.inner.upload_part_copy(key, upload_id, part_number, source_key, range.clone(), source_if_match)
+        })
+        .await
     }
 }
 

@@ -89,6 +89,7 @@ impl S3Filesystem {
                 sse: c.sse.clone(),
                 sse_kms_key_id: c.sse_kms_key_id.clone(),
                 checksum_crc32c: c.upload_checksums,
+                ..PutOptions::default()
             },
         }
     }

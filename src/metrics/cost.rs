@@ -6,7 +6,7 @@
 //!
 //! | class | operations here | default per 1,000 |
 //! |---|---|---|
-//! | PUT (AWS "Tier 1": PUT, COPY, POST, LIST) | PutObject, CreateMultipartUpload, UploadPart, CompleteMultipartUpload, CopyObject, ListObjectsV2 | $0.005 |
+//! | PUT (AWS "Tier 1": PUT, COPY, POST, LIST) | PutObject, CreateMultipartUpload, UploadPart, CompleteMultipartUpload, CopyObject, UploadPartCopy, ListObjectsV2 | $0.005 |
 //! | GET (AWS "Tier 2": GET, HEAD and all other requests) | GetObject, HeadObject | $0.0004 |
 //! | DELETE (free on S3: DELETE and multipart CANCEL) | DeleteObject, AbortMultipartUpload | $0 |
 //!
@@ -106,6 +106,7 @@ impl PriceClass {
             | S3Operation::UploadPart
             | S3Operation::CompleteMultipartUpload
             | S3Operation::CopyObject
+            | S3Operation::UploadPartCopy
             | S3Operation::ListObjectsV2 => PriceClass::Put,
             S3Operation::GetObject | S3Operation::HeadObject => PriceClass::Get,
             S3Operation::DeleteObject | S3Operation::AbortMultipartUpload => PriceClass::Delete,
@@ -243,6 +244,7 @@ mod tests {
             (AbortMultipartUpload, PriceClass::Delete),
             (DeleteObject, PriceClass::Delete),
             (CopyObject, PriceClass::Put),
+            (UploadPartCopy, PriceClass::Put),
         ];
         assert_eq!(expected.len(), S3Operation::ALL.len());
         for (op, class) in expected {

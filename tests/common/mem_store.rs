@@ -6,13 +6,16 @@
 //!
 //! What it implements, with S3's answers (checksum and token rules in [`super::mem_rules`]): HeadObject, GetObject (`Range`, `If-Match` -> 412,
 //! `If-None-Match` -> 304), ListObjectsV2 (prefix, delimiter, start-after, continuation tokens,
-//! max-keys, ETags in listings), PutObject and CompleteMultipartUpload (`If-None-Match: *` -> 412),
-//! Create/UploadPart/Abort multipart (non-last parts of at least 5 MiB, part ETags checked),
-//! DeleteObject, CopyObject, HeadBucket, CreateBucket. Checksums a request announces (header,
+//! max-keys, ETags in listings), PutObject and CompleteMultipartUpload (`If-None-Match: *` -> 412,
+//! `If-Match` -> 412, or 404 for a missing key), user metadata and Content-Type (stored, returned by
+//! HEAD/GET), Create/UploadPart/Abort multipart (non-last parts of at least 5 MiB, part ETags
+//! checked), DeleteObject, CopyObject and UploadPartCopy (in `mem_copy`: source pinned by
+//! `x-amz-copy-source-if-match`, destination conditions, metadata directive, 5 GiB limit),
+//! HeadBucket, CreateBucket. Checksums a request announces (header,
 //! `x-amz-sdk-checksum-algorithm` or `x-amz-trailer`) and `Content-MD5` are verified (BadDigest)
 //! and echoed. `encoding-type=url` listings percent-encode keys and prefixes as S3 does.
-//! Anything else is NotImplemented, never silently ignored: `If-Match` on writes, `partNumber`
-//! GETs.
+//! Anything else is NotImplemented, never silently ignored: `If-Match` on DeleteObject,
+//! `If-None-Match: ETAG` on writes, `partNumber` GETs.
 //!
 //! ETags are opaque: 32 hex digits from a counter (plus `-N` for N parts), unique per write and
 //! never an MD5 of the content, so an overwrite with identical bytes still changes the ETag.
@@ -29,6 +32,9 @@ use s3s::{Body, S3, S3Request, S3Response, S3Result, s3_error};
 
 use super::mem_rules::{Claims, ListToken, receive, url_encode_listed};
 
+#[path = "mem_copy.rs"]
+mod copy;
+
 /// S3's smallest part, except for the last one.
 pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
 const MAX_KEYS: i32 = 1000;
@@ -40,6 +46,22 @@ struct Stored {
     /// Without quotes.
     etag: String,
     last_modified: SystemTime,
+    /// `x-amz-meta-*`, names lower-cased.
+    metadata: Metadata,
+    content_type: Option<String>,
+}
+
+impl Stored {
+    fn new(data: Bytes, etag: String) -> Stored {
+        Stored { data, etag, last_modified: SystemTime::now(), metadata: Metadata::new(), content_type: None }
+    }
+}
+
+/// What a write may require of the key's current version.
+#[derive(Default)]
+struct WriteConditions<'a> {
+    if_none_match: Option<&'a ETagCondition>,
+    if_match: Option<&'a ETagCondition>,
 }
 
 struct Part {
@@ -52,6 +74,9 @@ struct Upload {
     bucket: String,
     key: String,
     parts: BTreeMap<i32, Part>,
+    metadata: Metadata,
+    content_type: Option<String>,
+    checksum_algorithm: Option<ChecksumAlgorithm>,
 }
 
 type Bucket = BTreeMap<String, Stored>;
@@ -75,7 +100,7 @@ impl MemStore {
     /// Stores `data` at `key` directly (no request); returns the ETag with its quotes.
     pub fn insert(&self, bucket: &str, key: &str, data: Bytes) -> String {
         let etag = self.new_etag(None);
-        let object = Stored { data, etag: etag.clone(), last_modified: SystemTime::now() };
+        let object = Stored::new(data, etag.clone());
         let mut buckets = self.buckets.write().unwrap();
         buckets.get_mut(bucket).expect("bucket exists").insert(key.to_string(), object);
         format!("\"{etag}\"")
@@ -84,6 +109,21 @@ impl MemStore {
     /// The bytes at `key`, if any (a cheap clone of the stored `Bytes`).
     pub fn data(&self, bucket: &str, key: &str) -> Option<Bytes> {
         self.buckets.read().unwrap().get(bucket)?.get(key).map(|o| o.data.clone())
+    }
+
+    /// The user metadata at `key`, if the key exists.
+    pub fn metadata(&self, bucket: &str, key: &str) -> Option<Metadata> {
+        self.buckets.read().unwrap().get(bucket)?.get(key).map(|o| o.metadata.clone())
+    }
+
+    /// Stores `data` with user `metadata` at `key` directly (no request), as another tool
+    /// (s3fs, rclone) would have written it; returns the ETag with its quotes.
+    pub fn insert_with_metadata(&self, bucket: &str, key: &str, data: Bytes, metadata: Metadata) -> String {
+        let etag = self.new_etag(None);
+        let object = Stored { metadata, ..Stored::new(data, etag.clone()) };
+        let mut buckets = self.buckets.write().unwrap();
+        buckets.get_mut(bucket).expect("bucket exists").insert(key.to_string(), object);
+        format!("\"{etag}\"")
     }
 
     /// Removes `key` directly.
@@ -138,20 +178,24 @@ impl MemStore {
         b.get(key).cloned().ok_or_else(|| s3_error!(NoSuchKey))
     }
 
-    /// Stores an object, honouring `If-None-Match: *` atomically with the write.
-    fn store(&self, bucket: &str, key: &str, object: Stored, if_none_match: Option<&ETagCondition>) -> S3Result<()> {
+    /// Stores an object, honouring `If-None-Match: *` and `If-Match` atomically with the write.
+    fn store(&self, bucket: &str, key: &str, object: Stored, conditions: WriteConditions<'_>) -> S3Result<()> {
         let mut buckets = self.buckets.write().unwrap();
         let b = buckets.get_mut(bucket).ok_or_else(|| s3_error!(NoSuchBucket))?;
-        match if_none_match {
+        let failed = || s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold");
+        match conditions.if_none_match {
             None => {}
-            Some(ETagCondition::Any) if b.contains_key(key) => {
-                return Err(s3_error!(
-                    PreconditionFailed,
-                    "At least one of the pre-conditions you specified did not hold"
-                ));
-            }
+            Some(ETagCondition::Any) if b.contains_key(key) => return Err(failed()),
             Some(ETagCondition::Any) => {}
             Some(ETagCondition::ETag(_)) => return Err(s3_error!(NotImplemented, "If-None-Match other than *")),
+        }
+        match (conditions.if_match, b.get(key)) {
+            (None, _) => {}
+            // As S3: If-Match on a key that does not exist is 404, not 412.
+            (Some(_), None) => return Err(s3_error!(NoSuchKey)),
+            (Some(ETagCondition::Any), Some(_)) => {}
+            (Some(ETagCondition::ETag(e)), Some(current)) if e.value() == current.etag => {}
+            (Some(ETagCondition::ETag(_)), Some(_)) => return Err(failed()),
         }
         b.insert(key.to_string(), object);
         Ok(())
@@ -182,6 +226,11 @@ fn check_read_conditions(
         return Err(s3_error!(NotModified));
     }
     Ok(())
+}
+
+/// User metadata as S3 keeps it: header names are case-insensitive, S3 returns them lower-cased.
+fn lower_cased(metadata: Option<Metadata>) -> Metadata {
+    metadata.into_iter().flatten().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect()
 }
 
 fn etag(value: &str) -> Option<ETag> {
@@ -218,6 +267,8 @@ impl S3 for MemStore {
             content_length: length(object.data.len()),
             e_tag: etag(&object.etag),
             last_modified: Some(object.last_modified.into()),
+            metadata: Some(object.metadata.clone()).filter(|m| !m.is_empty()),
+            content_type: object.content_type.clone(),
             ..HeadObjectOutput::default()
         }))
     }
@@ -245,6 +296,8 @@ impl S3 for MemStore {
             content_range,
             e_tag: etag(&object.etag),
             last_modified: Some(object.last_modified.into()),
+            metadata: Some(object.metadata.clone()).filter(|m| !m.is_empty()),
+            content_type: object.content_type.clone(),
             body: Some(StreamingBlob::from(Body::from(body))),
             ..GetObjectOutput::default()
         }))
@@ -349,8 +402,8 @@ impl S3 for MemStore {
 
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
         let input = req.input;
-        if input.if_match.is_some() || input.write_offset_bytes.is_some() {
-            return Err(s3_error!(NotImplemented, "If-Match or write offset on PutObject"));
+        if input.write_offset_bytes.is_some() {
+            return Err(s3_error!(NotImplemented, "write offset on PutObject"));
         }
         self.bucket_exists(&input.bucket)?;
         let claims = Claims {
@@ -370,8 +423,14 @@ impl S3 for MemStore {
         let (data, sums) = receive(input.body, claims).await?;
         let size = length(data.len());
         let tag = self.new_etag(None);
-        let object = Stored { data, etag: tag.clone(), last_modified: SystemTime::now() };
-        self.store(&input.bucket, &input.key, object, input.if_none_match.as_ref())?;
+        let object = Stored {
+            metadata: lower_cased(input.metadata),
+            content_type: input.content_type,
+            ..Stored::new(data, tag.clone())
+        };
+        let conditions =
+            WriteConditions { if_none_match: input.if_none_match.as_ref(), if_match: input.if_match.as_ref() };
+        self.store(&input.bucket, &input.key, object, conditions)?;
         Ok(S3Response::new(PutObjectOutput {
             e_tag: etag(&tag),
             size,
@@ -396,30 +455,14 @@ impl S3 for MemStore {
     }
 
     async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
-        let input = req.input;
-        let CopySource::Bucket { bucket, key, version_id: None } = &input.copy_source else {
-            return Err(s3_error!(NotImplemented, "copy source other than bucket/key"));
-        };
-        if input.copy_source_if_match.is_some() || input.copy_source_if_none_match.is_some() {
-            return Err(s3_error!(NotImplemented, "conditional CopyObject"));
-        }
-        let source = self.object(bucket, key)?;
-        let tag = self.new_etag(None);
-        let now = SystemTime::now();
-        self.store(
-            &input.bucket,
-            &input.key,
-            Stored { data: source.data, etag: tag.clone(), last_modified: now },
-            None,
-        )?;
-        Ok(S3Response::new(CopyObjectOutput {
-            copy_object_result: Some(CopyObjectResult {
-                e_tag: etag(&tag),
-                last_modified: Some(now.into()),
-                ..CopyObjectResult::default()
-            }),
-            ..CopyObjectOutput::default()
-        }))
+        self.copy(req.input, &req.headers)
+    }
+
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        self.part_copy(req.input)
     }
 
     async fn create_multipart_upload(
@@ -429,7 +472,14 @@ impl S3 for MemStore {
         let input = req.input;
         self.bucket_exists(&input.bucket)?;
         let id = self.new_etag(None);
-        let upload = Upload { bucket: input.bucket.clone(), key: input.key.clone(), parts: BTreeMap::new() };
+        let upload = Upload {
+            bucket: input.bucket.clone(),
+            key: input.key.clone(),
+            parts: BTreeMap::new(),
+            metadata: lower_cased(input.metadata),
+            content_type: input.content_type,
+            checksum_algorithm: input.checksum_algorithm.clone(),
+        };
         self.uploads.lock().unwrap().insert(id.clone(), upload);
         Ok(S3Response::new(CreateMultipartUploadOutput {
             bucket: Some(input.bucket),
@@ -482,22 +532,22 @@ impl S3 for MemStore {
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
         let input = req.input;
-        if input.if_match.is_some() {
-            return Err(s3_error!(NotImplemented, "If-Match on CompleteMultipartUpload"));
-        }
         let requested = input.multipart_upload.and_then(|m| m.parts).unwrap_or_default();
         if requested.is_empty() {
             return Err(s3_error!(MalformedXML, "no parts"));
         }
-        let (data, parts) = {
+        let (data, parts, metadata, content_type) = {
             let uploads = self.uploads.lock().unwrap();
             let upload = self.upload_in(&uploads, &input.upload_id, &input.bucket, &input.key)?;
-            assemble(upload, &requested)?
+            let (data, parts) = assemble(upload, &requested)?;
+            (data, parts, upload.metadata.clone(), upload.content_type.clone())
         };
         let tag = self.new_etag(Some(parts));
-        let object = Stored { data, etag: tag.clone(), last_modified: SystemTime::now() };
+        let object = Stored { metadata, content_type, ..Stored::new(data, tag.clone()) };
         // A failed precondition leaves the upload open, as S3 does.
-        self.store(&input.bucket, &input.key, object, input.if_none_match.as_ref())?;
+        let conditions =
+            WriteConditions { if_none_match: input.if_none_match.as_ref(), if_match: input.if_match.as_ref() };
+        self.store(&input.bucket, &input.key, object, conditions)?;
         self.uploads.lock().unwrap().remove(&input.upload_id);
         Ok(S3Response::new(CompleteMultipartUploadOutput {
             bucket: Some(input.bucket),

@@ -25,6 +25,12 @@ pub(crate) fn to_base64(crc: u64) -> String {
     aws_smithy_types::base64::encode(crc.to_be_bytes())
 }
 
+/// A CRC64NVME from S3's base64 form; `None` unless it is exactly 8 bytes.
+pub(crate) fn from_base64(text: &str) -> Option<u64> {
+    let bytes = aws_smithy_types::base64::decode(text).ok()?;
+    Some(u64::from_be_bytes(bytes.try_into().ok()?))
+}
+
 /// An error unless S3's value (if it gave one) is the one we sent.
 pub(crate) fn check_acknowledged(
     operation: &'static str,
@@ -97,6 +103,14 @@ mod tests {
         crcs.forget("u");
         assert_eq!(crcs.combined("u", &[1]), Err(1));
         assert_eq!(crcs.combined("u", &[]), Ok(crc64nvme(&[])));
+    }
+
+    #[test]
+    fn base64_round_trips() {
+        let crc = crc64nvme(b"123456789");
+        assert_eq!(from_base64(&to_base64(crc)), Some(crc));
+        assert_eq!(from_base64("AAAA"), None);
+        assert_eq!(from_base64("not base64!"), None);
     }
 
     #[test]

@@ -24,6 +24,7 @@
 //! [`AwsClientConfig::checksum_crc64nvme`] the checksum asked for is a full-object CRC64NVME
 //! instead (see `crc64`); parts then return no CRC32C, and this client checks S3's values itself.
 
+mod copy;
 mod crc64;
 mod error;
 mod get;
@@ -55,8 +56,8 @@ pub use self::error::{bucket_region, mount_hint};
 use self::error::{credential_source, from_sdk};
 use super::memory::crc32c_base64;
 use super::{
-    ClientError, ClientErrorKind, ETag, GetObjectResponse, ListPage, ListRequest, ListedObject, ObjectClient,
-    ObjectMeta, PutOptions, PutResult, UploadedPart,
+    ClientError, ClientErrorKind, CopyOptions, ETag, GetObjectResponse, ListPage, ListRequest, ListedObject,
+    ObjectClient, ObjectMeta, PutOptions, PutResult, UploadedPart,
 };
 
 /// Settings of the AWS client.
@@ -416,6 +417,7 @@ impl ObjectClient for AwsClient {
                 out.restore(),
                 out.archive_status().map(|s| s.as_str()),
             ),
+            metadata: copy::from_sdk_metadata(out.metadata()),
         })
     }
 
@@ -508,6 +510,8 @@ impl ObjectClient for AwsClient {
             .content_length(length)
             .body(ByteStream::from(body))
             .set_if_none_match(options.if_none_match_any.then(|| "*".to_string()))
+            .set_if_match(options.if_match.as_ref().map(|e| e.as_str().to_string()))
+            .set_metadata(copy::sdk_metadata(&options.metadata))
             .set_storage_class(options.storage_class.as_deref().map(StorageClass::from))
             .set_content_type(options.content_type.clone())
             .set_server_side_encryption(options.sse.as_deref().map(ServerSideEncryption::from))
@@ -533,6 +537,7 @@ impl ObjectClient for AwsClient {
             .create_multipart_upload()
             .bucket(&self.config.bucket)
             .key(key)
+            .set_metadata(copy::sdk_metadata(&options.metadata))
             .set_storage_class(options.storage_class.as_deref().map(StorageClass::from))
             .set_content_type(options.content_type.clone())
             .set_server_side_encryption(options.sse.as_deref().map(ServerSideEncryption::from))
@@ -646,6 +651,7 @@ impl ObjectClient for AwsClient {
             .upload_id(upload_id)
             .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(completed)).build())
             .set_if_none_match(options.if_none_match_any.then(|| "*".to_string()))
+            .set_if_match(options.if_match.as_ref().map(|e| e.as_str().to_string()))
             .set_checksum_crc64_nvme(crc64.clone())
             .set_checksum_type(crc64.as_ref().map(|_| ChecksumType::FullObject))
             .set_request_payer(self.payer())
@@ -695,22 +701,25 @@ impl ObjectClient for AwsClient {
         }
     }
 
-    async fn copy_object(&self, source_key: &str, dest_key: &str) -> Result<PutResult, ClientError> {
-        const OP: &str = "CopyObject";
-        let out = self
-            .slow
-            .copy_object()
-            .bucket(&self.config.bucket)
-            .key(dest_key)
-            .copy_source(copy_source(&self.config.bucket, source_key))
-            .set_request_payer(self.payer())
-            .set_expected_bucket_owner(self.owner())
-            .set_expected_source_bucket_owner(self.owner())
-            .send()
-            .await
-            .map_err(|e| self.error(OP, e))?;
-        let etag = out.copy_object_result().and_then(|r| r.e_tag());
-        Ok(PutResult { etag: self::etag(OP, etag)? })
+    async fn copy_object(
+        &self,
+        source_key: &str,
+        dest_key: &str,
+        options: &CopyOptions,
+    ) -> Result<PutResult, ClientError> {
+        self.copy(source_key, dest_key, options).await
+    }
+
+    async fn upload_part_copy(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        source_key: &str,
+        range: Range<u64>,
+        source_if_match: Option<&ETag>,
+    ) -> Result<UploadedPart, ClientError> {
+        self.part_copy(key, upload_id, part_number, source_key, range, source_if_match).await
     }
 }
 

@@ -198,7 +198,24 @@ impl ObjectClient for Bucket {
     async fn delete_object(&self, key: &str) -> Result<(), ClientError> {
         self.mem.delete_object(key).await
     }
-    async fn copy_object(&self, source_key: &str, dest_key: &str) -> Result<PutResult, ClientError> {
-        self.mem.copy_object(source_key, dest_key).await
+    async fn copy_object(
+        &self,
+        source_key: &str,
+        dest_key: &str,
+        options: &crate::client::CopyOptions,
+    ) -> Result<PutResult, ClientError> {
+        self.mem.copy_object(source_key, dest_key, options).await
+    }
+    #[allow(clippy::too_many_arguments)]
+    async fn upload_part_copy(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        source_key: &str,
+        range: std::ops::Range<u64>,
+        source_if_match: Option<&ETag>,
+    ) -> Result<UploadedPart, ClientError> {
+        self.mem.upload_part_copy(key, upload_id, part_number, source_key, range, source_if_match).await
     }
 }

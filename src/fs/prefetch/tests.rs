@@ -406,8 +406,25 @@ impl ObjectClient for Gauge {
     async fn delete_object(&self, k: &str) -> Result<(), ClientError> {
         self.inner.delete_object(k).await
     }
-    async fn copy_object(&self, s: &str, d: &str) -> Result<PutResult, ClientError> {
-        self.inner.copy_object(s, d).await
+    async fn copy_object(
+        &self,
+        source_key: &str,
+        dest_key: &str,
+        options: &crate::client::CopyOptions,
+    ) -> Result<PutResult, ClientError> {
+        self.inner.copy_object(source_key, dest_key, options).await
+    }
+    #[allow(clippy::too_many_arguments)]
+    async fn upload_part_copy(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        source_key: &str,
+        range: std::ops::Range<u64>,
+        source_if_match: Option<&ETag>,
+    ) -> Result<UploadedPart, ClientError> {
+        self.inner.upload_part_copy(key, upload_id, part_number, source_key, range, source_if_match).await
     }
 }
 

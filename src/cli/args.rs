@@ -150,6 +150,11 @@ pub struct CliArgs {
     #[arg(long, help_heading = MOUNT)]
     pub allow_overwrite: bool,
 
+    /// Keep POSIX attributes (mode, owner, times) and symbolic links in each object's user
+    /// metadata, in the conventions s3fs uses and rclone reads; chmod, chown and utimes then work
+    #[arg(long, help_heading = MOUNT)]
+    pub posix_metadata: bool,
+
     /// Upload writes incrementally and allow appending to existing objects (directory buckets)
     #[arg(long, help_heading = MOUNT)]
     pub incremental_upload: bool,

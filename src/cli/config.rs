@@ -203,6 +203,7 @@ impl CliArgs {
             sse: self.sse.clone(),
             sse_kms_key_id: self.sse_kms_key_id.clone(),
             infer_content_type: self.infer_content_type,
+            posix_metadata: self.posix_metadata,
             ..FsConfig::default()
         };
         let client = AwsClientConfig {

@@ -190,6 +190,8 @@ impl DirListing {
                             storage_class: o.storage_class.clone(),
                             // Listings do not say whether it was restored: a lookup will.
                             archived: crate::client::is_archive_class(o.storage_class.as_deref()),
+                            // Listings carry no user metadata.
+                            posix: None,
                         };
                         // A directory of the same name was already seen: it wins.
                         self.held.entry(name.to_string()).or_insert(entry);

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use tokio::task::JoinHandle;
 
 use crate::client::memory::crc32c_base64;
-use crate::client::{ClientError, ClientErrorKind, ETag, ObjectClient, PutOptions, UploadedPart};
+use crate::client::{ClientError, ClientErrorKind, ETag, ObjectClient, PutOptions, UploadedPart, UserMetadata};
 use crate::escape::escaped;
 use crate::fs::FsError;
 use crate::fs::error::Failed;
@@ -86,6 +86,8 @@ pub struct Upload {
     ticket: Option<Reservation>,
     _promise: Promise,
     multipart: Option<Multipart>,
+    /// The user metadata a multipart upload was created with (it cannot change after that).
+    created_with: Option<UserMetadata>,
     /// Set once anything failed; every later call returns the same errno.
     failed: Option<Failed>,
 }
@@ -117,8 +119,16 @@ impl Upload {
             ticket: Some(ticket.reservation),
             _promise: ticket.promise,
             multipart: None,
+            created_with: None,
             failed: None,
         }
+    }
+
+    /// Sets the user metadata the object will carry, if it is not fixed yet; returns what it
+    /// will carry: `metadata`, or what the multipart upload was created with.
+    pub fn set_metadata(&mut self, metadata: UserMetadata) -> &UserMetadata {
+        self.config.options.metadata = metadata;
+        self.created_with.as_ref().unwrap_or(&self.config.options.metadata)
     }
 
     /// Bytes written so far.
@@ -343,6 +353,7 @@ impl Upload {
         if self.multipart.is_none() {
             let created = self.client.create_multipart_upload(&self.key, &self.config.options).await;
             let upload_id = created.map_err(|e| self.upload_error(e))?;
+            self.created_with = Some(self.config.options.metadata.clone());
             self.multipart =
                 Some(Multipart { upload_id, next_part: 1, in_flight: VecDeque::new(), done: vec![], returned: None });
         }

@@ -18,15 +18,18 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::client::ETag;
 use crate::fs::FsError;
+use crate::fs::posix::PosixAttrs;
 
 /// Inode number of the mount's root directory.
 pub const ROOT_INO: u64 = 1;
 
-/// Files and directories: the only kinds S3 keys can express.
+/// Files and directories: the only kinds S3 keys can express; and, with `--posix-metadata`,
+/// symbolic links (objects whose stored mode says so).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InodeKind {
     File,
     Directory,
+    Symlink,
 }
 
 /// What S3 last told us about an inode.
@@ -40,6 +43,9 @@ pub struct Stat {
     pub storage_class: Option<String>,
     /// In an archive tier and not restored: it cannot be read (see [`crate::client::ObjectMeta::archived`]).
     pub archived: bool,
+    /// `--posix-metadata`: the stored attributes (`Some`, possibly empty, once a HeadObject or
+    /// this mount said; `None` when only a listing did, which carries no metadata).
+    pub posix: Option<PosixAttrs>,
     /// Until when this may be served without asking S3 again.
     pub expiry: Instant,
 }
@@ -86,6 +92,8 @@ pub struct RemoteEntry {
     pub storage_class: Option<String>,
     /// In an archive tier and not restored.
     pub archived: bool,
+    /// `--posix-metadata`: the stored attributes, `None` from a listing (see [`Stat::posix`]).
+    pub posix: Option<PosixAttrs>,
 }
 
 impl RemoteEntry {
@@ -98,6 +106,7 @@ impl RemoteEntry {
             etag: None,
             storage_class: None,
             archived: false,
+            posix: None,
         }
     }
 }
@@ -138,6 +147,7 @@ impl InodeTable {
                 etag: None,
                 storage_class: None,
                 archived: false,
+                posix: None,
                 // The root always exists; nothing to revalidate.
                 expiry: Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600),
             },
@@ -155,7 +165,7 @@ impl InodeTable {
     /// The S3 key a child of `parent` named `name` has, as a file or as a directory.
     pub fn child_key(parent: &Inode, name: &str, kind: InodeKind) -> String {
         match kind {
-            InodeKind::File => format!("{}{}", parent.key, name),
+            InodeKind::File | InodeKind::Symlink => format!("{}{}", parent.key, name),
             InodeKind::Directory => format!("{}{}/", parent.key, name),
         }
     }
@@ -176,6 +186,7 @@ impl InodeTable {
             etag: entry.etag.clone(),
             storage_class: entry.storage_class.clone(),
             archived: entry.archived,
+            posix: entry.posix,
             expiry: Instant::now() + ttl,
         };
         let held = existing.is_some_and(|ino| Self::is_held(&tables, ino));
@@ -192,7 +203,9 @@ impl InodeTable {
             && same_object(&node.inode, &entry)
         {
             let known_etag = node.inode.stat.etag.take();
-            node.inode.stat = Stat { etag: stat.etag.or(known_etag), ..stat };
+            // A listing carries no user metadata: what a HeadObject said about this object stays.
+            let known_posix = node.inode.stat.posix.take();
+            node.inode.stat = Stat { etag: stat.etag.or(known_etag), posix: stat.posix.or(known_posix), ..stat };
             node.lookups += 1;
             return Ok(node.inode.clone());
         }
@@ -267,10 +280,11 @@ impl InodeTable {
             etag: None,
             storage_class: None,
             archived: false,
+            posix: None,
             expiry: Instant::now() + ttl,
         };
         let local = Some(match kind {
-            InodeKind::File => LocalState::File,
+            InodeKind::File | InodeKind::Symlink => LocalState::File,
             InodeKind::Directory => LocalState::Directory,
         });
         Ok(Self::insert(&mut tables, Inode { ino, parent, name: name.to_string(), key, kind, stat, local }))
@@ -283,6 +297,10 @@ impl InodeTable {
             inode.stat.size = 0;
             inode.stat.etag = None;
             inode.stat.mtime = SystemTime::now();
+            // The new object keeps the mode and owner; its times are its own.
+            if let Some(p) = inode.stat.posix.as_mut() {
+                (p.mtime, p.atime, p.ctime) = (None, None, None);
+            }
         })
     }
 
@@ -305,6 +323,8 @@ impl InodeTable {
             etag: Some(etag),
             storage_class: None,
             archived: false,
+            // The attributes the upload carried.
+            posix: node.inode.stat.posix,
             expiry: Instant::now() + ttl,
         };
         let mut ino = node.inode.parent;
@@ -316,6 +336,18 @@ impl InodeTable {
             dir.inode.local = None;
             ino = dir.inode.parent;
         }
+    }
+
+    /// This mount rewrote the object (or marker) of `ino` with `posix` attributes: its new ETag
+    /// is `etag`, and it keeps its inode number (the bytes are the same).
+    pub fn rewritten(&self, ino: u64, etag: Option<ETag>, posix: PosixAttrs, ttl: Duration) -> Result<Inode, FsError> {
+        self.update(ino, |inode| {
+            if etag.is_some() {
+                inode.stat.etag = etag;
+            }
+            inode.stat.posix = Some(posix);
+            inode.stat.expiry = Instant::now() + ttl;
+        })
     }
 
     /// Forgets a local inode's name (its upload failed, or the directory was removed). The
@@ -358,6 +390,7 @@ impl InodeTable {
                 stat.etag = entry.etag.or(stat.etag.take());
                 stat.storage_class = entry.storage_class;
                 stat.archived = entry.archived;
+                stat.posix = entry.posix.or(stat.posix.take());
                 stat.expiry = Instant::now() + ttl;
                 Ok(node.inode.clone())
             }
@@ -421,7 +454,7 @@ fn same_object(inode: &Inode, entry: &RemoteEntry) -> bool {
     }
     match inode.kind {
         InodeKind::Directory => true,
-        InodeKind::File => match (&inode.stat.etag, &entry.etag) {
+        InodeKind::File | InodeKind::Symlink => match (&inode.stat.etag, &entry.etag) {
             (Some(a), Some(b)) => a == b,
             _ => inode.stat.size == entry.size && inode.stat.mtime == entry.mtime,
         },
@@ -442,6 +475,7 @@ mod tests {
             etag: etag.map(ETag::new),
             storage_class: None,
             archived: false,
+            posix: None,
         }
     }
 

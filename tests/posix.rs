@@ -377,3 +377,32 @@ fn s3fs_reads_our_attributes_and_symlinks() {
     assert_eq!(std::fs::read_link(mnt.join("d/l")).unwrap(), Path::new("../f"));
     assert_eq!(std::fs::read(mnt.join("d/l")).unwrap(), b"hello");
 }
+
+/// `--metadata-ttl` applies to the attributes, and with `indefinite` and a cache the journal
+/// carries them to the next mount: a stat there costs no request and shows the stored mode.
+#[test]
+fn the_metadata_journal_carries_the_attributes_to_the_next_mount() {
+    let s3 = LocalS3::start();
+    s3.helper().put_with_metadata("d/f", b"x", &[("mode", "33216"), ("uid", "77"), ("mtime", "1600000000")], None);
+    s3.helper().put_with_metadata("d/l", b"f", &[("mode", "41471")], None);
+    let cache = tempfile::tempdir().unwrap();
+    let cache_arg = cache.path().join("c");
+    let args = ["--posix-metadata", "--metadata-ttl", "indefinite", "--cache", cache_arg.to_str().unwrap()];
+    let check = |m: &TestMount| {
+        let st = std::fs::symlink_metadata(m.path().join("d/f")).unwrap();
+        assert_eq!((st.permissions().mode() & 0o7777, st.uid()), (0o700, 77));
+        assert_eq!(mtime(&st), (1_600_000_000, 0));
+        assert!(std::fs::symlink_metadata(m.path().join("d/l")).unwrap().file_type().is_symlink());
+    };
+    let m = mount(&s3, &args);
+    check(&m);
+    s3.reset_counts();
+    check(&m);
+    assert_eq!(s3.total_request_count(), 0, "within the TTL: no request");
+    assert!(m.unmount().success());
+
+    let m = mount(&s3, &args);
+    s3.reset_counts();
+    check(&m);
+    assert_eq!(s3.total_request_count(), 0, "after a remount: from the journal");
+}

@@ -547,7 +547,8 @@ impl S3Filesystem {
         }
         match self.resolve(&dir.key, &name).await? {
             None => Err(FsError::NotFound { parent, name }),
-            Some(e) if e.kind == InodeKind::File => Err(FsError::NotADirectory(parent)),
+            Some(e) if e.kind != InodeKind::Directory => Err(FsError::NotADirectory(parent)),
+            Some(_) if self.config.posix_metadata => self.rmdir_marker(parent, &dir.key, &name).await,
             Some(_) => Err(FsError::PermissionDenied(format!(
                 "cannot remove {:?}: the directory exists in S3 (delete its objects instead)",
                 format!("{}{}/", dir.key, name)

@@ -18,7 +18,8 @@ use futures::StreamExt;
 
 use super::convention::{self, DIRECTORY_CONTENT_TYPE, PosixAttrs, PosixKind, SYMLINK_MAX};
 use crate::client::{
-    ClientErrorKind, CopyOptions, ETag, MAX_COPY_OBJECT_SIZE, ObjectMeta, PutOptions, UploadedPart, UserMetadata,
+    ClientErrorKind, CopyOptions, ETag, ListRequest, MAX_COPY_OBJECT_SIZE, ObjectMeta, PutOptions, UploadedPart,
+    UserMetadata,
 };
 use crate::fs::inode::{Inode, InodeKind, RemoteEntry};
 use crate::fs::{Entry, FsError, S3Filesystem, SetAttr};
@@ -300,6 +301,29 @@ impl S3Filesystem {
         let entry = RemoteEntry { posix: Some(attrs), ..RemoteEntry::directory(now) };
         let inode = self.created(&dir, &name, entry, self.ttl(InodeKind::Directory))?;
         Ok(self.entry(&inode))
+    }
+
+    /// rmdir with `--posix-metadata`: a directory whose only key is its marker (as mkdir made
+    /// it) is removed by deleting the marker, with `--allow-delete`.
+    pub(crate) async fn rmdir_marker(&self, parent: u64, dir_key: &str, name: &str) -> Result<(), FsError> {
+        let key = format!("{dir_key}{name}/");
+        let request = ListRequest { prefix: key.clone(), delimiter: None, continuation_token: None, max_keys: 2 };
+        let page = self.client.list_objects(&request).await.map_err(|e| FsError::client("list", &key, e))?;
+        if page.objects.iter().any(|o| o.key != key) || !page.common_prefixes.is_empty() {
+            return Err(FsError::NotEmpty { key });
+        }
+        if page.objects.is_empty() {
+            return Err(FsError::NotFound { parent, name: name.to_string() });
+        }
+        if !self.config.allow_delete {
+            return Err(FsError::PermissionDenied(
+                "Deletes are disabled. Use '--allow-delete' mount option to enable it.".to_string(),
+            ));
+        }
+        self.client.delete_object(&key).await.map_err(|e| FsError::client("delete", &key, e))?;
+        self.inodes.remove_name(parent, name);
+        self.meta.removed(dir_key, name);
+        Ok(())
     }
 
     async fn put_marker(&self, key: &str, attrs: &PosixAttrs, new: bool) -> Result<ETag, FsError> {

@@ -181,3 +181,19 @@ async fn a_hostile_symlink_object_is_eio_not_a_huge_read() {
     }
     assert_eq!(client.count(S3Operation::GetObject), 1, "the oversized one is never fetched");
 }
+
+#[tokio::test]
+async fn mkdir_writes_a_marker_and_rmdir_of_an_empty_one_deletes_it() {
+    let client = Arc::new(InMemoryClient::new("bucket"));
+    let config = FsConfig { posix_metadata: true, allow_delete: true, ..FsConfig::default() };
+    let fs = S3Filesystem::new(client.clone(), config);
+    let d = fs.mkdir_as(ROOT_INO, name("d"), 0o750, Some((3, 4))).await.unwrap().attr;
+    assert_eq!((d.kind, d.perm, d.uid, d.gid), (InodeKind::Directory, 0o750, 3, 4));
+    assert_eq!(meta(&client, "d/", "mode").as_deref(), Some(&*(0o040750u32).to_string()));
+    fs.create(d.ino, name("f"), 0o644, PID).await.map(|(_, o)| o).unwrap();
+    assert_eq!(fs.rmdir(ROOT_INO, name("d")).await.unwrap_err().errno(), libc::ENOTEMPTY);
+    fs.mkdir_as(ROOT_INO, name("e"), 0o755, None).await.unwrap();
+    fs.rmdir(ROOT_INO, name("e")).await.unwrap();
+    assert!(client.object_bytes("e/").is_none());
+    assert_eq!(fs.lookup(ROOT_INO, name("e")).await.unwrap_err().errno(), libc::ENOENT);
+}

@@ -20,7 +20,7 @@ use fuser::{
 };
 use tracing::{debug, warn};
 
-use crate::fs::inode::InodeKind;
+use crate::fs::namespace::InodeKind;
 use crate::fs::{Attr, FsError, S3Filesystem, SetAttr};
 use crate::interrupt;
 use crate::metrics::{self, Metrics};
@@ -402,14 +402,20 @@ impl Filesystem for FuseAdapter {
     fn rename(
         &self,
         _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _newparent: INodeNo,
-        _newname: &OsStr,
-        _flags: RenameFlags,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        reply.error(errno_of("rename", &self.fs.refuse("rename")));
+        let (fs, name, newname) = (self.fs.clone(), name.to_owned(), newname.to_owned());
+        self.spawn(
+            "rename",
+            reply,
+            async move { fs.rename(parent.0, &name, newparent.0, &newname, flags.bits()).await },
+            |reply, ()| reply.ok(),
+        );
     }
 
     fn write(

@@ -75,7 +75,7 @@ const UPSTREAM_TARGETS: [(&str, &str); 9] = [
     ("mountpoint_s3_fs::metrics", "mount_s3::metrics"),
     ("mountpoint_s3_fs::fuse", "mount_s3::fuse"),
     ("mountpoint_s3_fs::prefetch", "mount_s3::fs::prefetch"),
-    ("mountpoint_s3_fs::data_cache", "mount_s3::fs::cache"),
+    ("mountpoint_s3_fs::data_cache", "mount_s3::client::cache"),
     ("mountpoint_s3_fs::upload", "mount_s3::fs::upload"),
     ("mountpoint_s3_fs::superblock", "mount_s3::fs::inode"),
     ("mountpoint_s3_fs", "mount_s3"),

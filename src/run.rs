@@ -13,6 +13,8 @@ use tracing::{error, info, warn};
 
 use crate::cli;
 use crate::client::aws::{AwsClient, AwsClientConfig};
+use crate::client::cache::dir::open_private_file;
+use crate::client::cache::{CacheDir, CachingClient, DiskBlockCache, DiskCacheConfig};
 use crate::client::metered::{MeteredClient, metered};
 use crate::client::retry::{RetryClient, RetryConfig};
 use crate::client::{ObjectClient, S3Operation};
@@ -20,9 +22,8 @@ use crate::config::{AccessPolicy, CacheConfig, FuseConfig, MountConfig};
 use crate::daemon;
 use crate::fs::MetadataTtl;
 use crate::fs::S3Filesystem;
-use crate::fs::cache::dir::open_private_file;
-use crate::fs::cache::{CacheDir, CachingClient, DiskBlockCache, DiskCacheConfig};
-use crate::fs::metacache::journal::{self, Journal, Loaded};
+use crate::fs::namespace::metacache::journal::{self, Journal, Loaded};
+use crate::fs::rename::intent::{IntentLog, default_state_dir};
 use crate::fuse::FuseAdapter;
 use crate::logging;
 use crate::metrics;
@@ -154,6 +155,11 @@ fn serve(config: MountConfig, success_message: &str) -> Result<(), String> {
         info!(entries = loaded.entries.len(), listings = loaded.listings.len(), "metadata loaded from the cache");
         fs = fs.with_journal(journal, loaded);
     }
+    if config.fs.allow_rename {
+        let log = open_rename_intents(persistent.dir.clone(), &config.bucket, &config.prefix)?;
+        fs = fs.with_rename_intents(log);
+        runtime.block_on(fs.recover_renames());
+    }
     let fs = Arc::new(fs);
     let metrics = metrics::install(runtime.handle(), &config.metrics, fs.memory_budget().clone())?;
     logging::spawn_level_toggle(runtime.handle());
@@ -206,6 +212,27 @@ fn serve(config: MountConfig, success_message: &str) -> Result<(), String> {
     metrics.finish();
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     result.map_err(|e| format!("FUSE session failed: {e}"))
+}
+
+/// The directory where `--allow-rename` makes its intents durable: `rename/` in the checked
+/// `--cache` directory, else in the state directory (see [`default_state_dir`]), checked the
+/// same way. No durable place is a mount error: a rename must be able to survive a crash.
+///
+/// [`default_state_dir`]: crate::fs::rename::intent::default_state_dir
+fn open_rename_intents(cache: Option<Arc<CacheDir>>, bucket: &str, prefix: &str) -> Result<IntentLog, String> {
+    let base = match cache {
+        Some(dir) => Ok(dir),
+        None => {
+            let state = default_state_dir().ok_or(
+                "--allow-rename needs a state directory for rename intents: set STATE_DIRECTORY, \
+                 XDG_STATE_HOME or HOME, or use --cache",
+            )?;
+            CacheDir::open(&state).map(Arc::new)
+        }
+    };
+    let opened = base.and_then(|base| Ok((base.subdir("rename")?, base)));
+    let (dir, base) = opened.map_err(|e| format!("--allow-rename cannot keep rename intents durable: {e}"))?;
+    Ok(IntentLog::new(dir, Some(base), bucket, prefix))
 }
 
 /// What of the `--cache` directory this mount may use.

@@ -5,15 +5,9 @@ mod common;
 
 use std::process::Command;
 
-use common::mount::TestMount;
+use common::mount::mount;
 use common::s3_server::LocalS3;
 use mount_s3::client::S3Operation;
-
-fn mount(s3: &LocalS3, extra: &[&str]) -> TestMount {
-    let mut args = vec!["--endpoint-url", &s3.endpoint, "--force-path-style", "--region", "us-east-1"];
-    args.extend_from_slice(extra);
-    TestMount::new(&s3.env_vars(), &s3.bucket, &args)
-}
 
 /// Seeds `count` small objects from several threads.
 fn seed(s3: &LocalS3, keys: Vec<String>) {

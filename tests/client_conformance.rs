@@ -20,6 +20,7 @@ use aws_sdk_s3::types::ObjectCannedAcl;
 use bytes::Bytes;
 use common::TestS3;
 use common::canned::CannedServer;
+use common::data::pattern_bytes;
 use common::mem_server::MemS3;
 use common::moto::MotoServer;
 use common::s3_server::{self, LocalS3};
@@ -154,11 +155,6 @@ where
     body(Fixture::new(backend).await).await;
 }
 
-/// Deterministic, non-repeating-looking bytes.
-fn pattern(len: usize) -> Bytes {
-    (0..len).map(|i| (i.wrapping_mul(31) ^ (i >> 9)) as u8).collect::<Vec<u8>>().into()
-}
-
 async fn read_all(response: GetObjectResponse) -> Result<Vec<u8>, ClientError> {
     let mut body = response.body;
     let mut out = Vec::new();
@@ -210,7 +206,7 @@ mod cases {
     pub use super::copy_cases::*;
 
     pub async fn head_object(f: Fixture) {
-        let put = f.put("dir/file.bin", pattern(1234)).await;
+        let put = f.put("dir/file.bin", pattern_bytes(1234, 0)).await;
         let meta = f.client.head_object("dir/file.bin").await.unwrap();
         assert_eq!(meta.key, "dir/file.bin");
         assert_eq!(meta.size, 1234);
@@ -225,13 +221,13 @@ mod cases {
     }
 
     pub async fn head_of_implicit_directory(f: Fixture) {
-        f.put("a/b", pattern(3)).await;
+        f.put("a/b", pattern_bytes(3, 0)).await;
         f.not_found("a").await;
     }
 
     pub async fn ranged_get(f: Fixture) {
         let size = 300 * 1024 + 17;
-        let data = pattern(size);
+        let data = pattern_bytes(size, 0);
         f.put("obj", data.clone()).await;
         let etag = f.client.head_object("obj").await.unwrap().etag;
         let size = size as u64;
@@ -249,7 +245,7 @@ mod cases {
     }
 
     pub async fn get_errors(f: Fixture) {
-        f.put("obj", pattern(100)).await;
+        f.put("obj", pattern_bytes(100, 0)).await;
         let err = f.client.get_object("missing", 0..10, None).await.unwrap_err();
         assert_eq!(err.kind, ClientErrorKind::NotFound, "{err}");
         let err = f.client.get_object("obj", 100..200, None).await.unwrap_err();
@@ -261,21 +257,21 @@ mod cases {
     }
 
     pub async fn get_if_match(f: Fixture) {
-        let etag = f.put("obj", pattern(100)).await;
+        let etag = f.put("obj", pattern_bytes(100, 0)).await;
         let response = f.client.get_object("obj", 10..20, Some(&etag)).await.unwrap();
-        assert!(read_all(response).await.unwrap()[..] == pattern(100)[10..20]);
+        assert!(read_all(response).await.unwrap()[..] == pattern_bytes(100, 0)[10..20]);
         let stale = ETag::new("\"00000000000000000000000000000000\"");
         let err = f.client.get_object("obj", 10..20, Some(&stale)).await.unwrap_err();
         assert_eq!(err.kind, ClientErrorKind::PreconditionFailed, "{err}");
         // After an overwrite the old ETag no longer matches.
-        f.put("obj", pattern(101)).await;
+        f.put("obj", pattern_bytes(101, 0)).await;
         let err = f.client.get_object("obj", 0..10, Some(&etag)).await.unwrap_err();
         assert_eq!(err.kind, ClientErrorKind::PreconditionFailed, "{err}");
     }
 
     pub async fn list_with_delimiter(f: Fixture) {
         for key in ["dir/a", "dir/b/c", "dir/b/d", "dir/c", "dir/e/f/g", "dir2/x", "top"] {
-            f.put(key, pattern(key.len())).await;
+            f.put(key, pattern_bytes(key.len(), 0)).await;
         }
         let c = f.client.as_ref();
         let (objects, prefixes, _) = list_all(c, "", Some("/"), 1000).await;
@@ -293,7 +289,7 @@ mod cases {
     pub async fn list_pagination(f: Fixture) {
         let keys = ["p/a0", "p/a1", "p/b/x", "p/c0", "p/d/y", "p/e0", "p/e1", "p/e2", "p/f/z"];
         for key in keys {
-            f.put(key, pattern(1)).await;
+            f.put(key, pattern_bytes(1, 0)).await;
         }
         let c = f.client.as_ref();
         let whole = list_all(c, "p/", Some("/"), 1000).await;
@@ -314,7 +310,7 @@ mod cases {
     pub async fn list_without_delimiter(f: Fixture) {
         let keys = ["x/1", "x/2/deep/file", "x/3", "y"];
         for (i, key) in keys.iter().enumerate() {
-            f.put(key, pattern(10 * i + 1)).await;
+            f.put(key, pattern_bytes(10 * i + 1, 0)).await;
         }
         let page = f
             .client
@@ -364,7 +360,7 @@ mod cases {
     /// A key holding NUL is listed as it is (the file system then hides it).
     pub async fn nul_in_keys(f: Fixture) {
         for key in ["n/nul\0name", "n/ok"] {
-            f.put(key, pattern(3)).await;
+            f.put(key, pattern_bytes(3, 0)).await;
         }
         let (objects, _, _) = list_all(f.client.as_ref(), "n/", Some("/"), 1000).await;
         assert_eq!(objects, strings(&["n/nul\0name", "n/ok"]));
@@ -384,7 +380,7 @@ mod cases {
 
     pub async fn multipart_crc32c(f: Fixture) {
         let options = PutOptions { checksum_crc32c: true, ..PutOptions::default() };
-        let data = pattern(11 * MIB + 3);
+        let data = pattern_bytes(11 * MIB + 3, 0);
         let bounds = [0, 5 * MIB, 10 * MIB, data.len()];
         let c = f.client.as_ref();
         let id = c.create_multipart_upload("big/object", &options).await.unwrap();
@@ -410,7 +406,7 @@ mod cases {
         let options = PutOptions::default();
         let c = f.client.as_ref();
         let id = c.create_multipart_upload("gone", &options).await.unwrap();
-        let part = c.upload_part("gone", &id, 1, pattern(1000), &options).await.unwrap();
+        let part = c.upload_part("gone", &id, 1, pattern_bytes(1000, 0), &options).await.unwrap();
         c.abort_multipart_upload("gone", &id).await.unwrap();
         f.not_found("gone").await;
         let again = c.abort_multipart_upload("gone", &id).await.unwrap_err();
@@ -437,20 +433,20 @@ mod cases {
         let c = f.client.as_ref();
         f.put("k", Bytes::from_static(b"original")).await;
         let id = c.create_multipart_upload("k", &options).await.unwrap();
-        let part = c.upload_part("k", &id, 1, pattern(100), &options).await.unwrap();
+        let part = c.upload_part("k", &id, 1, pattern_bytes(100, 0), &options).await.unwrap();
         let err = c.complete_multipart_upload("k", &id, &[part], &options).await.unwrap_err();
         assert_eq!(err.kind, ClientErrorKind::PreconditionFailed, "{err}");
         let _ = c.abort_multipart_upload("k", &id).await;
         assert_eq!(f.get("k", 0..100).await, b"original");
 
         let id = c.create_multipart_upload("fresh", &options).await.unwrap();
-        let part = c.upload_part("fresh", &id, 1, pattern(100), &options).await.unwrap();
+        let part = c.upload_part("fresh", &id, 1, pattern_bytes(100, 0), &options).await.unwrap();
         c.complete_multipart_upload("fresh", &id, &[part], &options).await.unwrap();
-        assert!(f.get("fresh", 0..100).await[..] == pattern(100)[..]);
+        assert!(f.get("fresh", 0..100).await[..] == pattern_bytes(100, 0)[..]);
     }
 
     pub async fn delete_object(f: Fixture) {
-        f.put("d/k", pattern(10)).await;
+        f.put("d/k", pattern_bytes(10, 0)).await;
         f.client.delete_object("d/k").await.unwrap();
         f.not_found("d/k").await;
         let err = f.client.get_object("d/k", 0..1, None).await.unwrap_err();
@@ -463,7 +459,7 @@ mod cases {
 
     pub async fn directory_markers(f: Fixture) {
         f.put("d/", Bytes::new()).await;
-        f.put("d/inner", pattern(4)).await;
+        f.put("d/inner", pattern_bytes(4, 0)).await;
         let meta = f.client.head_object("d/").await.unwrap();
         assert_eq!(meta.size, 0);
         let (objects, prefixes, _) = list_all(f.client.as_ref(), "", Some("/"), 1000).await;
@@ -473,8 +469,8 @@ mod cases {
     }
 
     pub async fn file_beside_directory(f: Fixture) {
-        f.put("x", pattern(1)).await;
-        f.put("x/y", pattern(2)).await;
+        f.put("x", pattern_bytes(1, 0)).await;
+        f.put("x/y", pattern_bytes(2, 0)).await;
         let (objects, prefixes, _) = list_all(f.client.as_ref(), "", Some("/"), 1000).await;
         assert_eq!((objects, prefixes), (strings(&["x"]), strings(&["x/"])));
         assert_eq!(f.client.head_object("x").await.unwrap().size, 1);
@@ -638,7 +634,7 @@ async fn probe_bucket_succeeds_when_the_first_key_holds_a_control_character() {
 #[tokio::test]
 async fn wrong_secret_key_is_access_denied() {
     let server = LocalS3::start();
-    server.put("k", pattern(10));
+    server.put("k", pattern_bytes(10, 0));
     let wrong = Credentials::new(s3_server::ACCESS_KEY, "not-the-secret", None, None, "test");
     let client = AwsClient::with_credentials(&server.aws_client_config(), wrong).await.unwrap();
     let err = client.head_object("k").await.unwrap_err();
@@ -672,7 +668,12 @@ async fn unsigned_requests_work_against_moto() {
     let server = MotoServer::start();
     // moto checks ACLs of anonymous requests: the object must be public.
     let (sdk, bucket) = (server.sdk_client(), server.bucket.clone());
-    let put = sdk.put_object().bucket(bucket).key("public").acl(ObjectCannedAcl::PublicRead).body(pattern(42).into());
+    let put = sdk
+        .put_object()
+        .bucket(bucket)
+        .key("public")
+        .acl(ObjectCannedAcl::PublicRead)
+        .body(pattern_bytes(42, 0).into());
     put.send().await.unwrap();
     let config = AwsClientConfig { no_sign_request: true, ..server.aws_client_config() };
     let client = AwsClient::new(&config).await.unwrap();
@@ -683,15 +684,15 @@ async fn unsigned_requests_work_against_moto() {
 #[tokio::test]
 async fn s3s_fs_counts_every_request_exactly() {
     let server = LocalS3::start();
-    server.put("seed", pattern(100));
+    server.put("seed", pattern_bytes(100, 0));
     assert_eq!(server.total_request_count(), 0, "helper requests are not counted");
     let client = server.aws_client().await;
     client.head_object("seed").await.unwrap();
     read_all(client.get_object("seed", 0..10, None).await.unwrap()).await.unwrap();
     client.list_objects(&ListRequest { max_keys: 5, ..ListRequest::default() }).await.unwrap();
-    client.put_object("new", pattern(5), &PutOptions::default()).await.unwrap();
+    client.put_object("new", pattern_bytes(5, 0), &PutOptions::default()).await.unwrap();
     let id = client.create_multipart_upload("mpu", &PutOptions::default()).await.unwrap();
-    let part = client.upload_part("mpu", &id, 1, pattern(10), &PutOptions::default()).await.unwrap();
+    let part = client.upload_part("mpu", &id, 1, pattern_bytes(10, 0), &PutOptions::default()).await.unwrap();
     client.complete_multipart_upload("mpu", &id, &[part], &PutOptions::default()).await.unwrap();
     let id = client.create_multipart_upload("aborted", &PutOptions::default()).await.unwrap();
     client.abort_multipart_upload("aborted", &id).await.unwrap();
@@ -735,7 +736,7 @@ async fn requests_carry_our_user_agent() {
 #[tokio::test]
 async fn a_body_cut_short_is_a_transient_error() {
     let server = LocalS3::start();
-    server.put("obj", pattern(100_000));
+    server.put("obj", pattern_bytes(100_000, 0));
     let client = server.aws_client().await;
     server.truncate_get_bodies(Some(1000));
     let response = client.get_object("obj", 0..50_000, None).await.unwrap();

@@ -16,14 +16,9 @@ use std::time::Instant;
 use common::TestS3;
 use common::mem_server::MemS3;
 use common::moto::MotoServer;
-use common::mount::TestMount;
+use common::mount::{TestMount, mount};
 use common::s3_server::LocalS3;
 use futures::StreamExt;
-
-fn mount(s3: &impl TestS3) -> TestMount {
-    let args = ["--endpoint-url", s3.endpoint(), "--force-path-style", "--region", "us-east-1"];
-    TestMount::new(&s3.env_vars(), s3.bucket(), &args)
-}
 
 fn listing(dir: &Path) -> BTreeSet<String> {
     std::fs::read_dir(dir)
@@ -101,7 +96,7 @@ fn odd_keys_are_listed_or_hidden_by_the_rules_and_never_break_a_directory() {
         s3.put(key, data);
     }
 
-    let m = mount(&s3);
+    let m = mount(&s3, &[]);
     let root = m.path();
     let deep = long_path.split('/').next().unwrap();
     assert_eq!(
@@ -156,7 +151,7 @@ fn ten_thousand_keys_in_one_directory_and_control_characters_in_names() {
     keys.extend(["many/new\nline", "many/tab\tand\\backslash", "many/carriage\rreturn"].map(String::from));
     put_many(&s3, keys.clone(), 32);
     println!("hostile: {} keys put in {:.1?}", keys.len(), started.elapsed());
-    let m = mount(&s3);
+    let m = mount(&s3, &[]);
     let started = Instant::now();
     let listed = listing(&m.path().join("many"));
     let took = started.elapsed();
@@ -186,7 +181,7 @@ fn control_character_keys_never_fail_a_directory_or_the_mount() {
         s3.put(key, data);
     }
     s3.put("ctl/ok.txt", b"ok");
-    let m = mount(&s3);
+    let m = mount(&s3, &[]);
     let root = m.path();
     assert_eq!(listing(root), set(&["\x01first", "ctl"]));
     assert_eq!(listing(&root.join("ctl")), set(&["bad\x01name", "ok.txt"]), "the NUL key is hidden");

@@ -13,22 +13,10 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use aws_smithy_runtime_api::http::Response as HttpResponse;
 use bytes::Bytes;
+use common::data::pattern_bytes;
 use common::mem_server::MemS3;
 use common::mem_store::MIN_PART_SIZE;
 use mount_s3::client::S3Operation;
-
-fn pattern(len: usize, seed: u64) -> Bytes {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect::<Vec<u8>>()
-        .into()
-}
 
 /// The HTTP status and S3 error code of a failed SDK call.
 fn failure<E: ProvideErrorMetadata>(err: SdkError<E, HttpResponse>) -> (u16, String) {
@@ -48,7 +36,7 @@ fn expect(pairs: &[(&str, u64)]) -> HashMap<String, u64> {
 #[tokio::test]
 async fn ranged_gets_serve_exactly_the_requested_bytes() {
     let s3 = MemS3::start();
-    let data = pattern(3 * 1024 * 1024 + 17, 1);
+    let data = pattern_bytes(3 * 1024 * 1024 + 17, 1);
     let etag = s3.put("dir/obj", data.clone());
     let client = s3.counted_sdk_client();
     let size = data.len();
@@ -103,7 +91,7 @@ async fn listings_paginate_without_loss_or_repeats() {
     keys.insert("other".to_string());
     let mut etags = HashMap::new();
     for (i, key) in keys.iter().enumerate() {
-        etags.insert(key.clone(), s3.put(key, pattern(i % 7, i as u64)));
+        etags.insert(key.clone(), s3.put(key, pattern_bytes(i % 7, i as u64)));
     }
     let client = s3.counted_sdk_client();
     for (delimiter, max_keys) in [(None, 1000), (None, 97), (Some("/"), 100), (Some("/"), 1), (Some("/"), 1000)] {
@@ -164,7 +152,7 @@ async fn multipart_uploads_assemble_check_and_abort() {
     let s3 = MemS3::start();
     let client = s3.counted_sdk_client();
     let b = &s3.bucket;
-    let data = pattern(MIN_PART_SIZE + 3, 2);
+    let data = pattern_bytes(MIN_PART_SIZE + 3, 2);
     let create = client.create_multipart_upload().bucket(b).key("mp").send().await.unwrap();
     let id = create.upload_id().unwrap();
     let mut parts = Vec::new();
@@ -255,10 +243,10 @@ async fn conditional_requests_follow_s3() {
     let s3 = MemS3::start();
     let client = s3.counted_sdk_client();
     let b = &s3.bucket;
-    let etag = s3.put("k", pattern(100, 3));
+    let etag = s3.put("k", pattern_bytes(100, 3));
     let stale = "\"0123456789abcdef0123456789abcdef\"";
     let out = client.get_object().bucket(b).key("k").if_match(&etag).range("bytes=0-9").send().await.unwrap();
-    assert!(out.body.collect().await.unwrap().into_bytes() == pattern(100, 3).slice(0..10));
+    assert!(out.body.collect().await.unwrap().into_bytes() == pattern_bytes(100, 3).slice(0..10));
     let err = client.get_object().bucket(b).key("k").if_match(stale).send().await.unwrap_err();
     assert_eq!(failure(err), (412, "PreconditionFailed".into()));
     let err = client.head_object().bucket(b).key("k").if_match(stale).send().await.unwrap_err();
@@ -271,11 +259,11 @@ async fn conditional_requests_follow_s3() {
         client.put_object().bucket(b).key(key).if_none_match("*").body(ByteStream::from_static(body)).send()
     };
     assert_eq!(failure(put("k", b"other").await.unwrap_err()), (412, "PreconditionFailed".into()));
-    assert!(s3.get("k").unwrap() == pattern(100, 3));
+    assert!(s3.get("k").unwrap() == pattern_bytes(100, 3));
     put("new", b"fresh").await.unwrap();
     assert_eq!(&s3.get("new").unwrap()[..], b"fresh");
     // After an overwrite the old ETag no longer matches.
-    s3.put("k", pattern(100, 3));
+    s3.put("k", pattern_bytes(100, 3));
     let err = client.get_object().bucket(b).key("k").if_match(&etag).send().await.unwrap_err();
     assert_eq!(failure(err).0, 412);
 
@@ -305,10 +293,10 @@ async fn checksums_are_verified_and_echoed() {
     let s3 = MemS3::start();
     let client = s3.counted_sdk_client();
     // The SDK's default: a CRC32 in an aws-chunked trailer.
-    let out = client.put_object().bucket(&s3.bucket).key("t").body(ByteStream::from(pattern(70_000, 4))).send();
+    let out = client.put_object().bucket(&s3.bucket).key("t").body(ByteStream::from(pattern_bytes(70_000, 4))).send();
     let out = out.await.unwrap();
     assert!(out.checksum_crc32().is_some(), "the trailer's CRC32 is verified and echoed");
-    assert!(s3.get("t").unwrap() == pattern(70_000, 4));
+    assert!(s3.get("t").unwrap() == pattern_bytes(70_000, 4));
     let err = client
         .put_object()
         .bucket(&s3.bucket)
@@ -325,7 +313,7 @@ async fn checksums_are_verified_and_echoed() {
 #[tokio::test]
 async fn counts_are_exact_and_exclude_the_harness() {
     let s3 = MemS3::start();
-    s3.put("seeded", pattern(10, 5));
+    s3.put("seeded", pattern_bytes(10, 5));
     let helper = s3.sdk_client();
     helper.put_object().bucket(&s3.bucket).key("by-helper").body(ByteStream::from_static(b"h")).send().await.unwrap();
     helper.get_object().bucket(&s3.bucket).key("seeded").send().await.unwrap();

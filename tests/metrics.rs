@@ -8,20 +8,9 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::mount::TestMount;
+use common::mount::{TestMount, mount};
 use common::s3_server::LocalS3;
 use mount_s3::client::S3Operation;
-
-fn server_args(s3: &LocalS3) -> Vec<String> {
-    ["--endpoint-url", &s3.endpoint, "--force-path-style", "--region", "us-east-1"].map(String::from).to_vec()
-}
-
-fn mount(s3: &LocalS3, extra: &[&str]) -> TestMount {
-    let mut args = server_args(s3);
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    TestMount::new(&s3.env_vars(), &s3.bucket, &args)
-}
 
 /// The one log file in `dir`.
 fn log_text(dir: &Path) -> String {

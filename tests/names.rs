@@ -7,12 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::moto::MotoServer;
-use common::mount::TestMount;
-
-fn mount(s3: &MotoServer) -> TestMount {
-    let args = ["--endpoint-url", &s3.endpoint, "--force-path-style", "--region", "us-east-1"];
-    TestMount::new(&s3.env_vars(), &s3.bucket, &args)
-}
+use common::mount::mount;
 
 fn names(dir: &Path) -> Vec<(String, bool)> {
     let mut v: Vec<(String, bool)> = std::fs::read_dir(dir)
@@ -45,7 +40,7 @@ fn directories_shadow_files_markers_are_directories_and_bad_keys_are_hidden() {
     ] {
         s3.put(key, data);
     }
-    let m = mount(&s3);
+    let m = mount(&s3, &[]);
     assert_eq!(
         names(m.path()),
         entries(&[
@@ -79,7 +74,7 @@ fn directories_shadow_files_markers_are_directories_and_bad_keys_are_hidden() {
 fn remote_changes_show_up_after_the_kernel_ttl() {
     let s3 = MotoServer::start();
     s3.put("a.txt", b"one");
-    let m = mount(&s3);
+    let m = mount(&s3, &[]);
     assert_eq!(std::fs::read(m.path().join("a.txt")).unwrap(), b"one");
     s3.put("b.txt", b"new");
     s3.put("a.txt", b"two!");

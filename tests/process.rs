@@ -6,18 +6,8 @@ mod common;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::mount::{TestMount, command, force_unmount, is_mounted, processes_mentioning};
+use common::mount::{TestMount, command, force_unmount, is_mounted, processes_mentioning, server_args};
 use common::s3_server::LocalS3;
-
-fn server_args(s3: &LocalS3) -> Vec<String> {
-    vec![
-        "--endpoint-url".into(),
-        s3.endpoint.clone(),
-        "--force-path-style".into(),
-        "--region".into(),
-        "us-east-1".into(),
-    ]
-}
 
 /// Runs `mount-s3 args...` to completion in a sealed environment; returns output and duration.
 fn run(env: &[(String, String)], args: &[&str]) -> (Output, Duration) {

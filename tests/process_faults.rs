@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::data::{digest, pattern};
 use common::fault_proxy::{Fault, FaultProxy, Kinds, Outage, RequestKind, When};
-use common::mount::{TestMount, force_unmount, is_mounted};
+use common::mount::{TestMount, errno, force_unmount, is_mounted};
 use common::s3_server::LocalS3;
 use mount_s3::client::S3Operation;
 use nix::sys::signal::{Signal, kill};
@@ -26,10 +26,6 @@ use nix::unistd::Pid;
 
 fn args(endpoint: &str) -> Vec<&str> {
     vec!["--endpoint-url", endpoint, "--force-path-style", "--region", "us-east-1"]
-}
-
-fn errno<T>(r: std::io::Result<T>) -> Option<i32> {
-    r.err().and_then(|e| e.raw_os_error())
 }
 
 /// Waits until `done` holds, polling, or panics with `what` after `limit`.

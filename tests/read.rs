@@ -7,38 +7,10 @@ use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use common::mount::TestMount;
+use common::data::pattern;
+use common::mount::{TestMount, mount, server_args};
 use common::s3_server::LocalS3;
 use sha2::{Digest, Sha256};
-
-fn server_args(s3: &LocalS3) -> Vec<String> {
-    vec![
-        "--endpoint-url".into(),
-        s3.endpoint.clone(),
-        "--force-path-style".into(),
-        "--region".into(),
-        "us-east-1".into(),
-    ]
-}
-
-fn mount(s3: &LocalS3, extra: &[&str]) -> TestMount {
-    let mut args: Vec<String> = server_args(s3);
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    TestMount::new(&s3.env_vars(), &s3.bucket, &args)
-}
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    let mut x = seed as u32 | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
 
 fn sha(data: &[u8]) -> Vec<u8> {
     Sha256::digest(data).to_vec()

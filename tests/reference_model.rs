@@ -8,12 +8,15 @@
 //! name; local (mkdir) directories shadow remote files and stay until this mount writes a
 //! file under them, whatever other clients do under them meanwhile.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::sync::Arc;
 
+use common::data::pattern;
 use mount_s3::client::memory::InMemoryClient;
-use mount_s3::fs::inode::InodeKind;
+use mount_s3::fs::namespace::InodeKind;
 use mount_s3::fs::{FsConfig, S3Filesystem};
 use proptest::prelude::*;
 
@@ -32,6 +35,11 @@ enum Op {
     },
     Mkdir {
         path: String,
+    },
+    /// rename(2) with `--allow-rename` (no `--allow-overwrite`).
+    Rename {
+        from: String,
+        to: String,
     },
     /// Another client writes or deletes a key.
     RemotePut {
@@ -131,7 +139,7 @@ impl Model {
                 if tree.contains_key(path) {
                     return Err(libc::EEXIST);
                 }
-                self.objects.insert(path.clone(), data(*len, *seed));
+                self.objects.insert(path.clone(), pattern(*len, u64::from(*seed)));
                 // Local ancestors are in S3 now.
                 let mut p = path.as_str();
                 while let Some(parent) = Self::parent(p) {
@@ -159,8 +167,63 @@ impl Model {
                 self.local_dirs.insert(path.clone());
                 Ok(())
             }
+            Op::Rename { from, to } => {
+                self.parent_is_dir(&tree, from)?;
+                self.parent_is_dir(&tree, to)?;
+                let src = tree.get(from).cloned().ok_or(libc::ENOENT)?;
+                if from == to {
+                    return Ok(());
+                }
+                let below = |p: &str, dir: &str| p.starts_with(&format!("{dir}/"));
+                if src == Node::Dir && below(to, from) {
+                    return Err(libc::EINVAL);
+                }
+                let local_only = self.local_dirs.contains(from) && !self.objects.keys().any(|k| below(k, from));
+                let mut replaced_local = false;
+                match (&src, tree.get(to)) {
+                    (_, None) => {}
+                    (Node::File(_), Some(Node::Dir)) => return Err(libc::EISDIR),
+                    (Node::Dir, Some(Node::File(_))) => return Err(libc::ENOTDIR),
+                    (Node::File(_), Some(Node::File(_))) => return Err(libc::EPERM),
+                    (Node::Dir, Some(Node::Dir)) => {
+                        let empty_local = self.local_dirs.contains(to)
+                            && !self.objects.keys().any(|k| below(k, to))
+                            && !self.local_dirs.iter().any(|d| below(d, to));
+                        if !empty_local {
+                            return Err(libc::ENOTEMPTY);
+                        }
+                        replaced_local = true;
+                    }
+                }
+                if src == Node::Dir && !local_only && self.local_dirs.iter().any(|d| below(d, from)) {
+                    return Err(libc::EBUSY);
+                }
+                if replaced_local {
+                    self.local_dirs.remove(to);
+                }
+                match src {
+                    Node::File(data) => {
+                        self.objects.remove(from);
+                        self.objects.insert(to.clone(), data);
+                    }
+                    Node::Dir => {
+                        let moved: Vec<String> = self.objects.keys().filter(|k| below(k, from)).cloned().collect();
+                        for key in moved {
+                            let data = self.objects.remove(&key).expect("listed");
+                            self.objects.insert(format!("{to}{}", &key[from.len()..]), data);
+                        }
+                        let dirs: Vec<String> =
+                            self.local_dirs.iter().filter(|d| *d == from || below(d, from)).cloned().collect();
+                        for d in dirs {
+                            self.local_dirs.remove(&d);
+                            self.local_dirs.insert(format!("{to}{}", &d[from.len()..]));
+                        }
+                    }
+                }
+                Ok(())
+            }
             Op::RemotePut { key, len, seed } => {
-                self.objects.insert(key.clone(), data(*len, *seed));
+                self.objects.insert(key.clone(), pattern(*len, u64::from(*seed)));
                 Ok(())
             }
             Op::RemoteDelete { key } => {
@@ -171,10 +234,6 @@ impl Model {
     }
 }
 
-fn data(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| seed.wrapping_add(i as u8)).collect()
-}
-
 struct Harness {
     client: Arc<InMemoryClient>,
     fs: S3Filesystem,
@@ -183,7 +242,7 @@ struct Harness {
 impl Harness {
     fn new() -> Self {
         let client = Arc::new(InMemoryClient::new("bucket"));
-        let config = FsConfig { allow_delete: true, write_part_size: 1000, ..FsConfig::default() };
+        let config = FsConfig { allow_delete: true, allow_rename: true, write_part_size: 1000, ..FsConfig::default() };
         let fs = S3Filesystem::new(client.clone(), config);
         Harness { client, fs }
     }
@@ -206,7 +265,7 @@ impl Harness {
             Op::Write { path, len, seed } => {
                 let (dir, name) = self.dir_of(path).await?;
                 let (_, opened) = self.fs.create(dir, OsStr::new(&name), 0o644, PID).await.map_err(|e| e.errno())?;
-                let bytes = data(*len, *seed);
+                let bytes = pattern(*len, u64::from(*seed));
                 for (i, chunk) in bytes.chunks(400).enumerate() {
                     self.fs.write(opened.fh, (i * 400) as u64, chunk).await.map_err(|e| e.errno())?;
                 }
@@ -222,8 +281,13 @@ impl Harness {
                 let (dir, name) = self.dir_of(path).await?;
                 self.fs.mkdir(dir, OsStr::new(&name)).await.map(|_| ()).map_err(|e| e.errno())
             }
+            Op::Rename { from, to } => {
+                let (dir, name) = self.dir_of(from).await?;
+                let (newdir, newname) = self.dir_of(to).await?;
+                self.fs.rename(dir, OsStr::new(&name), newdir, OsStr::new(&newname), 0).await.map_err(|e| e.errno())
+            }
             Op::RemotePut { key, len, seed } => {
-                self.client.insert(key, data(*len, *seed));
+                self.client.insert(key, pattern(*len, u64::from(*seed)));
                 Ok(())
             }
             Op::RemoteDelete { key } => {
@@ -294,6 +358,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         4 => (path_strategy(), len.clone(), any::<u8>()).prop_map(|(path, len, seed)| Op::Write { path, len, seed }),
         2 => path_strategy().prop_map(|path| Op::Unlink { path }),
         2 => path_strategy().prop_map(|path| Op::Mkdir { path }),
+        3 => (path_strategy(), path_strategy()).prop_map(|(from, to)| Op::Rename { from, to }),
         3 => (key_strategy(), len, any::<u8>()).prop_map(|(key, len, seed)| Op::RemotePut { key, len, seed }),
         2 => key_strategy().prop_map(|key| Op::RemoteDelete { key }),
     ]

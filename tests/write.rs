@@ -9,32 +9,11 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::Command;
 
-use common::mount::TestMount;
+use common::data::pattern;
+use common::mount::{TestMount, errno, mount};
 use common::s3_server::LocalS3;
 use mount_s3::client::S3Operation;
 use sha2::{Digest, Sha256};
-
-fn mount(s3: &LocalS3, extra: &[&str]) -> TestMount {
-    let mut args = vec!["--endpoint-url", &s3.endpoint, "--force-path-style", "--region", "us-east-1"];
-    args.extend_from_slice(extra);
-    TestMount::new(&s3.env_vars(), &s3.bucket, &args)
-}
-
-fn pattern(len: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
-
-fn errno<T>(r: std::io::Result<T>) -> Option<i32> {
-    r.err().and_then(|e| e.raw_os_error())
-}
 
 /// The object at `key`, waiting up to 2 s: an empty file is uploaded at release, which the
 /// kernel sends after close() has returned.
@@ -64,7 +43,7 @@ fn cp_of_files_of_every_size_gives_identical_objects() {
     for (name, len) in
         [("zero", 0), ("one", 1), ("five-mib", 5 << 20), ("eight-mib", 8 << 20), ("hundred-mib", 100 << 20)]
     {
-        let data = pattern(len, len as u32 + 7);
+        let data = pattern(len, len as u64 + 7);
         let local = src.path().join(name);
         std::fs::write(&local, &data).unwrap();
         cp(&local, &m.path().join(name));

@@ -10,14 +10,8 @@ use std::io::Write;
 use std::os::fd::IntoRawFd;
 
 use common::data::{digest, pattern};
-use common::mount::TestMount;
+use common::mount::{TestMount, errno, mount};
 use common::s3_server::LocalS3;
-
-fn mount(s3: &LocalS3, extra: &[&str]) -> TestMount {
-    let mut args = vec!["--endpoint-url", &s3.endpoint, "--force-path-style", "--region", "us-east-1"];
-    args.extend_from_slice(extra);
-    TestMount::new(&s3.env_vars(), &s3.bucket, &args)
-}
 
 /// close(2) of `file` on a thread of its own (as thread pools, Go and Java do); its result.
 fn close_on_another_thread(file: File) -> Result<(), i32> {
@@ -77,10 +71,6 @@ fn sigterm_right_after_a_close_from_another_thread_keeps_the_object() {
     assert!(status.success(), "{status}\n{}", m.output());
     assert_eq!(digest(&s3.get("kept").expect("object kept")), digest(&data));
     assert_eq!(s3.pending_uploads(), 0, "no multipart upload left behind\n{}", m.output());
-}
-
-fn errno<T>(r: std::io::Result<T>) -> Option<i32> {
-    r.err().and_then(|e| e.raw_os_error())
 }
 
 fn close(file: File) -> Result<(), i32> {

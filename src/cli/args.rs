@@ -150,6 +150,15 @@ pub struct CliArgs {
     #[arg(long, help_heading = MOUNT)]
     pub allow_overwrite: bool,
 
+    /// Allow renaming files and directories (server-side copy, then delete; not atomic to
+    /// other clients)
+    #[arg(long, help_heading = MOUNT)]
+    pub allow_rename: bool,
+
+    /// Most objects a directory rename may copy; larger directories fail with EXDEV [default: 1000]
+    #[arg(long, help_heading = MOUNT, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub rename_dir_limit: Option<u64>,
+
     /// Keep POSIX attributes (mode, owner, times) and symbolic links in each object's user
     /// metadata, in the conventions s3fs uses and rclone reads; chmod, chown and utimes then work
     #[arg(long, help_heading = MOUNT)]

@@ -193,6 +193,8 @@ impl CliArgs {
             read_only: self.read_only,
             allow_delete: self.allow_delete,
             allow_overwrite: self.allow_overwrite,
+            allow_rename: self.allow_rename,
+            rename_dir_limit: self.rename_dir_limit.map_or(crate::fs::config::DEFAULT_RENAME_DIR_LIMIT, |n| n as usize),
             metadata_ttl,
             negative_metadata_ttl,
             read_part_size: self.read_part_size.unwrap_or(self.part_size),

@@ -20,7 +20,7 @@ use futures::StreamExt;
 
 use super::{
     ClientError, ClientErrorKind, CopyOptions, ETag, GetObjectResponse, GetStream, ListPage, ListRequest, ObjectClient,
-    ObjectMeta, PutOptions, PutResult, S3Operation, UploadedPart,
+    ObjectMeta, PutOptions, PutResult, RenameOptions, S3Operation, UploadedPart,
 };
 
 /// Which calls of an operation a rule applies to.
@@ -338,6 +338,16 @@ impl<C: ObjectClient> ObjectClient for FaultClient<C> {
         let faults = self.enter(S3Operation::UploadPartCopy).await?;
         let result = self.inner.upload_part_copy(key, upload_id, part_number, source_key, range, source_if_match).await;
         answer(S3Operation::UploadPartCopy, &faults, result)
+    }
+
+    async fn rename_object(
+        &self,
+        source_key: &str,
+        dest_key: &str,
+        options: &RenameOptions,
+    ) -> Result<(), ClientError> {
+        let faults = self.enter(S3Operation::RenameObject).await?;
+        answer(S3Operation::RenameObject, &faults, self.inner.rename_object(source_key, dest_key, options).await)
     }
 }
 

@@ -5,6 +5,11 @@
 //! uploads that stay invisible until completed; user metadata; server-side copies (CopyObject
 //! with its metadata directive and source pinning, UploadPartCopy). It counts every request by
 //! [`S3Operation`] so tests can assert request counts.
+//!
+//! [`InMemoryClient::directory_bucket`] behaves as an S3 Express One Zone directory bucket
+//! instead: listings come back in no particular order (a new order for every listing, stable
+//! across its pages), RenameObject and appends (PutObject with a write offset) work. On a general
+//! purpose bucket both are refused with 501 `NotImplemented`, as S3 does.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
@@ -17,7 +22,8 @@ use bytes::{Bytes, BytesMut};
 
 use super::{
     ClientError, ClientErrorKind, CopyOptions, ETag, GetObjectResponse, ListPage, ListRequest, ListedObject,
-    MAX_COPY_OBJECT_SIZE, ObjectClient, ObjectMeta, PutOptions, PutResult, S3Operation, UploadedPart, UserMetadata,
+    MAX_COPY_OBJECT_SIZE, ObjectClient, ObjectMeta, PutOptions, PutResult, RenameOptions, S3Operation, UploadedPart,
+    UserMetadata,
 };
 
 /// Largest chunk a GET body yields, so readers see multi-chunk streams as from a network.
@@ -47,6 +53,8 @@ pub struct InMemoryClient {
     uploads: Mutex<HashMap<String, PendingUpload>>,
     counters: Mutex<HashMap<S3Operation, u64>>,
     next_id: AtomicU64,
+    /// An S3 Express One Zone directory bucket (see the module notes).
+    directory: bool,
 }
 
 impl InMemoryClient {
@@ -58,7 +66,13 @@ impl InMemoryClient {
             uploads: Mutex::default(),
             counters: Mutex::default(),
             next_id: AtomicU64::new(1),
+            directory: false,
         }
+    }
+
+    /// An empty directory bucket: unordered listings, RenameObject and appends.
+    pub fn directory_bucket(bucket: impl Into<String>) -> Self {
+        InMemoryClient { directory: true, ..Self::new(bucket) }
     }
 
     /// Adds or replaces an object directly (as "another client" would), with a fresh ETag.
@@ -188,6 +202,30 @@ impl InMemoryClient {
                 Some(_) => {}
             }
         }
+        let data = match options.write_offset {
+            None => data,
+            Some(offset) => {
+                if !self.directory || op != S3Operation::PutObject {
+                    return Err(not_implemented(op, "a write offset"));
+                }
+                let current = objects.get(key).map(|o| o.data.clone()).unwrap_or_default();
+                if current.len() as u64 != offset {
+                    return Err(ClientError {
+                        code: Some("InvalidWriteOffset".into()),
+                        status: Some(400),
+                        ..ClientError::new(
+                            ClientErrorKind::PreconditionFailed,
+                            op.name(),
+                            format!("write offset {offset} of {key:?}, which holds {} bytes", current.len()),
+                        )
+                    });
+                }
+                let mut joined = BytesMut::with_capacity(current.len() + data.len());
+                joined.extend_from_slice(&current);
+                joined.extend_from_slice(&data);
+                joined.freeze()
+            }
+        };
         let etag = self.fresh_etag();
         let object = StoredObject {
             data,
@@ -259,6 +297,9 @@ impl ObjectClient for InMemoryClient {
 
     async fn list_objects(&self, request: &ListRequest) -> Result<ListPage, ClientError> {
         self.record(S3Operation::ListObjectsV2);
+        if self.directory {
+            return self.list_unordered(request);
+        }
         let objects = self.objects.lock().unwrap();
         let max_keys = request.max_keys.clamp(1, 1000) as usize;
         // The token is the last key or common prefix returned; everything up to it is done.
@@ -463,6 +504,111 @@ impl ObjectClient for InMemoryClient {
         let checksum = upload.options.checksum_crc32c.then(|| crc32c_base64(&body));
         upload.parts.insert(part_number, (body, etag.clone()));
         Ok(UploadedPart { part_number, etag, checksum_crc32c: checksum })
+    }
+
+    async fn rename_object(
+        &self,
+        source_key: &str,
+        dest_key: &str,
+        options: &RenameOptions,
+    ) -> Result<(), ClientError> {
+        let op = S3Operation::RenameObject;
+        self.record(op);
+        if !self.directory {
+            return Err(not_implemented(op, "RenameObject"));
+        }
+        let mut objects = self.objects.lock().unwrap();
+        let source = objects.get(source_key).ok_or_else(|| Self::not_found(op, source_key))?;
+        if options.source_if_match.as_ref().is_some_and(|e| *e != source.etag) {
+            return Err(Self::precondition_failed(op, source_key));
+        }
+        let dest = objects.get(dest_key);
+        let dest_refused = match (&options.destination_if_match, dest) {
+            (Some(wanted), Some(d)) => *wanted != d.etag,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if dest_refused || (options.destination_if_none_match_any && dest.is_some()) {
+            return Err(Self::precondition_failed(op, dest_key));
+        }
+        if source_key != dest_key {
+            let object = objects.remove(source_key).expect("checked above");
+            objects.insert(dest_key.to_string(), object);
+        }
+        Ok(())
+    }
+}
+
+impl InMemoryClient {
+    /// A directory bucket's listing: entries (objects and common prefixes) ordered by a hash of
+    /// (listing seed, name), so every listing has its own order. The token carries the seed and
+    /// the last name returned, so an entry present for the whole listing is returned exactly once
+    /// even when others come and go between pages.
+    fn list_unordered(&self, request: &ListRequest) -> Result<ListPage, ClientError> {
+        use std::hash::{Hash, Hasher};
+        let rank = |seed: u64, name: &str| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (seed, name).hash(&mut h);
+            (h.finish(), name.to_string())
+        };
+        let invalid = || {
+            ClientError::new(ClientErrorKind::Other, "ListObjectsV2", "The continuation token provided is incorrect")
+        };
+        let (seed, after) = match &request.continuation_token {
+            None => (rand::random::<u64>(), None),
+            Some(token) => {
+                let (seed, last) = token.split_once('/').ok_or_else(invalid)?;
+                let seed = u64::from_str_radix(seed, 16).map_err(|_| invalid())?;
+                (seed, Some(rank(seed, last)))
+            }
+        };
+        let objects = self.objects.lock().unwrap();
+        let mut entries: BTreeMap<(u64, String), Option<ListedObject>> = BTreeMap::new();
+        for (key, o) in objects.range(request.prefix.clone()..) {
+            if !key.starts_with(&request.prefix) {
+                break;
+            }
+            let rest = &key[request.prefix.len()..];
+            let (name, object) = match request.delimiter.as_deref().and_then(|d| rest.find(d).map(|i| i + d.len())) {
+                Some(end) => (format!("{}{}", request.prefix, &rest[..end]), None),
+                None => {
+                    let object = ListedObject {
+                        key: key.clone(),
+                        size: o.data.len() as u64,
+                        last_modified: o.last_modified,
+                        etag: Some(o.etag.clone()),
+                        storage_class: o.storage_class.clone(),
+                    };
+                    (key.clone(), Some(object))
+                }
+            };
+            let rank = rank(seed, &name);
+            if after.as_ref().is_none_or(|a| rank > *a) {
+                entries.insert(rank, object);
+            }
+        }
+        let max_keys = request.max_keys.clamp(1, 1000) as usize;
+        let mut page = ListPage::default();
+        let truncated = entries.len() > max_keys;
+        for ((_, name), object) in entries.into_iter().take(max_keys) {
+            match object {
+                Some(object) => page.objects.push(object),
+                None => page.common_prefixes.push(name.clone()),
+            }
+            if truncated {
+                page.next_continuation_token = Some(format!("{seed:x}/{name}"));
+            }
+        }
+        Ok(page)
+    }
+}
+
+/// 501 NotImplemented, as a general purpose bucket answers RenameObject or a write offset.
+fn not_implemented(op: S3Operation, what: &str) -> ClientError {
+    ClientError {
+        code: Some("NotImplemented".into()),
+        status: Some(501),
+        ..ClientError::new(ClientErrorKind::Other, op.name(), format!("{what} is not supported by this bucket"))
     }
 }
 

@@ -28,20 +28,53 @@ use tracing::debug;
 
 use super::{
     ClientError, CopyOptions, ETag, GetObjectResponse, ListPage, ListRequest, ObjectClient, ObjectMeta, PutOptions,
-    PutResult, S3Operation, UploadedPart,
+    PutResult, RenameOptions, S3Operation, UploadedPart,
 };
-use crate::metrics::Metrics;
+
+/// Where a [`MeteredClient`] reports: the metrics registry implements it (`crate::metrics`),
+/// so the client layer does not depend on the metrics layer.
+pub trait RequestSink: Send + Sync + std::fmt::Debug {
+    /// A request of `op` is about to be sent.
+    fn s3_request_sent(&self, op: S3Operation);
+    /// A request of `op` was answered after `elapsed`, with `error` if it failed.
+    fn s3_request_answered(&self, op: S3Operation, elapsed: std::time::Duration, error: Option<&ClientError>);
+    /// A GET body failed after its headers arrived.
+    fn s3_body_error(&self, error: &ClientError);
+    /// Body bytes received.
+    fn add_bytes_in(&self, n: u64);
+    /// Body bytes sent.
+    fn add_bytes_out(&self, n: u64);
+}
+
+/// A shared sink is a sink (so `&Arc<Metrics>` can be passed where a sink is asked for).
+impl<T: RequestSink + ?Sized> RequestSink for Arc<T> {
+    fn s3_request_sent(&self, op: S3Operation) {
+        (**self).s3_request_sent(op);
+    }
+    fn s3_request_answered(&self, op: S3Operation, elapsed: std::time::Duration, error: Option<&ClientError>) {
+        (**self).s3_request_answered(op, elapsed, error);
+    }
+    fn s3_body_error(&self, error: &ClientError) {
+        (**self).s3_body_error(error);
+    }
+    fn add_bytes_in(&self, n: u64) {
+        (**self).add_bytes_in(n);
+    }
+    fn add_bytes_out(&self, n: u64) {
+        (**self).add_bytes_out(n);
+    }
+}
 
 /// A client that counts what it passes to `inner`.
 #[derive(Debug)]
 pub struct MeteredClient<C: ObjectClient> {
     inner: C,
-    metrics: Arc<Metrics>,
+    metrics: Arc<dyn RequestSink>,
 }
 
 impl<C: ObjectClient> MeteredClient<C> {
     /// Wraps `inner`, reporting to `metrics`.
-    pub fn new(inner: C, metrics: Arc<Metrics>) -> Self {
+    pub fn new(inner: C, metrics: Arc<dyn RequestSink>) -> Self {
         MeteredClient { inner, metrics }
     }
 
@@ -54,7 +87,7 @@ impl<C: ObjectClient> MeteredClient<C> {
 /// Runs one S3 call of `op` on `key`, counting it in `metrics` and logging a failure (with its
 /// request id) at DEBUG. Also for calls outside the trait, such as the bucket probe at mount.
 pub async fn metered<T>(
-    metrics: &Metrics,
+    metrics: &dyn RequestSink,
     op: S3Operation,
     key: &str,
     call: impl Future<Output = Result<T, ClientError>>,
@@ -189,6 +222,16 @@ impl<C: ObjectClient> ObjectClient for MeteredClient<C> {
         let call = self.inner.upload_part_copy(key, upload_id, part_number, source_key, range, source_if_match);
         metered(&self.metrics, S3Operation::UploadPartCopy, key, call).await
     }
+
+    async fn rename_object(
+        &self,
+        source_key: &str,
+        dest_key: &str,
+        options: &RenameOptions,
+    ) -> Result<(), ClientError> {
+        let call = self.inner.rename_object(source_key, dest_key, options);
+        metered(&self.metrics, S3Operation::RenameObject, dest_key, call).await
+    }
 }
 
 #[cfg(test)]
@@ -197,6 +240,8 @@ mod tests {
     use crate::client::ClientErrorKind;
     use crate::client::fault::FaultClient;
     use crate::client::memory::InMemoryClient;
+    // The registry is the sink in production; the test reads its counters back.
+    use crate::metrics::Metrics;
 
     fn client() -> (MeteredClient<FaultClient<InMemoryClient>>, Arc<Metrics>) {
         let inner = FaultClient::new(InMemoryClient::new("b"), 7);

@@ -12,6 +12,7 @@
 //! failure is worth retrying is decided here ([`ClientError::is_retryable`]), not at call sites.
 
 pub mod aws;
+pub mod cache;
 pub mod fault;
 pub mod memory;
 pub mod metered;
@@ -153,6 +154,23 @@ pub struct PutOptions {
     pub sse_kms_key_id: Option<String>,
     /// Send a CRC32C checksum with each part / object.
     pub checksum_crc32c: bool,
+    /// PutObject only: append the body to the object at this offset (`x-amz-write-offset-bytes`,
+    /// directory buckets). The offset must equal the object's current size (0 creates it); any
+    /// other size fails with [`ClientErrorKind::PreconditionFailed`] and the S3 code
+    /// `InvalidWriteOffset`, so a concurrent writer is detected, never merged.
+    pub write_offset: Option<u64>,
+}
+
+/// Conditions of a RenameObject (directory buckets). Each failed condition is
+/// [`ClientErrorKind::PreconditionFailed`]; nothing is renamed then.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RenameOptions {
+    /// `x-amz-rename-source-if-match`: the source must still have this ETag.
+    pub source_if_match: Option<ETag>,
+    /// `If-Match`: the destination must exist with this ETag (replace exactly that version).
+    pub destination_if_match: Option<ETag>,
+    /// `If-None-Match: *`: the destination must not exist (never replace).
+    pub destination_if_none_match_any: bool,
 }
 
 /// What the server said about a newly written object.
@@ -263,6 +281,13 @@ pub trait ObjectClient: Send + Sync + fmt::Debug + 'static {
         range: Range<u64>,
         source_if_match: Option<&ETag>,
     ) -> Result<UploadedPart, ClientError>;
+
+    /// RenameObject within the bucket (S3 Express One Zone directory buckets): atomically moves
+    /// `source_key` to `dest_key`, replacing the destination unless `options` forbid it. A
+    /// missing source is [`ClientErrorKind::NotFound`]; a bucket without RenameObject answers
+    /// 501 `NotImplemented` ([`ClientErrorKind::Other`], see [`ClientError::is_not_implemented`]).
+    async fn rename_object(&self, source_key: &str, dest_key: &str, options: &RenameOptions)
+    -> Result<(), ClientError>;
 }
 
 /// What kind of failure a client call met; decides retries and the errno the user sees.
@@ -318,6 +343,12 @@ impl ClientError {
         ClientError { kind, operation, code: None, status: None, request_id: None, message: message.into() }
     }
 
+    /// The server does not offer this operation (501 `NotImplemented`): e.g. RenameObject or a
+    /// write offset on a general purpose bucket.
+    pub fn is_not_implemented(&self) -> bool {
+        self.code.as_deref() == Some("NotImplemented") || self.status == Some(501)
+    }
+
     /// Throttling, 5xx and network failures are retryable; 4xx answers are final.
     pub fn is_retryable(&self) -> bool {
         matches!(self.kind, ClientErrorKind::Throttled | ClientErrorKind::Transient)
@@ -338,11 +369,12 @@ pub enum S3Operation {
     DeleteObject,
     CopyObject,
     UploadPartCopy,
+    RenameObject,
 }
 
 impl S3Operation {
     /// Every operation, for iterating over counters.
-    pub const ALL: [S3Operation; 11] = [
+    pub const ALL: [S3Operation; 12] = [
         S3Operation::HeadObject,
         S3Operation::GetObject,
         S3Operation::ListObjectsV2,
@@ -354,6 +386,7 @@ impl S3Operation {
         S3Operation::DeleteObject,
         S3Operation::CopyObject,
         S3Operation::UploadPartCopy,
+        S3Operation::RenameObject,
     ];
 
     /// The S3 API name, e.g. `GetObject`.
@@ -370,6 +403,7 @@ impl S3Operation {
             S3Operation::DeleteObject => "DeleteObject",
             S3Operation::CopyObject => "CopyObject",
             S3Operation::UploadPartCopy => "UploadPartCopy",
+            S3Operation::RenameObject => "RenameObject",
         }
     }
 }

@@ -30,7 +30,7 @@ use crate::escape::escaped;
 
 use super::{
     ClientError, ClientErrorKind, CopyOptions, ETag, GetObjectResponse, GetStream, ListPage, ListRequest, ObjectClient,
-    ObjectMeta, PutOptions, PutResult, UploadedPart,
+    ObjectMeta, PutOptions, PutResult, RenameOptions, UploadedPart,
 };
 
 /// How hard to try.
@@ -194,17 +194,19 @@ impl<C: ObjectClient> ObjectClient for RetryClient<C> {
         match result {
             // `If-None-Match: *` (or `If-Match`) failed on a retry: maybe another writer, maybe our
             // own first attempt whose answer was lost. The object's bytes decide.
+            // An append (write offset) refused on a retry likewise: our lost first attempt has
+            // moved the object's end, so the offset no longer matches.
             Err(e)
                 if retried
-                    && (options.if_none_match_any || options.if_match.is_some())
+                    && (options.if_none_match_any || options.if_match.is_some() || options.write_offset.is_some())
                     && e.kind == ClientErrorKind::PreconditionFailed =>
             {
-                match self.holds_exactly(key, &body).await {
+                match self.holds_at(key, options.write_offset.unwrap_or(0), &body).await {
                     Some(etag) => {
                         tracing::warn!(
                             key,
-                            "a retried PutObject was refused because the object exists ({e}); it holds exactly \
-                             the bytes sent, so the first attempt, whose answer was lost, succeeded"
+                            "a retried PutObject was refused ({e}); the object ends with exactly the bytes \
+                             sent, so the first attempt, whose answer was lost, succeeded"
                         );
                         Ok(PutResult { etag })
                     }
@@ -304,6 +306,28 @@ impl<C: ObjectClient> ObjectClient for RetryClient<C> {
         })
         .await
     }
+
+    async fn rename_object(
+        &self,
+        source_key: &str,
+        dest_key: &str,
+        options: &RenameOptions,
+    ) -> Result<(), ClientError> {
+        let call = || self.inner.rename_object(source_key, dest_key, options);
+        let (result, retried) = self.run_noting_retries("RenameObject", dest_key, call).await;
+        match result {
+            // The source is gone, or the destination exists, after a retry: that may be our own
+            // first attempt, whose answer was lost. Only the caller can tell (HEAD both keys).
+            Err(e) if retried && matches!(e.kind, ClientErrorKind::NotFound | ClientErrorKind::PreconditionFailed) => {
+                Err(ClientError {
+                    kind: ClientErrorKind::OutcomeUnknown,
+                    message: format!("refused on a retry, maybe because an earlier attempt succeeded: {}", e.message),
+                    ..e
+                })
+            }
+            other => other.map_err(unanswered_write),
+        }
+    }
 }
 
 /// A write that failed for good with a network failure or a server error (no readable answer,
@@ -320,17 +344,18 @@ fn unanswered_write(e: ClientError) -> ClientError {
 }
 
 impl<C: ObjectClient> RetryClient<C> {
-    /// The object's ETag if `key` holds exactly `expected`. The check's own calls are retried:
-    /// the fault that lost the answer may well hit them too.
-    async fn holds_exactly(&self, key: &str, expected: &Bytes) -> Option<ETag> {
+    /// The object's ETag if `key` ends at `offset` with exactly `expected` (`offset` 0: holds
+    /// exactly `expected`). The check's own calls are retried: the fault that lost the answer
+    /// may well hit them too.
+    async fn holds_at(&self, key: &str, offset: u64, expected: &Bytes) -> Option<ETag> {
         let meta = self.head_object(key).await.ok()?;
-        if meta.size != expected.len() as u64 {
+        if meta.size != offset + expected.len() as u64 {
             return None;
         }
         if expected.is_empty() {
             return Some(meta.etag);
         }
-        let response = self.get_object(key, 0..meta.size, Some(&meta.etag)).await.ok()?;
+        let response = self.get_object(key, offset..meta.size, Some(&meta.etag)).await.ok()?;
         let mut body = response.body;
         let mut at = 0usize;
         while let Some(chunk) = body.next().await {
@@ -498,6 +523,36 @@ mod tests {
         assert_eq!(e.kind, ClientErrorKind::OutcomeUnknown, "{e}");
         assert_eq!(c.inner().inner().object_bytes("k").unwrap(), "part");
         assert_eq!(c.inner().calls(S3Operation::CompleteMultipartUpload), 2);
+    }
+
+    #[tokio::test]
+    async fn an_append_whose_answer_was_lost_is_not_reported_as_a_conflict() {
+        let c = RetryClient::new(FaultClient::new(InMemoryClient::directory_bucket("b--use1-az4--x-s3"), 3), fast());
+        c.inner().inner().insert("log", "head,");
+        let at = |offset| PutOptions { write_offset: Some(offset), ..PutOptions::default() };
+        c.inner().inject(S3Operation::PutObject, When::Nth(1), Fault::LoseResponse(ClientErrorKind::Transient));
+        c.put_object("log", Bytes::from_static(b"tail"), &at(5)).await.expect("the first attempt landed");
+        assert_eq!(c.inner().inner().object_bytes("log").unwrap(), "head,tail");
+        assert_eq!(c.inner().calls(S3Operation::PutObject), 2, "retried once, answered InvalidWriteOffset");
+        // Another writer's append at the same offset is a conflict, retried or not.
+        c.inner().inner().insert("log", "head,theirs");
+        c.inner().fail_nth(S3Operation::PutObject, 3, ClientErrorKind::Throttled);
+        let e = c.put_object("log", Bytes::from_static(b"tail"), &at(5)).await.unwrap_err();
+        assert_eq!((e.kind, e.code.as_deref()), (ClientErrorKind::PreconditionFailed, Some("InvalidWriteOffset")));
+        assert_eq!(c.inner().inner().object_bytes("log").unwrap(), "head,theirs");
+    }
+
+    #[tokio::test]
+    async fn a_rename_whose_answer_was_lost_is_an_unknown_outcome() {
+        let c = RetryClient::new(FaultClient::new(InMemoryClient::directory_bucket("b--use1-az4--x-s3"), 3), fast());
+        c.inner().inner().insert("src", "bytes");
+        c.inner().inject(S3Operation::RenameObject, When::Nth(1), Fault::LoseResponse(ClientErrorKind::Transient));
+        let e = c.rename_object("src", "dst", &RenameOptions::default()).await.unwrap_err();
+        assert_eq!(e.kind, ClientErrorKind::OutcomeUnknown, "{e}");
+        assert_eq!(c.inner().inner().object_bytes("dst").unwrap(), "bytes");
+        // Without a retry, a missing source is simply not found.
+        let e = c.rename_object("src", "dst", &RenameOptions::default()).await.unwrap_err();
+        assert_eq!(e.kind, ClientErrorKind::NotFound, "{e}");
     }
 
     #[tokio::test]

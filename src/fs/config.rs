@@ -28,6 +28,11 @@ impl MetadataTtl {
     }
 }
 
+/// Default of `--rename-dir-limit`: a directory of up to this many objects is renamed in one
+/// call (about as long as `mv` of that many small files would take on a local disk over a
+/// slow link); larger ones get EXDEV and `mv` copies them file by file instead.
+pub const DEFAULT_RENAME_DIR_LIMIT: usize = 1000;
+
 /// Configuration of [`crate::fs::S3Filesystem`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FsConfig {
@@ -42,6 +47,10 @@ pub struct FsConfig {
     pub read_only: bool,
     pub allow_delete: bool,
     pub allow_overwrite: bool,
+    /// Rename by copy + delete on general-purpose buckets (`--allow-rename`).
+    pub allow_rename: bool,
+    /// Most objects one directory rename may copy (`--rename-dir-limit`); beyond it, EXDEV.
+    pub rename_dir_limit: usize,
     pub metadata_ttl: MetadataTtl,
     pub negative_metadata_ttl: MetadataTtl,
     /// Kernel attribute/entry TTL for files under `Minimal` (Mountpoint: 100 ms).
@@ -91,6 +100,8 @@ impl Default for FsConfig {
             read_only: false,
             allow_delete: false,
             allow_overwrite: false,
+            allow_rename: false,
+            rename_dir_limit: DEFAULT_RENAME_DIR_LIMIT,
             metadata_ttl: MetadataTtl::Minimal,
             negative_metadata_ttl: MetadataTtl::Minimal,
             file_kernel_ttl: Duration::from_millis(100),

@@ -126,6 +126,20 @@ pub enum FsError {
 
     #[error("interrupted: the calling thread {tid} has a signal pending; the request was abandoned")]
     Interrupted { tid: u32 },
+
+    #[error(
+        "renaming {key:?} would copy more than {limit} objects (--rename-dir-limit); refused so that the caller copies instead"
+    )]
+    RenameTooLarge { key: String, limit: usize },
+
+    #[error("rename flags {0:#x} are not supported (RENAME_EXCHANGE and RENAME_WHITEOUT cannot be done on S3)")]
+    RenameFlags(u32),
+
+    #[error("cannot move {key:?} into itself")]
+    RenameIntoItself { key: String },
+
+    #[error("cannot rename {key:?} now: {why}")]
+    RenameBusy { key: String, why: &'static str },
 }
 
 /// How an upload failed, remembered for every later call on its handle.
@@ -208,6 +222,11 @@ impl FsError {
             FsError::BeingWritten { .. } => libc::EPERM,
             FsError::AlreadyCommitted { .. } => libc::EIO,
             FsError::Interrupted { .. } => libc::EINTR,
+            // EXDEV makes mv (and most tools) fall back to copying file by file.
+            FsError::RenameTooLarge { .. } => libc::EXDEV,
+            FsError::RenameFlags(_) => libc::EINVAL,
+            FsError::RenameIntoItself { .. } => libc::EINVAL,
+            FsError::RenameBusy { .. } => libc::EBUSY,
         }
     }
 

@@ -16,7 +16,7 @@ use futures::future::{Either, select};
 
 use crate::client::{ClientErrorKind, ListRequest, ObjectClient};
 use crate::fs::FsError;
-use crate::fs::inode::{InodeKind, RemoteEntry};
+use crate::fs::namespace::{InodeKind, RemoteEntry};
 use crate::fs::posix::{PosixAttrs, PosixKind, ops::attrs_of};
 
 /// Looks up `name` in the directory whose key is `dir_key` (empty or ending in `/`).

@@ -6,18 +6,17 @@
 //! [`FsError::errno`] is the one place an errno is chosen. Nothing here imports fuser,
 //! aws-sdk-s3, aws-config or clap.
 
-pub mod cache;
 pub mod config;
 pub mod error;
-pub mod inode;
 pub mod lookup;
 pub mod memory;
-pub mod metacache;
+pub mod namespace;
 pub mod part_buffer;
 pub mod posix;
 pub mod prefetch;
 pub mod read;
 pub mod readdir;
+pub mod rename;
 pub mod settle;
 pub mod upload;
 pub mod write;
@@ -30,13 +29,12 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
-use crate::client::{ETag, ObjectClient};
+use crate::client::ObjectClient;
 pub use config::{FsConfig, MetadataTtl};
 pub use error::FsError;
-use inode::LocalState;
-use inode::names::{NAME_MAX, parse_name};
-use inode::{Inode, InodeKind, InodeTable, ROOT_INO};
 use memory::MemoryBudget;
+use namespace::names::{NAME_MAX, parse_name};
+use namespace::{Inode, InodeKind, LocalState, Namespace, ROOT_INO};
 use prefetch::{PrefetchConfig, Prefetcher};
 use read::{FileReader, ObjectVersion};
 use readdir::{DirListing, DirSlot};
@@ -111,29 +109,23 @@ enum Handle {
     Write(Arc<WriteHandle>),
 }
 
-/// Who has an inode open: one writer, or any number of readers.
-#[derive(Clone, Copy, Debug, Default)]
-struct OpenCount {
-    readers: usize,
-    writer: bool,
-}
-
 /// The file system over one bucket (and prefix).
 pub struct S3Filesystem {
     client: Arc<dyn ObjectClient>,
     config: FsConfig,
-    inodes: InodeTable,
+    /// Names and their state: inodes, local entries, who has what open, metadata caches.
+    ns: Namespace,
     files: Mutex<HashMap<u64, Handle>>,
-    open_counts: Mutex<HashMap<u64, OpenCount>>,
     dirs: Mutex<HashMap<u64, Arc<DirHandle>>>,
     next_fh: AtomicU64,
     mount_time: SystemTime,
     prefetcher: Arc<Prefetcher>,
-    meta: metacache::MetadataCache,
     /// `--posix-metadata`: symlink targets read from S3.
     symlinks: posix::ops::SymlinkCache,
     /// Set by [`S3Filesystem::shutdown`].
     shut_down: AtomicBool,
+    /// Where rename intents are made durable (`--allow-rename`).
+    intents: Option<rename::intent::IntentLog>,
 }
 
 impl std::fmt::Debug for S3Filesystem {
@@ -151,52 +143,55 @@ impl S3Filesystem {
         let budget = MemoryBudget::for_target(target);
         tracing::debug!(target, budget = budget.limit(), "memory budget for data buffers");
         let prefetcher = Prefetcher::new(PrefetchConfig::from_fs_config(&config), budget);
-        let meta = metacache::MetadataCache::new(config.metadata_ttl, config.negative_metadata_ttl);
+        let ns = Namespace::new(&config.prefix, mount_time, config.metadata_ttl, config.negative_metadata_ttl);
         S3Filesystem {
             prefetcher,
-            inodes: InodeTable::new(&config.prefix, mount_time),
+            ns,
             client,
             config,
             files: Mutex::default(),
-            open_counts: Mutex::default(),
             dirs: Mutex::default(),
             next_fh: AtomicU64::new(1),
             mount_time,
-            meta,
             symlinks: posix::ops::SymlinkCache::default(),
             shut_down: AtomicBool::new(false),
+            intents: None,
         }
     }
 
     /// Persists learned metadata through `journal` (for `--metadata-ttl indefinite` with a
     /// cache directory), starting from what it already holds.
-    pub fn with_journal(mut self, journal: metacache::journal::Journal, loaded: metacache::journal::Loaded) -> Self {
-        self.meta = self.meta.with_journal(journal, loaded);
+    pub fn with_journal(
+        mut self,
+        journal: namespace::metacache::journal::Journal,
+        loaded: namespace::metacache::journal::Loaded,
+    ) -> Self {
+        self.ns = self.ns.with_journal(journal, loaded);
         self
     }
 
     /// Writes out buffered metadata (at unmount).
     pub fn flush_metadata(&self) {
-        self.meta.flush();
+        self.ns.flush_metadata();
     }
 
     /// What `dir_key` + `name` is: from the metadata cache while it may be trusted, else from S3
     /// (and then remembered).
-    pub(crate) async fn resolve(&self, dir_key: &str, name: &str) -> Result<Option<inode::RemoteEntry>, FsError> {
-        if let Some(known) = self.meta.lookup(dir_key, name)
+    pub(crate) async fn resolve(&self, dir_key: &str, name: &str) -> Result<Option<namespace::RemoteEntry>, FsError> {
+        if let Some(known) = self.ns.cached(dir_key, name)
             && !self.lacks_posix(known.as_ref())
         {
             return Ok(known);
         }
         let posix = self.config.posix_metadata;
         let remote = lookup::remote_lookup(self.client.as_ref(), dir_key, name, self.mount_time, posix).await?;
-        self.meta.record(dir_key, name, remote.as_ref());
+        self.ns.learned(dir_key, name, remote.as_ref());
         Ok(remote)
     }
 
     /// With `--posix-metadata`, an entry known only from a listing: its attributes are unknown
     /// until a lookup's HeadObject reads them.
-    fn lacks_posix(&self, entry: Option<&inode::RemoteEntry>) -> bool {
+    fn lacks_posix(&self, entry: Option<&namespace::RemoteEntry>) -> bool {
         self.config.posix_metadata && entry.is_some_and(|e| e.posix.is_none())
     }
 
@@ -212,7 +207,7 @@ impl S3Filesystem {
 
     /// Number of inodes the table holds (root included).
     pub fn inode_count(&self) -> usize {
-        self.inodes.len()
+        self.ns.len()
     }
 
     /// How long metadata of `kind` may be cached, by us and by the kernel.
@@ -267,37 +262,31 @@ impl S3Filesystem {
         Entry { attr: self.attr(inode), ttl: self.ttl(inode.kind) }
     }
 
-    /// The key of the directory holding `inode` (empty or ending in `/`).
-    fn parent_key(inode: &Inode) -> &str {
-        let own = inode.name.len() + usize::from(inode.kind == InodeKind::Directory);
-        &inode.key[..inode.key.len() - own]
-    }
-
     /// Looks `name` up in directory `parent`, asking S3. Takes a kernel lookup reference.
     pub async fn lookup(&self, parent: u64, name: &OsStr) -> Result<Entry, FsError> {
         let name = parse_name(name)?;
-        let dir = self.inodes.get(parent)?;
+        let dir = self.ns.get(parent)?;
         if dir.kind != InodeKind::Directory {
             return Err(FsError::NotADirectory(parent));
         }
-        let local = self.inodes.local_child(parent, name);
+        let local = self.ns.local_child(parent, name);
         if let Some(file) = local.as_ref().filter(|i| i.local == Some(LocalState::File)) {
             // Being written here: S3 has nothing newer to say.
-            let inode = self.inodes.reference(file.ino)?;
+            let inode = self.ns.reference(file.ino)?;
             return Ok(self.entry(&inode));
         }
         match self.resolve(&dir.key, name).await? {
             Some(remote) => {
                 let ttl = self.ttl(remote.kind);
-                let inode = self.inodes.lookup_upsert(parent, name, remote, ttl)?;
+                let inode = self.ns.remember(parent, name, remote, ttl)?;
                 Ok(self.entry(&inode))
             }
             None if local.is_some() => {
-                let inode = self.inodes.reference(local.expect("checked").ino)?;
+                let inode = self.ns.reference(local.expect("checked").ino)?;
                 Ok(self.entry(&inode))
             }
             None => {
-                self.inodes.remove_name(parent, name);
+                self.ns.gone(parent, name);
                 Err(FsError::NotFound { parent, name: name.to_string() })
             }
         }
@@ -305,12 +294,12 @@ impl S3Filesystem {
 
     /// The kernel dropped `n` references to `ino`.
     pub fn forget(&self, ino: u64, n: u64) {
-        self.inodes.forget(ino, n);
+        self.ns.forget(ino, n);
     }
 
     /// Attributes of `ino`, asking S3 again once the cached ones expire.
     pub async fn getattr(&self, ino: u64) -> Result<Entry, FsError> {
-        let inode = self.inodes.get(ino)?;
+        let inode = self.ns.get(ino)?;
         let unknown_attrs = self.config.posix_metadata && inode.stat.posix.is_none() && ino != ROOT_INO;
         if (inode.stat.is_fresh() && !unknown_attrs) || inode.local.is_some() {
             return Ok(self.entry(&inode));
@@ -320,22 +309,20 @@ impl S3Filesystem {
     }
 
     async fn revalidate(&self, inode: &Inode) -> Result<Inode, FsError> {
-        let parent_key = Self::parent_key(inode);
         let posix = self.config.posix_metadata;
         let remote =
-            lookup::remote_lookup(self.client.as_ref(), parent_key, &inode.name, self.mount_time, posix).await?;
-        self.meta.record(parent_key, &inode.name, remote.as_ref());
-        let ttl = self.ttl(inode.kind);
-        self.inodes.revalidate(inode.ino, remote, ttl)
+            lookup::remote_lookup(self.client.as_ref(), inode.parent_key(), &inode.name, self.mount_time, posix)
+                .await?;
+        self.ns.revalidated(inode.ino, remote, self.ttl(inode.kind))
     }
 
     /// Opens a file. A handle reads or writes, decided here as Mountpoint does: `O_WRONLY`
     /// writes; `O_RDWR` writes only a new file or (with `O_TRUNC`) a replaced one; else read.
     pub async fn open(&self, ino: u64, flags: i32, pid: u32) -> Result<Opened, FsError> {
-        let mut inode = self.inodes.get(ino)?;
+        let mut inode = self.ns.get(ino)?;
         if inode.local == Some(LocalState::File) && self.complete_deferred(ino).await {
             // Now an object in S3 (or gone, if its upload failed).
-            inode = self.inodes.get(ino)?;
+            inode = self.ns.get(ino)?;
         }
         if inode.kind == InodeKind::Directory {
             return Err(FsError::IsADirectory(ino));
@@ -371,7 +358,7 @@ impl S3Filesystem {
         let Some(etag) = inode.stat.etag.clone() else {
             return Err(FsError::StaleInode { ino, key: inode.key });
         };
-        self.claim_reader(&inode)?;
+        self.ns.open_read(ino).map_err(|_| FsError::BeingWritten { key: inode.key.clone() })?;
         let object = ObjectVersion { key: inode.key, etag, size: inode.stat.size };
         let reader = FileReader::new(self.client.clone(), object, self.prefetcher.clone());
         let fh = self.add_handle(Handle::Read { ino, reader: Arc::new(reader) });
@@ -395,77 +382,17 @@ impl S3Filesystem {
         }
     }
 
-    fn claim_reader(&self, inode: &Inode) -> Result<(), FsError> {
-        let mut counts = self.open_counts.lock().unwrap();
-        let count = counts.entry(inode.ino).or_default();
-        if count.writer {
-            return Err(FsError::BeingWritten { key: inode.key.clone() });
-        }
-        count.readers += 1;
-        Ok(())
-    }
-
-    fn claim_writer(&self, inode: &Inode) -> Result<(), FsError> {
-        let mut counts = self.open_counts.lock().unwrap();
-        let count = counts.entry(inode.ino).or_default();
-        if count.writer || count.readers > 0 {
-            return Err(FsError::PermissionDenied(format!(
-                "{:?} is open elsewhere: a file has one writer or any number of readers",
-                inode.key
-            )));
-        }
-        count.writer = true;
-        Ok(())
-    }
-
-    fn check_no_readers(&self, inode: &Inode) -> Result<(), FsError> {
-        let counts = self.open_counts.lock().unwrap();
-        match counts.get(&inode.ino) {
-            Some(c) if c.readers > 0 || c.writer => {
-                Err(FsError::PermissionDenied(format!("{:?} is open elsewhere and cannot be replaced now", inode.key)))
-            }
-            _ => Ok(()),
-        }
-    }
-
-    fn release_claim(&self, ino: u64, writer: bool) {
-        let mut counts = self.open_counts.lock().unwrap();
-        if let Some(count) = counts.get_mut(&ino) {
-            if writer {
-                count.writer = false;
-            } else {
-                count.readers = count.readers.saturating_sub(1);
-            }
-            if !count.writer && count.readers == 0 {
-                counts.remove(&ino);
-            }
-        }
-    }
-
     /// Reads up to `size` bytes at `offset` from open handle `fh`.
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Bytes, FsError> {
         match self.handle(fh) {
             Some(Handle::Read { ino, reader }) => {
                 let result = reader.read(offset, size).await;
                 if let Err(FsError::ObjectChanged { .. }) = &result {
-                    self.forget_stale(ino, &reader.object().etag);
+                    self.ns.stale(ino, &reader.object().etag);
                 }
                 result
             }
             _ => Err(FsError::BadHandle(fh)),
-        }
-    }
-
-    /// S3 proved that `etag` is no longer what inode `ino` names (412 on an If-Match GET). This
-    /// handle stays stale (ESTALE: it reads one version), but whatever else trusted that ETag
-    /// must not: the cached metadata and listing are dropped and the inode's stat expires, so the
-    /// next open revalidates, finds the new object, and the kernel looks the name up again
-    /// (the replaced object gets a new inode number, so no stale kernel attributes survive).
-    fn forget_stale(&self, ino: u64, etag: &ETag) {
-        let Ok(inode) = self.inodes.get(ino) else { return };
-        self.meta.stale(Self::parent_key(&inode), &inode.name, etag);
-        if inode.stat.etag.as_ref() == Some(etag) {
-            let _ = self.inodes.update(ino, |i| i.stat.expiry = std::time::Instant::now());
         }
     }
 
@@ -476,7 +403,7 @@ impl S3Filesystem {
         match handle {
             Handle::Read { ino, .. } => {
                 self.files.lock().unwrap().remove(&fh);
-                self.release_claim(ino, false);
+                self.ns.close(ino, false);
             }
             Handle::Write(w) => {
                 // The handle stays listed until its upload is done, so a shutdown meanwhile
@@ -504,16 +431,16 @@ impl S3Filesystem {
 
     /// Opens directory `ino` for listing.
     pub async fn opendir(&self, ino: u64) -> Result<u64, FsError> {
-        let inode = self.inodes.get(ino)?;
+        let inode = self.ns.get(ino)?;
         if inode.kind != InodeKind::Directory {
             return Err(FsError::NotADirectory(ino));
         }
-        let locals = self.inodes.local_children(ino).into_iter().map(|i| (i.name, i.kind)).collect();
-        let cached = self.meta.listing(&inode.key);
+        let locals = self.ns.local_children(ino).into_iter().map(|i| (i.name, i.kind)).collect();
+        let cached = self.ns.listing(&inode.key);
         let mut listing = DirListing::new(inode.key, self.config.list_page_size, self.mount_time, locals);
         listing = match cached {
             Some(entries) => listing.with_cached(entries),
-            None if self.meta.is_enabled() => listing.collecting(),
+            None if self.ns.caches_listings() => listing.collecting(),
             None => listing,
         };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
@@ -534,37 +461,37 @@ impl S3Filesystem {
         let handle = self.dirs.lock().unwrap().get(&fh).cloned().ok_or(FsError::BadHandle(fh))?;
         let mut listing = handle.listing.lock().await;
         listing.seek(fh, offset)?;
-        let dir = self.inodes.get(handle.ino)?;
+        let dir = self.ns.get(handle.ino)?;
         let mut at = offset;
         while let Some(slot) = listing.slot(self.client.as_ref(), at).await? {
             let next_offset = at + 1;
             let full = match slot {
                 DirSlot::Dot => add(DirEntry { name: ".", next_offset, entry: self.entry(&dir) }),
                 DirSlot::DotDot => {
-                    let parent = self.inodes.get(dir.parent).unwrap_or_else(|_| dir.clone());
+                    let parent = self.ns.get(dir.parent).unwrap_or_else(|_| dir.clone());
                     add(DirEntry { name: "..", next_offset, entry: self.entry(&parent) })
                 }
                 DirSlot::Local(name) => {
                     // Gone since the handle opened (uploaded and forgotten, or removed): skip it.
-                    let Some(local) = self.inodes.local_child(handle.ino, &name) else {
+                    let Some(local) = self.ns.local_child(handle.ino, &name) else {
                         at = next_offset;
                         continue;
                     };
-                    let inode = self.inodes.reference(local.ino)?;
+                    let inode = self.ns.reference(local.ino)?;
                     let full = add(DirEntry { name: &name, next_offset, entry: self.entry(&inode) });
                     if full {
-                        self.inodes.forget(inode.ino, 1);
+                        self.ns.forget(inode.ino, 1);
                     }
                     full
                 }
                 DirSlot::Entry(e) => {
                     let ttl = self.ttl(e.entry.kind);
-                    let inode = self.inodes.lookup_upsert(handle.ino, &e.name, e.entry, ttl)?;
+                    let inode = self.ns.remember(handle.ino, &e.name, e.entry, ttl)?;
                     let entry = Entry { attr: self.attr(&inode), ttl: self.listed_ttl(&inode) };
                     let full = add(DirEntry { name: &e.name, next_offset, entry });
                     if full {
                         // Not sent: give the reference back.
-                        self.inodes.forget(inode.ino, 1);
+                        self.ns.forget(inode.ino, 1);
                     }
                     full
                 }
@@ -575,7 +502,7 @@ impl S3Filesystem {
             at = next_offset;
         }
         if let Some(entries) = listing.take_complete() {
-            self.meta.record_listing(&dir.key, entries);
+            self.ns.listed(&dir.key, entries);
         }
         Ok(())
     }

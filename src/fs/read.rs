@@ -13,20 +13,14 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::client::{ClientError, ClientErrorKind, ETag, ObjectClient};
+use crate::client::{ClientError, ClientErrorKind, ObjectClient};
 use crate::fs::FsError;
 use crate::fs::memory::{Consumer, Reclaim};
 use crate::fs::prefetch::Prefetcher;
 use crate::fs::prefetch::part::{Part, WaitError};
 use crate::fs::prefetch::stream::{Planned, Source, Stream};
 
-/// Identity of the object version a handle reads.
-#[derive(Clone, Debug)]
-pub struct ObjectVersion {
-    pub key: String,
-    pub etag: ETag,
-    pub size: u64,
-}
+pub use crate::fs::prefetch::ObjectVersion;
 
 /// How long a read that could not get even its minimal memory waits before trying again, at
 /// most (it is woken earlier by any release).

@@ -17,8 +17,8 @@ use std::time::SystemTime;
 use crate::client::{ListRequest, ObjectClient};
 use crate::escape::escaped;
 use crate::fs::FsError;
-use crate::fs::inode::names::{ListedName, classify_object, classify_prefix};
-use crate::fs::inode::{InodeKind, RemoteEntry};
+use crate::fs::namespace::names::{ListedName, classify_object, classify_prefix};
+use crate::fs::namespace::{InodeKind, RemoteEntry};
 
 /// One directory entry, before it is given an inode.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -293,7 +293,7 @@ async fn local_changes_update_cached_listings_at_once() {
 
 #[tokio::test]
 async fn indefinite_metadata_survives_a_restart_through_the_journal() {
-    use crate::fs::metacache::journal::{Journal, path_for};
+    use crate::fs::namespace::metacache::journal::{Journal, path_for};
     let client = Arc::new(InMemoryClient::new("bucket"));
     client.insert("jars/a.jar", vec![1u8; 3000]);
     client.insert("jars/b.jar", vec![2u8; 10]);

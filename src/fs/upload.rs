@@ -141,6 +141,21 @@ impl Upload {
         &self.key
     }
 
+    /// Points the upload at `key` instead (the file was renamed while being written), so the
+    /// object lands at its new name with no copy; `replace` allows an existing object there.
+    /// Possible only until the first part went out (a multipart upload is bound to its key):
+    /// returns false after that.
+    pub fn retarget(&mut self, key: String, replace: bool) -> bool {
+        if self.multipart.is_some() {
+            return false;
+        }
+        self.key = key;
+        if replace {
+            self.config.options.if_none_match_any = false;
+        }
+        true
+    }
+
     /// Writes `data` at `offset`: at the current end of the file, or past it, in which case the
     /// gap is filled with zeros first (a forward seek, as `cp --sparse` makes over holes).
     /// Writing before the end fails the upload: bytes already sent cannot be changed.

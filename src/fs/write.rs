@@ -17,9 +17,9 @@ use std::time::{Duration, SystemTime};
 
 use crate::client::{ListRequest, PutOptions};
 use crate::fs::error::Failed;
-use crate::fs::inode::names::parse_name;
-use crate::fs::inode::{Inode, InodeKind, LocalState, RemoteEntry};
 use crate::fs::memory::WriterTicket;
+use crate::fs::namespace::names::parse_name;
+use crate::fs::namespace::{Inode, InodeKind, LocalState, OpenConflict};
 use crate::fs::upload::{Upload, UploadConfig, Uploaded};
 use crate::fs::{Entry, FsError, Handle, Opened, S3Filesystem};
 
@@ -99,7 +99,7 @@ impl S3Filesystem {
     /// Fails with `AlreadyExists` if `name` exists in `parent`, locally or in S3.
     pub(crate) async fn ensure_absent(&self, dir: &Inode, name: &str) -> Result<(), FsError> {
         let key = format!("{}{}", dir.key, name);
-        if self.inodes.local_child(dir.ino, name).is_some() || self.resolve(&dir.key, name).await?.is_some() {
+        if self.ns.local_child(dir.ino, name).is_some() || self.resolve(&dir.key, name).await?.is_some() {
             return Err(FsError::AlreadyExists { key });
         }
         Ok(())
@@ -107,7 +107,7 @@ impl S3Filesystem {
 
     pub(crate) fn writable_dir(&self, parent: u64, name: &OsStr) -> Result<(Inode, String), FsError> {
         let name = parse_name(name)?.to_string();
-        let dir = self.inodes.get(parent)?;
+        let dir = self.ns.get(parent)?;
         if dir.kind != InodeKind::Directory {
             return Err(FsError::NotADirectory(parent));
         }
@@ -133,10 +133,10 @@ impl S3Filesystem {
         }
         let (dir, name) = self.writable_dir(parent, name)?;
         self.ensure_absent(&dir, &name).await?;
-        let mut inode = self.inodes.create_local(parent, &name, InodeKind::File, self.ttl(InodeKind::File))?;
+        let mut inode = self.ns.create_local(parent, &name, InodeKind::File, self.ttl(InodeKind::File))?;
         if self.config.posix_metadata {
             let attrs = self.new_file_attrs(mode, owner);
-            inode = self.inodes.update(inode.ino, |i| i.stat.posix = Some(attrs))?;
+            inode = self.ns.set_posix(inode.ino, |p| *p = attrs)?;
         }
         Ok(self.entry(&inode))
     }
@@ -155,7 +155,7 @@ impl S3Filesystem {
         pid: u32,
         owner: Option<(u32, u32)>,
     ) -> Result<(Entry, Opened), FsError> {
-        let key = format!("{}{}", self.inodes.get(parent)?.key, name.to_string_lossy());
+        let key = format!("{}{}", self.ns.get(parent)?.key, name.to_string_lossy());
         let ticket = self.admit_writer(&key).await?;
         let entry = self.mknod_as(parent, name, mode | libc::S_IFREG, owner).await?;
         let opened = self.open_for_write(entry.attr.ino, pid, true, ticket)?;
@@ -184,8 +184,13 @@ impl S3Filesystem {
         new: bool,
         ticket: WriterTicket,
     ) -> Result<Opened, FsError> {
-        let inode = self.inodes.get(ino)?;
-        self.claim_writer(&inode)?;
+        let inode = self.ns.get(ino)?;
+        self.ns.open_write(ino).map_err(|_| {
+            FsError::PermissionDenied(format!(
+                "{:?} is open elsewhere: a file has one writer or any number of readers",
+                inode.key
+            ))
+        })?;
         let mut config = self.upload_config(&inode.key, new);
         config.options.metadata = self.upload_metadata(&inode);
         let budget = self.memory_budget().clone();
@@ -217,9 +222,14 @@ impl S3Filesystem {
                 inode.key
             )));
         }
-        self.check_no_readers(inode)?;
+        if let Err(OpenConflict::InUse | OpenConflict::BeingWritten) = self.ns.ensure_closed(inode.ino) {
+            return Err(FsError::PermissionDenied(format!(
+                "{:?} is open elsewhere and cannot be replaced now",
+                inode.key
+            )));
+        }
         let ticket = self.admit_writer(&inode.key).await?;
-        self.inodes.start_overwrite(inode.ino)?;
+        self.ns.start_overwrite(inode.ino)?;
         self.open_for_write(inode.ino, pid, false, ticket)
     }
 
@@ -227,14 +237,14 @@ impl S3Filesystem {
     pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32, FsError> {
         let handle = self.write_handle(fh)?;
         if handle.invalidated.load(std::sync::atomic::Ordering::Acquire) {
-            let key = self.inodes.get(handle.ino).map(|i| i.key).unwrap_or_default();
+            let key = self.ns.get(handle.ino).map(|i| i.key).unwrap_or_default();
             return Err(FsError::InvalidatedHandle { fh, key });
         }
         let mut state = handle.state.lock().await;
         let upload = match &mut *state {
             WriteState::Writing(upload) => upload,
             WriteState::Done(done) => {
-                let key = self.inodes.get(handle.ino).map(|i| i.key).unwrap_or_default();
+                let key = self.ns.get(handle.ino).map(|i| i.key).unwrap_or_default();
                 return Err(match done {
                     Ok(_) => FsError::AlreadyCommitted { key },
                     // Every later write gets the first failure's errno (EINVAL after an
@@ -251,13 +261,11 @@ impl S3Filesystem {
             *state = WriteState::Done(failed);
             self.unclaim_writer(&handle);
         } else {
-            let _ = self.inodes.update(handle.ino, |i| {
-                i.stat.size = size;
-                // A write moves the mtime again, past one a program set (utimes before writing).
-                if let Some(p) = i.stat.posix.as_mut() {
-                    p.mtime = None;
-                }
-            });
+            self.ns.set_size(handle.ino, size);
+            // A write moves the mtime again, past one a program set (utimes before writing).
+            if self.config.posix_metadata {
+                let _ = self.ns.set_posix(handle.ino, |p| p.mtime = None);
+            }
         }
         written.map(|()| data.len() as u32)
     }
@@ -268,7 +276,7 @@ impl S3Filesystem {
         match &mut *state {
             WriteState::Writing(upload) => {
                 // The attributes as they are now (a chmod or utimes while open), mtime included.
-                let posix = match self.inodes.get(handle.ino) {
+                let posix = match self.ns.get(handle.ino) {
                     Ok(inode) if self.config.posix_metadata => {
                         let wanted = self.upload_metadata(&inode);
                         let carried = upload.set_metadata(wanted.clone()).clone();
@@ -290,7 +298,7 @@ impl S3Filesystem {
             }
             WriteState::Done(Ok(_)) => Ok(()),
             WriteState::Done(Err(failed)) => {
-                let key = self.inodes.get(handle.ino).map(|i| i.key).unwrap_or_default();
+                let key = self.ns.get(handle.ino).map(|i| i.key).unwrap_or_default();
                 Err(FsError::UploadFailed { key, failed: *failed })
             }
         }
@@ -299,29 +307,15 @@ impl S3Filesystem {
     /// Gives back the inode's writer claim, once.
     pub(crate) fn unclaim_writer(&self, handle: &WriteHandle) {
         if !handle.unclaimed.swap(true, std::sync::atomic::Ordering::AcqRel) {
-            self.release_claim(handle.ino, true);
+            self.ns.close(handle.ino, true);
         }
     }
 
     fn finish_upload(&self, ino: u64, result: &Result<Uploaded, Failed>) {
         match result {
-            Ok(done) => {
-                self.inodes.finish_local_file(ino, done.etag.clone(), done.size, self.ttl(InodeKind::File));
-                if let Ok(inode) = self.inodes.get(ino) {
-                    let entry = RemoteEntry {
-                        kind: InodeKind::File,
-                        size: done.size,
-                        mtime: inode.stat.mtime,
-                        etag: Some(done.etag.clone()),
-                        storage_class: None,
-                        archived: false,
-                        posix: inode.stat.posix,
-                    };
-                    self.meta.created(Self::parent_key(&inode), &inode.name, &entry);
-                }
-            }
+            Ok(done) => self.ns.commit_upload(ino, done.etag.clone(), done.size, self.ttl(InodeKind::File)),
             // Nothing reached S3: forget the local file (an overwritten object is unchanged).
-            Err(_) => self.inodes.abandon_local(ino),
+            Err(_) => self.ns.abandon_local(ino),
         }
     }
 
@@ -388,7 +382,7 @@ impl S3Filesystem {
                     continue;
                 }
             };
-            let key = self.inodes.get(writer.ino).map(|i| i.key).unwrap_or_default();
+            let key = self.ns.get(writer.ino).map(|i| i.key).unwrap_or_default();
             match self.end_at_shutdown(&writer).await {
                 Some(true) => report.completed.push(key),
                 Some(false) => report.aborted.push(key),
@@ -425,7 +419,7 @@ impl S3Filesystem {
             *state = WriteState::Done(failed);
             self.unclaim_writer(&writer);
         } else {
-            let _ = self.inodes.update(inode.ino, |i| i.stat.size = now);
+            self.ns.set_size(inode.ino, now);
         }
         result
     }
@@ -435,7 +429,7 @@ impl S3Filesystem {
     /// the outcome by key. Returns whether the upload completed, or `None` if there was nothing
     /// to report (it failed earlier and was reported then, or it was reported already).
     pub(crate) async fn end_at_shutdown(&self, writer: &WriteHandle) -> Option<bool> {
-        let key = self.inodes.get(writer.ino).map(|i| i.key).unwrap_or_default();
+        let key = self.ns.get(writer.ino).map(|i| i.key).unwrap_or_default();
         let mut state = writer.state.lock().await;
         if writer.reported.swap(true, std::sync::atomic::Ordering::AcqRel) {
             return None;
@@ -473,14 +467,14 @@ impl S3Filesystem {
         let (dir, name) = self.writable_dir(parent, name)?;
         // A file closed with its upload left to release (an empty one, as tar's placeholders for
         // symlinks are) is completed first, as an open would, and then deleted like any object.
-        let deferred = match self.inodes.local_child(parent, &name) {
+        let deferred = match self.ns.local_child(parent, &name) {
             Some(local) if local.kind != InodeKind::Directory => self.complete_deferred(local.ino).await,
             _ => false,
         };
         if deferred {
             tracing::debug!(key = %crate::escape::escaped(&format!("{}{}", dir.key, name)), "completed a closed file's upload to delete it");
         }
-        if let Some(local) = self.inodes.local_child(parent, &name) {
+        if let Some(local) = self.ns.local_child(parent, &name) {
             return Err(match local.kind {
                 InodeKind::Directory => FsError::IsADirectory(local.ino),
                 InodeKind::File | InodeKind::Symlink => FsError::PermissionDenied(format!(
@@ -495,8 +489,7 @@ impl S3Filesystem {
             Some(e) if e.kind == InodeKind::Directory => Err(FsError::IsADirectory(parent)),
             Some(_) => {
                 self.client.delete_object(&key).await.map_err(|e| FsError::client("delete", &key, e))?;
-                self.inodes.remove_name(parent, &name);
-                self.meta.removed(&dir.key, &name);
+                self.ns.unlinked(parent, &dir.key, &name);
                 Ok(())
             }
         }
@@ -523,25 +516,25 @@ impl S3Filesystem {
         }
         let (dir, name) = self.writable_dir(parent, name)?;
         self.ensure_absent(&dir, &name).await?;
-        let inode = self.inodes.create_local(parent, &name, InodeKind::Directory, self.ttl(InodeKind::Directory))?;
+        let inode = self.ns.create_local(parent, &name, InodeKind::Directory, self.ttl(InodeKind::Directory))?;
         Ok(self.entry(&inode))
     }
 
     /// rmdir: only empty directories made by mkdir; directories in S3 stay.
     pub async fn rmdir(&self, parent: u64, name: &OsStr) -> Result<(), FsError> {
         let (dir, name) = self.writable_dir(parent, name)?;
-        if let Some(local) = self.inodes.local_child(parent, &name) {
+        if let Some(local) = self.ns.local_child(parent, &name) {
             if local.kind != InodeKind::Directory {
                 return Err(FsError::NotADirectory(local.ino));
             }
-            if self.inodes.has_local_children(local.ino) {
+            if self.ns.has_local_children(local.ino) {
                 return Err(FsError::NotEmpty { key: local.key });
             }
             let request =
                 ListRequest { prefix: local.key.clone(), delimiter: None, continuation_token: None, max_keys: 1 };
             let page = self.client.list_objects(&request).await.map_err(|e| FsError::client("list", &local.key, e))?;
             if page.objects.is_empty() && page.common_prefixes.is_empty() {
-                self.inodes.abandon_local(local.ino);
+                self.ns.abandon_local(local.ino);
                 return Ok(());
             }
         }
@@ -560,22 +553,20 @@ impl S3Filesystem {
     /// (see [`Upload::truncate`]); mode and owner changes on them are ignored (as Mountpoint
     /// does). Nothing of S3 objects can change.
     pub async fn setattr(&self, ino: u64, change: SetAttr) -> Result<Entry, FsError> {
-        let inode = self.inodes.get(ino)?;
+        let inode = self.ns.get(ino)?;
         if inode.local == Some(LocalState::File) {
             if let Some(size) = change.size.filter(|&s| s != inode.stat.size) {
                 self.truncate_local(&inode, size).await?;
             }
-            let posix = self.config.posix_metadata;
-            let now = SystemTime::now();
-            let inode = self.inodes.update(ino, |i| {
-                if let Some(t) = change.mtime {
-                    i.stat.mtime = t;
-                }
-                if posix {
-                    // Carried by the upload (see `complete`).
-                    i.stat.posix = Some(crate::fs::posix::ops::apply(i.stat.posix.unwrap_or_default(), &change, now));
-                }
-            })?;
+            let mut inode = match change.mtime {
+                Some(t) => self.ns.set_mtime(ino, t)?,
+                None => self.ns.get(ino)?,
+            };
+            if self.config.posix_metadata {
+                // Carried by the upload (see `complete`).
+                let now = SystemTime::now();
+                inode = self.ns.set_posix(ino, |p| *p = crate::fs::posix::ops::apply(*p, &change, now))?;
+            }
             return Ok(self.entry(&inode));
         }
         let attributes = change.mode.is_some()

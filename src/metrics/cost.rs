@@ -107,6 +107,7 @@ impl PriceClass {
             | S3Operation::CompleteMultipartUpload
             | S3Operation::CopyObject
             | S3Operation::UploadPartCopy
+            | S3Operation::RenameObject
             | S3Operation::ListObjectsV2 => PriceClass::Put,
             S3Operation::GetObject | S3Operation::HeadObject => PriceClass::Get,
             S3Operation::DeleteObject | S3Operation::AbortMultipartUpload => PriceClass::Delete,
@@ -245,6 +246,7 @@ mod tests {
             (DeleteObject, PriceClass::Delete),
             (CopyObject, PriceClass::Put),
             (UploadPartCopy, PriceClass::Put),
+            (RenameObject, PriceClass::Put),
         ];
         assert_eq!(expected.len(), S3Operation::ALL.len());
         for (op, class) in expected {

@@ -92,8 +92,8 @@ pub struct CacheCounts {
     pub evictions: u64,
 }
 
-impl From<crate::fs::cache::CacheStats> for CacheCounts {
-    fn from(stats: crate::fs::cache::CacheStats) -> Self {
+impl From<crate::client::cache::CacheStats> for CacheCounts {
+    fn from(stats: crate::client::cache::CacheStats) -> Self {
         CacheCounts { hits: stats.hits, misses: stats.misses, evictions: stats.evictions }
     }
 }
@@ -367,6 +367,24 @@ fn parse_vm_rss(status: &str) -> Option<u64> {
     let line = status.lines().find_map(|line| line.strip_prefix("VmRSS:"))?;
     let kib: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
     Some(kib * 1024)
+}
+
+impl crate::client::metered::RequestSink for Metrics {
+    fn s3_request_sent(&self, op: S3Operation) {
+        Metrics::s3_request_sent(self, op);
+    }
+    fn s3_request_answered(&self, op: S3Operation, elapsed: Duration, error: Option<&ClientError>) {
+        Metrics::s3_request_answered(self, op, elapsed, error);
+    }
+    fn s3_body_error(&self, error: &ClientError) {
+        Metrics::s3_body_error(self, error);
+    }
+    fn add_bytes_in(&self, n: u64) {
+        Metrics::add_bytes_in(self, n);
+    }
+    fn add_bytes_out(&self, n: u64) {
+        Metrics::add_bytes_out(self, n);
+    }
 }
 
 #[cfg(test)]

@@ -229,7 +229,7 @@ mod tests {
             requests,
             "summary: s3 requests: HeadObject=0 GetObject=3 ListObjectsV2=0 PutObject=1 \
              CreateMultipartUpload=0 UploadPart=0 CompleteMultipartUpload=0 AbortMultipartUpload=0 \
-             DeleteObject=0 CopyObject=0 UploadPartCopy=0 total=4 billable=4"
+             DeleteObject=0 CopyObject=0 UploadPartCopy=0 RenameObject=0 total=4 billable=4"
         );
         assert_eq!(
             lines.last().unwrap(),

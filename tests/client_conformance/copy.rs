@@ -13,7 +13,7 @@ fn with_meta(pairs: &[(&str, &str)]) -> PutOptions {
 }
 
 pub async fn copy_object(f: Fixture) {
-    let data = pattern(5000);
+    let data = pattern_bytes(5000, 0);
     let c = f.client.as_ref();
     c.put_object("src file+1", data.clone(), &with_meta(&[("mode", "33188")])).await.unwrap();
     let copied = c.copy_object("src file+1", "dst/copy", &CopyOptions::default()).await.unwrap();
@@ -30,8 +30,8 @@ pub async fn copy_object(f: Fixture) {
 
 pub async fn copy_pinned_source(f: Fixture) {
     let c = f.client.as_ref();
-    let old = f.put("src", pattern(100)).await;
-    let new = f.put("src", pattern(200)).await;
+    let old = f.put("src", pattern_bytes(100, 0)).await;
+    let new = f.put("src", pattern_bytes(200, 0)).await;
     let pinned = CopyOptions { source_if_match: Some(old), ..CopyOptions::default() };
     let err = c.copy_object("src", "dst", &pinned).await.unwrap_err();
     assert_eq!(err.kind, ClientErrorKind::PreconditionFailed, "{err}");
@@ -43,7 +43,7 @@ pub async fn copy_pinned_source(f: Fixture) {
 
 pub async fn copy_conditional_destination(f: Fixture) {
     let c = f.client.as_ref();
-    f.put("src", pattern(100)).await;
+    f.put("src", pattern_bytes(100, 0)).await;
     let existing = f.put("dst", Bytes::from_static(b"keep")).await;
     let no_replace =
         CopyOptions { dest: PutOptions { if_none_match_any: true, ..PutOptions::default() }, ..CopyOptions::default() };
@@ -70,7 +70,7 @@ pub async fn copy_conditional_destination(f: Fixture) {
 
 pub async fn copy_onto_itself_replacing_metadata(f: Fixture) {
     let c = f.client.as_ref();
-    let data = pattern(3000);
+    let data = pattern_bytes(3000, 0);
     let first = c.put_object("k", data.clone(), &with_meta(&[("mode", "33188"), ("uid", "0")])).await.unwrap();
     let replace = CopyOptions {
         source_if_match: Some(first.etag),
@@ -88,13 +88,13 @@ pub async fn copy_onto_itself_replacing_metadata(f: Fixture) {
 pub async fn user_metadata(f: Fixture) {
     let c = f.client.as_ref();
     let options = with_meta(&[("mode", "41453"), ("mtime", "1700000000.5")]);
-    c.put_object("small", pattern(10), &options).await.unwrap();
+    c.put_object("small", pattern_bytes(10, 0), &options).await.unwrap();
     assert_eq!(c.head_object("small").await.unwrap().metadata, options.metadata);
     let id = c.create_multipart_upload("big", &options).await.unwrap();
-    let part = c.upload_part("big", &id, 1, pattern(10), &options).await.unwrap();
+    let part = c.upload_part("big", &id, 1, pattern_bytes(10, 0), &options).await.unwrap();
     c.complete_multipart_upload("big", &id, &[part], &options).await.unwrap();
     assert_eq!(c.head_object("big").await.unwrap().metadata, options.metadata);
-    f.put("plain", pattern(1)).await;
+    f.put("plain", pattern_bytes(1, 0)).await;
     assert!(c.head_object("plain").await.unwrap().metadata.is_empty());
 }
 
@@ -120,18 +120,18 @@ pub async fn multipart_if_match(f: Fixture) {
     f.put("k", Bytes::from_static(b"replaced")).await;
     let stale = PutOptions { if_match: Some(first), ..PutOptions::default() };
     let id = c.create_multipart_upload("k", &stale).await.unwrap();
-    let part = c.upload_part("k", &id, 1, pattern(100), &stale).await.unwrap();
+    let part = c.upload_part("k", &id, 1, pattern_bytes(100, 0), &stale).await.unwrap();
     let err = c.complete_multipart_upload("k", &id, std::slice::from_ref(&part), &stale).await.unwrap_err();
     assert_eq!(err.kind, ClientErrorKind::PreconditionFailed, "{err}");
     assert_eq!(f.get("k", 0..8).await, b"replaced");
     let current = PutOptions { if_match: Some(c.head_object("k").await.unwrap().etag), ..PutOptions::default() };
     c.complete_multipart_upload("k", &id, &[part], &current).await.unwrap();
-    assert!(f.get("k", 0..100).await[..] == pattern(100)[..]);
+    assert!(f.get("k", 0..100).await[..] == pattern_bytes(100, 0)[..]);
 }
 
 pub async fn upload_part_copy(f: Fixture) {
     let c = f.client.as_ref();
-    let source = pattern(5 * MIB + 1000);
+    let source = pattern_bytes(5 * MIB + 1000, 0);
     let etag = f.put("src", source.clone()).await;
     let options = PutOptions::default();
     let id = c.create_multipart_upload("dst", &options).await.unwrap();
@@ -143,7 +143,7 @@ pub async fn upload_part_copy(f: Fixture) {
     assert_eq!(&got[5 * MIB..], b"appended");
 
     let id = c.create_multipart_upload("other", &options).await.unwrap();
-    f.put("src", pattern(10)).await;
+    f.put("src", pattern_bytes(10, 0)).await;
     let err = c.upload_part_copy("other", &id, 1, "src", 0..10, Some(&etag)).await.unwrap_err();
     assert_eq!(err.kind, ClientErrorKind::PreconditionFailed, "a replaced source is not copied: {err}");
     let _ = c.abort_multipart_upload("other", &id).await;

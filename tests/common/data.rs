@@ -53,3 +53,8 @@ pub fn digest_file(path: &Path) -> std::io::Result<([u8; 32], u64)> {
 pub fn hex(d: &[u8; 32]) -> String {
     d[..6].iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// [`pattern`] as [`bytes::Bytes`], for client calls.
+pub fn pattern_bytes(len: usize, seed: u64) -> bytes::Bytes {
+    pattern(len, seed).into()
+}

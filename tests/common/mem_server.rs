@@ -31,6 +31,8 @@ use s3s::{S3Result, s3_error};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+use super::express::{ExpressAccess, ExpressAuth, ExpressFront, ExpressOptions, ExpressState, ZONE};
+use super::express_store::{ExpressStore, NoRenameRoute, RenameRoute};
 use super::helper::{HelperClient, local_sdk_client};
 use super::mem_store::MemStore;
 use super::{TestS3, child_env, unique_bucket_name};
@@ -75,6 +77,8 @@ pub struct MemS3 {
     pub addr: SocketAddr,
     store: MemStore,
     counts: Arc<Mutex<HashMap<String, u64>>>,
+    /// Sessions and switches of the directory-bucket emulator.
+    express: Option<Arc<ExpressState>>,
     thread_prefix: String,
     helper: OnceLock<HelperClient>,
     stop: Option<oneshot::Sender<()>>,
@@ -84,19 +88,52 @@ pub struct MemS3 {
 impl MemS3 {
     /// Starts a server with one empty bucket of a unique name.
     pub fn start() -> MemS3 {
+        Self::start_with(None)
+    }
+
+    /// Starts the directory-bucket emulator ([`super::express`]): one empty bucket named
+    /// `…--use1-az4--x-s3`, session authentication, shuffled listings, RenameObject, appends.
+    pub fn start_express(options: ExpressOptions) -> MemS3 {
+        Self::start_with(Some(options))
+    }
+
+    fn start_with(express: Option<ExpressOptions>) -> MemS3 {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         // Thread names are cut at 15 bytes by the kernel: "mem-s3-999-work" just fits.
         let thread_prefix = format!("mem-s3-{}-", NEXT.fetch_add(1, Ordering::Relaxed) % 1000);
-        let bucket = unique_bucket_name();
+        let bucket = match express {
+            Some(_) => format!("{}--{ZONE}--x-s3", unique_bucket_name()),
+            None => unique_bucket_name(),
+        };
         let store = MemStore::new(&bucket);
         let counts = Arc::new(Mutex::new(HashMap::new()));
-        let mut auth = SimpleAuth::new();
-        auth.register(ACCESS_KEY.to_string(), SECRET_KEY.into());
-        auth.register(HELPER_ACCESS_KEY.to_string(), HELPER_SECRET_KEY.into());
-        let mut builder = S3ServiceBuilder::new(store.clone());
-        builder.set_auth(auth);
-        builder.set_access(CountingAccess { counts: counts.clone() });
-        let service = builder.build();
+        let (service, express) = match express {
+            None => {
+                let mut auth = SimpleAuth::new();
+                auth.register(ACCESS_KEY.to_string(), SECRET_KEY.into());
+                auth.register(HELPER_ACCESS_KEY.to_string(), HELPER_SECRET_KEY.into());
+                let mut builder = S3ServiceBuilder::new(store.clone());
+                builder.set_auth(auth);
+                builder.set_access(CountingAccess { counts: counts.clone() });
+                builder.set_route(NoRenameRoute);
+                (Front::General(builder.build()), None)
+            }
+            Some(options) => {
+                let state = Arc::new(ExpressState::new(
+                    &options,
+                    (ACCESS_KEY, SECRET_KEY),
+                    (HELPER_ACCESS_KEY, HELPER_SECRET_KEY),
+                    counts.clone(),
+                ));
+                let express_store = ExpressStore { mem: store.clone(), state: state.clone() };
+                let mut builder = S3ServiceBuilder::new(express_store.clone());
+                builder.set_auth(ExpressAuth(state.clone()));
+                builder.set_access(ExpressAccess(state.clone()));
+                builder.set_route(RenameRoute(express_store));
+                let front = ExpressFront { inner: builder.build(), state: state.clone() };
+                (Front::Express(front), Some(state))
+            }
+        };
 
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = oneshot::channel();
@@ -123,11 +160,17 @@ impl MemS3 {
             addr,
             store,
             counts,
+            express,
             thread_prefix,
             helper: OnceLock::new(),
             stop: Some(stop_tx),
             thread: Some(thread),
         }
+    }
+
+    /// The directory-bucket emulator's sessions and switches (panics on a general purpose server).
+    pub fn express(&self) -> &ExpressState {
+        self.express.as_deref().expect("a server started with MemS3::start_express")
     }
 
     /// Stores an object directly, without a request (not counted); returns its quoted ETag.
@@ -299,7 +342,27 @@ pub fn threads_cpu_seconds(prefix: &str) -> f64 {
     ticks as f64 / clock_ticks_per_second()
 }
 
-async fn serve(listener: TcpListener, service: S3Service, mut stop: oneshot::Receiver<()>) {
+/// What serves the connections: s3s alone, or the directory-bucket emulator's front.
+#[derive(Clone)]
+enum Front {
+    General(S3Service),
+    Express(ExpressFront),
+}
+
+impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Front {
+    type Response = s3s::HttpResponse;
+    type Error = s3s::HttpError;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn call(&self, req: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+        match self {
+            Front::General(s) => hyper::service::Service::call(s, req),
+            Front::Express(s) => hyper::service::Service::call(s, req),
+        }
+    }
+}
+
+async fn serve(listener: TcpListener, service: Front, mut stop: oneshot::Receiver<()>) {
     loop {
         let socket = tokio::select! {
             _ = &mut stop => return,

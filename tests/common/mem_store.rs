@@ -28,7 +28,7 @@ use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 use s3s::dto::*;
-use s3s::{Body, S3, S3Request, S3Response, S3Result, s3_error};
+use s3s::{Body, S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
 use super::mem_rules::{Claims, ListToken, receive, url_encode_listed};
 
@@ -80,6 +80,15 @@ struct Upload {
 }
 
 type Bucket = BTreeMap<String, Stored>;
+
+/// The ETag conditions of a RenameObject.
+#[derive(Clone, Debug, Default)]
+pub struct RenameConditions {
+    pub source_if_match: Option<ETagCondition>,
+    pub source_if_none_match: Option<ETagCondition>,
+    pub dest_if_match: Option<ETagCondition>,
+    pub dest_if_none_match: Option<ETagCondition>,
+}
 
 /// Buckets of in-memory objects, served through s3s. A clone is another handle to the same store.
 #[derive(Clone, Default)]
@@ -162,6 +171,86 @@ impl MemStore {
         (objects + parts) as u64
     }
 
+    /// Appends `data` to `key` if it holds exactly `offset` bytes (no object: `offset` must be 0),
+    /// atomically; returns the new ETag (no quotes) and size. Any other size is S3's
+    /// `InvalidWriteOffset`.
+    pub fn append(&self, bucket: &str, key: &str, offset: u64, data: Bytes) -> S3Result<(String, u64)> {
+        let etag = self.new_etag(None);
+        let mut buckets = self.buckets.write().unwrap();
+        let b = buckets.get_mut(bucket).ok_or_else(|| s3_error!(NoSuchBucket))?;
+        let current = b.get(key).map(|o| o.data.clone()).unwrap_or_default();
+        if current.len() as u64 != offset {
+            let mut e = S3Error::with_message(
+                S3ErrorCode::Custom("InvalidWriteOffset".into()),
+                format!("The write offset {offset} does not match the object size {}", current.len()),
+            );
+            e.set_status_code(hyper::StatusCode::BAD_REQUEST);
+            return Err(e);
+        }
+        let mut all = BytesMut::with_capacity(current.len() + data.len());
+        all.extend_from_slice(&current);
+        all.extend_from_slice(&data);
+        let size = all.len() as u64;
+        // An append keeps the object's metadata and content type.
+        let (metadata, content_type) =
+            b.get(key).map(|o| (o.metadata.clone(), o.content_type.clone())).unwrap_or_default();
+        let object = Stored { metadata, content_type, ..Stored::new(all.freeze(), etag.clone()) };
+        b.insert(key.to_string(), object);
+        Ok((etag, size))
+    }
+
+    /// Moves `source` to `dest` atomically if the conditions hold (RenameObject: the object keeps
+    /// its ETag and bytes).
+    pub fn rename(&self, bucket: &str, source: &str, dest: &str, conditions: &RenameConditions) -> S3Result<()> {
+        let mut buckets = self.buckets.write().unwrap();
+        let b = buckets.get_mut(bucket).ok_or_else(|| s3_error!(NoSuchBucket))?;
+        let failed = || s3_error!(PreconditionFailed, "At least one of the pre-conditions you specified did not hold");
+        let object = b.get(source).ok_or_else(|| s3_error!(NoSuchKey, "The source object does not exist"))?;
+        let matches = |c: &ETagCondition, o: &Stored| match c {
+            ETagCondition::Any => true,
+            ETagCondition::ETag(e) => e.value() == o.etag,
+        };
+        if conditions.source_if_match.as_ref().is_some_and(|c| !matches(c, object))
+            || conditions.source_if_none_match.as_ref().is_some_and(|c| matches(c, object))
+        {
+            return Err(failed());
+        }
+        let existing = b.get(dest);
+        let dest_match_fails = match (&conditions.dest_if_match, existing) {
+            (Some(c), Some(o)) => !matches(c, o),
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        let dest_none_match_fails = match (&conditions.dest_if_none_match, existing) {
+            (Some(c), Some(o)) => matches(c, o),
+            _ => false,
+        };
+        if dest_match_fails || dest_none_match_fails {
+            return Err(failed());
+        }
+        if source != dest {
+            let object = b.remove(source).expect("checked above");
+            b.insert(dest.to_string(), object);
+        }
+        Ok(())
+    }
+
+    /// (key, size, ETag without quotes, last modified) of every object under `prefix`.
+    pub fn listing(&self, bucket: &str, prefix: &str) -> S3Result<Vec<(String, u64, String, SystemTime)>> {
+        let buckets = self.buckets.read().unwrap();
+        let b = buckets.get(bucket).ok_or_else(|| s3_error!(NoSuchBucket))?;
+        Ok(b.range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, o)| (k.clone(), o.data.len() as u64, o.etag.clone(), o.last_modified))
+            .collect())
+    }
+
+    /// Keys of multipart uploads in progress in `bucket` under `prefix`.
+    pub fn upload_keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let uploads = self.uploads.lock().unwrap();
+        uploads.values().filter(|u| u.bucket == bucket && u.key.starts_with(prefix)).map(|u| u.key.clone()).collect()
+    }
+
     /// A fresh opaque ETag (no quotes): a bijective scramble of a counter, so never repeated.
     fn new_etag(&self, parts: Option<usize>) -> String {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed) as u128 + 1;
@@ -201,7 +290,8 @@ impl MemStore {
         Ok(())
     }
 
-    fn bucket_exists(&self, bucket: &str) -> S3Result<()> {
+    /// NoSuchBucket unless `bucket` exists.
+    pub fn bucket_exists(&self, bucket: &str) -> S3Result<()> {
         match self.buckets.read().unwrap().contains_key(bucket) {
             true => Ok(()),
             false => Err(s3_error!(NoSuchBucket)),

@@ -8,6 +8,8 @@
 //!   (directory markers, `x` beside `x/y`, conditional GETs).
 //! - [`mem_server::MemS3`]: objects in memory behind `s3s`, served as zero-copy slices, with
 //!   request counts and its own CPU time: the benchmark backend (`benches/fs_throughput.rs`).
+//!   [`mem_server::MemS3::start_express`] makes it a strict S3 Express One Zone directory-bucket
+//!   emulator ([`express`]: sessions that expire, shuffled listings, RenameObject, appends).
 //!
 //! Both offer the same helpers, also through the [`TestS3`] trait for code generic over them.
 //! [`canned::CannedServer`] answers every request with one fixed response, for failure shapes
@@ -23,6 +25,9 @@
 
 pub mod canned;
 pub mod data;
+pub mod express;
+pub mod express_sigv4;
+pub mod express_store;
 pub mod fault_proxy;
 pub mod helper;
 pub mod mem_rules;

@@ -253,3 +253,21 @@ impl Drop for TestMount {
         }
     }
 }
+
+/// The arguments that point a mount at local server `s3` (path-style, us-east-1).
+pub fn server_args(s3: &impl super::TestS3) -> Vec<String> {
+    ["--endpoint-url", s3.endpoint(), "--force-path-style", "--region", "us-east-1"].map(String::from).to_vec()
+}
+
+/// Mounts `s3`'s bucket at a temp dir with `extra` arguments (see [`TestMount::new`]).
+pub fn mount(s3: &impl super::TestS3, extra: &[&str]) -> TestMount {
+    let mut args = server_args(s3);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    TestMount::new(&s3.env_vars(), s3.bucket(), &args)
+}
+
+/// The errno of a failed call (`None` if it succeeded).
+pub fn errno<T>(r: std::io::Result<T>) -> Option<i32> {
+    r.err().and_then(|e| e.raw_os_error())
+}

@@ -26,7 +26,8 @@ pub(crate) fn classify(status: Option<u16>, code: Option<&str>, region_hint: boo
         let kind = match code {
             "NoSuchBucket" => Some(NoSuchBucket),
             "NoSuchKey" | "NotFound" | "NoSuchUpload" => Some(NotFound),
-            "PreconditionFailed" => Some(PreconditionFailed),
+            // An append whose offset is not the object's size: another writer moved its end.
+            "PreconditionFailed" | "InvalidWriteOffset" => Some(PreconditionFailed),
             "SlowDown"
             | "Throttling"
             | "ThrottlingException"

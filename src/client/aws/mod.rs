@@ -27,6 +27,7 @@
 mod copy;
 mod crc64;
 mod error;
+pub mod express;
 mod get;
 mod http;
 mod list;
@@ -57,7 +58,7 @@ use self::error::{credential_source, from_sdk};
 use super::memory::crc32c_base64;
 use super::{
     ClientError, ClientErrorKind, CopyOptions, ETag, GetObjectResponse, ListPage, ListRequest, ListedObject,
-    ObjectClient, ObjectMeta, PutOptions, PutResult, UploadedPart,
+    ObjectClient, ObjectMeta, PutOptions, PutResult, RenameOptions, UploadedPart,
 };
 
 /// Settings of the AWS client.
@@ -205,6 +206,12 @@ impl AwsClient {
         }
         if config.no_sign_request {
             builder = builder.allow_no_auth();
+        }
+        if !config.no_sign_request {
+            // One session provider for both clients (see `express`): without it each SDK client
+            // would open sessions of its own. Unused unless the bucket is a directory bucket.
+            let plain = aws_sdk_s3::Client::from_conf(builder.clone().build());
+            builder = builder.express_credentials_provider(express::SessionProvider::new(plain, &config.bucket));
         }
         let slow = aws_sdk_s3::Client::from_conf(builder.clone().build());
         let fast_timeouts =
@@ -519,6 +526,7 @@ impl ObjectClient for AwsClient {
             .set_checksum_algorithm(algorithm)
             .set_checksum_crc32_c(checksum)
             .set_checksum_crc64_nvme(crc64.clone())
+            .set_write_offset_bytes(options.write_offset.map(|o| i64::try_from(o).unwrap_or(i64::MAX)))
             .set_request_payer(self.payer())
             .set_expected_bucket_owner(self.owner())
             .send()
@@ -720,6 +728,26 @@ impl ObjectClient for AwsClient {
         source_if_match: Option<&ETag>,
     ) -> Result<UploadedPart, ClientError> {
         self.part_copy(key, upload_id, part_number, source_key, range, source_if_match).await
+    }
+
+    async fn rename_object(
+        &self,
+        source_key: &str,
+        dest_key: &str,
+        options: &RenameOptions,
+    ) -> Result<(), ClientError> {
+        self.slow
+            .rename_object()
+            .bucket(&self.config.bucket)
+            .key(dest_key)
+            .rename_source(copy_source(&self.config.bucket, source_key))
+            .set_source_if_match(options.source_if_match.as_ref().map(|e| e.as_str().to_string()))
+            .set_destination_if_match(options.destination_if_match.as_ref().map(|e| e.as_str().to_string()))
+            .set_destination_if_none_match(options.destination_if_none_match_any.then(|| "*".to_string()))
+            .send()
+            .await
+            .map_err(|e| self.error("RenameObject", e))?;
+        Ok(())
     }
 }
 

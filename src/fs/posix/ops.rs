@@ -21,7 +21,7 @@ use crate::client::{
     ClientErrorKind, CopyOptions, ETag, ListRequest, MAX_COPY_OBJECT_SIZE, ObjectMeta, PutOptions, UploadedPart,
     UserMetadata,
 };
-use crate::fs::inode::{Inode, InodeKind, RemoteEntry};
+use crate::fs::namespace::{Inode, InodeKind, RemoteEntry};
 use crate::fs::{Entry, FsError, S3Filesystem, SetAttr};
 
 /// Bytes per UploadPartCopy when an object is too big for one CopyObject.
@@ -136,7 +136,7 @@ impl S3Filesystem {
             }
         }
         let attrs = PosixAttrs::from_metadata(stored.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        let _ = self.inodes.update(inode.ino, |i| i.stat.posix = Some(attrs));
+        let _ = self.ns.set_posix(inode.ino, |p| *p = attrs);
     }
 
     /// The attributes `inode` shows now, as stored attributes: what S3 said, completed with the
@@ -160,32 +160,9 @@ impl S3Filesystem {
         }
     }
 
-    /// `dir/name` was created in S3 by this mount as `entry`: the inode (one kernel reference)
-    /// and the caches know it.
-    fn created(&self, dir: &Inode, name: &str, entry: RemoteEntry, ttl: std::time::Duration) -> Result<Inode, FsError> {
-        self.meta.created(&dir.key, name, &entry);
-        self.inodes.lookup_upsert(dir.ino, name, entry, ttl)
-    }
-
-    /// This mount rewrote the object (or marker) of `inode` with `attrs`, as ETag `etag`.
-    pub(crate) fn rewritten(&self, inode: &Inode, etag: Option<ETag>, attrs: PosixAttrs) -> Result<Inode, FsError> {
-        let updated = self.inodes.rewritten(inode.ino, etag, attrs, self.ttl(inode.kind))?;
-        let entry = RemoteEntry {
-            kind: updated.kind,
-            size: updated.stat.size,
-            mtime: updated.stat.mtime,
-            etag: updated.stat.etag.clone(),
-            storage_class: updated.stat.storage_class.clone(),
-            archived: updated.stat.archived,
-            posix: updated.stat.posix,
-        };
-        self.meta.created(Self::parent_key(&updated), &updated.name, &entry);
-        Ok(updated)
-    }
-
     /// readlink: the target of a symlink object (one GetObject, remembered per ETag).
     pub async fn readlink(&self, ino: u64) -> Result<Bytes, FsError> {
-        let inode = self.inodes.get(ino)?;
+        let inode = self.ns.get(ino)?;
         if inode.kind != InodeKind::Symlink {
             return Err(FsError::NotASymlink { key: inode.key });
         }
@@ -200,7 +177,7 @@ impl S3Filesystem {
         let response = match self.client.get_object(&inode.key, 0..inode.stat.size, Some(&etag)).await {
             Ok(r) => r,
             Err(e) if matches!(e.kind, ClientErrorKind::PreconditionFailed | ClientErrorKind::NotFound) => {
-                self.forget_stale(ino, &etag);
+                self.ns.stale(ino, &etag);
                 return Err(FsError::StaleInode { ino, key: inode.key });
             }
             Err(e) => return Err(FsError::client("read symbolic link", &inode.key, e)),
@@ -269,7 +246,7 @@ impl S3Filesystem {
             archived: false,
             posix: Some(attrs),
         };
-        let inode = self.created(&dir, &name, entry, self.ttl(InodeKind::Symlink))?;
+        let inode = self.ns.created(dir.ino, &name, entry, self.ttl(InodeKind::Symlink))?;
         self.symlinks.put(inode.ino, put.etag, body);
         Ok(self.entry(&inode))
     }
@@ -299,7 +276,7 @@ impl S3Filesystem {
         let key = format!("{}{}/", dir.key, name);
         self.put_marker(&key, &attrs, true).await?;
         let entry = RemoteEntry { posix: Some(attrs), ..RemoteEntry::directory(now) };
-        let inode = self.created(&dir, &name, entry, self.ttl(InodeKind::Directory))?;
+        let inode = self.ns.created(dir.ino, &name, entry, self.ttl(InodeKind::Directory))?;
         Ok(self.entry(&inode))
     }
 
@@ -321,8 +298,7 @@ impl S3Filesystem {
             ));
         }
         self.client.delete_object(&key).await.map_err(|e| FsError::client("delete", &key, e))?;
-        self.inodes.remove_name(parent, name);
-        self.meta.removed(dir_key, name);
+        self.ns.unlinked(parent, dir_key, name);
         Ok(())
     }
 
@@ -348,12 +324,12 @@ impl S3Filesystem {
         match inode.kind {
             InodeKind::Directory => {
                 let etag = self.put_marker(&inode.key, &attrs, false).await?;
-                let inode = self.rewritten(&inode, Some(etag), attrs)?;
+                let inode = self.ns.rewritten(inode.ino, Some(etag), attrs, self.ttl(inode.kind))?;
                 Ok(self.entry(&inode))
             }
             InodeKind::File | InodeKind::Symlink => {
                 let etag = self.rewrite_metadata(&inode, &attrs).await?;
-                let inode = self.rewritten(&inode, Some(etag), attrs)?;
+                let inode = self.ns.rewritten(inode.ino, Some(etag), attrs, self.ttl(inode.kind))?;
                 Ok(self.entry(&inode))
             }
         }

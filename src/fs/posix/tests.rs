@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::client::memory::InMemoryClient;
 use crate::client::{ObjectClient, PutOptions, S3Operation, UserMetadata};
-use crate::fs::inode::{InodeKind, ROOT_INO};
+use crate::fs::namespace::{InodeKind, ROOT_INO};
 use crate::fs::{FsConfig, S3Filesystem, SetAttr};
 
 const PID: u32 = 1000;

@@ -38,6 +38,17 @@ use tokio::sync::Semaphore;
 use crate::fs::FsConfig;
 use crate::fs::memory::MemoryBudget;
 
+use crate::client::ETag;
+
+/// Identity of the object version a handle reads (defined here, below the reader, so the
+/// prefetcher needs nothing from `read.rs`).
+#[derive(Clone, Debug)]
+pub struct ObjectVersion {
+    pub key: String,
+    pub etag: ETag,
+    pub size: u64,
+}
+
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
 

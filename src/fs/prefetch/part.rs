@@ -21,7 +21,7 @@ use crate::client::{ClientError, ClientErrorKind, ObjectClient};
 use crate::escape::escaped;
 use crate::fs::FsError;
 use crate::fs::memory::Reservation;
-use crate::fs::read::ObjectVersion;
+use crate::fs::prefetch::ObjectVersion;
 
 /// Why a part could not deliver its bytes.
 #[derive(Clone, Debug)]

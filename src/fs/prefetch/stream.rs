@@ -17,7 +17,7 @@ use super::policy::{self, AccessPattern, StreamView};
 use super::{PrefetchConfig, Prefetcher};
 use crate::client::ObjectClient;
 use crate::fs::memory::{Consumer, Reservation};
-use crate::fs::read::ObjectVersion;
+use crate::fs::prefetch::ObjectVersion;
 
 /// What a stream needs to issue GETs: the object, the client, and where memory and permits come from.
 pub(crate) struct Source<'a> {

@@ -426,6 +426,10 @@ impl ObjectClient for Gauge {
     ) -> Result<UploadedPart, ClientError> {
         self.inner.upload_part_copy(key, upload_id, part_number, source_key, range, source_if_match).await
     }
+
+    async fn rename_object(&self, s: &str, d: &str, o: &crate::client::RenameOptions) -> Result<(), ClientError> {
+        self.inner.rename_object(s, d, o).await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,8 +30,8 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use crate::client::ETag;
-use crate::fs::inode::names::{ListedName, classify_object};
-use crate::fs::inode::{InodeKind, RemoteEntry};
+use crate::fs::namespace::names::{ListedName, classify_object};
+use crate::fs::namespace::{InodeKind, RemoteEntry};
 use crate::fs::posix::PosixAttrs;
 use crate::fs::readdir::ListedEntry;
 
@@ -91,7 +91,7 @@ impl Journal {
     /// Opens (creating, 0600) the journal at `path` and returns what it held. The file must be
     /// ours and is not opened through a symbolic link; `shown` names it in messages.
     pub fn open(path: &Path, shown: &Path) -> std::io::Result<(Journal, Loaded)> {
-        let file = crate::fs::cache::dir::open_private_file(path, true, shown)?;
+        let file = crate::client::cache::dir::open_private_file(path, true, shown)?;
         let (loaded, whole) = Self::load(BufReader::new(&file));
         // Cut a line torn by a crash, so what is appended now starts a line of its own.
         if whole < file.metadata()?.len() {

@@ -25,7 +25,7 @@ use super::flight::{Flight, FlightError, Inflight, Source};
 use super::format::{ObjectId, block_extent};
 use crate::client::{
     ClientError, ClientErrorKind, ETag, GetObjectResponse, ListPage, ListRequest, ObjectClient, ObjectMeta, PutOptions,
-    PutResult, UploadedPart,
+    PutResult, RenameOptions, UploadedPart,
 };
 
 /// Blocks claimed (and so fetched) at a time by one request; up to two segments are in flight.
@@ -495,5 +495,16 @@ impl<C: ObjectClient> ObjectClient for CachingClient<C> {
         source_if_match: Option<&ETag>,
     ) -> Result<UploadedPart, ClientError> {
         self.core.inner.upload_part_copy(key, upload_id, part_number, source_key, range, source_if_match).await
+    }
+
+    async fn rename_object(
+        &self,
+        source_key: &str,
+        dest_key: &str,
+        options: &RenameOptions,
+    ) -> Result<(), ClientError> {
+        // Blocks are keyed by (key, ETag): a renamed object keeps its ETag, but its cached blocks
+        // stay under the old key and simply age out; no stale byte can be served under either.
+        self.core.inner.rename_object(source_key, dest_key, options).await
     }
 }

@@ -218,4 +218,8 @@ impl ObjectClient for Bucket {
     ) -> Result<UploadedPart, ClientError> {
         self.mem.upload_part_copy(key, upload_id, part_number, source_key, range, source_if_match).await
     }
+
+    async fn rename_object(&self, s: &str, d: &str, o: &crate::client::RenameOptions) -> Result<(), ClientError> {
+        self.mem.rename_object(s, d, o).await
+    }
 }

@@ -23,7 +23,7 @@ use moka::sync::Cache;
 
 use crate::client::ETag;
 use crate::fs::config::MetadataTtl;
-use crate::fs::inode::RemoteEntry;
+use crate::fs::namespace::{InodeKind, RemoteEntry};
 use crate::fs::readdir::ListedEntry;
 
 /// Most positive and negative entries kept (Mountpoint's negative cache holds 100,000).
@@ -197,6 +197,61 @@ impl MetadataCache {
         }
     }
 
+    /// `old_dir` + `old_name` was renamed to `new_dir` + `new_name` (now `entry`, when known).
+    /// For a directory, everything cached under either key is dropped and the `moved` old object
+    /// keys journalled as deleted, so no cached answer about the old tree survives, even after a
+    /// remount. Journaled durably before returning.
+    #[allow(clippy::too_many_arguments)]
+    pub fn moved(
+        &self,
+        old_dir: &str,
+        old_name: &str,
+        new_dir: &str,
+        new_name: &str,
+        entry: Option<&RemoteEntry>,
+        kind: InodeKind,
+        moved: &[String],
+    ) {
+        if kind == InodeKind::Directory {
+            let (old_tree, new_tree) = (format!("{old_dir}{old_name}/"), format!("{new_dir}{new_name}/"));
+            let under = |k: &str| k.starts_with(&old_tree) || k.starts_with(&new_tree);
+            if let Some(positive) = &self.positive {
+                for (key, _) in positive.iter() {
+                    if under(&key) {
+                        positive.invalidate(key.as_str());
+                        if let Some(journal) = &self.journal {
+                            journal.deleted(&key);
+                        }
+                    }
+                }
+            }
+            if let Some(negative) = &self.negative {
+                for (key, _) in negative.iter() {
+                    if under(&key) {
+                        negative.invalidate(key.as_str());
+                    }
+                }
+            }
+            if let Some(listings) = &self.listings {
+                for (key, _) in listings.iter() {
+                    if under(&key) {
+                        listings.invalidate(key.as_str());
+                    }
+                }
+            }
+            if let Some(journal) = &self.journal {
+                for key in moved {
+                    journal.deleted(key);
+                }
+            }
+        }
+        self.removed(old_dir, old_name);
+        match entry {
+            Some(entry) => self.created(new_dir, new_name, entry),
+            None => self.forget(new_dir, new_name),
+        }
+    }
+
     /// S3 refused `etag` for `dir_key` + `name` (412 on an If-Match GET): the object was replaced
     /// or deleted, so an entry with that ETag (or none) and the listing holding it are dropped,
     /// and the next lookup asks S3.
@@ -252,7 +307,7 @@ impl MetadataCache {
 mod tests {
     use super::*;
     use crate::client::ETag;
-    use crate::fs::inode::InodeKind;
+    use crate::fs::namespace::InodeKind;
     use std::time::SystemTime;
 
     fn file(size: u64) -> RemoteEntry {

@@ -6,7 +6,7 @@ use std::ffi::OsStr;
 use std::sync::Arc;
 
 use super::tests::{KIB, MIB, client, config, data, gets, open, put};
-use crate::fs::inode::ROOT_INO;
+use crate::fs::namespace::ROOT_INO;
 use crate::fs::{FsConfig, S3Filesystem};
 
 async fn read_at(fs: &S3Filesystem, path: &[&str], reads: &[(u64, u32)]) -> Vec<Vec<u8>> {

@@ -1,0 +1,199 @@
+//! End to end: `--allow-rename` over a server with faithful copy semantics (the in-memory
+//! `MemS3`: CopyObject with `x-amz-copy-source-if-match`, conditional destinations).
+//!
+//! - `mv` of a file and of a directory of hundreds of objects: what other clients see.
+//! - write-temp-then-rename while the file is still open: no copy at all.
+//! - RENAME_NOREPLACE, replacing without `--allow-overwrite`, and the default (no flag): ENOSYS.
+//! - SIGKILL in the middle of a directory rename, then a remount (with `--cache`, and with the
+//!   state directory): the rename is finished, nothing is lost.
+//! - A timing line for the closing note (`RENAME_MEASURE=1`): a 1,000-object directory.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::TestS3;
+use common::data::pattern;
+use common::mem_server::MemS3;
+use common::mount::{TestMount, errno, mount, server_args};
+use common::s3_server::LocalS3;
+use mount_s3::client::S3Operation;
+use nix::fcntl::RenameFlags;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+fn renameat2(from: &Path, to: &Path, flags: RenameFlags) -> std::io::Result<()> {
+    nix::fcntl::renameat2(None, from, None, to, flags).map_err(std::io::Error::from)
+}
+
+fn seed_dir(s3: &MemS3, dir: &str, n: usize) {
+    for i in 0..n {
+        s3.put(&format!("{dir}/sub{}/f{i:04}", i % 7), pattern(100 + i, i as u64));
+    }
+}
+
+#[test]
+fn mv_moves_files_and_directories_and_other_clients_see_only_the_new_keys() {
+    let s3 = MemS3::start();
+    s3.put("report.csv", pattern(300_000, 1));
+    seed_dir(&s3, "photos", 300);
+    let m = mount(&s3, &["--allow-rename"]);
+    let root = m.path();
+    s3.reset_counts();
+
+    std::fs::rename(root.join("report.csv"), root.join("report-2024.csv")).unwrap();
+    assert!(s3.get("report.csv").is_none());
+    assert!(s3.get("report-2024.csv").unwrap() == pattern(300_000, 1));
+    assert_eq!(std::fs::read(root.join("report-2024.csv")).unwrap(), pattern(300_000, 1));
+    assert_eq!(s3.request_count(S3Operation::CopyObject), 1);
+
+    let status = std::process::Command::new("mv").arg(root.join("photos")).arg(root.join("albums")).status().unwrap();
+    assert!(status.success());
+    assert!(s3.list_keys("photos/").is_empty(), "no old key left");
+    assert_eq!(s3.list_keys("albums/").len(), 300);
+    assert_eq!(s3.request_count(S3Operation::CopyObject), 301, "one copy per object, no fallback copy");
+    assert_eq!(std::fs::read(root.join("albums/sub3/f0010")).unwrap(), pattern(110, 10));
+    assert_eq!(errno(std::fs::metadata(root.join("photos"))), Some(libc::ENOENT));
+    let listed = std::fs::read_dir(root.join("albums/sub0")).unwrap().count();
+    assert_eq!(listed, 300usize.div_ceil(7));
+    assert!(m.unmount().success());
+}
+
+#[test]
+fn write_temp_then_rename_lands_at_the_new_name_with_no_copy() {
+    let s3 = MemS3::start();
+    let m = mount(&s3, &["--allow-rename"]);
+    let root = m.path();
+    let mut file = std::fs::File::create(root.join(".config.json.tmp")).unwrap();
+    file.write_all(b"{\"ok\":true}").unwrap();
+    std::fs::rename(root.join(".config.json.tmp"), root.join("config.json")).unwrap();
+    drop(file);
+    assert_eq!(std::fs::read(root.join("config.json")).unwrap(), b"{\"ok\":true}");
+    assert_eq!(s3.list_keys(""), ["config.json"]);
+    assert_eq!(s3.request_count(S3Operation::CopyObject), 0);
+    assert_eq!(s3.request_count(S3Operation::DeleteObject), 0);
+    assert!(m.unmount().success());
+}
+
+#[test]
+fn noreplace_replace_and_the_default_answer_as_documented() {
+    let s3 = MemS3::start();
+    s3.put("a", &b"new"[..]);
+    s3.put("b", &b"old"[..]);
+    let plain = mount(&s3, &[]);
+    assert_eq!(errno(std::fs::rename(plain.path().join("a"), plain.path().join("c"))), Some(libc::ENOSYS));
+    assert!(plain.unmount().success());
+
+    let m = mount(&s3, &["--allow-rename"]);
+    let (a, b) = (m.path().join("a"), m.path().join("b"));
+    assert_eq!(errno(renameat2(&a, &b, RenameFlags::RENAME_NOREPLACE)), Some(libc::EEXIST));
+    assert_eq!(errno(std::fs::rename(&a, &b)), Some(libc::EPERM), "replacing needs --allow-overwrite");
+    assert_eq!(errno(renameat2(&a, &b, RenameFlags::RENAME_EXCHANGE)), Some(libc::EINVAL));
+    assert!(s3.get("b").unwrap() == b"old"[..]);
+    assert!(m.unmount().success());
+
+    let m = mount(&s3, &["--allow-rename", "--allow-overwrite"]);
+    std::fs::rename(m.path().join("a"), m.path().join("b")).unwrap();
+    assert_eq!(s3.list_keys(""), ["b"]);
+    assert!(s3.get("b").unwrap() == b"new"[..]);
+    assert!(m.unmount().success());
+}
+
+/// Kills the daemon while it copies a directory of 1,000 objects, then mounts again with the
+/// same durable place for intents: the rename is finished and every object is under its new
+/// name exactly once.
+fn sigkill_mid_directory_rename(state: &[&str], env: &[(String, String)]) {
+    let s3 = MemS3::start();
+    seed_dir(&s3, "big", 1000);
+    let mut args: Vec<String> = server_args(&s3);
+    args.extend(["--allow-rename".to_string()]);
+    args.extend(state.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut envs = s3.env_vars();
+    envs.extend_from_slice(env);
+    let mut m = TestMount::new(&envs, s3.bucket(), &args);
+    let (from, to) = (m.path().join("big"), m.path().join("moved"));
+    s3.reset_counts();
+    let mover = std::thread::spawn(move || std::fs::rename(from, to));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while s3.request_count(S3Operation::CopyObject) < 50 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    kill(Pid::from_raw(m.pid() as i32), Signal::SIGKILL).expect("signal the daemon");
+    m.wait_exit(Duration::from_secs(10)).expect("the daemon died");
+    assert!(mover.join().unwrap().is_err(), "the rename did not complete before the kill");
+    let copied = s3.request_count(S3Operation::CopyObject);
+    println!("killed after {copied} copies");
+    assert!(copied < 1000, "killed mid-rename ({copied} copies)");
+    drop(m);
+
+    let m = TestMount::new(&envs, s3.bucket(), &args);
+    assert!(s3.list_keys("big/").is_empty(), "sources deleted by the recovery");
+    let moved = s3.list_keys("moved/");
+    assert_eq!(moved.len(), 1000, "every object under its new name");
+    for i in [0usize, 499, 999] {
+        let key = format!("moved/sub{}/f{i:04}", i % 7);
+        assert!(s3.get(&key).unwrap() == pattern(100 + i, i as u64), "{key}");
+    }
+    assert!(m.output().contains("finished a rename an earlier process left unfinished"), "{}", m.output());
+    assert!(m.unmount().success());
+}
+
+#[test]
+fn sigkill_mid_directory_rename_is_finished_at_the_next_mount_with_cache() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = cache.path().join("cache");
+    sigkill_mid_directory_rename(&["--cache", dir.to_str().unwrap()], &[]);
+}
+
+#[test]
+fn sigkill_mid_directory_rename_is_finished_at_the_next_mount_with_the_state_dir() {
+    let state = tempfile::tempdir().unwrap();
+    sigkill_mid_directory_rename(&[], &[("XDG_STATE_HOME".to_string(), state.path().to_str().unwrap().to_string())]);
+}
+
+/// The closing note's numbers (`RENAME_MEASURE=1`, debug build is fine): time and requests of a
+/// 1 GiB file rename (on the s3s-fs server, which really copies the bytes on disk; MemS3 shares
+/// them) and a 1,000-object directory rename (MemS3). Prints; asserts only correctness.
+#[test]
+fn measure_rename_costs() {
+    if std::env::var_os("RENAME_MEASURE").is_none() {
+        return;
+    }
+    fn timed(what: &str, counts: impl Fn() -> Vec<(String, u64)>, rename: impl FnOnce()) {
+        let started = Instant::now();
+        rename();
+        let took = started.elapsed();
+        let mut counts: Vec<_> = counts().into_iter().filter(|(_, n)| *n > 0).collect();
+        counts.sort();
+        println!("rename {what}: {took:?}, requests {counts:?}");
+    }
+    let disk = LocalS3::start();
+    disk.put("big.bin", pattern(1 << 30, 7));
+    let m = mount(&disk, &["--allow-rename"]);
+    std::fs::metadata(m.path().join("big.bin")).unwrap();
+    disk.reset_counts();
+    timed(
+        "1 GiB file (s3s-fs)",
+        || disk.request_counts().into_iter().collect(),
+        || std::fs::rename(m.path().join("big.bin"), m.path().join("big-renamed.bin")).unwrap(),
+    );
+    assert!(disk.get("big.bin").is_none());
+    assert!(m.unmount().success());
+    drop(disk);
+
+    let s3 = MemS3::start();
+    seed_dir(&s3, "dir", 1000);
+    let m = mount(&s3, &["--allow-rename"]);
+    std::fs::metadata(m.path().join("dir")).unwrap();
+    s3.reset_counts();
+    timed(
+        "1,000-object directory (MemS3)",
+        || s3.request_counts().into_iter().collect(),
+        || std::fs::rename(m.path().join("dir"), m.path().join("dir-renamed")).unwrap(),
+    );
+    assert_eq!(s3.list_keys("dir-renamed/").len(), 1000);
+    assert!(m.unmount().success());
+}

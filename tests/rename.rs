@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::TestS3;
 use common::data::pattern;
+use common::express::ExpressOptions;
 use common::mem_server::MemS3;
 use common::mount::{TestMount, errno, mount, server_args};
 use common::s3_server::LocalS3;
@@ -195,5 +196,35 @@ fn measure_rename_costs() {
         || std::fs::rename(m.path().join("dir"), m.path().join("dir-renamed")).unwrap(),
     );
     assert_eq!(s3.list_keys("dir-renamed/").len(), 1000);
+    assert!(m.unmount().success());
+}
+
+/// On a directory bucket (the S3 Express emulator) a file rename is one RenameObject, allowed
+/// without `--allow-rename` as Mountpoint allows it there; directories still need the flag.
+#[test]
+fn directory_buckets_rename_files_atomically_with_rename_object() {
+    let s3 = MemS3::start_express(ExpressOptions::default());
+    s3.put("logs/today.log", pattern(70_000, 3));
+    s3.put("logs/other.log", &b"other"[..]);
+    let m = mount(&s3, &[]);
+    let logs = m.path().join("logs");
+    s3.reset_counts();
+    std::fs::rename(logs.join("today.log"), logs.join("2026-12-07.log")).unwrap();
+    assert_eq!(s3.request_count_by_name("RenameObject"), 1);
+    assert_eq!(s3.request_count_by_name("CopyObject") + s3.request_count_by_name("DeleteObject"), 0);
+    assert!(s3.get("logs/today.log").is_none());
+    assert!(s3.get("logs/2026-12-07.log").unwrap() == pattern(70_000, 3));
+    assert_eq!(std::fs::read(logs.join("2026-12-07.log")).unwrap(), pattern(70_000, 3));
+    let (a, b) = (logs.join("2026-12-07.log"), logs.join("other.log"));
+    assert_eq!(errno(renameat2(&a, &b, RenameFlags::RENAME_NOREPLACE)), Some(libc::EEXIST));
+    assert_eq!(errno(std::fs::rename(&a, &b)), Some(libc::EPERM), "replacing needs --allow-overwrite");
+    assert_eq!(errno(std::fs::rename(&logs, m.path().join("old-logs"))), Some(libc::ENOSYS));
+    // A file written here and renamed while open lands at its new name: no RenameObject at all.
+    let mut file = std::fs::File::create(logs.join(".tmp")).unwrap();
+    file.write_all(b"new").unwrap();
+    std::fs::rename(logs.join(".tmp"), logs.join("new.log")).unwrap();
+    drop(file);
+    assert!(s3.get("logs/new.log").unwrap() == b"new"[..]);
+    assert_eq!(s3.request_count_by_name("RenameObject"), 1);
     assert!(m.unmount().success());
 }

@@ -78,7 +78,6 @@ const UNSUPPORTED: &[Unsupported] = &[
     // Logging and metrics.
     // Networking.
     // Bucket kinds and mount targets.
-    Unsupported { what: "--bucket-type directory", used: |a| a.bucket_type == Some(BucketType::Directory), fix: "only general purpose buckets can be mounted for now" },
 ];
 
 impl CliArgs {
@@ -206,6 +205,10 @@ impl CliArgs {
             sse_kms_key_id: self.sse_kms_key_id.clone(),
             infer_content_type: self.infer_content_type,
             posix_metadata: self.posix_metadata,
+            directory_bucket: match self.bucket_type {
+                Some(kind) => kind == BucketType::Directory,
+                None => crate::client::is_directory_bucket_name(&bucket),
+            },
             ..FsConfig::default()
         };
         let client = AwsClientConfig {

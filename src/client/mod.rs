@@ -87,6 +87,13 @@ pub fn is_archived(class: Option<&str>, restore: Option<&str>, archive_status: O
     (is_archive_class(class) || archive_tier) && !restored
 }
 
+/// Whether `bucket` names an S3 Express One Zone directory bucket (`base--zone-id--x-s3`) or an
+/// access point of one (`…--xa-s3`): the SDK then sends its requests to the zone's endpoint,
+/// signed with CreateSession sessions, and `--bucket-type` defaults to `directory`.
+pub fn is_directory_bucket_name(bucket: &str) -> bool {
+    bucket.ends_with("--x-s3") || bucket.ends_with("--xa-s3")
+}
+
 /// One object in a listing. Some S3-compatible servers omit ETags in listings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListedObject {

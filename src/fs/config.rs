@@ -87,6 +87,9 @@ pub struct FsConfig {
     /// Ranged GETs in flight at once, across all handles (to be derived from
     /// `--maximum-throughput-gbps`).
     pub max_concurrent_requests: usize,
+    /// The bucket is an S3 Express One Zone directory bucket (`--bucket-type`, else its name):
+    /// listings come in no particular order, and RenameObject and appends exist.
+    pub directory_bucket: bool,
 }
 
 impl Default for FsConfig {
@@ -119,6 +122,7 @@ impl Default for FsConfig {
             posix_metadata: false,
             max_prefetch_window: 128 * 1024 * 1024,
             max_concurrent_requests: 64,
+            directory_bucket: false,
         }
     }
 }

@@ -9,8 +9,17 @@
 //! Shadowing: a file `a` sorts before the prefix `a/` (and keys like `a!x` may sort between),
 //! so a listed file is held back until the listing has passed `a/`; if `a/` shows up, the
 //! directory replaces the file.
+//!
+//! Directory buckets (S3 Express One Zone) list in no particular order ([`DirListing::unordered`]),
+//! so nothing can be concluded from where the listing is. There a directory is listed as soon
+//! as it arrives (it always wins) and its name remembered; a file whose directory was seen is
+//! dropped, and the others are held until the listing ends. So that memory stays bounded in
+//! huge directories, at most [`UNORDERED_HELD_FILES`] files are held: past that, the held files
+//! are dropped and the listing goes on for directories only, then lists once more from the
+//! start for the files (one more ListObjectsV2 per page). Memory is then one page plus the names
+//! of the subdirectories; every name is listed once, and never a file beside its directory.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -19,6 +28,21 @@ use crate::escape::escaped;
 use crate::fs::FsError;
 use crate::fs::namespace::names::{ListedName, classify_object, classify_prefix};
 use crate::fs::namespace::{InodeKind, RemoteEntry};
+
+/// Most files an unordered listing holds back before it lists directories first (see the
+/// module notes): about 200 bytes each, so a few MiB per open directory at most.
+pub const UNORDERED_HELD_FILES: usize = 16_384;
+
+/// Where an unordered listing is (see the module notes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pass {
+    /// One pass: directories listed at once, files held until the end.
+    Single,
+    /// Too many files to hold: this pass lists directories only.
+    Directories,
+    /// The second pass: every directory is known, files are listed at once.
+    Files,
+}
 
 /// One directory entry, before it is given an inode.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,6 +88,13 @@ pub struct DirListing {
     /// Every entry listed since offset 0, kept for the metadata cache when `collect` is on.
     collected: Option<Vec<ListedEntry>>,
     collect: bool,
+    /// The bucket lists in no particular order (a directory bucket).
+    unordered: bool,
+    /// Unordered: directories listed so far (their files of the same name are hidden).
+    dirs: HashSet<String>,
+    pass: Pass,
+    /// Unordered: most files held back in [`Pass::Single`].
+    held_limit: usize,
 }
 
 impl DirListing {
@@ -85,9 +116,22 @@ impl DirListing {
             cached: None,
             collected: None,
             collect: false,
+            unordered: false,
+            dirs: HashSet::new(),
+            pass: Pass::Single,
+            held_limit: UNORDERED_HELD_FILES,
         };
         listing.restart();
         listing
+    }
+
+    /// Lists a bucket whose listings come in no particular order (directory buckets), holding
+    /// back at most `held_limit` files (see the module notes).
+    pub fn unordered(mut self, unordered: bool, held_limit: usize) -> Self {
+        self.unordered = unordered;
+        self.held_limit = held_limit.max(1);
+        self.restart();
+        self
     }
 
     fn restart(&mut self) {
@@ -96,6 +140,8 @@ impl DirListing {
         self.token = None;
         self.done = false;
         self.held.clear();
+        self.dirs.clear();
+        self.pass = Pass::Single;
         self.cursor.clear();
         self.locals_pending = self.locals.iter().cloned().collect();
         self.collected = self.collect.then(Vec::new);
@@ -166,6 +212,10 @@ impl DirListing {
             max_keys: self.page_size,
         };
         let page = client.list_objects(&request).await.map_err(|e| FsError::client("list directory", &self.key, e))?;
+        if self.unordered {
+            self.take_unordered_page(page);
+            return Ok(());
+        }
         let prefix_len = self.key.len();
         // Objects and common prefixes are each sorted; merge them into listing order.
         let mut objects = page.objects.into_iter().peekable();
@@ -229,6 +279,91 @@ impl DirListing {
         Ok(())
     }
 
+    /// One page of an unordered listing (see the module notes).
+    fn take_unordered_page(&mut self, page: crate::client::ListPage) {
+        let prefix_len = self.key.len();
+        for p in page.common_prefixes {
+            let Some(relative) = p.get(prefix_len..) else { continue };
+            match classify_prefix(relative) {
+                // Listed once, even if a second pass (or a server) offers it again.
+                ListedName::Directory(name) if self.dirs.insert(name.to_string()) => {
+                    self.held.remove(name);
+                    self.emit(name.to_string(), RemoteEntry::directory(self.mount_time));
+                }
+                ListedName::Directory(_) => {}
+                // Each pass but the files-only one meets every prefix: warn once.
+                _ if self.pass != Pass::Files => tracing::warn!(
+                    prefix = %escaped(&p),
+                    "prefix hidden: its name cannot be a directory name (., .., empty, NUL or over 255 bytes)"
+                ),
+                _ => {}
+            }
+        }
+        for o in page.objects {
+            if self.pass == Pass::Directories {
+                continue;
+            }
+            let Some(relative) = o.key.get(prefix_len..) else { continue };
+            match classify_object(relative) {
+                ListedName::File(name) if self.dirs.contains(name) => {}
+                ListedName::File(name) => {
+                    let entry = RemoteEntry {
+                        kind: InodeKind::File,
+                        size: o.size,
+                        mtime: o.last_modified,
+                        etag: o.etag.clone(),
+                        storage_class: o.storage_class.clone(),
+                        archived: crate::client::is_archive_class(o.storage_class.as_deref()),
+                        // Listings carry no user metadata.
+                        posix: None,
+                    };
+                    match self.pass {
+                        Pass::Files => self.emit(name.to_string(), entry),
+                        _ => {
+                            self.held.insert(name.to_string(), entry);
+                        }
+                    }
+                }
+                ListedName::SelfMarker if o.size > 0 => tracing::warn!(
+                    key = %escaped(&o.key),
+                    size = o.size,
+                    "directory marker holds data, which cannot be read through the file system"
+                ),
+                ListedName::SelfMarker | ListedName::Directory(_) => {}
+                ListedName::Hidden => tracing::warn!(
+                    key = %escaped(&o.key),
+                    "object hidden: its name cannot be a file name (., .., empty, NUL or over 255 bytes)"
+                ),
+            }
+        }
+        if self.pass == Pass::Single && self.held.len() > self.held_limit {
+            tracing::debug!(
+                key = %escaped(&self.key),
+                held = self.held.len(),
+                "directory too large to hold its files: listing its directories first, then its files"
+            );
+            self.held.clear();
+            self.pass = Pass::Directories;
+        }
+        self.token = page.next_continuation_token;
+        if self.token.is_none() && self.pass == Pass::Directories {
+            // Every directory is known: list again from the start, for the files.
+            self.pass = Pass::Files;
+            return;
+        }
+        self.done = self.token.is_none();
+        self.release_held();
+    }
+
+    /// Appends a settled entry to the listing.
+    fn emit(&mut self, name: String, entry: RemoteEntry) {
+        self.locals_pending.remove(&name);
+        if let Some(collected) = &mut self.collected {
+            collected.push(ListedEntry { name: name.clone(), entry: entry.clone() });
+        }
+        self.buffer.push_back(DirSlot::Entry(ListedEntry { name, entry }));
+    }
+
     /// Moves held entries to the buffer, in name order, once nothing later can shadow them.
     fn release_held(&mut self) {
         while let Some(entry) = self.held.first_entry() {
@@ -239,11 +374,7 @@ impl DirListing {
                 break;
             }
             let (name, entry) = entry.remove_entry();
-            self.locals_pending.remove(&name);
-            if let Some(collected) = &mut self.collected {
-                collected.push(ListedEntry { name: name.clone(), entry: entry.clone() });
-            }
-            self.buffer.push_back(DirSlot::Entry(ListedEntry { name, entry }));
+            self.emit(name, entry);
         }
         if self.done {
             for name in std::mem::take(&mut self.locals_pending).into_keys() {
@@ -259,7 +390,10 @@ mod tests {
     use crate::client::memory::InMemoryClient;
 
     async fn list_all(client: &InMemoryClient, key: &str, page: u32) -> Vec<(String, InodeKind)> {
-        let mut listing = DirListing::new(key.to_string(), page, SystemTime::now(), vec![]);
+        list_with(client, DirListing::new(key.to_string(), page, SystemTime::now(), vec![])).await
+    }
+
+    async fn list_with(client: &InMemoryClient, mut listing: DirListing) -> Vec<(String, InodeKind)> {
         let mut out = vec![];
         let mut offset = 0;
         loop {
@@ -321,5 +455,122 @@ mod tests {
         l.seek(1, 0).unwrap();
         assert_eq!(l.slot(&c, 1).await.unwrap(), Some(DirSlot::DotDot));
         assert_eq!(l.slot(&c, 7).await.unwrap(), None);
+    }
+
+    /// What readdir must show for `keys` in directory `dir`, worked out from the rules alone:
+    /// hidden keys skipped, a directory hides a file of the same name, sorted by name.
+    fn expected(keys: &[String], dir: &str) -> Vec<(String, InodeKind)> {
+        let mut out: BTreeMap<String, InodeKind> = BTreeMap::new();
+        for key in keys {
+            let Some(relative) = key.strip_prefix(dir) else { continue };
+            match relative.find('/') {
+                Some(i) => {
+                    if let ListedName::Directory(name) = classify_prefix(&relative[..=i]) {
+                        out.insert(name.to_string(), InodeKind::Directory);
+                    }
+                }
+                None => {
+                    if let ListedName::File(name) = classify_object(relative) {
+                        out.entry(name.to_string()).or_insert(InodeKind::File);
+                    }
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    fn sorted(mut v: Vec<(String, InodeKind)>) -> Vec<(String, InodeKind)> {
+        // Stable: a name listed twice stays twice, and shows.
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    async fn directory_bucket(keys: &[String]) -> InMemoryClient {
+        let c = InMemoryClient::directory_bucket("b--use1-az4--x-s3");
+        for key in keys {
+            c.insert(key, "x");
+        }
+        c
+    }
+
+    fn unordered(key: &str, page: u32, held_limit: usize) -> DirListing {
+        DirListing::new(key.to_string(), page, SystemTime::now(), vec![]).unordered(true, held_limit)
+    }
+
+    #[tokio::test]
+    async fn unordered_listings_shadow_and_hide_exactly_in_one_pass_or_two() {
+        let keys: Vec<String> = ["a", "a!x", "a/b", "b", "c/", "d//e", "d/./f", "./x", "../y", "e\0", "z", "z/"]
+            .iter()
+            .map(|k| k.to_string())
+            .chain((0..40).map(|i| format!("f{i:02}")))
+            .chain((0..10).map(|i| format!("f{i:02}/inner")))
+            .collect();
+        let c = directory_bucket(&keys).await;
+        let want = expected(&keys, "");
+        assert!(want.contains(&("a".into(), InodeKind::Directory)) && !want.contains(&("a".into(), InodeKind::File)));
+        for page in [1, 3, 7, 1000] {
+            for held_limit in [1, 5, 1000] {
+                for _ in 0..5 {
+                    let c_list = c.count(crate::client::S3Operation::ListObjectsV2);
+                    let got = list_with(&c, unordered("", page, held_limit)).await;
+                    assert_eq!(sorted(got.clone()), want, "page {page}, held {held_limit}: {got:?}");
+                    let requests = c.count(crate::client::S3Operation::ListObjectsV2) - c_list;
+                    let pages = (keys.len() as u64).div_ceil(page as u64);
+                    assert!(requests <= 2 * pages + 1, "{requests} LISTs for {pages} pages");
+                }
+            }
+        }
+        // The general purpose logic, given the same shuffled pages, lists `a` twice or loses it.
+        let mut broken = false;
+        for _ in 0..20 {
+            let got = list_with(&c, DirListing::new(String::new(), 3, SystemTime::now(), vec![])).await;
+            broken |= sorted(got) != want;
+        }
+        assert!(broken, "ordered merging should not survive shuffled pages");
+    }
+
+    #[tokio::test]
+    async fn an_unordered_listing_holds_at_most_its_limit() {
+        let keys: Vec<String> = (0..500).map(|i| format!("d/f{i:03}")).chain(["d/f007/x".to_string()]).collect();
+        let c = directory_bucket(&keys).await;
+        let mut listing = unordered("d/", 10, 50);
+        let mut offset = 0;
+        let mut most_held = 0;
+        let mut names = vec![];
+        loop {
+            listing.seek(1, offset).unwrap();
+            let slot = listing.slot(&c, offset).await.unwrap();
+            most_held = most_held.max(listing.held.len());
+            match slot {
+                Some(DirSlot::Entry(e)) => names.push((e.name, e.entry.kind)),
+                Some(_) => {}
+                None => break,
+            }
+            offset += 1;
+            // The kernel consumes entries: nothing before the offset stays buffered.
+            listing.seek(1, offset).unwrap();
+        }
+        assert!(most_held <= 60, "held {most_held} files (limit 50, plus one page)");
+        assert_eq!(sorted(names), expected(&keys, "d/"));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
+        /// Any keys, any page size, any limit: an unordered listing shows exactly what the rules
+        /// say, each name once.
+        #[test]
+        fn unordered_listings_agree_with_the_rules(
+            keys in proptest::collection::vec("(a|b|c|\\.|/|!){1,5}", 0..40),
+            page in 1u32..6,
+            held_limit in 1usize..8,
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let keys: Vec<String> = keys.into_iter().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+            let got = rt.block_on(async {
+                let c = directory_bucket(&keys).await;
+                list_with(&c, unordered("", page, held_limit)).await
+            });
+            proptest::prop_assert_eq!(sorted(got), expected(&keys, ""));
+        }
     }
 }

@@ -41,7 +41,7 @@ pub const SESSION_TOKEN_HEADER: &str = "x-amz-s3session-token";
 #[derive(Clone, Debug)]
 pub struct ExpressOptions {
     /// How long a session's keys are accepted (S3 Express: 5 minutes). The SDK renews a session
-    /// 10 s before it ends, so a lifetime under 10 s means a CreateSession before every request.
+    /// 5 to 10 s before it ends, so a lifetime under 5 s means a CreateSession for every request.
     pub session_lifetime: Duration,
     /// Refuse CreateSession (AccessDenied), as for a role lacking `s3express:CreateSession`.
     pub deny_create_session: bool,

@@ -103,6 +103,7 @@ fn supported_flags_fill_the_config() {
         (&["--dual-stack"], |c| c.client.dual_stack = true),
         (&["--requester-pays"], |c| c.client.requester_pays = true),
         (&["--bucket-type", "general-purpose"], |_| {}),
+        (&["--bucket-type", "directory"], |c| c.fs.directory_bucket = true),
         (&["--expected-bucket-owner", "111122223333"], |c| {
             c.client.expected_bucket_owner = Some("111122223333".into())
         }),
@@ -222,6 +223,23 @@ fn bucket_uris_and_arns() {
         assert_eq!((config.bucket.as_str(), config.prefix.as_str()), (*bucket, *prefix), "{args:?}");
         assert_eq!(config.client.bucket, *bucket);
         assert_eq!(config.fs.prefix, *prefix);
+    }
+}
+
+#[test]
+fn the_bucket_type_follows_the_name_unless_given() {
+    let cases: &[(&[&str], bool)] = &[
+        (&["data--use1-az4--x-s3", "/mnt"], true),
+        (&["s3://data--usw2-az1--x-s3/p/", "/mnt"], true),
+        (&["ap--use1-az4--xa-s3", "/mnt"], true),
+        (&["data", "/mnt"], false),
+        (&["data-x-s3", "/mnt"], false),
+        (&["data--use1-az4--x-s3", "/mnt", "--bucket-type", "general-purpose"], false),
+        (&["data", "/mnt", "--bucket-type", "directory"], true),
+    ];
+    for (args, directory) in cases {
+        let config = parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        assert_eq!(config.fs.directory_bucket, *directory, "{args:?}");
     }
 }
 

@@ -116,7 +116,6 @@ fn unsupported_features_are_refused_by_name() {
         (&["--incremental-upload"], "--incremental-upload"),
         (&["--cache-xz", "cache--use1-az4--x-s3"], "--cache-xz"),
         (&["--cache-xz", "s3://cache--use1-az4--x-s3/"], "--cache-xz"),
-        (&["--bucket-type", "directory"], "--bucket-type directory"),
     ];
     for (flags, what) in cases {
         let mut args = vec!["bucket", "/mnt"];

@@ -95,7 +95,17 @@ where
         // not a network one, and not worth retrying: the next request asks the provider again.
         SdkError::DispatchFailure(_) if credentials.is_some() => {
             let cause = credentials.map(innermost).unwrap_or_default();
-            (ClientErrorKind::AccessDenied, None, format!("cannot load credentials: {cause}"))
+            // A directory bucket's CreateSession that failed for a passing reason (throttled,
+            // 5xx, network) is worth another try; a refusal is not.
+            let kind = match credentials {
+                Some(CredentialsError::ProviderError(_) | CredentialsError::ProviderTimedOut(_))
+                    if cause.contains(super::express::SESSION_REFUSED) =>
+                {
+                    ClientErrorKind::Transient
+                }
+                _ => ClientErrorKind::AccessDenied,
+            };
+            (kind, None, format!("cannot load credentials: {cause}"))
         }
         SdkError::ServiceError(service) => {
             let e = service.err();
@@ -287,6 +297,12 @@ pub fn mount_hint(err: &ClientError, config: &AwsClientConfig) -> String {
         ClientErrorKind::NoSuchBucket => {
             format!("bucket {bucket} does not exist{code}: {msg} (check the name, --region and --endpoint-url)")
         }
+        // The long-term credentials loaded, but the directory bucket refused them a session.
+        ClientErrorKind::AccessDenied if err.message.contains(super::express::SESSION_REFUSED) => format!(
+            "cannot open an S3 Express One Zone session on directory bucket {bucket}: {msg}; grant {} on the \
+             bucket to these credentials (bucket policy or IAM policy)",
+            super::express::CREATE_SESSION_PERMISSION
+        ),
         // No status: no request was sent, the credentials could not be loaded.
         ClientErrorKind::AccessDenied if err.status.is_none() => format!(
             "no credentials to access bucket {bucket}: {msg}; fix the credential source, or use \

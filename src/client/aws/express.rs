@@ -5,8 +5,9 @@
 //! each SDK client, and [`super::AwsClient`] has two (`fast` and `slow`), so each would open and
 //! renew sessions of its own. [`SessionProvider`] is one provider both share: it asks for a
 //! session with the client's long-term credentials, and the SDK's identity cache (shared by both
-//! clients, as they come from one `SdkConfig`) keeps it and loads a new one a little before it
-//! expires (10 s), with concurrent requests waiting on one CreateSession.
+//! clients, as they come from one `SdkConfig`) keeps it and loads a new one 5 to 10 s before it
+//! expires (a 10 s buffer less up to 5 s of jitter), concurrent requests waiting on one
+//! CreateSession.
 //!
 //! A refused CreateSession becomes a credentials error that names the permission the credentials
 //! need, `s3express:CreateSession`, so a mount fails with that in its message.
@@ -22,6 +23,8 @@ use crate::client::ClientErrorKind;
 
 /// The permission CreateSession needs, as IAM spells it.
 pub const CREATE_SESSION_PERMISSION: &str = "s3express:CreateSession";
+/// How the message of a refused CreateSession starts (the mount-time hint looks for it).
+pub const SESSION_REFUSED: &str = "S3 Express One Zone session refused";
 
 /// Session credentials of one directory bucket, from CreateSession (see the module notes).
 #[derive(Clone, Debug)]
@@ -40,14 +43,8 @@ impl SessionProvider {
     async fn create(&self) -> provider::Result {
         let out = self.client.create_session().bucket(&self.bucket).send().await.map_err(|e| {
             let e = from_sdk("CreateSession", e);
-            let hint = match e.kind {
-                ClientErrorKind::AccessDenied => {
-                    format!("; the credentials need the {CREATE_SESSION_PERMISSION} permission on this bucket")
-                }
-                _ => String::new(),
-            };
-            let message = format!("S3 Express One Zone session for bucket {} refused: {e}{hint}", self.bucket);
-            match e.is_retryable() {
+            let message = format!("{SESSION_REFUSED} for bucket {}: {e}", self.bucket);
+            match e.is_retryable() || e.kind != ClientErrorKind::AccessDenied {
                 true => CredentialsError::provider_error(message),
                 false => CredentialsError::invalid_configuration(message),
             }

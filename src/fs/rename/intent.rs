@@ -59,6 +59,11 @@ pub struct IntentFile {
 }
 
 impl IntentFile {
+    /// The intent's file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Every source was deleted: the intent is fulfilled.
     pub fn done(self) {
         if let Err(e) = std::fs::remove_file(&self.path) {

@@ -25,7 +25,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::client::{
     ClientError, ClientErrorKind, CopyOptions, ETag, ListRequest, MAX_COPY_OBJECT_SIZE, ObjectClient, PutOptions,
-    UploadedPart,
+    RenameOptions, UploadedPart,
 };
 use crate::escape::escaped;
 use crate::fs::namespace::{InodeKind, LocalState, RemoteEntry};
@@ -61,7 +61,10 @@ impl S3Filesystem {
         newname: &OsStr,
         flags: u32,
     ) -> Result<(), FsError> {
-        if !self.config.allow_rename {
+        // Directory buckets rename files atomically (RenameObject): allowed without the flag,
+        // as Mountpoint does there. Anything else needs --allow-rename.
+        let atomic = self.is_directory_bucket();
+        if !self.config.allow_rename && !atomic {
             return Err(self.refuse("rename"));
         }
         if flags & !libc::RENAME_NOREPLACE != 0 {
@@ -79,6 +82,10 @@ impl S3Filesystem {
         };
         if parent == newparent && name == newname {
             return Ok(());
+        }
+        if src_kind == InodeKind::Directory && !self.config.allow_rename {
+            // RenameObject moves one object; a directory is many (see SEMANTICS.md).
+            return Err(FsError::NotSupported("renaming a directory without --allow-rename"));
         }
         // A symlink (--posix-metadata) is an object like a file: it moves the same way.
         let src_key = match src_kind {
@@ -167,6 +174,15 @@ impl S3Filesystem {
                 self.retarget(ino, &src_key, dst_key, replace).await?;
                 self.ns.rename(parent, &name, newparent, &newname, src_kind, None, &[])
             }
+            (InodeKind::File | InodeKind::Symlink, _) if atomic => {
+                let options = RenameOptions { destination_if_none_match_any: !replace, ..RenameOptions::default() };
+                self.client
+                    .rename_object(&src_key, &dst_key, &options)
+                    .await
+                    .map_err(|e| FsError::client("rename", &src_key, e))?;
+                // RenameObject keeps the object (ETag, size, times): the inode's stat stays right.
+                self.ns.rename(parent, &name, newparent, &newname, src_kind, None, &[])
+            }
             (InodeKind::File | InodeKind::Symlink, _) => {
                 let meta =
                     self.client.head_object(&src_key).await.map_err(|e| FsError::client("rename", &src_key, e))?;
@@ -197,6 +213,11 @@ impl S3Filesystem {
                 self.ns.rename(parent, &name, newparent, &newname, src_kind, Some(&entry), &moved)
             }
         }
+    }
+
+    /// S3 Express One Zone directory buckets (names ending in `--x-s3`) have RenameObject.
+    fn is_directory_bucket(&self) -> bool {
+        self.client.bucket().ends_with("--x-s3")
     }
 
     /// Points the upload of local file `ino` at `dst_key`.
@@ -393,7 +414,7 @@ impl S3Filesystem {
             let moves = match moves {
                 Ok(moves) => moves,
                 Err(why) => {
-                    tracing::warn!(path = %escaped(&file_path(&file)), "an unfinished rename's intent is unusable ({why}); left alone");
+                    tracing::warn!(path = %file.path().display(), "an unfinished rename's intent is unusable ({why}); left alone");
                     continue;
                 }
             };
@@ -430,10 +451,6 @@ impl S3Filesystem {
             }
         }
     }
-}
-
-fn file_path(file: &intent::IntentFile) -> String {
-    format!("{file:?}")
 }
 
 /// Copies `m.from` to `m.to` pinned to `m.etag`: one CopyObject up to 5 GiB, else a multipart

@@ -168,3 +168,33 @@ async fn the_next_mount_finishes_an_interrupted_rename() {
     assert_eq!(&client.object_bytes("d/r").unwrap()[..], b"another client's version", "replaced source left");
     assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "intent done");
 }
+
+#[tokio::test]
+async fn directory_buckets_rename_files_with_rename_object_without_the_flag() {
+    let client = Arc::new(InMemoryClient::directory_bucket("b--use1-az4--x-s3"));
+    client.insert("a", &b"hello"[..]);
+    client.insert("taken", &b"x"[..]);
+    client.insert("d/f", &b"f"[..]);
+    let dir = tempfile::tempdir().unwrap();
+    let fs = fs_over(client.clone(), FsConfig::default(), &dir);
+    let a = ino(&fs, ROOT_INO, "a").await;
+    client.reset_counts();
+    fs.rename(ROOT_INO, n("a"), ROOT_INO, n("b"), 0).await.unwrap();
+    assert_eq!(client.count(S3Operation::RenameObject), 1);
+    assert_eq!(client.count(S3Operation::CopyObject) + client.count(S3Operation::DeleteObject), 0);
+    let fh = fs.open(a, libc::O_RDONLY, PID).await.unwrap().fh;
+    assert_eq!(&fs.read(fh, 0, 10).await.unwrap()[..], b"hello");
+    let busy = fs.rename(ROOT_INO, n("b"), ROOT_INO, n("c"), 0).await;
+    assert_eq!(busy.unwrap_err().errno(), libc::EBUSY, "open for reading");
+    fs.release(fh).await.unwrap();
+    let noreplace = fs.rename(ROOT_INO, n("b"), ROOT_INO, n("taken"), libc::RENAME_NOREPLACE).await;
+    assert_eq!(noreplace.unwrap_err().errno(), libc::EEXIST);
+    let replace = fs.rename(ROOT_INO, n("b"), ROOT_INO, n("taken"), 0).await;
+    assert_eq!(replace.unwrap_err().errno(), libc::EPERM, "replacing needs --allow-overwrite");
+    let directory = fs.rename(ROOT_INO, n("d"), ROOT_INO, n("e"), 0).await;
+    assert_eq!(directory.unwrap_err().errno(), libc::ENOSYS, "directories need --allow-rename");
+    let fs = fs_over(client.clone(), FsConfig { allow_overwrite: true, ..FsConfig::default() }, &dir);
+    fs.rename(ROOT_INO, n("b"), ROOT_INO, n("taken"), 0).await.unwrap();
+    assert_eq!(client.keys(), ["d/f", "taken"]);
+    assert_eq!(&client.object_bytes("taken").unwrap()[..], b"hello");
+}

@@ -168,13 +168,14 @@ fn file_attr(a: &Attr) -> FileAttr {
         ino: INodeNo(a.ino),
         size: a.size,
         blocks: a.blocks,
-        atime: a.mtime,
+        atime: a.atime,
         mtime: a.mtime,
-        ctime: a.mtime,
+        ctime: a.ctime,
         crtime: a.mtime,
         kind: match a.kind {
             InodeKind::File => FileType::RegularFile,
             InodeKind::Directory => FileType::Directory,
+            InodeKind::Symlink => FileType::Symlink,
         },
         perm: a.perm,
         nlink: a.nlink,
@@ -238,13 +239,7 @@ impl Filesystem for FuseAdapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let change = SetAttr {
-            mode: mode.is_some(),
-            owner: uid.is_some() || gid.is_some(),
-            size,
-            mtime: mtime.map(time_of),
-            atime: atime.map(time_of),
-        };
+        let change = SetAttr { mode, uid, gid, size, mtime: mtime.map(time_of), atime: atime.map(time_of) };
         let fs = self.fs.clone();
         self.spawn("setattr", reply, async move { fs.setattr(ino.0, change).await }, |reply, e| {
             reply.attr(&e.ttl, &file_attr(&e.attr))
@@ -352,18 +347,17 @@ impl Filesystem for FuseAdapter {
 
     fn mknod(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        let (fs, name) = (self.fs.clone(), name.to_owned());
-        self.spawn("mknod", reply, async move { fs.mknod(parent.0, &name, mode).await }, |reply, e| {
-            reply.entry(&e.ttl, &file_attr(&e.attr), Generation(0))
-        });
+        let (fs, name, owner) = (self.fs.clone(), name.to_owned(), Some((req.uid(), req.gid())));
+        let work = async move { fs.mknod_as(parent.0, &name, mode & !umask, owner).await };
+        self.spawn("mknod", reply, work, |reply, e| reply.entry(&e.ttl, &file_attr(&e.attr), Generation(0)));
     }
 
     fn create(
@@ -372,21 +366,22 @@ impl Filesystem for FuseAdapter {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         _flags: i32,
         reply: ReplyCreate,
     ) {
         let (fs, name, pid) = (self.fs.clone(), name.to_owned(), process_of(req.pid()));
-        self.spawn("create", reply, async move { fs.create(parent.0, &name, mode, pid).await }, |reply, (e, o)| {
+        let owner = Some((req.uid(), req.gid()));
+        let work = async move { fs.create_as(parent.0, &name, mode & !umask, pid, owner).await };
+        self.spawn("create", reply, work, |reply, (e, o)| {
             reply.created(&e.ttl, &file_attr(&e.attr), Generation(0), FileHandle(o.fh), FopenFlags::empty())
         });
     }
 
-    fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
-        let (fs, name) = (self.fs.clone(), name.to_owned());
-        self.spawn("mkdir", reply, async move { fs.mkdir(parent.0, &name).await }, |reply, e| {
-            reply.entry(&e.ttl, &file_attr(&e.attr), Generation(0))
-        });
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+        let (fs, name, owner) = (self.fs.clone(), name.to_owned(), Some((req.uid(), req.gid())));
+        let work = async move { fs.mkdir_as(parent.0, &name, mode & !umask, owner).await };
+        self.spawn("mkdir", reply, work, |reply, e| reply.entry(&e.ttl, &file_attr(&e.attr), Generation(0)));
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -399,8 +394,17 @@ impl Filesystem for FuseAdapter {
         self.spawn("rmdir", reply, async move { fs.rmdir(parent.0, &name).await }, |reply, ()| reply.ok());
     }
 
-    fn symlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, _target: &std::path::Path, reply: ReplyEntry) {
-        reply.error(errno_of("symlink", &self.fs.refuse("symlink")));
+    fn symlink(&self, req: &Request, parent: INodeNo, name: &OsStr, target: &std::path::Path, reply: ReplyEntry) {
+        use std::os::unix::ffi::OsStrExt;
+        let (fs, name, target) = (self.fs.clone(), name.to_owned(), target.as_os_str().as_bytes().to_vec());
+        let (uid, gid) = (req.uid(), req.gid());
+        let work = async move { fs.symlink(parent.0, &name, &target, uid, gid).await };
+        self.spawn("symlink", reply, work, |reply, e| reply.entry(&e.ttl, &file_attr(&e.attr), Generation(0)));
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let fs = self.fs.clone();
+        self.spawn("readlink", reply, async move { fs.readlink(ino.0).await }, |reply, target| reply.data(&target));
     }
 
     fn link(&self, _req: &Request, _ino: INodeNo, _newparent: INodeNo, _newname: &OsStr, reply: ReplyEntry) {

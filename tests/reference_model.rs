@@ -331,6 +331,8 @@ impl Harness {
                         assert_eq!(bytes.len() as u64, looked_up.attr.size, "{child_path}: size");
                         tree.insert(child_path, Node::File(bytes.to_vec()));
                     }
+                    // Only --posix-metadata makes symlinks; this model runs without it.
+                    InodeKind::Symlink => panic!("{child_path}: a symlink without --posix-metadata"),
                 }
             }
         }

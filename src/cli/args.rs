@@ -163,6 +163,11 @@ pub struct CliArgs {
     #[arg(long, help_heading = MOUNT, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub rename_dir_limit: Option<u64>,
 
+    /// Keep POSIX attributes (mode, owner, times) and symbolic links in each object's user
+    /// metadata, in the conventions s3fs uses and rclone reads; chmod, chown and utimes then work
+    #[arg(long, help_heading = MOUNT)]
+    pub posix_metadata: bool,
+
     /// Upload writes incrementally and allow appending to existing objects (directory buckets)
     #[arg(long, help_heading = MOUNT)]
     pub incremental_upload: bool,

@@ -204,6 +204,7 @@ impl CliArgs {
             sse: self.sse.clone(),
             sse_kms_key_id: self.sse_kms_key_id.clone(),
             infer_content_type: self.infer_content_type,
+            posix_metadata: self.posix_metadata,
             directory_bucket: match self.bucket_type {
                 Some(kind) => kind == BucketType::Directory,
                 None => crate::client::is_directory_bucket_name(&bucket),

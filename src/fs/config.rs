@@ -78,6 +78,9 @@ pub struct FsConfig {
     pub sse_kms_key_id: Option<String>,
     /// Content-Type of new objects from their extension (`--infer-content-type`).
     pub infer_content_type: bool,
+    /// `--posix-metadata`: modes, owners, times and symlinks kept in user metadata
+    /// ([`crate::fs::posix`]). Off: every object shows the mount's defaults, as Mountpoint.
+    pub posix_metadata: bool,
     /// `--memory-target`, in bytes: the memory budget for read and write buffers. `None`: decided
     /// at mount time (Mountpoint uses 95% of system or cgroup memory, at least 512 MiB).
     pub memory_target: Option<u64>,
@@ -120,6 +123,7 @@ impl Default for FsConfig {
             sse: None,
             sse_kms_key_id: None,
             infer_content_type: false,
+            posix_metadata: false,
             max_prefetch_window: 128 * 1024 * 1024,
             max_concurrent_requests: 64,
             directory_bucket: false,

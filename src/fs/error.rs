@@ -63,6 +63,12 @@ pub enum FsError {
     #[error("{0}")]
     PermissionDenied(String),
 
+    #[error("{key:?} is not a symbolic link")]
+    NotASymlink { key: String },
+
+    #[error("symbolic link {key:?} cannot be followed: {reason}")]
+    BadSymlink { key: String, reason: String },
+
     #[error("{0} is not supported by mount-s3")]
     NotSupported(&'static str),
 
@@ -223,6 +229,8 @@ impl FsError {
             },
             FsError::NotRestored { .. } => libc::EACCES,
             FsError::PermissionDenied(_) => libc::EPERM,
+            FsError::NotASymlink { .. } => libc::EINVAL,
+            FsError::BadSymlink { .. } => libc::EIO,
             FsError::NotSupported(_) => libc::ENOSYS,
             // As Mountpoint answers mknod of a FIFO, socket or device.
             FsError::SpecialFile { .. } => libc::EINVAL,

@@ -13,6 +13,7 @@ pub mod memory;
 pub mod modify;
 pub mod namespace;
 pub mod part_buffer;
+pub mod posix;
 pub mod prefetch;
 pub mod read;
 pub mod readdir;
@@ -49,8 +50,11 @@ pub struct Attr {
     pub ino: u64,
     pub kind: InodeKind,
     pub size: u64,
-    /// atime = mtime = ctime: S3 has one timestamp (LastModified; mount time for directories).
+    /// S3 has one timestamp (LastModified; mount time for directories): atime = mtime = ctime,
+    /// unless `--posix-metadata` found them stored.
     pub mtime: SystemTime,
+    pub atime: SystemTime,
+    pub ctime: SystemTime,
     pub perm: u16,
     pub uid: u32,
     pub gid: u32,
@@ -126,6 +130,8 @@ pub struct S3Filesystem {
     next_fh: AtomicU64,
     mount_time: SystemTime,
     prefetcher: Arc<Prefetcher>,
+    /// `--posix-metadata`: symlink targets read from S3.
+    symlinks: posix::ops::SymlinkCache,
     /// Set by [`S3Filesystem::shutdown`].
     shut_down: AtomicBool,
     /// Where rename intents are made durable (`--allow-rename`).
@@ -163,6 +169,7 @@ impl S3Filesystem {
             dirs: Mutex::default(),
             next_fh: AtomicU64::new(1),
             mount_time,
+            symlinks: posix::ops::SymlinkCache::default(),
             shut_down: AtomicBool::new(false),
             intents: None,
             staging: None,
@@ -256,12 +263,21 @@ impl S3Filesystem {
     /// What `dir_key` + `name` is: from the metadata cache while it may be trusted, else from S3
     /// (and then remembered).
     pub(crate) async fn resolve(&self, dir_key: &str, name: &str) -> Result<Option<namespace::RemoteEntry>, FsError> {
-        if let Some(known) = self.ns.cached(dir_key, name) {
+        if let Some(known) = self.ns.cached(dir_key, name)
+            && !self.lacks_posix(known.as_ref())
+        {
             return Ok(known);
         }
-        let remote = lookup::remote_lookup(self.client.as_ref(), dir_key, name, self.mount_time).await?;
+        let posix = self.config.posix_metadata;
+        let remote = lookup::remote_lookup(self.client.as_ref(), dir_key, name, self.mount_time, posix).await?;
         self.ns.learned(dir_key, name, remote.as_ref());
         Ok(remote)
+    }
+
+    /// With `--posix-metadata`, an entry known only from a listing: its attributes are unknown
+    /// until a lookup's HeadObject reads them.
+    fn lacks_posix(&self, entry: Option<&namespace::RemoteEntry>) -> bool {
+        self.config.posix_metadata && entry.is_some_and(|e| e.posix.is_none())
     }
 
     /// The configuration in force.
@@ -282,29 +298,48 @@ impl S3Filesystem {
     /// How long metadata of `kind` may be cached, by us and by the kernel.
     fn ttl(&self, kind: InodeKind) -> Duration {
         match (self.config.metadata_ttl, kind) {
-            (MetadataTtl::Minimal, InodeKind::File) => self.config.file_kernel_ttl,
+            (MetadataTtl::Minimal, InodeKind::File | InodeKind::Symlink) => self.config.file_kernel_ttl,
             (MetadataTtl::Minimal, InodeKind::Directory) => self.config.dir_kernel_ttl,
             (ttl, _) => ttl.as_duration(),
         }
     }
 
-    fn attr(&self, inode: &Inode) -> Attr {
+    /// How long the kernel may keep what a listing said about `inode`: with `--posix-metadata`
+    /// an entry whose attributes are unknown gets the minimal TTL, so the next `stat` looks it up.
+    fn listed_ttl(&self, inode: &Inode) -> Duration {
+        match inode.kind {
+            _ if !(self.config.posix_metadata && inode.stat.posix.is_none() && inode.local.is_none()) => {
+                self.ttl(inode.kind)
+            }
+            InodeKind::Directory => self.config.dir_kernel_ttl.min(self.ttl(inode.kind)),
+            _ => self.config.file_kernel_ttl.min(self.ttl(inode.kind)),
+        }
+    }
+
+    pub(crate) fn attr(&self, inode: &Inode) -> Attr {
         let (perm, nlink) = match inode.kind {
             // As Mountpoint shows objects that cannot be read until restored.
             InodeKind::File if inode.stat.archived => (0, 1),
             InodeKind::File => (self.config.file_mode, 1),
+            InodeKind::Symlink => (0o777, 1),
             InodeKind::Directory => (self.config.dir_mode, 2),
         };
+        // Stored attributes win (only `--posix-metadata` ever sets them).
+        let stored = inode.stat.posix.unwrap_or_default();
+        let perm = if inode.stat.archived { perm } else { stored.perm.unwrap_or(perm) };
+        let mtime = stored.mtime.unwrap_or(inode.stat.mtime);
         // A staged file's size is its local copy's, whatever S3 last said.
         let size = self.staged(inode.ino).map_or(inode.stat.size, |staged| staged.size());
         Attr {
             ino: inode.ino,
             kind: inode.kind,
             size,
-            mtime: inode.stat.mtime,
+            mtime,
+            atime: stored.atime.unwrap_or(mtime),
+            ctime: stored.ctime.unwrap_or(mtime),
             perm,
-            uid: self.config.uid,
-            gid: self.config.gid,
+            uid: stored.uid.unwrap_or(self.config.uid),
+            gid: stored.gid.unwrap_or(self.config.gid),
             nlink,
             blocks: size.div_ceil(512),
         }
@@ -352,7 +387,8 @@ impl S3Filesystem {
     /// Attributes of `ino`, asking S3 again once the cached ones expire.
     pub async fn getattr(&self, ino: u64) -> Result<Entry, FsError> {
         let inode = self.ns.get(ino)?;
-        if inode.stat.is_fresh() || inode.local.is_some() || self.staged(ino).is_some() {
+        let unknown_attrs = self.config.posix_metadata && inode.stat.posix.is_none() && ino != ROOT_INO;
+        if (inode.stat.is_fresh() && !unknown_attrs) || inode.local.is_some() || self.staged(ino).is_some() {
             return Ok(self.entry(&inode));
         }
         let inode = self.revalidate(&inode).await?;
@@ -360,8 +396,10 @@ impl S3Filesystem {
     }
 
     async fn revalidate(&self, inode: &Inode) -> Result<Inode, FsError> {
+        let posix = self.config.posix_metadata;
         let remote =
-            lookup::remote_lookup(self.client.as_ref(), inode.parent_key(), &inode.name, self.mount_time).await?;
+            lookup::remote_lookup(self.client.as_ref(), inode.parent_key(), &inode.name, self.mount_time, posix)
+                .await?;
         self.ns.revalidated(inode.ino, remote, self.ttl(inode.kind))
     }
 
@@ -569,7 +607,8 @@ impl S3Filesystem {
                 DirSlot::Entry(e) => {
                     let ttl = self.ttl(e.entry.kind);
                     let inode = self.ns.remember(handle.ino, &e.name, e.entry, ttl)?;
-                    let full = add(DirEntry { name: &e.name, next_offset, entry: self.entry(&inode) });
+                    let entry = Entry { attr: self.attr(&inode), ttl: self.listed_ttl(&inode) };
+                    let full = add(DirEntry { name: &e.name, next_offset, entry });
                     if full {
                         // Not sent: give the reference back.
                         self.ns.forget(inode.ino, 1);

@@ -240,6 +240,8 @@ impl DirListing {
                             storage_class: o.storage_class.clone(),
                             // Listings do not say whether it was restored: a lookup will.
                             archived: crate::client::is_archive_class(o.storage_class.as_deref()),
+                            // Listings carry no user metadata.
+                            posix: None,
                         };
                         // A directory of the same name was already seen: it wins.
                         self.held.entry(name.to_string()).or_insert(entry);
@@ -312,6 +314,8 @@ impl DirListing {
                         etag: o.etag.clone(),
                         storage_class: o.storage_class.clone(),
                         archived: crate::client::is_archive_class(o.storage_class.as_deref()),
+                        // Listings carry no user metadata.
+                        posix: None,
                     };
                     match self.pass {
                         Pass::Files => self.emit(name.to_string(), entry),

@@ -110,6 +110,7 @@ impl Saved {
                 let kind = match f.next()? {
                     "f" => InodeKind::File,
                     "d" => InodeKind::Directory,
+                    "l" => InodeKind::Symlink,
                     _ => return None,
                 };
                 let name = text(f.next())?;
@@ -212,6 +213,7 @@ fn line_inode(ino: u64, parent: u64, kind: InodeKind, name: &str, stat: &SavedSt
     let kind = match kind {
         InodeKind::File => 'f',
         InodeKind::Directory => 'd',
+        InodeKind::Symlink => 'l',
     };
     let etag = stat.etag.as_deref().map_or("-".to_string(), |e| hex(e.as_bytes()));
     format!("I {ino} {parent} {kind} {} {} {} {etag}\n", hex(name.as_bytes()), stat.size, stat.mtime_ns)

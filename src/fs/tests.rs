@@ -188,7 +188,7 @@ async fn writes_and_bad_handles_get_the_documented_errno() {
     assert!(fs.open(e.attr.ino, libc::O_RDWR, PID).await.is_ok(), "O_RDWR on an existing file is a read handle");
     assert_eq!(fs.open(ROOT_INO, libc::O_RDONLY, PID).await.unwrap_err().errno(), libc::EISDIR);
     assert_eq!(fs.read(999, 0, 1).await.unwrap_err().errno(), libc::EBADF);
-    let chmod = SetAttr { mode: true, ..SetAttr::default() };
+    let chmod = SetAttr { mode: Some(0o600), ..SetAttr::default() };
     assert_eq!(fs.setattr(e.attr.ino, chmod).await.unwrap_err().errno(), libc::EPERM);
     assert_eq!(fs.unlink(ROOT_INO, OsStr::new("k")).await.unwrap_err().errno(), libc::EPERM, "no --allow-delete");
     assert_eq!(fs.refuse("symlink").errno(), libc::EPERM);

@@ -180,7 +180,7 @@ async fn setattr_changes_times_of_files_being_written_only() {
     let t = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000);
     let set = SetAttr { mtime: Some(t), ..SetAttr::default() };
     assert_eq!(fs.setattr(entry.attr.ino, set.clone()).await.unwrap().attr.mtime, t);
-    let chmod = SetAttr { mode: true, ..SetAttr::default() };
+    let chmod = SetAttr { mode: Some(0o600), ..SetAttr::default() };
     assert!(fs.setattr(entry.attr.ino, chmod.clone()).await.is_ok(), "ignored while writing");
     fs.release(opened.fh).await.unwrap();
     let remote = fs.lookup(ROOT_INO, name("remote")).await.unwrap().attr.ino;
@@ -292,4 +292,17 @@ async fn an_open_completes_an_upload_its_close_deferred_and_invalidates_that_han
     fs.release(first.fh).await.unwrap();
     fs.release(second.fh).await.unwrap();
     assert_eq!(client.object_bytes("t").unwrap(), "new");
+}
+
+#[tokio::test]
+async fn unlink_right_after_closing_an_empty_file_completes_it_first_then_deletes_it() {
+    // tar replaces its placeholder files this way (symlinks whose target leaves the tree).
+    let (client, fs) = fs_with(FsConfig { allow_delete: true, ..FsConfig::default() });
+    let (_, opened) = fs.create(ROOT_INO, name("empty"), 0o644, PID).await.unwrap();
+    fs.flush(opened.fh, PID).await.unwrap();
+    fs.unlink(ROOT_INO, name("empty")).await.unwrap();
+    assert!(client.object_bytes("empty").is_none());
+    assert_eq!(client.count(S3Operation::DeleteObject), 1);
+    fs.release(opened.fh).await.unwrap();
+    assert!(client.object_bytes("empty").is_none(), "the release uploads nothing more");
 }

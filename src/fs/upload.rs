@@ -23,7 +23,7 @@ use bytes::Bytes;
 use tokio::task::JoinHandle;
 
 use crate::client::memory::crc32c_base64;
-use crate::client::{ClientError, ClientErrorKind, ETag, ObjectClient, PutOptions, UploadedPart};
+use crate::client::{ClientError, ClientErrorKind, ETag, ObjectClient, PutOptions, UploadedPart, UserMetadata};
 use crate::escape::escaped;
 use crate::fs::FsError;
 use crate::fs::error::Failed;
@@ -90,6 +90,8 @@ pub struct Upload {
     /// Where multipart uploads are recorded, so a restarted worker can abort what a dead one
     /// left open ([`crate::fs::resume`]).
     record: Option<Arc<ResumeLog>>,
+    /// The user metadata a multipart upload was created with (it cannot change after that).
+    created_with: Option<UserMetadata>,
     /// Set once anything failed; every later call returns the same errno.
     failed: Option<Failed>,
 }
@@ -122,6 +124,7 @@ impl Upload {
             _promise: ticket.promise,
             multipart: None,
             record: None,
+            created_with: None,
             failed: None,
         }
     }
@@ -136,6 +139,13 @@ impl Upload {
         if let Some(log) = &self.record {
             log.upload_ended(upload_id);
         }
+    }
+
+    /// Sets the user metadata the object will carry, if it is not fixed yet; returns what it
+    /// will carry: `metadata`, or what the multipart upload was created with.
+    pub fn set_metadata(&mut self, metadata: UserMetadata) -> &UserMetadata {
+        self.config.options.metadata = metadata;
+        self.created_with.as_ref().unwrap_or(&self.config.options.metadata)
     }
 
     /// Bytes written so far.
@@ -382,6 +392,7 @@ impl Upload {
             if let Some(log) = &self.record {
                 log.upload_created(&self.key, &upload_id);
             }
+            self.created_with = Some(self.config.options.metadata.clone());
             self.multipart =
                 Some(Multipart { upload_id, next_part: 1, in_flight: VecDeque::new(), done: vec![], returned: None });
         }

@@ -64,8 +64,10 @@ pub struct ShutdownReport {
 /// What a setattr asks to change.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SetAttr {
-    pub mode: bool,
-    pub owner: bool,
+    /// New mode (the kernel sends the file type bits too).
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
     pub size: Option<u64>,
     pub mtime: Option<SystemTime>,
     pub atime: Option<SystemTime>,
@@ -95,7 +97,7 @@ impl S3Filesystem {
     }
 
     /// Fails with `AlreadyExists` if `name` exists in `parent`, locally or in S3.
-    async fn ensure_absent(&self, dir: &Inode, name: &str) -> Result<(), FsError> {
+    pub(crate) async fn ensure_absent(&self, dir: &Inode, name: &str) -> Result<(), FsError> {
         let key = format!("{}{}", dir.key, name);
         if self.ns.local_child(dir.ino, name).is_some() || self.resolve(&dir.key, name).await?.is_some() {
             return Err(FsError::AlreadyExists { key });
@@ -114,23 +116,51 @@ impl S3Filesystem {
 
     /// mknod: a new, empty regular file, local until written and closed.
     pub async fn mknod(&self, parent: u64, name: &OsStr, mode: u32) -> Result<Entry, FsError> {
+        self.mknod_as(parent, name, mode, None).await
+    }
+
+    /// mknod by the user `owner` (uid, gid; `None`: the mount's `--uid`/`--gid`). With
+    /// `--posix-metadata` the file is theirs and has `mode` (umask applied by the caller).
+    pub async fn mknod_as(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        owner: Option<(u32, u32)>,
+    ) -> Result<Entry, FsError> {
         if mode & libc::S_IFMT != libc::S_IFREG {
             return Err(FsError::SpecialFile { name: name.to_string_lossy().into_owned(), kind: mode & libc::S_IFMT });
         }
         let (dir, name) = self.writable_dir(parent, name)?;
         self.ensure_absent(&dir, &name).await?;
-        let inode = self.ns.create_local(parent, &name, InodeKind::File, self.ttl(InodeKind::File))?;
+        let mut inode = self.ns.create_local(parent, &name, InodeKind::File, self.ttl(InodeKind::File))?;
+        if self.config.posix_metadata {
+            let attrs = self.new_file_attrs(mode, owner);
+            inode = self.ns.set_posix(inode.ino, |p| *p = attrs)?;
+        }
         Ok(self.entry(&inode))
     }
 
     /// create: mknod and open for writing in one step.
     pub async fn create(&self, parent: u64, name: &OsStr, mode: u32, pid: u32) -> Result<(Entry, Opened), FsError> {
+        self.create_as(parent, name, mode, pid, None).await
+    }
+
+    /// create by the user `owner` (see [`S3Filesystem::mknod_as`]).
+    pub async fn create_as(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        pid: u32,
+        owner: Option<(u32, u32)>,
+    ) -> Result<(Entry, Opened), FsError> {
         if let Some(staged) = self.create_staged(parent, name, mode).await {
             return staged;
         }
         let key = format!("{}{}", self.ns.get(parent)?.key, name.to_string_lossy());
         let ticket = self.admit_writer(&key).await?;
-        let entry = self.mknod(parent, name, mode | libc::S_IFREG).await?;
+        let entry = self.mknod_as(parent, name, mode | libc::S_IFREG, owner).await?;
         let opened = self.open_for_write(entry.attr.ino, pid, true, ticket)?;
         Ok((entry, opened))
     }
@@ -164,7 +194,8 @@ impl S3Filesystem {
                 inode.key
             ))
         })?;
-        let config = self.upload_config(&inode.key, new);
+        let mut config = self.upload_config(&inode.key, new);
+        config.options.metadata = self.upload_metadata(&inode);
         let budget = self.memory_budget().clone();
         let upload = Upload::new(self.client.clone(), inode.key.clone(), config, budget, ticket)
             .recorded_in(self.resume_log.clone());
@@ -238,6 +269,10 @@ impl S3Filesystem {
             self.unclaim_writer(&handle);
         } else {
             self.ns.set_size(handle.ino, size);
+            // A write moves the mtime again, past one a program set (utimes before writing).
+            if self.config.posix_metadata {
+                let _ = self.ns.set_posix(handle.ino, |p| p.mtime = None);
+            }
         }
         written.map(|()| data.len() as u32)
     }
@@ -247,7 +282,19 @@ impl S3Filesystem {
         let mut state = handle.state.lock().await;
         match &mut *state {
             WriteState::Writing(upload) => {
-                let result = upload.complete().await;
+                // The attributes as they are now (a chmod or utimes while open), mtime included.
+                let posix = match self.ns.get(handle.ino) {
+                    Ok(inode) if self.config.posix_metadata => {
+                        let wanted = self.upload_metadata(&inode);
+                        let carried = upload.set_metadata(wanted.clone()).clone();
+                        Some((inode, wanted, carried))
+                    }
+                    _ => None,
+                };
+                let mut result = upload.complete().await;
+                if let (Ok(done), Some((inode, wanted, carried))) = (&mut result, posix) {
+                    self.uploaded_with(&inode, done, wanted, carried).await;
+                }
                 let done = result.as_ref().map(Clone::clone).map_err(Failed::from);
                 self.finish_upload(handle.ino, &done);
                 *state = WriteState::Done(done);
@@ -449,6 +496,15 @@ impl S3Filesystem {
             ));
         }
         let (dir, name) = self.writable_dir(parent, name)?;
+        // A file closed with its upload left to release (an empty one, as tar's placeholders for
+        // symlinks are) is completed first, as an open would, and then deleted like any object.
+        let deferred = match self.ns.local_child(parent, &name) {
+            Some(local) if local.kind != InodeKind::Directory => self.complete_deferred(local.ino).await,
+            _ => false,
+        };
+        if deferred {
+            tracing::debug!(key = %crate::escape::escaped(&format!("{}{}", dir.key, name)), "completed a closed file's upload to delete it");
+        }
         if let Some(local) = self.ns.local_child(parent, &name) {
             if self.staged(local.ino).is_some() {
                 return Err(FsError::PermissionDenied(format!(
@@ -458,7 +514,7 @@ impl S3Filesystem {
             }
             return Err(match local.kind {
                 InodeKind::Directory => FsError::IsADirectory(local.ino),
-                InodeKind::File => FsError::PermissionDenied(format!(
+                InodeKind::File | InodeKind::Symlink => FsError::PermissionDenied(format!(
                     "cannot delete {:?} while it is being written; delete it after it is closed",
                     local.key
                 )),
@@ -479,6 +535,23 @@ impl S3Filesystem {
 
     /// mkdir: a local directory, real in S3 once a file is written in it.
     pub async fn mkdir(&self, parent: u64, name: &OsStr) -> Result<Entry, FsError> {
+        self.mkdir_as(parent, name, u32::from(self.config.dir_mode), None).await
+    }
+
+    /// mkdir by the user `owner` with `mode` (umask applied by the caller). With
+    /// `--posix-metadata` it writes the directory's marker object at once (see
+    /// [`S3Filesystem::mkdir_marker`]); otherwise `mode` and `owner` are the mount's.
+    pub async fn mkdir_as(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        owner: Option<(u32, u32)>,
+    ) -> Result<Entry, FsError> {
+        if self.config.posix_metadata {
+            let (uid, gid) = owner.unwrap_or((self.config.uid, self.config.gid));
+            return self.mkdir_marker(parent, name, mode, uid, gid).await;
+        }
         let (dir, name) = self.writable_dir(parent, name)?;
         self.ensure_absent(&dir, &name).await?;
         let inode = self.ns.create_local(parent, &name, InodeKind::Directory, self.ttl(InodeKind::Directory))?;
@@ -505,7 +578,8 @@ impl S3Filesystem {
         }
         match self.resolve(&dir.key, &name).await? {
             None => Err(FsError::NotFound { parent, name }),
-            Some(e) if e.kind == InodeKind::File => Err(FsError::NotADirectory(parent)),
+            Some(e) if e.kind != InodeKind::Directory => Err(FsError::NotADirectory(parent)),
+            Some(_) if self.config.posix_metadata => self.rmdir_marker(parent, &dir.key, &name).await,
             Some(_) => Err(FsError::PermissionDenied(format!(
                 "cannot remove {:?}: the directory exists in S3 (delete its objects instead)",
                 format!("{}{}/", dir.key, name)
@@ -532,15 +606,28 @@ impl S3Filesystem {
             if let Some(size) = change.size.filter(|&s| s != inode.stat.size) {
                 self.truncate_local(&inode, size).await?;
             }
-            let inode = match change.mtime {
+            let mut inode = match change.mtime {
                 Some(t) => self.ns.set_mtime(ino, t)?,
                 None => self.ns.get(ino)?,
             };
+            if self.config.posix_metadata {
+                // Carried by the upload (see `complete`).
+                let now = SystemTime::now();
+                inode = self.ns.set_posix(ino, |p| *p = crate::fs::posix::ops::apply(*p, &change, now))?;
+            }
             return Ok(self.entry(&inode));
         }
-        let what = if change.mode {
+        let attributes = change.mode.is_some()
+            || change.uid.is_some()
+            || change.gid.is_some()
+            || change.mtime.is_some()
+            || change.atime.is_some();
+        if self.config.posix_metadata && attributes && change.size.is_none() {
+            return self.set_remote_attrs(inode, &change).await;
+        }
+        let what = if change.mode.is_some() {
             "the mode"
-        } else if change.owner {
+        } else if change.uid.is_some() || change.gid.is_some() {
             "the owner"
         } else if change.size.is_some() {
             "the size (use --allow-overwrite and open with O_TRUNC to replace an object)"

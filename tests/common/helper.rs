@@ -93,6 +93,48 @@ impl HelperClient {
         out.e_tag().unwrap_or_default().to_string()
     }
 
+    /// Writes an object with user metadata (bare names: `mode`, not `x-amz-meta-mode`) and,
+    /// when given, a Content-Type, as another S3 tool (s3fs, rclone) would; returns its ETag.
+    pub fn put_with_metadata(
+        &self,
+        key: &str,
+        data: impl AsRef<[u8]>,
+        metadata: &[(&str, &str)],
+        content_type: Option<&str>,
+    ) -> String {
+        let (client, bucket, key, data) =
+            (self.client.clone(), self.bucket.clone(), key.to_string(), Bytes::copy_from_slice(data.as_ref()));
+        let metadata: std::collections::HashMap<String, String> =
+            metadata.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let content_type = content_type.map(str::to_string);
+        let out = self.block_on(async move {
+            client
+                .put_object()
+                .bucket(&bucket)
+                .key(&key)
+                .set_metadata(Some(metadata))
+                .set_content_type(content_type)
+                .body(ByteStream::from(data))
+                .send()
+                .await
+        });
+        let out = out.unwrap_or_else(|e| panic!("put: {}", aws_smithy_types::error::display::DisplayErrorContext(e)));
+        out.e_tag().unwrap_or_default().to_string()
+    }
+
+    /// The user metadata of the object at `key` (bare names, lowercase as S3 returns them);
+    /// `None` if there is no object.
+    pub fn head_metadata(&self, key: &str) -> Option<std::collections::BTreeMap<String, String>> {
+        let (client, bucket, key) = (self.client.clone(), self.bucket.clone(), key.to_string());
+        self.block_on(async move {
+            match client.head_object().bucket(&bucket).key(&key).send().await {
+                Ok(out) => Some(out.metadata().cloned().unwrap_or_default().into_iter().collect()),
+                Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => None,
+                Err(e) => panic!("head: {}", aws_smithy_types::error::display::DisplayErrorContext(e)),
+            }
+        })
+    }
+
     /// Reads a whole object; `None` if there is none at `key`.
     pub fn get(&self, key: &str) -> Option<Vec<u8>> {
         let (client, bucket, key) = (self.client.clone(), self.bucket.clone(), key.to_string());

@@ -417,12 +417,13 @@ fn write_flags_fill_the_file_system_config() {
         "--upload-checksums",
         "off",
         "--infer-content-type",
+        "--posix-metadata",
         "--write-part-size",
         "5242880",
     ])
     .unwrap();
     let fs = config.fs;
-    assert!(fs.allow_delete && fs.allow_overwrite && fs.allow_modify && fs.infer_content_type);
+    assert!(fs.allow_delete && fs.allow_overwrite && fs.allow_modify && fs.infer_content_type && fs.posix_metadata);
     assert!(!parse(&["bucket", "/mnt"]).unwrap().fs.allow_modify, "off by default");
     assert!(!fs.upload_checksums);
     assert_eq!(fs.storage_class.as_deref(), Some("STANDARD_IA"));
@@ -430,6 +431,7 @@ fn write_flags_fill_the_file_system_config() {
     assert_eq!(fs.sse_kms_key_id.as_deref(), Some("arn:aws:kms:us-east-1:111122223333:key/k"));
     assert_eq!(fs.write_part_size, 5 << 20);
     assert!(parse(&["bucket", "/mnt"]).unwrap().fs.upload_checksums, "crc32c by default");
+    assert!(!parse(&["bucket", "/mnt"]).unwrap().fs.posix_metadata, "Mountpoint's fixed attributes by default");
 }
 
 #[test]

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::client::ETag;
 use crate::fs::FsError;
 use crate::fs::config::MetadataTtl;
+use crate::fs::posix::PosixAttrs;
 use crate::fs::readdir::ListedEntry;
 use metacache::MetadataCache;
 use table::{Tables, same_object};
@@ -38,11 +39,13 @@ use table::{Tables, same_object};
 /// Inode number of the mount's root directory.
 pub const ROOT_INO: u64 = 1;
 
-/// Files and directories: the only kinds S3 keys can express.
+/// Files and directories: the only kinds S3 keys can express; and, with `--posix-metadata`,
+/// symbolic links (objects whose stored mode says so).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InodeKind {
     File,
     Directory,
+    Symlink,
 }
 
 /// What S3 last told us about an inode.
@@ -56,6 +59,9 @@ pub struct Stat {
     pub storage_class: Option<String>,
     /// In an archive tier and not restored: it cannot be read (see [`crate::client::ObjectMeta::archived`]).
     pub archived: bool,
+    /// `--posix-metadata`: the stored attributes (`Some`, possibly empty, once a HeadObject or
+    /// this mount said; `None` when only a listing did, which carries no metadata).
+    pub posix: Option<PosixAttrs>,
     /// Until when this may be served without asking S3 again.
     pub expiry: Instant,
 }
@@ -73,6 +79,7 @@ impl Stat {
             etag: entry.etag.clone(),
             storage_class: entry.storage_class.clone(),
             archived: entry.archived,
+            posix: entry.posix,
             expiry: Instant::now() + ttl,
         }
     }
@@ -121,6 +128,8 @@ pub struct RemoteEntry {
     pub storage_class: Option<String>,
     /// In an archive tier and not restored.
     pub archived: bool,
+    /// `--posix-metadata`: the stored attributes, `None` from a listing (see [`Stat::posix`]).
+    pub posix: Option<PosixAttrs>,
 }
 
 impl RemoteEntry {
@@ -133,6 +142,7 @@ impl RemoteEntry {
             etag: None,
             storage_class: None,
             archived: false,
+            posix: None,
         }
     }
 }
@@ -198,6 +208,8 @@ impl Namespace {
                 etag: s.stat.etag.clone().map(ETag::new),
                 storage_class: None,
                 archived: false,
+                // Not recorded: with --posix-metadata, unknown attributes are fetched again.
+                posix: None,
                 expiry: now,
             };
             let node = table::Node {
@@ -267,8 +279,10 @@ impl Namespace {
             }
             if same_object(node, &entry) {
                 let known_etag = node.stat.etag.take();
+                // A listing carries no user metadata: what a HeadObject said about this object stays.
+                let known_posix = node.stat.posix.take();
                 let stat = Stat::remote(&entry, ttl);
-                node.stat = Stat { etag: stat.etag.clone().or(known_etag), ..stat };
+                node.stat = Stat { etag: stat.etag.clone().or(known_etag), posix: stat.posix.or(known_posix), ..stat };
                 node.lookups += 1;
                 return t.snapshot(ino);
             }
@@ -311,6 +325,7 @@ impl Namespace {
                 stat.etag = entry.etag.or(stat.etag.take());
                 stat.storage_class = entry.storage_class;
                 stat.archived = entry.archived;
+                stat.posix = entry.posix.or(stat.posix.take());
                 stat.expiry = Instant::now() + ttl;
                 t.snapshot(ino)
             }
@@ -386,10 +401,11 @@ impl Namespace {
             etag: None,
             storage_class: None,
             archived: false,
+            posix: None,
             expiry: Instant::now() + ttl,
         };
         let local = Some(match kind {
-            InodeKind::File => LocalState::File,
+            InodeKind::File | InodeKind::Symlink => LocalState::File,
             InodeKind::Directory => LocalState::Directory,
         });
         let ino = t.insert(parent, name, kind, stat, local);
@@ -404,6 +420,10 @@ impl Namespace {
         node.stat.size = 0;
         node.stat.etag = None;
         node.stat.mtime = SystemTime::now();
+        // The new object keeps the mode and owner; its times are its own.
+        if let Some(p) = node.stat.posix.as_mut() {
+            (p.mtime, p.atime, p.ctime) = (None, None, None);
+        }
         t.snapshot(ino)
     }
 
@@ -421,6 +441,47 @@ impl Namespace {
         t.snapshot(ino)
     }
 
+    /// `--posix-metadata`: changes the stored attributes of `ino` (they start empty).
+    pub fn set_posix(&self, ino: u64, change: impl FnOnce(&mut PosixAttrs)) -> Result<Inode, FsError> {
+        let mut t = self.lock();
+        let stat = &mut t.node_mut(ino)?.stat;
+        change(stat.posix.get_or_insert_with(PosixAttrs::default));
+        t.snapshot(ino)
+    }
+
+    /// `parent/name` was created in S3 by this mount as `entry` (a symlink, a directory marker):
+    /// the inode, with one kernel reference, and the caches know it.
+    pub fn created(&self, parent: u64, name: &str, entry: RemoteEntry, ttl: Duration) -> Result<Inode, FsError> {
+        let inode = self.remember(parent, name, entry.clone(), ttl)?;
+        self.meta.created(inode.parent_key(), name, &entry);
+        Ok(inode)
+    }
+
+    /// This mount rewrote the object (or marker) of `ino` with `posix` attributes, as `etag`: it
+    /// keeps its inode number (the bytes are the same), and the caches learn the new ETag.
+    pub fn rewritten(&self, ino: u64, etag: Option<ETag>, posix: PosixAttrs, ttl: Duration) -> Result<Inode, FsError> {
+        let mut t = self.lock();
+        let stat = &mut t.node_mut(ino)?.stat;
+        if etag.is_some() {
+            stat.etag = etag;
+        }
+        stat.posix = Some(posix);
+        stat.expiry = Instant::now() + ttl;
+        let inode = t.snapshot(ino)?;
+        drop(t);
+        let entry = RemoteEntry {
+            kind: inode.kind,
+            size: inode.stat.size,
+            mtime: inode.stat.mtime,
+            etag: inode.stat.etag.clone(),
+            storage_class: inode.stat.storage_class.clone(),
+            archived: inode.stat.archived,
+            posix: inode.stat.posix,
+        };
+        self.meta.created(inode.parent_key(), &inode.name, &entry);
+        Ok(inode)
+    }
+
     /// A local file is now the object `etag` of `size` bytes in S3 (its upload completed): its
     /// local ancestor directories exist in S3 now, too, and the caches know it.
     pub fn commit_upload(&self, ino: u64, etag: ETag, size: u64, ttl: Duration) {
@@ -433,6 +494,8 @@ impl Namespace {
             etag: Some(etag.clone()),
             storage_class: None,
             archived: false,
+            // The attributes the upload carried.
+            posix: node.stat.posix,
             expiry: Instant::now() + ttl,
         };
         let mut dir = node.parent;
@@ -453,6 +516,7 @@ impl Namespace {
             etag: Some(etag),
             storage_class: None,
             archived: false,
+            posix: inode.stat.posix,
         };
         // Journalled (fsynced with `indefinite`) outside the lock.
         self.meta.created(inode.parent_key(), &inode.name, &entry);

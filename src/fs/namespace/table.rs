@@ -74,6 +74,7 @@ impl Tables {
                 etag: None,
                 storage_class: None,
                 archived: false,
+                posix: None,
                 // The root always exists; nothing to revalidate.
                 expiry: Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600),
             },
@@ -242,7 +243,7 @@ pub(super) fn same_object(node: &Node, entry: &RemoteEntry) -> bool {
     }
     match node.kind {
         InodeKind::Directory => true,
-        InodeKind::File => match (&node.stat.etag, &entry.etag) {
+        InodeKind::File | InodeKind::Symlink => match (&node.stat.etag, &entry.etag) {
             (Some(a), Some(b)) => a == b,
             _ => node.stat.size == entry.size && node.stat.mtime == entry.mtime,
         },

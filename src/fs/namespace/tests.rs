@@ -16,6 +16,7 @@ fn file(size: u64, etag: Option<&str>) -> RemoteEntry {
         etag: etag.map(ETag::new),
         storage_class: None,
         archived: false,
+        posix: None,
     }
 }
 

@@ -87,8 +87,9 @@ impl S3Filesystem {
             // RenameObject moves one object; a directory is many (see SEMANTICS.md).
             return Err(FsError::NotSupported("renaming a directory without --allow-rename"));
         }
+        // A symlink (--posix-metadata) is an object like a file: it moves the same way.
         let src_key = match src_kind {
-            InodeKind::File => format!("{}{name}", dir.key),
+            InodeKind::File | InodeKind::Symlink => format!("{}{name}", dir.key),
             InodeKind::Directory => format!("{}{name}/", dir.key),
         };
         let src_node = self.ns.child(parent, &name);
@@ -109,8 +110,12 @@ impl S3Filesystem {
         let replace = match (src_kind, dst_kind) {
             (_, None) => false,
             _ if noreplace => return Err(FsError::AlreadyExists { key: format!("{}{newname}", newdir.key) }),
-            (InodeKind::File, Some(InodeKind::Directory)) => return Err(FsError::IsADirectory(newparent)),
-            (InodeKind::Directory, Some(InodeKind::File)) => return Err(FsError::NotADirectory(newparent)),
+            (InodeKind::File | InodeKind::Symlink, Some(InodeKind::Directory)) => {
+                return Err(FsError::IsADirectory(newparent));
+            }
+            (InodeKind::Directory, Some(InodeKind::File | InodeKind::Symlink)) => {
+                return Err(FsError::NotADirectory(newparent));
+            }
             (InodeKind::Directory, Some(InodeKind::Directory)) => match &dst_local {
                 // An empty directory made here is replaced, as rename(2) replaces empty
                 // directories (abandoned below, once nothing can fail any more before the move).
@@ -123,7 +128,7 @@ impl S3Filesystem {
                 }
                 _ => return Err(FsError::NotEmpty { key: format!("{}{newname}/", newdir.key) }),
             },
-            (InodeKind::File, Some(InodeKind::File)) => {
+            (InodeKind::File | InodeKind::Symlink, Some(InodeKind::File | InodeKind::Symlink)) => {
                 if !self.config.allow_overwrite {
                     return Err(FsError::PermissionDenied(format!(
                         "{:?} exists and overwriting is disabled; use the --allow-overwrite mount option to enable it",
@@ -140,7 +145,7 @@ impl S3Filesystem {
             }
         };
         let dst_key = match src_kind {
-            InodeKind::File => format!("{}{newname}", newdir.key),
+            InodeKind::File | InodeKind::Symlink => format!("{}{newname}", newdir.key),
             InodeKind::Directory => format!("{}{newname}/", newdir.key),
         };
         let local_only = match (src_kind, src_local.as_ref().map(|l| l.local)) {
@@ -169,7 +174,7 @@ impl S3Filesystem {
                 self.retarget(ino, &src_key, dst_key, replace).await?;
                 self.ns.rename(parent, &name, newparent, &newname, src_kind, None, &[])
             }
-            (InodeKind::File, _) if atomic => {
+            (InodeKind::File | InodeKind::Symlink, _) if atomic => {
                 let options = RenameOptions { destination_if_none_match_any: !replace, ..RenameOptions::default() };
                 self.client
                     .rename_object(&src_key, &dst_key, &options)
@@ -178,19 +183,22 @@ impl S3Filesystem {
                 // RenameObject keeps the object (ETag, size, times): the inode's stat stays right.
                 self.ns.rename(parent, &name, newparent, &newname, src_kind, None, &[])
             }
-            (InodeKind::File, _) => {
+            (InodeKind::File | InodeKind::Symlink, _) => {
                 let meta =
                     self.client.head_object(&src_key).await.map_err(|e| FsError::client("rename", &src_key, e))?;
+                // The copy keeps the object's metadata, attributes included.
+                let posix = self.config.posix_metadata.then(|| crate::fs::posix::ops::attrs_of(&meta));
                 let planned =
                     vec![Planned { mv: Move { from: src_key, to: dst_key, etag: meta.etag }, size: meta.size }];
                 let copied = self.move_objects(planned, replace).await?;
                 let entry = copied.into_iter().next().map(|(etag, size)| RemoteEntry {
-                    kind: InodeKind::File,
+                    kind: src_kind,
                     size,
                     mtime: std::time::SystemTime::now(),
                     etag: Some(etag),
                     storage_class: self.config.storage_class.clone(),
                     archived: false,
+                    posix,
                 });
                 self.ns.rename(parent, &name, newparent, &newname, src_kind, entry.as_ref(), &[])
             }

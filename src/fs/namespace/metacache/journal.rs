@@ -1,8 +1,10 @@
 //! [`Journal`]: the metadata a mount with `--metadata-ttl indefinite --cache DIR` learned,
 //! kept in `DIR` so the next mount of the same bucket and prefix starts with it.
 //!
-//! An append-only text file, one record a line: `E <key> <kind> <size> <mtime ns> <etag>` for
-//! an entry, `D <key>` for "deleted through this mount", and `L <dir key>` for "the listing of
+//! An append-only text file, one record a line: `E <key> <kind> <size> <mtime ns> <etag>
+//! [<attrs>]` for an entry (kind `f`, `d`, or `l` for a symlink; `attrs`, written with
+//! `--posix-metadata` once a HeadObject read them: the stored POSIX attributes as the user
+//! metadata they came from, `name=value` pairs joined by `,`, hex-encoded; `=` for none stored), `D <key>` for "deleted through this mount", and `L <dir key>` for "the listing of
 //! this directory is complete (its entries are the `E` records under it)". Keys and ETags are
 //! hex-encoded, so no key can break the format, and each line ends with the CRC32C of what
 //! precedes it. A last line without its newline (a write torn by a crash) is cut at open; a
@@ -30,6 +32,7 @@ use std::time::{Duration, SystemTime};
 use crate::client::ETag;
 use crate::fs::namespace::names::{ListedName, classify_object};
 use crate::fs::namespace::{InodeKind, RemoteEntry};
+use crate::fs::posix::PosixAttrs;
 use crate::fs::readdir::ListedEntry;
 
 /// Records buffered before they are written out.
@@ -143,14 +146,27 @@ impl Journal {
         let Some(body) = std::str::from_utf8(line).ok().and_then(unseal) else { return false };
         let fields: Vec<&str> = body.split(' ').collect();
         match fields.as_slice() {
-            ["E", key, kind, size, mtime, etag] => {
+            ["E", key, kind, size, mtime, etag, attrs @ ..] if attrs.len() <= 1 => {
                 let (Some(key), Ok(size), Ok(mtime)) = (unhex(key), size.parse::<u64>(), mtime.parse::<u64>()) else {
                     return false;
                 };
-                let kind = if *kind == "d" { InodeKind::Directory } else { InodeKind::File };
+                let kind = match *kind {
+                    "d" => InodeKind::Directory,
+                    "l" => InodeKind::Symlink,
+                    _ => InodeKind::File,
+                };
                 let etag = if etag.is_empty() || *etag == "-" { None } else { unhex(etag).map(ETag::new) };
                 let mtime = SystemTime::UNIX_EPOCH + Duration::from_nanos(mtime);
-                entries.insert(key, RemoteEntry { kind, size, mtime, etag, storage_class: None, archived: false });
+                let posix = match attrs.first() {
+                    None => None,
+                    Some(&"=") => Some(PosixAttrs::default()),
+                    Some(hexed) => {
+                        let Some(pairs) = unhex(hexed) else { return false };
+                        Some(PosixAttrs::from_metadata(pairs.split(',').filter_map(|p| p.split_once('='))))
+                    }
+                };
+                let entry = RemoteEntry { kind, size, mtime, etag, storage_class: None, archived: false, posix };
+                entries.insert(key, entry);
             }
             ["D", key] => match unhex(key) {
                 Some(key) => {
@@ -205,10 +221,23 @@ impl Journal {
 
     /// Records an entry (full key).
     pub fn entry(&self, key: &str, entry: &RemoteEntry) {
-        let kind = if entry.kind == InodeKind::Directory { "d" } else { "f" };
+        let kind = match entry.kind {
+            InodeKind::Directory => "d",
+            InodeKind::Symlink => "l",
+            InodeKind::File => "f",
+        };
         let mtime = entry.mtime.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
         let etag = entry.etag.as_ref().map(|e| hex(e.as_str())).unwrap_or_else(|| "-".into());
-        self.push(format!("E {} {kind} {} {mtime} {etag}", hex(key), entry.size));
+        let attrs = match entry.posix {
+            None => String::new(),
+            Some(a) if a.is_empty() => " =".to_string(),
+            // Our own formatting: names and values hold no ',' or '='.
+            Some(a) => {
+                let pairs: Vec<String> = a.to_metadata().into_iter().map(|(n, v)| format!("{n}={v}")).collect();
+                format!(" {}", hex(&pairs.join(",")))
+            }
+        };
+        self.push(format!("E {} {kind} {} {mtime} {etag}{attrs}", hex(key), entry.size));
     }
 
     /// Records that the listing of `dir_key` is complete.
@@ -247,7 +276,37 @@ mod tests {
             etag: etag.map(ETag::new),
             storage_class: None,
             archived: false,
+            posix: None,
         }
+    }
+
+    #[test]
+    fn posix_attributes_and_symlinks_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = path_for(dir.path(), "bucket", "");
+        let attrs = PosixAttrs {
+            kind: Some(crate::fs::posix::PosixKind::Symlink),
+            perm: Some(0o777),
+            uid: Some(7),
+            gid: Some(8),
+            mtime: Some(SystemTime::UNIX_EPOCH + Duration::new(1_500_000_000, 5)),
+            atime: None,
+            ctime: None,
+        };
+        let link = RemoteEntry { posix: Some(attrs), ..entry(InodeKind::Symlink, 3, Some("e")) };
+        let bare = RemoteEntry { posix: Some(PosixAttrs::default()), ..entry(InodeKind::File, 1, Some("f")) };
+        let listed = entry(InodeKind::File, 2, None);
+        {
+            let (j, _) = Journal::open(&path, &path).unwrap();
+            j.entry("l", &link);
+            j.entry("bare", &bare);
+            j.entry("listed", &listed);
+        }
+        let (_j, loaded) = Journal::open(&path, &path).unwrap();
+        assert_eq!(loaded.entries["l"], link);
+        assert_eq!(loaded.entries["bare"], bare, "asked, nothing stored");
+        assert_eq!(loaded.entries["listed"], listed, "never asked");
+        assert_eq!(loaded.damaged, 0);
     }
 
     #[test]

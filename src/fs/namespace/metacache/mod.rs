@@ -318,6 +318,7 @@ mod tests {
             etag: Some(ETag::new("\"e\"")),
             storage_class: None,
             archived: false,
+            posix: None,
         }
     }
 

@@ -10,6 +10,8 @@
 //!   request counts and its own CPU time: the benchmark backend (`benches/fs_throughput.rs`).
 //!
 //! Both offer the same helpers, also through the [`TestS3`] trait for code generic over them.
+//! [`garage::GarageS3`]: a real Garage server (child process, binary found or built), for
+//! benchmarks against a production store.
 //! [`canned::CannedServer`] answers every request with one fixed response, for failure shapes
 //! (redirects, throttling, broken ranges) no local server produces.
 //! [`tls_front::TlsFront`] serves HTTPS in front of a server with a certificate from a CA made
@@ -24,6 +26,7 @@
 pub mod canned;
 pub mod data;
 pub mod fault_proxy;
+pub mod garage;
 pub mod helper;
 pub mod mem_rules;
 pub mod mem_server;

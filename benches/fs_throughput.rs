@@ -9,6 +9,7 @@
 //! cargo bench --bench fs_throughput -- --quiet-wait 0    # do not wait for an idle machine
 //! cargo bench --bench fs_throughput -- --server garage   # against a real local Garage
 //! cargo bench --bench fs_throughput -- --compare /usr/bin/mount-s3  # another mount, same run
+//! cargo bench --bench fs_throughput -- --repeat 2      # fewer runs a side (quicker, noisier)
 //! FS_BENCH_LIST_OBJECTS=10000 cargo bench --bench fs_throughput -- list  # a smaller listing
 //! ```
 //!
@@ -64,6 +65,7 @@ struct Options {
     quiet_wait: Duration,
     server: server::Kind,
     compare: Option<PathBuf>,
+    repeat: Option<usize>,
     names: Vec<String>,
 }
 
@@ -74,6 +76,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         quiet_wait: Duration::from_secs(120),
         server: server::Kind::Memory,
         compare: None,
+        repeat: None,
         names: vec![],
     };
     let mut args = args.iter();
@@ -94,6 +97,10 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
                     Some("garage") => server::Kind::Garage,
                     _ => return Err("--server needs memory or garage".into()),
                 }
+            }
+            "--repeat" => {
+                let n = args.next().and_then(|s| s.parse().ok()).filter(|n| *n > 0);
+                options.repeat = Some(n.ok_or("--repeat needs a number of runs (1 or more)")?);
             }
             "--compare" => {
                 let path = PathBuf::from(args.next().ok_or("--compare needs the path of a mount binary")?);
@@ -134,8 +141,11 @@ fn main() {
         }
     }
     let full = options.names.is_empty();
-    let selected: Vec<Workload> =
+    let mut selected: Vec<Workload> =
         all.into_iter().filter(|w| full || options.names.iter().any(|n| n == w.name)).collect();
+    if let Some(repeat) = options.repeat {
+        selected.iter_mut().for_each(|w| w.repeat = repeat);
+    }
 
     let started = Instant::now();
     let s3 = Server::start(options.server).unwrap_or_else(|e| exit_with(&e));

@@ -114,7 +114,7 @@ new objects, checked byte for byte at the server and deleted after every run of 
   full. Rows limited by the server measure the server, not mount-s3; rows mostly \"others\" were
   disturbed and should be rerun.
 - Each side runs several times (5; 3 for the 10-second random reads, the listing and the
-  writes), each mount-side run on a fresh mount, alternating with the other sides' runs:
+  writes; `--repeat N` says otherwise, see the command below), each mount-side run on a fresh mount, alternating with the other sides' runs:
   results are the median run, with [lowest-highest] of the runs; peak RSS is the highest of the
   runs; mount/raw is the median of the ratios of each mount run to the raw run of the same
   round, so a slow spell on the machine hits both (likewise other/raw and mount/other).

@@ -7,6 +7,10 @@
 //! cargo bench --bench fs_throughput -- --list            # names and descriptions
 //! cargo bench --bench fs_throughput -- ttfb --write-doc  # a subset, written to the doc anyway
 //! cargo bench --bench fs_throughput -- --quiet-wait 0    # do not wait for an idle machine
+//! cargo bench --bench fs_throughput -- --server garage   # against a real local Garage
+//! cargo bench --bench fs_throughput -- --compare /usr/bin/mount-s3  # another mount, same run
+//! cargo bench --bench fs_throughput -- --repeat 2      # fewer runs a side (quicker, noisier)
+//! FS_BENCH_LIST_OBJECTS=10000 cargo bench --bench fs_throughput -- list  # a smaller listing
 //! ```
 //!
 //! Without `--bench` (which `cargo bench` passes), as under `cargo test --all-targets`, it only
@@ -15,12 +19,15 @@
 //! Before each run it waits (up to 120 s in all, by default) for the machine to be idle, since
 //! other processes on a small machine change the numbers more than anything else.
 //!
-//! Needs root (mounts, dropping the page cache) and /dev/fuse. One process holds the in-memory
-//! S3 server (`tests/common/mem_server.rs`, 127.0.0.1 only) with every object seeded as a slice
-//! of one 1 GiB buffer; for each workload it mounts the bucket afresh (`mount-s3 --foreground`,
-//! sealed environment, unmounted also on panic), runs the readers (or writers), reads the
-//! daemon's CPU time and peak RSS from `/proc`, the server's CPU time and request counts, then
-//! runs the raw baseline in a child process (this binary again, with a hidden flag). Write
+//! Needs root (mounts, dropping the page cache) and /dev/fuse. The S3 server is the in-memory
+//! one in this process (`tests/common/mem_server.rs`, 127.0.0.1 only) or, with `--server
+//! garage`, a local Garage child process (`tests/common/garage.rs`: found, or built once with
+//! `cargo install`); either is seeded with the objects the selected workloads read, as slices of
+//! one 1 GiB buffer (`fs_throughput/server.rs`). For each workload it mounts the bucket afresh
+//! (`mount-s3 --foreground`, sealed environment, unmounted also on panic), runs the readers (or
+//! writers), reads the daemon's CPU time and peak RSS from `/proc`, the server's CPU time and
+//! request counts; with `--compare PATH` it does the same with that mount binary (same flags);
+//! then it runs the raw baseline in a child process (this binary again, with a hidden flag). Write
 //! workloads copy local source files (on tmpfs, made once per run) into new objects; after each
 //! run of either side the objects are checked byte for byte at the server and deleted. Workloads
 //! are in `fs_throughput/workloads.rs`, the report's format in `fs_throughput/report.rs`.
@@ -36,29 +43,42 @@ mod procs;
 mod raw;
 #[path = "fs_throughput/report.rs"]
 mod report;
+#[path = "fs_throughput/server.rs"]
+mod server;
 #[path = "fs_throughput/workloads.rs"]
 mod workloads;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::mem_server::{MemS3, REGION};
 use common::mount::{TestMount, binary};
 use measure::{Run, Snapshot, peak_rss_kib};
 use report::{Row, RunInfo};
+use server::Server;
 use workloads::Workload;
 
 struct Options {
     list: bool,
     write_doc: Option<bool>,
     quiet_wait: Duration,
+    server: server::Kind,
+    compare: Option<PathBuf>,
+    repeat: Option<usize>,
     names: Vec<String>,
 }
 
 fn parse_options(args: &[String]) -> Result<Options, String> {
-    let mut options = Options { list: false, write_doc: None, quiet_wait: Duration::from_secs(120), names: vec![] };
+    let mut options = Options {
+        list: false,
+        write_doc: None,
+        quiet_wait: Duration::from_secs(120),
+        server: server::Kind::Memory,
+        compare: None,
+        repeat: None,
+        names: vec![],
+    };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -70,6 +90,24 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             "--quiet-wait" => {
                 let secs = args.next().and_then(|s| s.parse().ok()).ok_or("--quiet-wait needs seconds")?;
                 options.quiet_wait = Duration::from_secs(secs);
+            }
+            "--server" => {
+                options.server = match args.next().map(String::as_str) {
+                    Some("memory") => server::Kind::Memory,
+                    Some("garage") => server::Kind::Garage,
+                    _ => return Err("--server needs memory or garage".into()),
+                }
+            }
+            "--repeat" => {
+                let n = args.next().and_then(|s| s.parse().ok()).filter(|n| *n > 0);
+                options.repeat = Some(n.ok_or("--repeat needs a number of runs (1 or more)")?);
+            }
+            "--compare" => {
+                let path = PathBuf::from(args.next().ok_or("--compare needs the path of a mount binary")?);
+                if !path.is_file() {
+                    return Err(format!("--compare {}: no such file", path.display()));
+                }
+                options.compare = Some(path);
             }
             flag if flag.starts_with('-') => return Err(format!("unknown option {flag}")),
             name => options.names.push(name.to_string()),
@@ -103,14 +141,17 @@ fn main() {
         }
     }
     let full = options.names.is_empty();
-    let selected: Vec<Workload> =
+    let mut selected: Vec<Workload> =
         all.into_iter().filter(|w| full || options.names.iter().any(|n| n == w.name)).collect();
+    if let Some(repeat) = options.repeat {
+        selected.iter_mut().for_each(|w| w.repeat = repeat);
+    }
 
     let started = Instant::now();
-    let s3 = MemS3::start();
-    eprintln!("seeding the in-memory server ({})", s3.endpoint);
-    let data = workloads::seed(&s3);
-    let seeded_bytes = s3.stored_bytes();
+    let s3 = Server::start(options.server).unwrap_or_else(|e| exit_with(&e));
+    eprintln!("seeding the server ({})", s3.endpoint());
+    let data = workloads::seed(&s3, &selected).unwrap_or_else(|e| exit_with(&e));
+    eprintln!("   ({:.0} s)", started.elapsed().as_secs_f64());
     let mut notes = Vec::new();
     let source_sizes = workloads::source_sizes(&selected);
     let sources = (!source_sizes.is_empty()).then(|| {
@@ -154,15 +195,20 @@ fn main() {
             }
         };
         // The two sides alternate, so a slow spell on the machine hits both.
-        let (mut mounts, mut raws) = (Vec::new(), Vec::new());
+        let (mut mounts, mut others, mut raws) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..w.repeat {
             quiet(&mut busy_starts);
-            let run = mount_side(&s3, &w, &data, &mut notes);
-            mounts.push(log("mount", settle(&s3, &w, &data, seeded_bytes, run)));
+            let run = mount_side(&binary(), &s3, &w, &data, &mut notes);
+            mounts.push(log("mount", settle(&s3, &w, &data, run)));
+            if let Some(other) = &options.compare {
+                quiet(&mut busy_starts);
+                let run = mount_side(other, &s3, &w, &data, &mut notes);
+                others.push(log("other", settle(&s3, &w, &data, run)));
+            }
             if let Some(spec) = &w.raw {
                 quiet(&mut busy_starts);
                 let run = raw::run(&s3, spec, w.timeout);
-                raws.push(log("raw", settle(&s3, &w, &data, seeded_bytes, run)));
+                raws.push(log("raw", settle(&s3, &w, &data, run)));
             }
         }
         if let Some(most) = busy_starts.iter().copied().reduce(f64::max) {
@@ -173,9 +219,10 @@ fn main() {
             ));
         }
         eprintln!("   ({:.0} s)", t.elapsed().as_secs_f64());
-        rows.push(Row::new(w, mounts, raws));
+        rows.push(Row::new(w, mounts, others, raws));
     }
-    notes.extend(report::write_targets(&rows));
+    notes.extend(report::targets(&rows));
+    notes.push("Cache-hit targets (issue 15, item 6) are not measured by this benchmark.".into());
     if !full {
         let names: Vec<&str> = rows.iter().map(|r| r.workload.name).collect();
         notes.push(format!("Only these workloads were run: {}.", names.join(", ")));
@@ -183,7 +230,7 @@ fn main() {
     notes.push(format!("Whole run took {:.0} s.", started.elapsed().as_secs_f64()));
     drop(sources);
 
-    let info = run_info(&args, notes);
+    let info = run_info(&args, &s3, options.compare.as_deref(), notes);
     let doc = report::render(&info, &rows);
     println!("{doc}");
     if options.write_doc.unwrap_or(full) {
@@ -204,31 +251,39 @@ fn self_check() {
     let run = |mib: u64| Run { bytes: mib << 20, ops: 1, wall: Duration::from_secs(1), ..Run::default() };
     let (mounts, raws) = ([200, 100, 300], [400, 400, 800]);
     let rows: Vec<Row> =
-        all.into_iter().map(|w| Row::new(w, mounts.map(run).to_vec(), raws.map(run).to_vec())).collect();
+        all.into_iter().map(|w| Row::new(w, mounts.map(run).to_vec(), vec![], raws.map(run).to_vec())).collect();
     let info = RunInfo {
         command: String::new(),
         date: String::new(),
         commit: String::new(),
         machine: String::new(),
         binary: String::new(),
+        other: None,
+        server: String::new(),
         notes: vec![],
     };
     let doc = report::render(&info, &rows);
     // Median 200 of [100-300]; raw median 400; paired ratios 0.5, 0.25, 0.375 -> 0.375.
     let row = "| `seq_read` | 1 reader, 1 GiB object, `dd bs=1M` | 200 MiB/s [100-300] | 400 MiB/s [400-800] | 0.38 |";
     assert!(doc.contains(row), "{doc}");
+    // With a third side: its column and the paired ratios other/raw and mount/other.
+    let w = workloads::all().into_iter().next().expect("a workload");
+    let others = [100, 100, 100];
+    let row = Row::new(w, mounts.map(run).to_vec(), others.map(run).to_vec(), raws.map(run).to_vec());
+    let doc = report::render(&info, &[row]);
+    let row = "| 200 MiB/s [100-300] | 100 MiB/s [100-100] | 400 MiB/s [400-800] | 0.38 | 0.25 | 2.00 |";
+    assert!(doc.contains(row), "{doc}");
+    let metrics = "api_s3_request_counter{api_endpoint=\"GetObject\"} 3\napi_s3_request_counter{api_endpoint=\"GetObject\",x=\"y\"} 2\n";
+    assert_eq!(common::garage::parse_request_counts(metrics).get("GetObject"), Some(&5));
     println!("fs_throughput: self-check passed; run the benchmark with `cargo bench --bench fs_throughput`");
 }
 
-/// After a run of either side of a write workload: checks the objects written and deletes them
-/// (a failed check fails the run), then checks the server holds no more than it was seeded with
-/// (no unfinished multipart upload left behind).
-fn settle(s3: &MemS3, w: &Workload, data: &Bytes, seeded_bytes: u64, mut run: Run) -> Run {
+/// After a run of any side of a write workload: checks the objects written and deletes them,
+/// and checks no unfinished multipart upload was left behind (a failed check fails the run).
+fn settle(s3: &Server, w: &Workload, data: &Bytes, mut run: Run) -> Run {
     let checked = workloads::check_and_clear(s3, &w.job, data);
-    let leftover = s3.stored_bytes().saturating_sub(seeded_bytes);
-    let problem = checked.err().or_else(|| (leftover > 0).then(|| format!("{leftover} bytes left on the server")));
     if run.error.is_none() {
-        run.error = problem;
+        run.error = checked.err();
     }
     run
 }
@@ -253,16 +308,16 @@ fn exit_with(message: &str) -> ! {
     std::process::exit(2)
 }
 
-/// Mounts afresh, runs the workload's readers, measures, unmounts.
-fn mount_side(s3: &MemS3, w: &Workload, data: &Bytes, notes: &mut Vec<String>) -> Run {
+/// Mounts afresh with `program`, runs the workload's readers, measures, unmounts.
+fn mount_side(program: &Path, s3: &Server, w: &Workload, data: &Bytes, notes: &mut Vec<String>) -> Run {
     if let Err(e) = measure::drop_caches()
         && !notes.contains(&e)
     {
         notes.push(e);
     }
-    let mut args: Vec<&str> = vec!["--endpoint-url", &s3.endpoint, "--force-path-style", "--region", REGION];
+    let mut args: Vec<&str> = vec!["--endpoint-url", s3.endpoint(), "--force-path-style", "--region", s3.region()];
     args.extend(w.mount_args.iter().map(String::as_str));
-    let mount = match TestMount::try_new(&s3.env_vars(), &s3.bucket, &args) {
+    let mount = match TestMount::try_new_binary(program, &s3.env_vars(), s3.bucket(), &args) {
         Ok(mount) => mount,
         Err(output) => return Run { error: Some(format!("mount failed: {}", tail(&output))), ..Run::default() },
     };
@@ -276,13 +331,9 @@ fn mount_side(s3: &MemS3, w: &Workload, data: &Bytes, notes: &mut Vec<String>) -
     let result = workloads::run_mount_job(&w.job, mount.path(), data, w.timeout);
     let wall = start.elapsed();
     let after = Snapshot::take(Some(&pid), s3);
-    let mut run = Run {
-        wall,
-        client_peak_kib: peak_rss_kib(&pid).unwrap_or(0),
-        requests: s3.request_counts().into_iter().collect(),
-        ..Run::default()
-    };
-    run.set_costs(&before, &after, true);
+    let mut run =
+        Run { wall, client_peak_kib: peak_rss_kib(&pid).unwrap_or(0), requests: s3.request_counts(), ..Run::default() };
+    run.set_costs(&before, &after, true, s3.in_process());
     match result {
         Ok(outcome) => (run.bytes, run.ops, run.latencies) = (outcome.bytes, outcome.ops, outcome.latencies),
         Err(e) => run.error = Some(e),
@@ -311,7 +362,7 @@ fn tail(output: &str) -> String {
     output.lines().rev().take(3).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" / ")
 }
 
-fn run_info(args: &[String], notes: Vec<String>) -> RunInfo {
+fn run_info(args: &[String], s3: &Server, other: Option<&Path>, notes: Vec<String>) -> RunInfo {
     let user_args: Vec<&str> = args.iter().map(String::as_str).filter(|a| *a != "--bench").collect();
     let mut command = "cargo bench --bench fs_throughput".to_string();
     if !user_args.is_empty() {
@@ -328,8 +379,11 @@ fn run_info(args: &[String], notes: Vec<String>) -> RunInfo {
         None => "unknown".into(),
     };
     let source = git(&["log", "-1", "--format=%h (%s)", "--", "src", "Cargo.lock"]);
-    let version = Command::new(binary()).arg("--version").output().ok();
-    let version = version.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+    let version_of = |program: &Path| {
+        let out = Command::new(program).arg("--version").output().ok();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
+    };
+    let version = version_of(&binary());
     let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
     RunInfo {
         command,
@@ -341,6 +395,8 @@ fn run_info(args: &[String], notes: Vec<String>) -> RunInfo {
             binary().display(),
             source.unwrap_or_else(|| "an unknown commit".into())
         ),
+        other: other.map(|p| format!("`{}` ({})", p.display(), version_of(p))),
+        server: s3.describe(),
         notes,
     }
 }

@@ -1,8 +1,10 @@
 //! The FUSE adapter: converts fuser's arguments, calls [`S3Filesystem`], replies.
 //!
-//! No behaviour lives here. Each request becomes a task on the tokio runtime, which replies
-//! when the core answers, so one slow S3 call never holds up other requests; fuser's threads
-//! only read requests and dispatch. Errors are logged once, here, with the errno the core
+//! No behaviour lives here. A request is first polled once on the fuser thread that read it
+//! (inside the runtime's context): one that can be answered at once (a read of prefetched bytes,
+//! a cached attribute) is answered there, without a task, a wake-up of another thread or an
+//! interrupt timer. Otherwise the same future becomes a task on the tokio runtime, which replies
+//! when the core answers, so one slow S3 call never holds up other requests. Errors are logged once, here, with the errno the core
 //! chose ([`FsError::errno`]). Every request is timed from dispatch to reply and counted in
 //! [`Metrics`] under its operation name.
 
@@ -10,7 +12,9 @@ use std::ffi::OsStr;
 use std::future::Future;
 use std::io;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
 use fuser::{
@@ -95,15 +99,7 @@ impl FuseAdapter {
         F: Future<Output = Result<T, FsError>> + Send + 'static,
     {
         let (metrics, started) = (self.metrics.clone(), Instant::now());
-        self.runtime.spawn(async move {
-            let result = match tid {
-                None => work.await,
-                Some(tid) => tokio::select! {
-                    biased;
-                    result = work => result,
-                    () = interrupt::signalled(tid) => Err(FsError::Interrupted { tid }),
-                },
-            };
+        answer_or_spawn(&self.runtime, work, tid, move |result| {
             metrics.fuse_request(op, started.elapsed(), result.is_ok());
             match result {
                 Ok(value) => ok(reply, value),
@@ -134,6 +130,38 @@ pub fn negotiate(config: &mut KernelConfig, max_background: u16, congestion_thre
 pub fn kernel_queue(max_background: Option<u16>, congestion_threshold: Option<u16>) -> (u16, u16) {
     let max_background = max_background.unwrap_or(MAX_BACKGROUND);
     (max_background, congestion_threshold.unwrap_or(max_background / 4 * 3))
+}
+
+/// Polls `work` once on the calling thread (inside `runtime`'s context, which spawning parts and
+/// timers need) and hands a ready result to `finish` right there. Otherwise the very same future,
+/// still pinned in its box, becomes a task that finishes it (polled again with a real waker:
+/// every future in the core re-registers its waker on each poll); with `tid`, that task gives
+/// up with EINTR once the caller is signalled ([`interrupt::signalled`]).
+fn answer_or_spawn<T, F>(
+    runtime: &tokio::runtime::Handle,
+    work: F,
+    tid: Option<u32>,
+    finish: impl FnOnce(Result<T, FsError>) + Send + 'static,
+) where
+    T: Send + 'static,
+    F: Future<Output = Result<T, FsError>> + Send + 'static,
+{
+    let _context = runtime.enter();
+    let mut work: Pin<Box<F>> = Box::pin(work);
+    if let Poll::Ready(result) = work.as_mut().poll(&mut Context::from_waker(std::task::Waker::noop())) {
+        return finish(result);
+    }
+    runtime.spawn(async move {
+        let result = match tid {
+            None => work.await,
+            Some(tid) => tokio::select! {
+                biased;
+                result = work => result,
+                () = interrupt::signalled(tid) => Err(FsError::Interrupted { tid }),
+            },
+        };
+        finish(result);
+    });
 }
 
 /// Logs a failed operation once and returns its errno.
@@ -475,6 +503,35 @@ fn time_of(t: TimeOrNow) -> SystemTime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ready_work_is_answered_on_the_calling_thread_and_pending_work_on_the_runtime() {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let me = std::thread::current().id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Ready at the first poll (it even spawns, which needs the runtime's context): answered
+        // before the call returns, on this thread, with no task.
+        let ready = async {
+            tokio::spawn(async {});
+            Ok::<_, FsError>(7)
+        };
+        let sent = tx.clone();
+        answer_or_spawn(runtime.handle(), ready, None, move |r| {
+            sent.send((r.ok(), std::thread::current().id())).unwrap()
+        });
+        assert_eq!(rx.try_recv().unwrap(), (Some(7), me), "answered in place");
+        // Not ready: finished later by a task on the runtime, the same future continuing.
+        let (go_tx, go_rx) = tokio::sync::oneshot::channel::<u32>();
+        let pending = async move { go_rx.await.map_err(|_| FsError::Interrupted { tid: 0 }) };
+        answer_or_spawn(runtime.handle(), pending, Some(0), move |r| {
+            tx.send((r.ok(), std::thread::current().id())).unwrap()
+        });
+        assert!(rx.try_recv().is_err(), "not answered before it is ready");
+        go_tx.send(9).unwrap();
+        let (value, thread) = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        assert_eq!(value, Some(9));
+        assert_ne!(thread, me, "answered by the runtime");
+    }
 
     #[test]
     fn a_thread_maps_to_its_process() {

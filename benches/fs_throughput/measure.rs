@@ -8,7 +8,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::common::mem_server::{MemS3, clock_ticks_per_second, stat_cpu_ticks};
+use crate::common::mem_server::{clock_ticks_per_second, stat_cpu_ticks};
+use crate::server::Server;
 
 /// CPU seconds (user + system, every thread) process `pid` has used so far; `None` if gone.
 pub fn process_cpu_seconds(pid: &str) -> Option<f64> {
@@ -81,7 +82,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Reads the client process `pid` (if any), the server and the machine.
-    pub fn take(client_pid: Option<&str>, s3: &MemS3) -> Snapshot {
+    pub fn take(client_pid: Option<&str>, s3: &Server) -> Snapshot {
         Snapshot {
             client_cpu_s: client_pid.and_then(process_cpu_seconds),
             server_cpu_s: s3.server_cpu_seconds(),
@@ -122,14 +123,16 @@ pub struct Run {
 impl Run {
     /// Fills the costs from two snapshots around the workload. The client's CPU is taken from
     /// them only if they saw it (the raw child reports its own). With `readers`, what the
-    /// benchmark process and its reaped children used besides the server is the readers'.
-    pub fn set_costs(&mut self, before: &Snapshot, after: &Snapshot, readers: bool) {
+    /// benchmark process and its reaped children used besides the server (when `in_process`)
+    /// is the readers'.
+    pub fn set_costs(&mut self, before: &Snapshot, after: &Snapshot, readers: bool, in_process: bool) {
         if let (Some(a), Some(b)) = (before.client_cpu_s, after.client_cpu_s) {
             self.client_cpu_s = (b - a).max(0.0);
         }
         self.server_cpu_s = (after.server_cpu_s - before.server_cpu_s).max(0.0);
         if readers {
-            self.reader_cpu_s = (after.harness_cpu_s - before.harness_cpu_s - self.server_cpu_s).max(0.0);
+            let server = if in_process { self.server_cpu_s } else { 0.0 };
+            self.reader_cpu_s = (after.harness_cpu_s - before.harness_cpu_s - server).max(0.0);
         }
         self.machine_cpu_s = machine_cpu_seconds(before.machine, after.machine);
     }

@@ -11,7 +11,8 @@
 //!   the file read in `part`-byte pieces, each sent as an UploadPart with its CRC32C while the
 //!   next is read, `window` parts in flight, completed with `If-None-Match: *`; an object
 //!   smaller than one part is one PutObject (CRC32C, `If-None-Match: *`), read from the file
-//!   each time as `cp` does.
+//!   each time as `cp` does;
+//! - listing: ListObjectsV2 of a prefix with delimiter `/`, 1,000 keys a page, page after page.
 //!
 //! The child builds its client from explicit static credentials and region (taken from its
 //! sealed environment), talks to the local endpoint only, and every loop is bounded.
@@ -27,9 +28,9 @@ use bytes::Buf;
 use futures::{StreamExt, TryStreamExt};
 use mount_s3::client::memory::crc32c_base64;
 
-use crate::common::mem_server::MemS3;
 use crate::measure::{Run, Snapshot, machine_cpu_seconds, machine_jiffies, peak_rss_kib, process_cpu_seconds};
 use crate::procs::run_one;
+use crate::server::Server;
 use crate::workloads::{RandomReads, write_keys};
 
 /// The argument that turns this binary into the raw-SDK child.
@@ -51,6 +52,8 @@ pub enum RawSpec {
     /// file `source`: a multipart upload of `part`-byte parts (`window` in flight), or one
     /// PutObject if smaller than a part.
     Upload { source: String, size: u64, files: u64, prefix: String, part: u64, window: usize },
+    /// Every page of ListObjectsV2 under `prefix` (delimiter `/`), which must hold `count` keys.
+    List { prefix: String, count: u64 },
 }
 
 impl RawSpec {
@@ -88,6 +91,9 @@ impl RawSpec {
                 format!("prefix={prefix}"),
                 format!("source={source}"),
             ],
+            RawSpec::List { prefix, count } => {
+                vec!["list".into(), format!("prefix={prefix}"), format!("count={count}")]
+            }
         }
     }
 
@@ -134,17 +140,18 @@ impl RawSpec {
                 part: number("part")?,
                 window: number("window")? as usize,
             },
+            "list" => RawSpec::List { prefix: string("prefix")?, count: number("count")? },
             other => return Err(format!("unknown raw workload {other:?}")),
         })
     }
 }
 
 /// Runs `spec` in a child process against `s3` and measures it; `timeout` bounds the child.
-pub fn run(s3: &MemS3, spec: &RawSpec, timeout: Duration) -> Run {
+pub fn run(s3: &Server, spec: &RawSpec, timeout: Duration) -> Run {
     let exe = std::env::current_exe().expect("current exe");
     let mut command = std::process::Command::new(exe);
     command.env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default()).envs(s3.env_vars());
-    command.arg(CHILD_FLAG).arg(&s3.endpoint).arg(&s3.bucket).args(spec.to_args());
+    command.arg(CHILD_FLAG).arg(s3.endpoint()).arg(s3.bucket()).args(spec.to_args());
     s3.reset_counts();
     let before = Snapshot::take(None, s3);
     let result = run_one(command, timeout);
@@ -155,11 +162,11 @@ pub fn run(s3: &MemS3, spec: &RawSpec, timeout: Duration) -> Run {
     };
     // The child timed its own workload (without its start-up): keep its machine reading.
     let machine_cpu_s = run.machine_cpu_s;
-    run.set_costs(&before, &after, false);
+    run.set_costs(&before, &after, false, s3.in_process());
     if run.error.is_none() {
         run.machine_cpu_s = machine_cpu_s;
     }
-    run.requests = s3.request_counts().into_iter().collect();
+    run.requests = s3.request_counts();
     run
 }
 
@@ -284,7 +291,37 @@ async fn work(client: &aws_sdk_s3::Client, bucket: &str, spec: &RawSpec) -> Outc
             }
             Ok((size * files, *files, vec![]))
         }
+        RawSpec::List { prefix, count } => {
+            let listed = list_all(client, bucket, prefix).await?;
+            if listed != *count {
+                return Err(format!("listed {listed} keys under {prefix}, expected {count}"));
+            }
+            Ok((0, listed, vec![]))
+        }
     }
+}
+
+/// Lists every page under `prefix` (delimiter `/`), one after another; returns the keys seen.
+async fn list_all(client: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Result<u64, String> {
+    let (mut token, mut keys) = (None, 0u64);
+    for _ in 0..1_000_000 {
+        let page = client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .delimiter("/")
+            .max_keys(1000)
+            .set_continuation_token(token)
+            .send()
+            .await
+            .map_err(|e| sdk_error("ListObjectsV2", prefix, e))?;
+        keys += page.contents().len() as u64;
+        token = page.next_continuation_token().map(str::to_string);
+        if token.is_none() {
+            return Ok(keys);
+        }
+    }
+    Err(format!("{prefix}: more than a million pages"))
 }
 
 fn sdk_error<E: std::error::Error + 'static, R: std::fmt::Debug>(

@@ -12,6 +12,10 @@
 //! directory on tmpfs when there is one) to new keys under a prefix of their own. After each
 //! run the harness checks every object written, byte for byte, against the buffer and deletes
 //! them ([`check_and_clear`]), so the server holds at most one run's objects.
+//!
+//! The listing workload ([`MountJob::List`], [`RawSpec::List`]) reads a directory of many empty
+//! objects (`FS_BENCH_LIST_OBJECTS`, 100,000 by default) with `ls -l` on a cold mount, against a
+//! ListObjectsV2 loop over the same prefix.
 
 use std::fs::OpenOptions;
 use std::os::fd::AsRawFd;
@@ -26,10 +30,10 @@ use nix::fcntl::{PosixFadviseAdvice, posix_fadvise};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::common::mem_server::MemS3;
 use crate::measure::AlignedBuf;
 use crate::procs::Children;
 use crate::raw::RawSpec;
+use crate::server::Server;
 
 pub const KIB: u64 = 1 << 10;
 pub const MIB: u64 = 1 << 20;
@@ -39,6 +43,18 @@ const LARGE: &str = "large/1GiB.bin";
 const TTFB: &str = "ttfb/100MiB.bin";
 const SMALL_FILES: u64 = 1000;
 const SMALL_SIZE: u64 = 64 * KIB;
+const LIST_PREFIX: &str = "list/";
+/// Objects in the listed directory unless `FS_BENCH_LIST_OBJECTS` says otherwise.
+const LIST_OBJECTS: u64 = 100_000;
+
+/// Objects in the listing workload's directory: `FS_BENCH_LIST_OBJECTS`, or [`LIST_OBJECTS`].
+pub fn list_objects() -> u64 {
+    std::env::var("FS_BENCH_LIST_OBJECTS").ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(LIST_OBJECTS)
+}
+
+fn listed(i: u64) -> String {
+    format!("{LIST_PREFIX}obj-{i:06}")
+}
 
 fn quarter(i: u64) -> String {
     format!("seq4/256MiB-{i}.bin")
@@ -127,6 +143,8 @@ pub enum Metric {
     Throughput,
     /// Median latency of the samples.
     Latency,
+    /// Operations (directory entries) per second; no payload.
+    Rate,
 }
 
 /// Random reads of `block` bytes at block-aligned offsets of `key`, drawn from `seed`: the
@@ -166,6 +184,22 @@ pub enum MountJob {
     /// that size by `writer`, to `PREFIX/<run>.bin` (one file) or `PREFIX/<run>/file-NNNN.bin`,
     /// where `<run>` is new for every run. The directories are made (locally) first.
     Write { writer: Writer, size: u64, files: u64, prefix: String },
+    /// `ls -l` of the directory `prefix` (on a fresh mount, caches dropped), which must list
+    /// `count` entries.
+    List { prefix: String, count: u64 },
+}
+
+impl MountJob {
+    /// The seeded keys this job reads.
+    fn keys(&self) -> Vec<String> {
+        match self {
+            MountJob::Dd { keys } | MountJob::Cat { keys, .. } => keys.iter().map(|(k, _)| k.clone()).collect(),
+            MountJob::Random { reads, .. } => vec![reads.key.clone()],
+            MountJob::FirstByte { key, .. } => vec![key.clone()],
+            MountJob::Write { .. } => vec![],
+            MountJob::List { count, .. } => (0..*count).map(listed).collect(),
+        }
+    }
 }
 
 /// One benchmark: a name to select it, what it does, how to mount, the two sides.
@@ -213,6 +247,7 @@ pub fn all() -> Vec<Workload> {
         window: 4,
     };
     let write = |writer, size, files, prefix: &str| MountJob::Write { writer, size, files, prefix: prefix.into() };
+    let list_count = list_objects();
     vec![
         Workload {
             name: "seq_read",
@@ -296,6 +331,19 @@ pub fn all() -> Vec<Workload> {
             repeat: short,
         },
         Workload {
+            name: "list",
+            what: format!(
+                "cold `ls -l` of a directory of {} objects (raw: ListObjectsV2 loop, 1,000 a page)",
+                thousands(list_count)
+            ),
+            metric: Metric::Rate,
+            mount_args: vec![],
+            job: MountJob::List { prefix: LIST_PREFIX.into(), count: list_count },
+            raw: Some(RawSpec::List { prefix: LIST_PREFIX.into(), count: list_count }),
+            timeout: minutes(5),
+            repeat: long,
+        },
+        Workload {
             name: "seq_write",
             what: "1 writer, new 1 GiB object, `dd bs=1M` from a local file (raw: multipart upload, 8 MiB \
                    parts, 4 in flight, CRC32C)"
@@ -332,9 +380,23 @@ pub fn all() -> Vec<Workload> {
     ]
 }
 
-/// Fills a 1 GiB buffer with pseudo-random bytes and stores every object of every workload in
-/// `s3`, as slices of it (no request is sent). Returns the buffer.
-pub fn seed(s3: &MemS3) -> Bytes {
+/// `n` with thousands separators: 100,000.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Fills a 1 GiB buffer with pseudo-random bytes and stores in `s3` every object the
+/// `workloads` read, as slices of it (the in-memory server keeps the slices; Garage gets
+/// PutObjects). Returns the buffer.
+pub fn seed(s3: &Server, workloads: &[Workload]) -> Result<Bytes, String> {
     let mut data = vec![0u8; GIB as usize];
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     for word in data.chunks_exact_mut(8) {
@@ -345,18 +407,18 @@ pub fn seed(s3: &MemS3) -> Bytes {
     }
     let data = Bytes::from(data);
     let slice = |offset: u64, len: u64| data.slice(offset as usize..(offset + len) as usize);
-    s3.put(LARGE, data.clone());
-    s3.put(TTFB, slice(0, 100 * MIB));
-    for i in 0..4 {
-        s3.put(&quarter(i), slice(i * 256 * MIB, 256 * MIB));
-    }
-    for i in 0..16 {
-        s3.put(&sixteenth(i), slice(i * 64 * MIB, 64 * MIB));
-    }
-    for i in 0..SMALL_FILES {
-        s3.put(&small(i), slice(i * SMALL_SIZE, SMALL_SIZE));
-    }
-    data
+    let mut all = vec![(LARGE.to_string(), data.clone()), (TTFB.to_string(), slice(0, 100 * MIB))];
+    all.extend((0..4).map(|i| (quarter(i), slice(i * 256 * MIB, 256 * MIB))));
+    all.extend((0..16).map(|i| (sixteenth(i), slice(i * 64 * MIB, 64 * MIB))));
+    all.extend((0..SMALL_FILES).map(|i| (small(i), slice(i * SMALL_SIZE, SMALL_SIZE))));
+    let mut wanted: std::collections::HashSet<String> = workloads.iter().flat_map(|w| w.job.keys()).collect();
+    let mut objects: Vec<(String, Bytes)> = all.into_iter().filter(|(key, _)| wanted.remove(key)).collect();
+    // What is left are the listing's empty objects.
+    let mut empty: Vec<String> = wanted.into_iter().collect();
+    empty.sort();
+    objects.extend(empty.into_iter().map(|key| (key, Bytes::new())));
+    s3.seed(objects)?;
+    Ok(data)
 }
 
 /// What a mount-side job did.
@@ -388,7 +450,25 @@ pub fn run_mount_job(job: &MountJob, mnt: &Path, large: &Bytes, timeout: Duratio
             let run = RUN.fetch_add(1, Ordering::Relaxed);
             write_files(mnt, *writer, *size, &write_keys(prefix, run, *files), timeout)
         }
+        MountJob::List { prefix, count } => list_dir(&mnt.join(prefix), *count, timeout),
     }
+}
+
+/// `ls -l DIR`: one line per entry after the "total" line; all `count` must be there.
+fn list_dir(dir: &Path, count: u64, timeout: Duration) -> Result<Outcome, String> {
+    let mut children = Children::default();
+    let mut ls = Command::new("ls");
+    ls.arg("-l").arg(dir);
+    children.spawn(ls)?;
+    let finished = children.wait_all(timeout)?.pop().expect("one child");
+    if !finished.status.success() {
+        return Err(format!("ls -l: {}: {}", finished.status, finished.stderr.trim()));
+    }
+    let entries = finished.stdout.lines().filter(|l| !l.starts_with("total ")).count() as u64;
+    if entries != count {
+        return Err(format!("ls -l listed {entries} entries, expected {count}"));
+    }
+    Ok(Outcome { bytes: 0, ops: entries, latencies: vec![] })
 }
 
 /// The keys of one run's `files` files under `prefix`.
@@ -412,7 +492,7 @@ pub fn prepare(job: &MountJob) -> Result<(), String> {
 
 /// After a write run, of either side: every object under the workload's prefix must be one of
 /// `files` objects whose bytes are the first `size` bytes of `large`; all are then deleted.
-pub fn check_and_clear(s3: &MemS3, job: &MountJob, large: &Bytes) -> Result<(), String> {
+pub fn check_and_clear(s3: &Server, job: &MountJob, large: &Bytes) -> Result<(), String> {
     let MountJob::Write { size, files, prefix, .. } = job else { return Ok(()) };
     let keys = s3.list_keys(&format!("{prefix}/"));
     let mut problems = Vec::new();
@@ -427,7 +507,10 @@ pub fn check_and_clear(s3: &MemS3, job: &MountJob, large: &Bytes) -> Result<(), 
             Some(_) => {}
             None => problems.push(format!("{key}: gone")),
         }
-        s3.delete(key);
+    }
+    s3.delete(&keys)?;
+    if let Some(left) = s3.leftover(&format!("{prefix}/")) {
+        problems.push(left);
     }
     match problems.first() {
         None => Ok(()),
@@ -516,7 +599,7 @@ fn dd_readers(mnt: &Path, keys: &[(String, u64)], timeout: Duration) -> Result<O
 
 /// The same `cat` loops over local copies of the files in a temporary directory (on tmpfs when
 /// there is one): what the loops cost by themselves, fork and exec included. Files per second.
-pub fn local_cat_rate(s3: &MemS3, keys: &[(String, u64)], loops: usize) -> Result<f64, String> {
+pub fn local_cat_rate(s3: &Server, keys: &[(String, u64)], loops: usize) -> Result<f64, String> {
     let shm = Path::new("/dev/shm");
     let builder = tempfile::Builder::new().prefix("fs-bench-").to_owned();
     let dir = if shm.is_dir() { builder.tempdir_in(shm) } else { builder.tempdir() };

@@ -241,7 +241,9 @@ pub trait ObjectClient: Send + Sync + fmt::Debug + 'static {
     /// CreateMultipartUpload; returns the upload id.
     async fn create_multipart_upload(&self, key: &str, options: &PutOptions) -> Result<String, ClientError>;
 
-    /// UploadPart.
+    /// UploadPart. With `options.checksum_crc32c`, the client computes the part's checksum (the
+    /// only pass over its bytes for it), sends it, and fails with an error if the server
+    /// acknowledges another one.
     async fn upload_part(
         &self,
         key: &str,

@@ -22,7 +22,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::task::JoinHandle;
 
-use crate::client::memory::crc32c_base64;
 use crate::client::{ClientError, ClientErrorKind, ETag, ObjectClient, PutOptions, UploadedPart, UserMetadata};
 use crate::escape::escaped;
 use crate::fs::FsError;
@@ -411,20 +410,13 @@ impl Upload {
         let (upload_id, number) = (mpu.upload_id.clone(), mpu.next_part);
         mpu.next_part += 1;
         mpu.in_flight.push_back(tokio::spawn(async move {
-            let expected = options.checksum_crc32c.then(|| crc32c_base64(&part));
+            // The client computes the part's checksum (one pass over its bytes) and fails the
+            // part if the server acknowledges another one (`ObjectClient::upload_part`).
             let uploaded = client.upload_part(&key, &upload_id, number, part, &options).await;
             // The part's bytes are S3's now (or the upload failed): give shared memory back at
             // once; the ticket goes back to the writer.
             drop(shared);
-            let checked = uploaded.and_then(|uploaded| match (&expected, &uploaded.checksum_crc32c) {
-                (Some(ours), Some(theirs)) if ours != theirs => Err(ClientError::new(
-                    ClientErrorKind::Other,
-                    "UploadPart",
-                    format!("part {number} checksum mismatch: sent CRC32C {ours}, S3 stored {theirs}"),
-                )),
-                _ => Ok(uploaded),
-            });
-            (checked, ticket)
+            (uploaded, ticket)
         }));
         self.multipart = Some(mpu);
         Ok(())

@@ -12,6 +12,8 @@
 //!   emulator ([`express`]: sessions that expire, shuffled listings, RenameObject, appends).
 //!
 //! Both offer the same helpers, also through the [`TestS3`] trait for code generic over them.
+//! [`garage::GarageS3`]: a real Garage server (child process, binary found or built), for
+//! benchmarks against a production store.
 //! [`canned::CannedServer`] answers every request with one fixed response, for failure shapes
 //! (redirects, throttling, broken ranges) no local server produces.
 //! [`tls_front::TlsFront`] serves HTTPS in front of a server with a certificate from a CA made
@@ -29,6 +31,7 @@ pub mod express;
 pub mod express_sigv4;
 pub mod express_store;
 pub mod fault_proxy;
+pub mod garage;
 pub mod helper;
 pub mod mem_rules;
 pub mod mem_server;

@@ -155,7 +155,21 @@ impl TestMount {
         let dir = tempfile::tempdir().expect("temp dir");
         let mount_point = dir.path().join("mnt");
         std::fs::create_dir(&mount_point).unwrap();
-        Self::start(env, bucket, mount_point, Some(dir), args)
+        Self::start(&binary(), env, bucket, mount_point, Some(dir), args)
+    }
+
+    /// Like [`try_new`](Self::try_new), with another mount binary (a benchmark's `--compare`
+    /// build): same arguments, same sealed environment.
+    pub fn try_new_binary(
+        program: &Path,
+        env: &[(String, String)],
+        bucket: &str,
+        args: &[&str],
+    ) -> Result<TestMount, String> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mount_point = dir.path().join("mnt");
+        std::fs::create_dir(&mount_point).unwrap();
+        Self::start(program, env, bucket, mount_point, Some(dir), args)
     }
 
     /// Mounts at an existing empty directory `mount_point` (which the caller keeps and removes).
@@ -165,10 +179,11 @@ impl TestMount {
         mount_point: &Path,
         args: &[&str],
     ) -> Result<TestMount, String> {
-        Self::start(env, bucket, mount_point.to_path_buf(), None, args)
+        Self::start(&binary(), env, bucket, mount_point.to_path_buf(), None, args)
     }
 
     fn start(
+        program: &Path,
         env: &[(String, String)],
         bucket: &str,
         mount_point: PathBuf,
@@ -176,7 +191,7 @@ impl TestMount {
         args: &[&str],
     ) -> Result<TestMount, String> {
         let home = tempfile::tempdir().expect("temp home");
-        let mut cmd = command(env, home.path());
+        let mut cmd = sealed_command(program, env, home.path());
         cmd.arg(bucket).arg(&mount_point).arg("--foreground").args(args);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn mount-s3");

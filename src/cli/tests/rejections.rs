@@ -112,9 +112,7 @@ fn cross_argument_errors_name_the_fix() {
 /// Each unimplemented feature is refused by name, after full validation.
 #[test]
 fn unsupported_features_are_refused_by_name() {
-    let cases: &[(&[&str], &str)] = &[
-        (&["--incremental-upload"], "--incremental-upload"),
-    ];
+    let cases: &[(&[&str], &str)] = &[(&["--incremental-upload"], "--incremental-upload")];
     for (flags, what) in cases {
         let mut args = vec!["bucket", "/mnt"];
         args.extend_from_slice(flags);

@@ -12,6 +12,13 @@ export CARGO_TERM_COLOR=never
 need_apt=()
 command -v fusermount3 >/dev/null 2>&1 || need_apt+=(fuse3)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
+# Ordinary tools the end-to-end tests run on mounts (--posix-metadata, --allow-modify).
+command -v rsync >/dev/null 2>&1 || need_apt+=(rsync)
+command -v git >/dev/null 2>&1 || need_apt+=(git)
+command -v tar >/dev/null 2>&1 || need_apt+=(tar)
+command -v sqlite3 >/dev/null 2>&1 || need_apt+=(sqlite3)
+# s3fs reads back what --posix-metadata wrote (interoperability test).
+command -v s3fs >/dev/null 2>&1 || need_apt+=(s3fs)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "== installing ${need_apt[*]}"
     apt-get update -qq

@@ -324,3 +324,77 @@ fn a_renamed_file_keeps_its_inode_number_across_a_restart() {
     assert!(std::fs::metadata(&from).is_err(), "the old name stays gone");
     assert_eq!(m.unmount().code(), Some(0));
 }
+
+/// A memory cgroup (v1, the one this machine's memory controller is in) under the test's own,
+/// removed when dropped.
+struct MemoryCgroup(std::path::PathBuf);
+
+impl MemoryCgroup {
+    fn new(limit: u64) -> Option<MemoryCgroup> {
+        let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+        let path = own.lines().find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_string()))?;
+        let dir = Path::new("/sys/fs/cgroup/memory")
+            .join(path.trim_start_matches('/'))
+            .join(format!("mount-s3-oom-{}", std::process::id()));
+        std::fs::create_dir(&dir).ok()?;
+        let group = MemoryCgroup(dir);
+        std::fs::write(group.0.join("memory.limit_in_bytes"), limit.to_string()).ok()?;
+        // No swap to escape to: the limit is what the OOM killer enforces.
+        let _ = std::fs::write(group.0.join("memory.memsw.limit_in_bytes"), limit.to_string());
+        Some(group)
+    }
+
+    fn add(&self, pid: u32) {
+        std::fs::write(self.0.join("cgroup.procs"), pid.to_string()).expect("move the worker into the cgroup");
+    }
+
+    fn oom_kills(&self) -> u64 {
+        let control = std::fs::read_to_string(self.0.join("memory.oom_control")).unwrap_or_default();
+        control.lines().find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok()).unwrap_or(0)
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        // Empty once its processes are gone (the killed worker).
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.0).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// The OOM killer, not a test's kill: the worker is put in a memory cgroup far smaller than a
+/// sequential read's prefetch needs, so the kernel kills it mid-read. The supervisor (outside
+/// the cgroup) starts a new worker, and the reader finishes with the right bytes.
+#[test]
+fn a_worker_killed_by_its_memory_cgroup_is_replaced_and_the_reader_carries_on() {
+    let Some(cgroup) = MemoryCgroup::new(48 << 20) else {
+        eprintln!("no writable memory cgroup here; skipped");
+        return;
+    };
+    let size: usize = 128 << 20;
+    let s3 = LocalS3::start();
+    let data = pattern(size, 23);
+    let expected = digest(&data);
+    s3.put("big.bin", &data);
+    drop(data);
+    let mut m = TestMount::new(&s3.env_vars(), &s3.bucket, &args(&s3.endpoint));
+    let supervisor = m.pid();
+    let first = worker_other_than(supervisor, None);
+    cgroup.add(first);
+    let progress = AtomicU64::new(0);
+    let (got, total, longest) = read_all(&m.path().join("big.bin"), &progress);
+    assert_eq!(total, size as u64);
+    assert!(got == expected, "the reader got the right bytes");
+    assert!(cgroup.oom_kills() >= 1, "the kernel's OOM killer killed the worker");
+    let second = worker_other_than(supervisor, Some(first));
+    assert!(second != first);
+    let log = m.output();
+    assert!(log.contains("killed by SIGKILL"), "the restart names the cause:\n{log}");
+    println!("OOM kill during a sequential read: longest read {longest:?}");
+    assert!(m.wait_exit(Duration::from_millis(10)).is_none(), "the supervisor lives on");
+    assert_eq!(m.unmount().code(), Some(0));
+}

@@ -28,7 +28,7 @@ use s3s::{Body, S3, S3Request, S3Response, S3Result, s3_error};
 
 use super::express::ExpressState;
 use super::express_sigv4::percent_decode;
-use super::mem_rules::{Claims, receive, url_encode_listed};
+use super::mem_rules::{receive_put, url_encode_listed};
 use super::mem_store::{MemStore, RenameConditions};
 
 const MAX_KEYS: i32 = 1000;
@@ -191,26 +191,12 @@ impl S3 for ExpressStore {
         let Some(offset) = req.input.write_offset_bytes else {
             return self.mem.put_object(req).await;
         };
-        let input = req.input;
+        let mut input = req.input;
         if input.if_match.is_some() || input.if_none_match.is_some() {
             return Err(s3_error!(NotImplemented, "conditions on an append"));
         }
         let offset = u64::try_from(offset).map_err(|_| s3_error!(InvalidArgument, "negative write offset"))?;
-        let claims = Claims {
-            checksums: Checksum {
-                checksum_crc32: input.checksum_crc32.clone(),
-                checksum_crc32c: input.checksum_crc32c.clone(),
-                checksum_crc64nvme: input.checksum_crc64nvme.clone(),
-                checksum_sha1: input.checksum_sha1.clone(),
-                checksum_sha256: input.checksum_sha256.clone(),
-                ..Checksum::default()
-            },
-            algorithm: input.checksum_algorithm.as_ref(),
-            content_md5: input.content_md5.as_deref(),
-            headers: &req.headers,
-            trailers: req.trailing_headers,
-        };
-        let (data, sums) = receive(input.body, claims).await?;
+        let (data, sums) = receive_put(&mut input, &req.headers, req.trailing_headers).await?;
         let (etag, size) = self.mem.append(&input.bucket, &input.key, offset, data)?;
         Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(ETag::Strong(etag)),

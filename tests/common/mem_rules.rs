@@ -101,6 +101,30 @@ pub async fn receive(body: Option<StreamingBlob>, mut claims: Claims<'_>) -> S3R
     Ok((data, computed))
 }
 
+/// Reads a PutObject's body, verifying the checksums and `Content-MD5` it announces ([`receive`]).
+/// Takes the body out of `input`; everything else stays for the caller.
+pub async fn receive_put(
+    input: &mut s3s::dto::PutObjectInput,
+    headers: &HeaderMap,
+    trailers: Option<TrailingHeaders>,
+) -> S3Result<(Bytes, Checksum)> {
+    let claims = Claims {
+        checksums: Checksum {
+            checksum_crc32: input.checksum_crc32.clone(),
+            checksum_crc32c: input.checksum_crc32c.clone(),
+            checksum_crc64nvme: input.checksum_crc64nvme.clone(),
+            checksum_sha1: input.checksum_sha1.clone(),
+            checksum_sha256: input.checksum_sha256.clone(),
+            ..Checksum::default()
+        },
+        algorithm: input.checksum_algorithm.as_ref(),
+        content_md5: input.content_md5.as_deref(),
+        headers,
+        trailers,
+    };
+    receive(input.body.take(), claims).await
+}
+
 /// Where a listing page stopped: after a key, or after a common prefix (whose keys are all
 /// skipped). Encoded as hex, so any key survives XML and query strings unchanged.
 pub enum ListToken {

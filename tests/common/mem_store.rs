@@ -30,7 +30,7 @@ use bytes::{Bytes, BytesMut};
 use s3s::dto::*;
 use s3s::{Body, S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 
-use super::mem_rules::{Claims, ListToken, receive, url_encode_listed};
+use super::mem_rules::{Claims, ListToken, receive, receive_put, url_encode_listed};
 
 #[path = "mem_copy.rs"]
 mod copy;
@@ -491,26 +491,12 @@ impl S3 for MemStore {
     }
 
     async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
-        let input = req.input;
+        let mut input = req.input;
         if input.write_offset_bytes.is_some() {
             return Err(s3_error!(NotImplemented, "write offset on PutObject"));
         }
         self.bucket_exists(&input.bucket)?;
-        let claims = Claims {
-            checksums: Checksum {
-                checksum_crc32: input.checksum_crc32.clone(),
-                checksum_crc32c: input.checksum_crc32c.clone(),
-                checksum_crc64nvme: input.checksum_crc64nvme.clone(),
-                checksum_sha1: input.checksum_sha1.clone(),
-                checksum_sha256: input.checksum_sha256.clone(),
-                ..Checksum::default()
-            },
-            algorithm: input.checksum_algorithm.as_ref(),
-            content_md5: input.content_md5.as_deref(),
-            headers: &req.headers,
-            trailers: req.trailing_headers,
-        };
-        let (data, sums) = receive(input.body, claims).await?;
+        let (data, sums) = receive_put(&mut input, &req.headers, req.trailing_headers).await?;
         let size = length(data.len());
         let tag = self.new_etag(None);
         let object = Stored {

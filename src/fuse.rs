@@ -11,16 +11,15 @@
 use std::ffi::OsStr;
 use std::future::Future;
 use std::io;
-use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
     LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, SessionUnmounter, TimeOrNow, WriteFlags,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 use tracing::{debug, warn};
 
@@ -39,21 +38,17 @@ pub struct FuseAdapter {
     metrics: Arc<Metrics>,
     max_background: u16,
     congestion_threshold: u16,
-    mount_point: PathBuf,
-    unmount_at_end: Arc<Mutex<Option<SessionUnmounter>>>,
 }
 
 impl FuseAdapter {
     /// An adapter running the core's futures on `runtime`, reporting to [`metrics::global`].
-    pub fn new(fs: Arc<S3Filesystem>, runtime: tokio::runtime::Handle, mount_point: PathBuf) -> Self {
+    pub fn new(fs: Arc<S3Filesystem>, runtime: tokio::runtime::Handle) -> Self {
         FuseAdapter {
             fs,
             runtime,
             metrics: metrics::global(),
             max_background: MAX_BACKGROUND,
             congestion_threshold: MAX_BACKGROUND * 3 / 4,
-            mount_point,
-            unmount_at_end: Arc::default(),
         }
     }
 
@@ -62,14 +57,6 @@ impl FuseAdapter {
     pub fn with_kernel_queue(mut self, max_background: Option<u16>, congestion_threshold: Option<u16>) -> Self {
         (self.max_background, self.congestion_threshold) = kernel_queue(max_background, congestion_threshold);
         self
-    }
-
-    /// Where to put the session's unmounter: used when the session ends ([`Filesystem::destroy`]),
-    /// before fuser's own unmount-on-drop, which after an external `umount` finds the mount gone
-    /// and logs "Failed to umount filesystem: Invalid argument" as a warning on every clean unmount.
-    /// Left empty for an fd mount, which is not ours to unmount.
-    pub fn unmount_at_end(&self) -> Arc<Mutex<Option<SessionUnmounter>>> {
-        self.unmount_at_end.clone()
     }
 
     /// Runs `work` on the runtime; replies with its result through `ok`, or with its errno.
@@ -219,16 +206,6 @@ impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         negotiate(config, self.max_background, self.congestion_threshold);
         Ok(())
-    }
-
-    fn destroy(&mut self) {
-        let Some(mut unmounter) = self.unmount_at_end.lock().unwrap().take() else { return };
-        // EINVAL: already unmounted (an external `umount`, or our signal handler): nothing to say.
-        if let Err(e) = unmounter.unmount()
-            && e.raw_os_error() != Some(libc::EINVAL)
-        {
-            warn!("cannot unmount {}: {e}; run `umount {}`", self.mount_point.display(), self.mount_point.display());
-        }
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {

@@ -258,7 +258,7 @@ fn serve(config: MountConfig, mut worker: Worker) -> Result<(), String> {
     }
     let metrics = metrics::install(runtime.handle(), &config.metrics, fs.memory_budget().clone())?;
     logging::spawn_level_toggle(runtime.handle());
-    let adapter = FuseAdapter::new(fs.clone(), runtime.handle().clone(), mount_point.clone())
+    let adapter = FuseAdapter::new(fs.clone(), runtime.handle().clone())
         .with_kernel_queue(config.fuse.max_background, config.fuse.congestion_threshold);
     let mut fuse = fuse_config(&config.fuse);
     if crate::fuse_fd::parse(&config.fuse.mount_point).is_some() {

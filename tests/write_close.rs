@@ -239,6 +239,11 @@ fn writers_beyond_the_memory_budget_get_enomem_until_one_closes() {
     let m = mount(&s3, &["--memory-target", "512", "--write-part-size", "134217728"]);
     let open: Vec<File> = (0..3).map(|i| File::create_new(m.path().join(format!("f{i}"))).unwrap()).collect();
     assert_eq!(errno(File::create_new(m.path().join("f3"))), Some(libc::ENOMEM));
+    // The worker's log reaches us through the supervisor's pipe: give the line a moment to arrive.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !m.output().contains("close some, or raise --memory-target") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     assert!(m.output().contains("close some, or raise --memory-target"), "{}", m.output());
     for (i, mut f) in open.into_iter().enumerate() {
         f.write_all(b"data").unwrap();

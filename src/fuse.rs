@@ -13,6 +13,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
@@ -149,6 +150,53 @@ fn answer_or_spawn<T, F>(
         };
         finish(result);
     });
+}
+
+/// flush, fsync and release requests not yet answered. At shutdown the worker ends every upload
+/// ([`S3Filesystem::shutdown`]) and then waits for this to reach zero ([`closes_answered`]):
+/// an upload can complete a moment before the reply to the close() that waited for it is
+/// written, and exiting in between would let the unmount abort that close (ECONNABORTED) even
+/// though its data is safe in S3.
+static CLOSES_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// The reply of a flush, fsync or release, counted in [`CLOSES_IN_FLIGHT`] until it is sent
+/// (or dropped unsent).
+struct CloseReply(Option<ReplyEmpty>);
+
+impl CloseReply {
+    fn new(reply: ReplyEmpty) -> Self {
+        CLOSES_IN_FLIGHT.fetch_add(1, Ordering::AcqRel);
+        CloseReply(Some(reply))
+    }
+
+    fn ok(mut self) {
+        self.0.take().expect("answered once").ok();
+    }
+}
+
+impl ErrorReply for CloseReply {
+    fn error(mut self, errno: Errno) {
+        self.0.take().expect("answered once").error(errno);
+    }
+}
+
+impl Drop for CloseReply {
+    fn drop(&mut self) {
+        CLOSES_IN_FLIGHT.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Waits (up to `limit`) until every flush, fsync and release received so far is answered.
+/// Returns whether they all were.
+pub async fn closes_answered(limit: std::time::Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while CLOSES_IN_FLIGHT.load(Ordering::Acquire) > 0 {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    true
 }
 
 /// Logs a failed operation once and returns its errno.
@@ -288,16 +336,19 @@ impl Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let fs = self.fs.clone();
+        let reply = CloseReply::new(reply);
         self.spawn("release", reply, async move { fs.release(fh.0).await }, |reply, ()| reply.ok());
     }
 
     fn flush(&self, req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
         let (fs, pid) = (self.fs.clone(), process_of(req.pid()));
+        let reply = CloseReply::new(reply);
         self.spawn("flush", reply, async move { fs.flush(fh.0, pid).await }, |reply, ()| reply.ok());
     }
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         let fs = self.fs.clone();
+        let reply = CloseReply::new(reply);
         self.spawn("fsync", reply, async move { fs.fsync(fh.0).await }, |reply, ()| reply.ok());
     }
 

@@ -623,6 +623,10 @@ fn install_signal_handlers(runtime: &tokio::runtime::Runtime, mount_point: PathB
         }
         info!("worker: shutting down");
         shut_down(&fs).await;
+        // The closes that waited for those uploads get their answers before we go.
+        if !crate::fuse::closes_answered(std::time::Duration::from_secs(5)).await {
+            warn!("shutdown: some close() calls were still unanswered after 5 s");
+        }
         fs.flush_metadata();
         std::process::exit(0);
     });

@@ -297,6 +297,15 @@ pub trait ObjectClient: Send + Sync + fmt::Debug + 'static {
     /// 501 `NotImplemented` ([`ClientErrorKind::Other`], see [`ClientError::is_not_implemented`]).
     async fn rename_object(&self, source_key: &str, dest_key: &str, options: &RenameOptions)
     -> Result<(), ClientError>;
+
+    /// Told after a server-side copy pinned to `source_etag` (`x-amz-copy-source-if-match` on
+    /// CopyObject, or on every UploadPartCopy of a multipart copy covering the whole source)
+    /// made `dest_key` at `dest_etag`: the destination's `size` bytes are provably the source's.
+    /// A caching layer reuses what it holds of the source for the destination; the others
+    /// (default) do nothing. Never fails: it is only an optimisation.
+    async fn copied(&self, source_key: &str, source_etag: &ETag, dest_key: &str, dest_etag: &ETag, size: u64) {
+        let _ = (source_key, source_etag, dest_key, dest_etag, size);
+    }
 }
 
 /// What kind of failure a client call met; decides retries and the errno the user sees.

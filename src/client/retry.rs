@@ -328,6 +328,10 @@ impl<C: ObjectClient> ObjectClient for RetryClient<C> {
             other => other.map_err(unanswered_write),
         }
     }
+
+    async fn copied(&self, source_key: &str, source_etag: &ETag, dest_key: &str, dest_etag: &ETag, size: u64) {
+        self.inner.copied(source_key, source_etag, dest_key, dest_etag, size).await
+    }
 }
 
 /// A write that failed for good with a network failure or a server error (no readable answer,

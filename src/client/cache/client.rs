@@ -547,4 +547,19 @@ impl<C: ObjectClient> ObjectClient for CachingClient<C> {
         // stay under the old key and simply age out; no stale byte can be served under either.
         self.core.inner.rename_object(source_key, dest_key, options).await
     }
+
+    async fn copied(&self, source_key: &str, source_etag: &ETag, dest_key: &str, dest_etag: &ETag, size: u64) {
+        let cache = self.core.cache.clone();
+        if !cache.is_enabled() || size == 0 {
+            return;
+        }
+        // Blocks of the source fetched just before may still be queued for writing.
+        cache.flush().await;
+        let (ns, bs) = (cache.namespace(), cache.block_size());
+        let from = ObjectId::in_namespace(ns, self.bucket(), source_key, source_etag, bs);
+        let to = ObjectId::in_namespace(ns, self.bucket(), dest_key, dest_etag, bs);
+        let relink = move || cache.relink(&from, &to, size);
+        let blocks = tokio::task::spawn_blocking(relink).await.unwrap_or(0);
+        tracing::debug!(source = source_key, dest = dest_key, blocks, "cached blocks reused for a copy");
+    }
 }

@@ -254,6 +254,13 @@ fn mount_env(s3: &MemS3, env: &[(&str, &str)], extra: &[&str]) -> TestMount {
     TestMount::new(&envs, s3.bucket(), &args)
 }
 
+/// Prints the requests `s3` received since its counts were reset (the numbers in the report).
+fn print_requests(s3: &MemS3, what: &str) {
+    let mut counts: Vec<_> = s3.request_counts().into_iter().filter(|(_, n)| *n > 0).collect();
+    counts.sort();
+    println!("{what}: {counts:?}");
+}
+
 /// Multipart copies from 5 MiB on, in 5 MiB parts (instead of beyond 5 GiB in 512 MiB parts).
 const SMALL_COPY_PARTS: (&str, &str) = ("UNSTABLE_MOUNTPOINT_COPY_PART_SIZE", "5242880");
 
@@ -304,6 +311,7 @@ fn a_renamed_file_is_read_from_its_sources_cached_blocks_and_never_from_stale_on
     s3.reset_counts();
     std::fs::rename(root.join("one.bin"), root.join("two.bin")).unwrap();
     assert!(std::fs::read(root.join("two.bin")).unwrap() == one);
+    print_requests(&s3, "rename + read of a cached 3 MiB file");
     assert_eq!(s3.request_count(S3Operation::GetObject), 0, "every block came from the source's cached blocks");
     assert_eq!(s3.request_count(S3Operation::CopyObject), 1);
     assert_eq!(s3.request_count(S3Operation::DeleteObject), 1);
@@ -316,6 +324,7 @@ fn a_renamed_file_is_read_from_its_sources_cached_blocks_and_never_from_stale_on
     s3.reset_counts();
     std::fs::rename(root.join("stale.bin"), root.join("moved.bin")).unwrap();
     assert!(std::fs::read(root.join("moved.bin")).unwrap() == fresh, "the new version, not cached blocks");
+    print_requests(&s3, "rename + read of a file whose cached blocks are of an older version");
     assert!(s3.request_count(S3Operation::GetObject) > 0);
 
     // Another client overwrites the renamed file: after the TTL, its bytes, not the reused blocks.
@@ -352,6 +361,7 @@ fn a_source_replaced_during_the_rename_is_never_lost_and_a_second_change_fails_i
         std::fs::rename(from, to)
     });
     moved.unwrap();
+    print_requests(&s3, "rename with one concurrent change of the source");
     assert!(s3.get("c").unwrap() == theirs, "the other client's version was moved");
     assert!(s3.get("a").is_none());
     assert_eq!(s3.request_count(S3Operation::CopyObject), 2, "one refused copy, one retried");
@@ -366,6 +376,7 @@ fn a_source_replaced_during_the_rename_is_never_lost_and_a_second_change_fails_i
         let writes = [pattern(50_000, 4), pattern(60_000, 5)];
         let (from, to) = (root.join("a"), root.join(target));
         let renamed = rename_while_another_client_writes(&s3, &proxy, "a", &writes, move || std::fs::rename(from, to));
+        print_requests(&s3, &format!("rename to {target} with two concurrent changes"));
         assert_eq!(errno(renamed), Some(libc::ESTALE), "to {target}");
         assert!(s3.get("a").unwrap() == writes[1], "the other client's last bytes are at the source");
         assert_eq!(s3.get(target).as_deref(), before, "the target is as it was");
@@ -394,9 +405,7 @@ fn a_large_file_is_renamed_with_upload_part_copy_parts_and_its_cached_blocks_fol
     let m = mount_env(&s3, &[SMALL_COPY_PARTS], &args);
     s3.reset_counts();
     std::fs::rename(m.path().join("big.bin"), m.path().join("big-2.bin")).unwrap();
-    let mut counts: Vec<_> = s3.request_counts().into_iter().filter(|(_, n)| *n > 0).collect();
-    counts.sort();
-    println!("multipart rename of 20 MiB in 5 MiB parts: {counts:?}");
+    print_requests(&s3, "multipart rename of 20 MiB in 5 MiB parts");
     assert_eq!(s3.request_count(S3Operation::UploadPartCopy), 4);
     assert_eq!(s3.request_count(S3Operation::CreateMultipartUpload), 1);
     assert_eq!(s3.request_count(S3Operation::CompleteMultipartUpload), 1);
@@ -431,6 +440,7 @@ fn a_source_replaced_during_a_multipart_copy_aborts_it_and_leaves_both_intact() 
     let writes = [pattern(20 << 20, 9), pattern(20 << 20, 10)];
     let renamed =
         rename_while_another_client_writes(&s3, &proxy, "big.bin", &writes, move || std::fs::rename(from, to));
+    print_requests(&s3, "multipart rename with two concurrent changes");
     assert_eq!(errno(renamed), Some(libc::ESTALE));
     assert!(s3.get("big.bin").unwrap() == writes[1], "the other client's bytes are at the source");
     assert!(s3.get("big-2.bin").is_none(), "no destination");

@@ -436,7 +436,9 @@ impl S3Filesystem {
                 match self.client.head_object(&m.from).await {
                     Ok(meta) if meta.etag == m.etag => {
                         let done = async {
-                            copy_object(self.client.as_ref(), m, meta.size, &options, self.copy_limits()).await?;
+                            let etag =
+                                copy_object(self.client.as_ref(), m, meta.size, &options, self.copy_limits()).await?;
+                            self.client.copied(&m.from, &m.etag, &m.to, &etag, meta.size).await;
                             self.client.delete_object(&m.from).await.map_err(|e| FsError::client("delete", &m.from, e))
                         };
                         if let Err(e) = done.await {

@@ -296,12 +296,16 @@ fn a_renamed_file_is_read_from_its_sources_cached_blocks_and_never_from_stale_on
     let (one, stale) = (pattern((3 << 20) + 12_345, 1), pattern(2 << 20, 2));
     s3.put("one.bin", one.clone());
     s3.put("stale.bin", stale);
+    seed_dir(&s3, "dir", 20);
     let cache = tempfile::tempdir().unwrap();
     let dir = cache.path().join("cache");
     let args = ["--allow-rename", "--metadata-ttl", "1", "--cache", dir.to_str().unwrap()];
     let m = mount(&s3, &args);
     assert!(std::fs::read(m.path().join("one.bin")).unwrap() == one);
     std::fs::read(m.path().join("stale.bin")).unwrap();
+    for i in 0..20 {
+        std::fs::read(m.path().join(format!("dir/sub{}/f{i:04}", i % 7))).unwrap();
+    }
     // Unmounting waits for the block writes.
     assert!(m.unmount().success());
 
@@ -315,6 +319,17 @@ fn a_renamed_file_is_read_from_its_sources_cached_blocks_and_never_from_stale_on
     assert_eq!(s3.request_count(S3Operation::GetObject), 0, "every block came from the source's cached blocks");
     assert_eq!(s3.request_count(S3Operation::CopyObject), 1);
     assert_eq!(s3.request_count(S3Operation::DeleteObject), 1);
+
+    // A directory: every object's blocks follow.
+    s3.reset_counts();
+    std::fs::rename(root.join("dir"), root.join("dir-2")).unwrap();
+    for i in 0..20 {
+        let read = std::fs::read(root.join(format!("dir-2/sub{}/f{i:04}", i % 7))).unwrap();
+        assert!(read == pattern(100 + i, i as u64));
+    }
+    print_requests(&s3, "rename + read of a directory of 20 cached objects");
+    assert_eq!(s3.request_count(S3Operation::GetObject), 0, "every object's blocks followed");
+    assert_eq!(s3.request_count(S3Operation::CopyObject), 20);
 
     // Another client replaced stale.bin after it was cached: the copy is of the new version,
     // whose bytes are fetched, never the old blocks.

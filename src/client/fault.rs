@@ -350,8 +350,8 @@ impl<C: ObjectClient> ObjectClient for FaultClient<C> {
         answer(S3Operation::RenameObject, &faults, self.inner.rename_object(source_key, dest_key, options).await)
     }
 
-    async fn copied(&self, source_key: &str, source_etag: &ETag, dest_key: &str, dest_etag: &ETag, size: u64) {
-        self.inner.copied(source_key, source_etag, dest_key, dest_etag, size).await
+    async fn copied(&self, copies: &[super::PinnedCopy]) {
+        self.inner.copied(copies).await
     }
 }
 

@@ -298,14 +298,24 @@ pub trait ObjectClient: Send + Sync + fmt::Debug + 'static {
     async fn rename_object(&self, source_key: &str, dest_key: &str, options: &RenameOptions)
     -> Result<(), ClientError>;
 
-    /// Told after a server-side copy pinned to `source_etag` (`x-amz-copy-source-if-match` on
-    /// CopyObject, or on every UploadPartCopy of a multipart copy covering the whole source)
-    /// made `dest_key` at `dest_etag`: the destination's `size` bytes are provably the source's.
-    /// A caching layer reuses what it holds of the source for the destination; the others
-    /// (default) do nothing. Never fails: it is only an optimisation.
-    async fn copied(&self, source_key: &str, source_etag: &ETag, dest_key: &str, dest_etag: &ETag, size: u64) {
-        let _ = (source_key, source_etag, dest_key, dest_etag, size);
+    /// Told after server-side copies pinned to their sources' ETags: each destination's bytes
+    /// are provably its source's. A caching layer reuses what it holds of the sources for the
+    /// destinations; the others (default) do nothing. Never fails: it is only an optimisation.
+    async fn copied(&self, copies: &[PinnedCopy]) {
+        let _ = copies;
     }
+}
+
+/// A server-side copy pinned to its source's version (`x-amz-copy-source-if-match` on the
+/// CopyObject, or on every UploadPartCopy of a multipart copy covering the whole source):
+/// `dest_key` at `dest_etag` holds the `size` bytes `source_key` had at `source_etag`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PinnedCopy {
+    pub source_key: String,
+    pub source_etag: ETag,
+    pub dest_key: String,
+    pub dest_etag: ETag,
+    pub size: u64,
 }
 
 /// What kind of failure a client call met; decides retries and the errno the user sees.

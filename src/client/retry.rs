@@ -329,8 +329,8 @@ impl<C: ObjectClient> ObjectClient for RetryClient<C> {
         }
     }
 
-    async fn copied(&self, source_key: &str, source_etag: &ETag, dest_key: &str, dest_etag: &ETag, size: u64) {
-        self.inner.copied(source_key, source_etag, dest_key, dest_etag, size).await
+    async fn copied(&self, copies: &[super::PinnedCopy]) {
+        self.inner.copied(copies).await
     }
 }
 

@@ -12,7 +12,7 @@ use futures::StreamExt;
 use super::{CachingClient, DiskBlockCache, DiskCacheConfig, ObjectId};
 use crate::client::fault::FaultClient;
 use crate::client::memory::InMemoryClient;
-use crate::client::{ClientError, ClientErrorKind, CopyOptions, ETag, ObjectClient, S3Operation};
+use crate::client::{ClientError, ClientErrorKind, CopyOptions, ETag, ObjectClient, PinnedCopy, S3Operation};
 
 pub(super) const KIB: u64 = 1024;
 pub(super) const MIB: u64 = 1024 * KIB;
@@ -188,6 +188,11 @@ async fn a_changed_object_is_fetched_again_and_never_served_old_bytes() {
     assert_eq!(e.kind, ClientErrorKind::PreconditionFailed);
 }
 
+fn pinned_copy(source_key: &str, source_etag: &ETag, dest_key: &str, dest_etag: &ETag, size: u64) -> PinnedCopy {
+    let (source_key, dest_key) = (source_key.to_string(), dest_key.to_string());
+    PinnedCopy { source_key, source_etag: source_etag.clone(), dest_key, dest_etag: dest_etag.clone(), size }
+}
+
 /// After a copy pinned to the source's ETag, the destination is read from the source's blocks
 /// (rewritten under its key and ETag): no GET. The source's blocks are gone (it was renamed);
 /// a source whose cached blocks are of another version gives the destination nothing.
@@ -203,7 +208,7 @@ async fn a_pinned_copy_reuses_the_sources_blocks_and_only_those_of_the_copied_ve
     assert_eq!(get(&c, "src", 0..len, &etag).await.unwrap(), bytes);
     let pinned = CopyOptions { source_if_match: Some(etag.clone()), ..CopyOptions::default() };
     let copy = c.copy_object("src", "dst", &pinned).await.unwrap();
-    c.copied("src", &etag, "dst", &copy.etag, len).await;
+    c.copied(&[pinned_copy("src", &etag, "dst", &copy.etag, len)]).await;
     let before = gets(&c);
     assert_eq!(get(&c, "dst", 0..len, &copy.etag).await.unwrap(), bytes);
     assert_eq!(gets(&c), before, "every block of the copy came from disk");
@@ -218,7 +223,7 @@ async fn a_pinned_copy_reuses_the_sources_blocks_and_only_those_of_the_copied_ve
     let v2_etag = put(&c, "other", &v2);
     let pinned = CopyOptions { source_if_match: Some(v2_etag.clone()), ..CopyOptions::default() };
     let copy = c.copy_object("other", "moved", &pinned).await.unwrap();
-    c.copied("other", &v2_etag, "moved", &copy.etag, 2 * bs).await;
+    c.copied(&[pinned_copy("other", &v2_etag, "moved", &copy.etag, 2 * bs)]).await;
     let before = gets(&c);
     assert_eq!(get(&c, "moved", 0..2 * bs, &copy.etag).await.unwrap(), v2);
     assert_eq!(gets(&c), before + 1, "fetched: the cached blocks were of another version");

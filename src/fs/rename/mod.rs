@@ -28,7 +28,8 @@ use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::client::{
-    ClientError, ClientErrorKind, CopyOptions, ETag, ListRequest, ObjectClient, PutOptions, RenameOptions, UploadedPart,
+    ClientError, ClientErrorKind, CopyOptions, ETag, ListRequest, ObjectClient, PinnedCopy, PutOptions, RenameOptions,
+    UploadedPart,
 };
 use crate::escape::escaped;
 use crate::fs::namespace::{InodeKind, LocalState, RemoteEntry};
@@ -359,12 +360,14 @@ impl S3Filesystem {
             return Err(results.into_iter().find_map(Result::err).expect("checked"));
         }
         let mut out = vec![(ETag::new(""), 0); planned.len()];
+        let mut pinned = Vec::with_capacity(planned.len());
         for (i, etag) in results.into_iter().flatten() {
-            // Each copy was pinned to its source's ETag: the disk cache reuses its blocks.
             let Planned { mv, size } = &planned[i];
-            self.client.copied(&mv.from, &mv.etag, &mv.to, &etag, *size).await;
+            pinned.push(pinned_copy(mv, &etag, *size));
             out[i] = (etag, *size);
         }
+        // Each copy was pinned to its source's ETag: the disk cache reuses its blocks.
+        self.client.copied(&pinned).await;
         let deletes: Vec<BoxFuture<'_, Result<(), FsError>>> = moves
             .iter()
             .map(|m| {
@@ -438,7 +441,7 @@ impl S3Filesystem {
                         let done = async {
                             let etag =
                                 copy_object(self.client.as_ref(), m, meta.size, &options, self.copy_limits()).await?;
-                            self.client.copied(&m.from, &m.etag, &m.to, &etag, meta.size).await;
+                            self.client.copied(&[pinned_copy(m, &etag, meta.size)]).await;
                             self.client.delete_object(&m.from).await.map_err(|e| FsError::client("delete", &m.from, e))
                         };
                         if let Err(e) = done.await {
@@ -502,6 +505,17 @@ async fn copy_object(
             let _ = client.abort_multipart_upload(&m.to, &id).await;
             Err(copy_error(&m.from, e))
         }
+    }
+}
+
+/// What the cache is told of a finished copy of `m`.
+fn pinned_copy(m: &Move, etag: &ETag, size: u64) -> PinnedCopy {
+    PinnedCopy {
+        source_key: m.from.clone(),
+        source_etag: m.etag.clone(),
+        dest_key: m.to.clone(),
+        dest_etag: etag.clone(),
+        size,
     }
 }
 

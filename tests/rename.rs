@@ -11,7 +11,8 @@
 //! - A source another client replaces while the copy is on the wire (held by the fault proxy):
 //!   ESTALE, both names intact; for CopyObject and for a multipart copy (UploadPartCopy parts,
 //!   made to happen on small objects with `UNSTABLE_MOUNTPOINT_COPY_PART_SIZE`).
-//! - A timing line for the closing note (`RENAME_MEASURE=1`): a 1,000-object directory.
+//! - Timing lines for the closing note (`RENAME_MEASURE=1`): a 1 GiB file, a 1,000-object
+//!   directory, a fully cached 256 MiB file with `--cache`.
 
 mod common;
 
@@ -202,6 +203,33 @@ fn measure_rename_costs() {
         || std::fs::rename(m.path().join("dir"), m.path().join("dir-renamed")).unwrap(),
     );
     assert_eq!(s3.list_keys("dir-renamed/").len(), 1000);
+    assert!(m.unmount().success());
+
+    // With --cache: a 256 MiB file read once, renamed in a new mount (its 256 blocks are
+    // rewritten under the new name during the rename), then read again.
+    let s3 = MemS3::start();
+    s3.put("cached.bin", pattern(256 << 20, 11));
+    let cache = tempfile::tempdir().unwrap();
+    let dir = cache.path().join("cache");
+    let args = ["--allow-rename", "--cache", dir.to_str().unwrap()];
+    let m = mount(&s3, &args);
+    std::fs::read(m.path().join("cached.bin")).unwrap();
+    assert!(m.unmount().success());
+    let m = mount(&s3, &args);
+    std::fs::metadata(m.path().join("cached.bin")).unwrap();
+    s3.reset_counts();
+    timed(
+        "256 MiB file, fully cached (MemS3, --cache)",
+        || s3.request_counts().into_iter().collect(),
+        || std::fs::rename(m.path().join("cached.bin"), m.path().join("cached-2.bin")).unwrap(),
+    );
+    let started = Instant::now();
+    assert!(std::fs::read(m.path().join("cached-2.bin")).unwrap() == pattern(256 << 20, 11));
+    println!(
+        "read of the renamed 256 MiB file: {:?}, GETs {}",
+        started.elapsed(),
+        s3.request_count(S3Operation::GetObject)
+    );
     assert!(m.unmount().success());
 }
 

@@ -6,7 +6,13 @@
 //! - RENAME_NOREPLACE, replacing without `--allow-overwrite`, and the default (no flag): ENOSYS.
 //! - SIGKILL in the middle of a directory rename, then a remount (with `--cache`, and with the
 //!   state directory): the rename is finished, nothing is lost.
-//! - A timing line for the closing note (`RENAME_MEASURE=1`): a 1,000-object directory.
+//! - With `--cache`, a renamed file is read from its source's cached blocks (no GET), never
+//!   from blocks of another version.
+//! - A source another client replaces while the copy is on the wire (held by the fault proxy):
+//!   ESTALE, both names intact; for CopyObject and for a multipart copy (UploadPartCopy parts,
+//!   made to happen on small objects with `UNSTABLE_MOUNTPOINT_COPY_PART_SIZE`).
+//! - Timing lines for the closing note (`RENAME_MEASURE=1`): a 1 GiB file, a 1,000-object
+//!   directory, a fully cached 256 MiB file with `--cache`.
 
 mod common;
 
@@ -17,6 +23,7 @@ use std::time::{Duration, Instant};
 use common::TestS3;
 use common::data::pattern;
 use common::express::ExpressOptions;
+use common::fault_proxy::{Fault, FaultProxy, Kinds, RequestKind, When};
 use common::mem_server::MemS3;
 use common::mount::{TestMount, errno, mount, server_args};
 use common::s3_server::LocalS3;
@@ -197,6 +204,33 @@ fn measure_rename_costs() {
     );
     assert_eq!(s3.list_keys("dir-renamed/").len(), 1000);
     assert!(m.unmount().success());
+
+    // With --cache: a 256 MiB file read once, renamed in a new mount (its 256 blocks are
+    // rewritten under the new name during the rename), then read again.
+    let s3 = MemS3::start();
+    s3.put("cached.bin", pattern(256 << 20, 11));
+    let cache = tempfile::tempdir().unwrap();
+    let dir = cache.path().join("cache");
+    let args = ["--allow-rename", "--cache", dir.to_str().unwrap()];
+    let m = mount(&s3, &args);
+    std::fs::read(m.path().join("cached.bin")).unwrap();
+    assert!(m.unmount().success());
+    let m = mount(&s3, &args);
+    std::fs::metadata(m.path().join("cached.bin")).unwrap();
+    s3.reset_counts();
+    timed(
+        "256 MiB file, fully cached (MemS3, --cache)",
+        || s3.request_counts().into_iter().collect(),
+        || std::fs::rename(m.path().join("cached.bin"), m.path().join("cached-2.bin")).unwrap(),
+    );
+    let started = Instant::now();
+    assert!(std::fs::read(m.path().join("cached-2.bin")).unwrap() == pattern(256 << 20, 11));
+    println!(
+        "read of the renamed 256 MiB file: {:?}, GETs {}",
+        started.elapsed(),
+        s3.request_count(S3Operation::GetObject)
+    );
+    assert!(m.unmount().success());
 }
 
 /// On a directory bucket (the S3 Express emulator) a file rename is one RenameObject, allowed
@@ -226,5 +260,239 @@ fn directory_buckets_rename_files_atomically_with_rename_object() {
     drop(file);
     assert!(s3.get("logs/new.log").unwrap() == b"new"[..]);
     assert_eq!(s3.request_count_by_name("RenameObject"), 1);
+    assert!(m.unmount().success());
+}
+
+/// Mounts `s3` through `proxy` with `env` added to the daemon's environment.
+fn mount_via(s3: &MemS3, proxy: &FaultProxy, env: &[(&str, &str)], args: &[&str]) -> TestMount {
+    let mut envs = s3.env_vars();
+    envs.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let mut all = vec!["--endpoint-url", &proxy.endpoint, "--force-path-style", "--region", "us-east-1"];
+    all.extend_from_slice(args);
+    TestMount::new(&envs, s3.bucket(), &all)
+}
+
+/// Mounts `s3` with `env` added to the daemon's environment.
+fn mount_env(s3: &MemS3, env: &[(&str, &str)], extra: &[&str]) -> TestMount {
+    let mut envs = s3.env_vars();
+    envs.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let mut args = server_args(s3);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    TestMount::new(&envs, s3.bucket(), &args)
+}
+
+/// Prints the requests `s3` received since its counts were reset (the numbers in the report).
+fn print_requests(s3: &MemS3, what: &str) {
+    let mut counts: Vec<_> = s3.request_counts().into_iter().filter(|(_, n)| *n > 0).collect();
+    counts.sort();
+    println!("{what}: {counts:?}");
+}
+
+/// Multipart copies from 5 MiB on, in 5 MiB parts (instead of beyond 5 GiB in 512 MiB parts).
+const SMALL_COPY_PARTS: (&str, &str) = ("UNSTABLE_MOUNTPOINT_COPY_PART_SIZE", "5242880");
+
+/// Runs `rename` on another thread; each time `proxy` has stalled one more request (a copy),
+/// another client replaces `key` with the next of `writes`; returns the rename's result.
+fn rename_while_another_client_writes(
+    s3: &MemS3,
+    proxy: &FaultProxy,
+    key: &str,
+    writes: &[Vec<u8>],
+    rename: impl FnOnce() -> std::io::Result<()> + Send + 'static,
+) -> std::io::Result<()> {
+    let stalls = || proxy.stats().faults_named("Stall");
+    let before = stalls();
+    let mover = std::thread::spawn(rename);
+    for (i, bytes) in (1..).zip(writes) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while stalls() < before + i && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(stalls(), before + i, "copy {i} reached the proxy");
+        s3.put(key, bytes.clone());
+    }
+    mover.join().unwrap()
+}
+
+/// With `--cache`, a renamed file is read from the blocks its source left in the cache: no GET.
+/// Blocks are reused only for the version the copy was pinned to (a source another client
+/// replaced is fetched again), and a later overwrite of the destination is seen, not masked.
+#[test]
+fn a_renamed_file_is_read_from_its_sources_cached_blocks_and_never_from_stale_ones() {
+    let s3 = MemS3::start();
+    let (one, stale) = (pattern((3 << 20) + 12_345, 1), pattern(2 << 20, 2));
+    s3.put("one.bin", one.clone());
+    s3.put("stale.bin", stale);
+    seed_dir(&s3, "dir", 20);
+    let cache = tempfile::tempdir().unwrap();
+    let dir = cache.path().join("cache");
+    let args = ["--allow-rename", "--metadata-ttl", "1", "--cache", dir.to_str().unwrap()];
+    let m = mount(&s3, &args);
+    assert!(std::fs::read(m.path().join("one.bin")).unwrap() == one);
+    std::fs::read(m.path().join("stale.bin")).unwrap();
+    for i in 0..20 {
+        std::fs::read(m.path().join(format!("dir/sub{}/f{i:04}", i % 7))).unwrap();
+    }
+    // Unmounting waits for the block writes.
+    assert!(m.unmount().success());
+
+    // A new mount (same cache): the kernel holds no page of these files, the daemon serves all.
+    let m = mount(&s3, &args);
+    let root = m.path();
+    s3.reset_counts();
+    std::fs::rename(root.join("one.bin"), root.join("two.bin")).unwrap();
+    assert!(std::fs::read(root.join("two.bin")).unwrap() == one);
+    print_requests(&s3, "rename + read of a cached 3 MiB file");
+    assert_eq!(s3.request_count(S3Operation::GetObject), 0, "every block came from the source's cached blocks");
+    assert_eq!(s3.request_count(S3Operation::CopyObject), 1);
+    assert_eq!(s3.request_count(S3Operation::DeleteObject), 1);
+
+    // A directory: every object's blocks follow.
+    s3.reset_counts();
+    std::fs::rename(root.join("dir"), root.join("dir-2")).unwrap();
+    for i in 0..20 {
+        let read = std::fs::read(root.join(format!("dir-2/sub{}/f{i:04}", i % 7))).unwrap();
+        assert!(read == pattern(100 + i, i as u64));
+    }
+    print_requests(&s3, "rename + read of a directory of 20 cached objects");
+    assert_eq!(s3.request_count(S3Operation::GetObject), 0, "every object's blocks followed");
+    assert_eq!(s3.request_count(S3Operation::CopyObject), 20);
+
+    // Another client replaced stale.bin after it was cached: the copy is of the new version,
+    // whose bytes are fetched, never the old blocks.
+    let fresh = pattern(2 << 20, 3);
+    s3.put("stale.bin", fresh.clone());
+    std::thread::sleep(Duration::from_millis(1200));
+    s3.reset_counts();
+    std::fs::rename(root.join("stale.bin"), root.join("moved.bin")).unwrap();
+    assert!(std::fs::read(root.join("moved.bin")).unwrap() == fresh, "the new version, not cached blocks");
+    print_requests(&s3, "rename + read of a file whose cached blocks are of an older version");
+    assert!(s3.request_count(S3Operation::GetObject) > 0);
+
+    // Another client overwrites the renamed file: after the TTL, its bytes, not the reused blocks.
+    let three = pattern((3 << 20) + 12_345, 4);
+    s3.put("two.bin", three.clone());
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(std::fs::read(root.join("two.bin")).unwrap() == three, "the overwrite is not masked");
+    assert!(m.unmount().success());
+}
+
+/// A source another client replaces while the rename's CopyObject is on the wire (held by the
+/// fault proxy after the mount's HeadObject): the copy is pinned to the ETag the mount saw, so
+/// S3 refuses it (412) and the daemon answers ESTALE. The kernel retries a rename that got
+/// ESTALE once, from a fresh lookup: a single change makes the rename move the other client's
+/// version (as if it had written first). If the source changes again during the retry, the
+/// rename fails with ESTALE: nothing deleted, the other client's bytes at the source, the
+/// target absent or as it was.
+#[test]
+fn a_source_replaced_during_the_rename_is_never_lost_and_a_second_change_fails_it_with_estale() {
+    let s3 = MemS3::start();
+    s3.put("a", pattern(100_000, 1));
+    s3.put("b", &b"old"[..]);
+    let proxy = FaultProxy::start(s3.addr, 1);
+    let m = mount_via(&s3, &proxy, &[], &["--allow-rename", "--allow-overwrite"]);
+    let root = m.path().to_path_buf();
+    let stall = || vec![Fault::Stall(Duration::from_millis(1500))];
+
+    // One change: the first copy gets 412, the kernel's retry moves the new version.
+    s3.reset_counts();
+    proxy.inject(Kinds::PUT, When::First(1), stall());
+    let theirs = pattern(50_000, 2);
+    let (from, to) = (root.join("a"), root.join("c"));
+    let moved = rename_while_another_client_writes(&s3, &proxy, "a", std::slice::from_ref(&theirs), move || {
+        std::fs::rename(from, to)
+    });
+    moved.unwrap();
+    print_requests(&s3, "rename with one concurrent change of the source");
+    assert!(s3.get("c").unwrap() == theirs, "the other client's version was moved");
+    assert!(s3.get("a").is_none());
+    assert_eq!(s3.request_count(S3Operation::CopyObject), 2, "one refused copy, one retried");
+    assert_eq!(s3.request_count(S3Operation::DeleteObject), 1);
+
+    // Two changes (the retry's copy is refused too): ESTALE, both names as they were.
+    for (target, before) in [("d", None), ("b", Some(&b"old"[..]))] {
+        s3.put("a", pattern(100_000, 3));
+        s3.reset_counts();
+        proxy.clear();
+        proxy.inject(Kinds::PUT, When::First(2), stall());
+        let writes = [pattern(50_000, 4), pattern(60_000, 5)];
+        let (from, to) = (root.join("a"), root.join(target));
+        let renamed = rename_while_another_client_writes(&s3, &proxy, "a", &writes, move || std::fs::rename(from, to));
+        print_requests(&s3, &format!("rename to {target} with two concurrent changes"));
+        assert_eq!(errno(renamed), Some(libc::ESTALE), "to {target}");
+        assert!(s3.get("a").unwrap() == writes[1], "the other client's last bytes are at the source");
+        assert_eq!(s3.get(target).as_deref(), before, "the target is as it was");
+        assert_eq!(s3.request_count(S3Operation::CopyObject), 2);
+        assert_eq!(s3.request_count(S3Operation::DeleteObject), 0, "nothing deleted");
+    }
+    assert!(m.output().contains("changed in S3 during the rename"), "{}", m.output());
+    assert!(m.unmount().success());
+}
+
+/// Past the (test-lowered) single-copy limit a rename is a multipart copy: one
+/// CreateMultipartUpload, one UploadPartCopy per part (in parallel), one Complete, one Delete;
+/// the bytes are the source's and, with `--cache`, its cached blocks serve the new name.
+#[test]
+fn a_large_file_is_renamed_with_upload_part_copy_parts_and_its_cached_blocks_follow() {
+    let s3 = MemS3::start();
+    let data = pattern(20 << 20, 7);
+    s3.put("big.bin", data.clone());
+    let cache = tempfile::tempdir().unwrap();
+    let dir = cache.path().join("cache");
+    let args = ["--allow-rename", "--cache", dir.to_str().unwrap()];
+    let m = mount_env(&s3, &[SMALL_COPY_PARTS], &args);
+    assert!(std::fs::read(m.path().join("big.bin")).unwrap() == data);
+    assert!(m.unmount().success());
+
+    let m = mount_env(&s3, &[SMALL_COPY_PARTS], &args);
+    s3.reset_counts();
+    std::fs::rename(m.path().join("big.bin"), m.path().join("big-2.bin")).unwrap();
+    print_requests(&s3, "multipart rename of 20 MiB in 5 MiB parts");
+    assert_eq!(s3.request_count(S3Operation::UploadPartCopy), 4);
+    assert_eq!(s3.request_count(S3Operation::CreateMultipartUpload), 1);
+    assert_eq!(s3.request_count(S3Operation::CompleteMultipartUpload), 1);
+    assert_eq!(s3.request_count(S3Operation::DeleteObject), 1);
+    assert_eq!(s3.request_count(S3Operation::CopyObject), 0);
+    assert!(s3.get("big.bin").is_none());
+    assert!(s3.get("big-2.bin").unwrap() == data);
+    assert!(std::fs::read(m.path().join("big-2.bin")).unwrap() == data);
+    assert_eq!(s3.request_count(S3Operation::GetObject), 0, "read from the source's cached blocks");
+    assert!(s3.upload_keys("").is_empty());
+    assert!(m.unmount().success());
+}
+
+/// A source replaced by another client while one UploadPartCopy part is held on the wire, in
+/// the first attempt and in the kernel's retry: that part gets 412, each multipart upload is
+/// aborted (none left pending), the rename fails with ESTALE, the source holds the other
+/// client's bytes and the destination never appears. The fourth part of each attempt goes out
+/// while the third is held: the parts are copied in parallel.
+#[test]
+fn a_source_replaced_during_a_multipart_copy_aborts_it_and_leaves_both_intact() {
+    let s3 = MemS3::start();
+    s3.put("big.bin", pattern(20 << 20, 8));
+    let proxy = FaultProxy::start(s3.addr, 2);
+    let m = mount_via(&s3, &proxy, &[SMALL_COPY_PARTS], &["--allow-rename"]);
+    std::fs::metadata(m.path().join("big.bin")).unwrap();
+    s3.reset_counts();
+    let stall = || vec![Fault::Stall(Duration::from_millis(1500))];
+    // The third part request of each attempt (4 parts each) is held.
+    proxy.inject(Kinds::only(RequestKind::UploadPart), When::Nth(3), stall());
+    proxy.inject(Kinds::only(RequestKind::UploadPart), When::Nth(7), stall());
+    let (from, to) = (m.path().join("big.bin"), m.path().join("big-2.bin"));
+    let writes = [pattern(20 << 20, 9), pattern(20 << 20, 10)];
+    let renamed =
+        rename_while_another_client_writes(&s3, &proxy, "big.bin", &writes, move || std::fs::rename(from, to));
+    print_requests(&s3, "multipart rename with two concurrent changes");
+    assert_eq!(errno(renamed), Some(libc::ESTALE));
+    assert!(s3.get("big.bin").unwrap() == writes[1], "the other client's bytes are at the source");
+    assert!(s3.get("big-2.bin").is_none(), "no destination");
+    assert!(s3.upload_keys("").is_empty(), "the multipart copies were aborted");
+    let parts = proxy.stats().requests_of(RequestKind::UploadPart);
+    assert_eq!(parts, 8, "4 parts per attempt, the 4th sent while the 3rd was held");
+    assert_eq!(s3.request_count(S3Operation::CreateMultipartUpload), 2);
+    assert_eq!(s3.request_count(S3Operation::AbortMultipartUpload), 2);
+    assert_eq!(s3.request_count(S3Operation::CompleteMultipartUpload), 0);
+    assert_eq!(s3.request_count(S3Operation::DeleteObject), 0, "nothing deleted");
     assert!(m.unmount().success());
 }

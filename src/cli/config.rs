@@ -103,6 +103,10 @@ impl CliArgs {
         config.fuse.max_background = unstable.max_background;
         config.fuse.congestion_threshold = unstable.congestion_threshold;
         config.fuse.clone_fd = unstable.clone_fuse_fd;
+        if let Some(part) = unstable.copy_part_size {
+            config.fs.single_copy_limit = part;
+            config.fs.copy_part_size = part;
+        }
         config.unstable = unstable;
         Ok(config)
     }

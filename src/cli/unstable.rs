@@ -9,6 +9,7 @@
 //! | `UNSTABLE_MOUNTPOINT_PID_FILE` | file the daemon writes its process id to once mounted |
 //! | `UNSTABLE_CRT_EVENTLOOP_THREADS` | threads of the I/O runtime (there is no CRT: same role) |
 //! | `UNSTABLE_MOUNTPOINT_CACHE_KEY` | with `--cache`: whose cached data this mount reuses |
+//! | `UNSTABLE_MOUNTPOINT_COPY_PART_SIZE` | ours, for tests only: objects larger than this (5 MiB..=5 GiB) are copied in UploadPartCopy parts of this size instead of over 5 GiB in 512 MiB parts |
 //!
 //! A value that does not parse is a usage error (exit 2) naming the variable: silently ignoring
 //! a tuning someone set is worse than refusing to start. `UNSTABLE_MOUNTPOINT_DISABLE_CACHE_CLEANUP`
@@ -30,6 +31,9 @@ pub struct UnstableEnv {
     pub io_threads: Option<usize>,
     /// `UNSTABLE_MOUNTPOINT_CACHE_KEY` when set and not empty.
     pub cache_key: Option<OsString>,
+    /// `UNSTABLE_MOUNTPOINT_COPY_PART_SIZE` (tests only: exercises multipart copies with small
+    /// objects).
+    pub copy_part_size: Option<u64>,
 }
 
 /// Looks a variable up (the process environment, or a table in tests).
@@ -51,6 +55,7 @@ impl UnstableEnv {
             pid_file: lookup("UNSTABLE_MOUNTPOINT_PID_FILE").filter(|v| !v.is_empty()).map(PathBuf::from),
             io_threads: number(lookup, "UNSTABLE_CRT_EVENTLOOP_THREADS", 1)?,
             cache_key: lookup("UNSTABLE_MOUNTPOINT_CACHE_KEY").filter(|v| !v.is_empty()),
+            copy_part_size: copy_part_size(lookup)?,
         })
     }
 }
@@ -65,6 +70,19 @@ fn number<T: std::str::FromStr + PartialOrd + From<u8>>(
     match text.trim().parse::<T>() {
         Ok(value) if value >= T::from(min) => Ok(Some(value)),
         _ => Err(CliError::EnvValue { name, value: text.into_owned(), expected: "a whole number of at least 1" }),
+    }
+}
+
+/// S3's bounds on a copied part: at least 5 MiB (all but the last), at most 5 GiB.
+fn copy_part_size(lookup: Lookup<'_>) -> Result<Option<u64>, CliError> {
+    const NAME: &str = "UNSTABLE_MOUNTPOINT_COPY_PART_SIZE";
+    match number::<u64>(lookup, NAME, 1)? {
+        Some(n) if !(5 << 20..=5 << 30).contains(&n) => Err(CliError::EnvValue {
+            name: NAME,
+            value: n.to_string(),
+            expected: "a number of bytes between 5 MiB (5242880) and 5 GiB",
+        }),
+        n => Ok(n),
     }
 }
 
@@ -105,6 +123,10 @@ mod tests {
         assert_eq!(env.io_threads, Some(4));
         assert_eq!(env.cache_key, Some(OsString::from("pod-1234")));
         assert_eq!(read(&[("UNSTABLE_MOUNTPOINT_CACHE_KEY", "")]).unwrap().cache_key, None);
+        let copy = read(&[("UNSTABLE_MOUNTPOINT_COPY_PART_SIZE", "5242880")]).unwrap();
+        assert_eq!(copy.copy_part_size, Some(5 << 20));
+        let err = read(&[("UNSTABLE_MOUNTPOINT_COPY_PART_SIZE", "1024")]).unwrap_err().to_string();
+        assert!(err.contains("UNSTABLE_MOUNTPOINT_COPY_PART_SIZE=1024"), "{err}");
     }
 
     #[test]

@@ -349,6 +349,10 @@ impl<C: ObjectClient> ObjectClient for FaultClient<C> {
         let faults = self.enter(S3Operation::RenameObject).await?;
         answer(S3Operation::RenameObject, &faults, self.inner.rename_object(source_key, dest_key, options).await)
     }
+
+    async fn copied(&self, copies: &[super::PinnedCopy]) {
+        self.inner.copied(copies).await
+    }
 }
 
 /// SplitMix64: a tiny, fixed generator, so a seed means the same faults in every build.

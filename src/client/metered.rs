@@ -232,6 +232,10 @@ impl<C: ObjectClient> ObjectClient for MeteredClient<C> {
         let call = self.inner.rename_object(source_key, dest_key, options);
         metered(&self.metrics, S3Operation::RenameObject, dest_key, call).await
     }
+
+    async fn copied(&self, copies: &[super::PinnedCopy]) {
+        self.inner.copied(copies).await
+    }
 }
 
 #[cfg(test)]

@@ -297,6 +297,25 @@ pub trait ObjectClient: Send + Sync + fmt::Debug + 'static {
     /// 501 `NotImplemented` ([`ClientErrorKind::Other`], see [`ClientError::is_not_implemented`]).
     async fn rename_object(&self, source_key: &str, dest_key: &str, options: &RenameOptions)
     -> Result<(), ClientError>;
+
+    /// Told after server-side copies pinned to their sources' ETags: each destination's bytes
+    /// are provably its source's. A caching layer reuses what it holds of the sources for the
+    /// destinations; the others (default) do nothing. Never fails: it is only an optimisation.
+    async fn copied(&self, copies: &[PinnedCopy]) {
+        let _ = copies;
+    }
+}
+
+/// A server-side copy pinned to its source's version (`x-amz-copy-source-if-match` on the
+/// CopyObject, or on every UploadPartCopy of a multipart copy covering the whole source):
+/// `dest_key` at `dest_etag` holds the `size` bytes `source_key` had at `source_etag`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PinnedCopy {
+    pub source_key: String,
+    pub source_etag: ETag,
+    pub dest_key: String,
+    pub dest_etag: ETag,
+    pub size: u64,
 }
 
 /// What kind of failure a client call met; decides retries and the errno the user sees.

@@ -328,6 +328,10 @@ impl<C: ObjectClient> ObjectClient for RetryClient<C> {
             other => other.map_err(unanswered_write),
         }
     }
+
+    async fn copied(&self, copies: &[super::PinnedCopy]) {
+        self.inner.copied(copies).await
+    }
 }
 
 /// A write that failed for good with a network failure or a server error (no readable answer,

@@ -54,6 +54,12 @@ pub struct FsConfig {
     pub allow_rename: bool,
     /// Most objects one directory rename may copy (`--rename-dir-limit`); beyond it, EXDEV.
     pub rename_dir_limit: usize,
+    /// Largest object copied with one CopyObject (rename, `--posix-metadata` changes); larger
+    /// ones are copied in UploadPartCopy parts of `copy_part_size`. S3's limit, 5 GiB; smaller
+    /// only in tests (`UNSTABLE_MOUNTPOINT_COPY_PART_SIZE` sets both).
+    pub single_copy_limit: u64,
+    /// Part size of a multipart copy (512 MiB).
+    pub copy_part_size: u64,
     pub metadata_ttl: MetadataTtl,
     pub negative_metadata_ttl: MetadataTtl,
     /// Kernel attribute/entry TTL for files under `Minimal` (Mountpoint: 100 ms).
@@ -109,6 +115,8 @@ impl Default for FsConfig {
             allow_modify: false,
             allow_rename: false,
             rename_dir_limit: DEFAULT_RENAME_DIR_LIMIT,
+            single_copy_limit: crate::client::MAX_COPY_OBJECT_SIZE,
+            copy_part_size: crate::fs::posix::ops::COPY_PART_SIZE,
             metadata_ttl: MetadataTtl::Minimal,
             negative_metadata_ttl: MetadataTtl::Minimal,
             file_kernel_ttl: Duration::from_millis(100),

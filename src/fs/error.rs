@@ -166,6 +166,13 @@ pub enum FsError {
 
     #[error("cannot rename {key:?} now: {why}")]
     RenameBusy { key: String, why: &'static str },
+
+    /// A rename's copy was refused (412): the source is no longer the version the copy was
+    /// pinned to, or another client created the target meanwhile. Nothing was renamed.
+    #[error(
+        "object {key:?} changed in S3 during the rename (another client wrote it or created the target); nothing was renamed"
+    )]
+    RenameConflict { key: String },
 }
 
 /// How an upload failed, remembered for every later call on its handle.
@@ -258,6 +265,7 @@ impl FsError {
             FsError::RenameFlags(_) => libc::EINVAL,
             FsError::RenameIntoItself { .. } => libc::EINVAL,
             FsError::RenameBusy { .. } => libc::EBUSY,
+            FsError::RenameConflict { .. } => libc::ESTALE,
         }
     }
 

@@ -203,6 +203,11 @@ impl MemS3 {
         self.store.keys(&self.bucket, prefix)
     }
 
+    /// Keys of the multipart uploads in progress under `prefix` (not counted).
+    pub fn upload_keys(&self, prefix: &str) -> Vec<String> {
+        self.store.upload_keys(&self.bucket, prefix)
+    }
+
     /// Creates another (empty) bucket.
     pub fn create_bucket(&self, bucket: &str) {
         assert!(self.store.add_bucket(bucket), "bucket {bucket} exists");

@@ -25,14 +25,16 @@ use super::flight::{Flight, FlightError, Inflight, Source};
 use super::format::{ObjectId, block_extent};
 use super::shared::SharedCache;
 use crate::client::{
-    ClientError, ClientErrorKind, ETag, GetObjectResponse, ListPage, ListRequest, ObjectClient, ObjectMeta, PutOptions,
-    PutResult, RenameOptions, UploadedPart,
+    ClientError, ClientErrorKind, ETag, GetObjectResponse, ListPage, ListRequest, ObjectClient, ObjectMeta, PinnedCopy,
+    PutOptions, PutResult, RenameOptions, UploadedPart,
 };
 
 /// Blocks claimed (and so fetched) at a time by one request; up to two segments are in flight.
 const SEGMENT_BLOCKS: u64 = 64;
 /// Times a request claims blocks again after their producer gave up on them.
 const MAX_RECLAIMS: u32 = 3;
+/// Longest wait for queued block writes before reusing a copy's source blocks.
+const FLUSH_BEFORE_RELINK: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Debug, Default)]
 struct Counters {
@@ -546,5 +548,28 @@ impl<C: ObjectClient> ObjectClient for CachingClient<C> {
         // Blocks are keyed by (key, ETag): a renamed object keeps its ETag, but its cached blocks
         // stay under the old key and simply age out; no stale byte can be served under either.
         self.core.inner.rename_object(source_key, dest_key, options).await
+    }
+
+    async fn copied(&self, copies: &[PinnedCopy]) {
+        let cache = self.core.cache.clone();
+        if !cache.is_enabled() || copies.is_empty() {
+            return;
+        }
+        // Blocks of the sources fetched just before may still be queued for writing; not for
+        // long, though: under a steady stream of reads the queue may never be empty.
+        let _ = tokio::time::timeout(FLUSH_BEFORE_RELINK, cache.flush()).await;
+        let (ns, bs, bucket) = (cache.namespace().to_string(), cache.block_size(), self.bucket().to_string());
+        let (objects, copies) = (copies.len(), copies.to_vec());
+        let relink = move || {
+            let mut blocks = 0;
+            for c in &copies {
+                let from = ObjectId::in_namespace(&ns, &bucket, &c.source_key, &c.source_etag, bs);
+                let to = ObjectId::in_namespace(&ns, &bucket, &c.dest_key, &c.dest_etag, bs);
+                blocks += cache.relink(&from, &to, c.size);
+            }
+            blocks
+        };
+        let blocks = tokio::task::spawn_blocking(relink).await.unwrap_or(0);
+        tracing::debug!(objects, blocks, "cached blocks reused for copies");
     }
 }

@@ -289,14 +289,41 @@ impl DiskBlockCache {
                 tracing::warn!(key = id.key(), index, path = %self.show(&path).display(), reason = ?why,
                     "invalid cache block removed; fetching it again");
                 self.counters.invalid_blocks.fetch_add(1, Ordering::Relaxed);
-                self.remove_invalid(&name, &path, &meta);
+                self.remove_block(&name, &path, &meta);
                 None
             }
         }
     }
 
-    /// Removes an invalid block file, unless it was replaced since it was read.
-    fn remove_invalid(&self, name: &BlockName, path: &Path, read: &fs::Metadata) {
+    /// Stores the valid blocks of `from`, an object of `size` bytes, again as blocks of `to`,
+    /// then removes `from`'s: the caller knows both hold the same bytes (a copy pinned to
+    /// `from`'s ETag made `to`). Every block is read and validated as `from` and rewritten
+    /// with `to`'s header, so `to`'s blocks prove their identity as any other. Returns the
+    /// blocks now stored under `to`.
+    pub(crate) fn relink(&self, from: &ObjectId, to: &ObjectId, size: u64) -> u64 {
+        if !self.is_enabled() || !self.usable() || from == to {
+            return 0;
+        }
+        let mut relinked = 0;
+        for index in 0..size.div_ceil(self.config.block_size) {
+            let Some(block) = self.read_block(from, index, Some(size)) else { continue };
+            self.write_block(to, index, size, &[block.data]);
+            if self.block_path(to, index).exists() {
+                relinked += 1;
+            }
+            // The source object is gone (renamed): its blocks would only age out.
+            let name = from.block(index);
+            let path = self.root.join(name.path());
+            if let Ok(meta) = fs::symlink_metadata(&path) {
+                self.remove_block(&name, &path, &meta);
+            }
+        }
+        relinked
+    }
+
+    /// Removes a block file (invalid, or of a renamed object), unless it was replaced since
+    /// `read` was taken.
+    fn remove_block(&self, name: &BlockName, path: &Path, read: &fs::Metadata) {
         let Some(usage) = &self.usage else { return };
         let Ok(mut guard) = usage.lock() else { return };
         match fs::symlink_metadata(path) {

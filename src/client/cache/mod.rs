@@ -35,6 +35,14 @@
 //! changed object is never served from old blocks (a reader that opened the old version and asks
 //! with `If-Match: old` still gets the old, consistent bytes, as a snapshot).
 //!
+//! # Renames (`disk.rs` `relink`)
+//! A rename copies server-side, pinned to the source's ETag, so the new object's bytes are the
+//! cached version's. The file system says so ([`ObjectClient::copied`](crate::client::ObjectClient::copied));
+//! the cache then reads each valid block of (source key, source ETag), writes it again as a
+//! block of (destination key, the copy's ETag), and removes the old one. Identities are never
+//! merged: a block still proves which (namespace, bucket, key, ETag) it holds, and blocks of
+//! another version of the source are simply not found.
+//!
 //! # Sharing between processes (`usage.rs`)
 //! The `usage` file holds the total size of all block files, updated under an exclusive `flock`
 //! (plus an in-process mutex) for each insert and each removal; the size check, eviction, count

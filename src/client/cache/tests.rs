@@ -12,7 +12,7 @@ use futures::StreamExt;
 use super::{CachingClient, DiskBlockCache, DiskCacheConfig, ObjectId};
 use crate::client::fault::FaultClient;
 use crate::client::memory::InMemoryClient;
-use crate::client::{ClientError, ClientErrorKind, ETag, ObjectClient, S3Operation};
+use crate::client::{ClientError, ClientErrorKind, CopyOptions, ETag, ObjectClient, PinnedCopy, S3Operation};
 
 pub(super) const KIB: u64 = 1024;
 pub(super) const MIB: u64 = 1024 * KIB;
@@ -186,6 +186,47 @@ async fn a_changed_object_is_fetched_again_and_never_served_old_bytes() {
     std::fs::remove_file(cache.block_path(&ObjectId::new("bucket", "k", &old_etag, bs), 2)).unwrap();
     let e = get(&c, "k", 2 * bs..3 * bs, &old_etag).await.unwrap_err();
     assert_eq!(e.kind, ClientErrorKind::PreconditionFailed);
+}
+
+fn pinned_copy(source_key: &str, source_etag: &ETag, dest_key: &str, dest_etag: &ETag, size: u64) -> PinnedCopy {
+    let (source_key, dest_key) = (source_key.to_string(), dest_key.to_string());
+    PinnedCopy { source_key, source_etag: source_etag.clone(), dest_key, dest_etag: dest_etag.clone(), size }
+}
+
+/// After a copy pinned to the source's ETag, the destination is read from the source's blocks
+/// (rewritten under its key and ETag): no GET. The source's blocks are gone (it was renamed);
+/// a source whose cached blocks are of another version gives the destination nothing.
+#[tokio::test]
+async fn a_pinned_copy_reuses_the_sources_blocks_and_only_those_of_the_copied_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let bs = 64 * KIB;
+    let cache = open(config(dir.path(), bs)).await;
+    let c = client(&cache, "bucket");
+    let bytes = data(4 * bs + 7, 5);
+    let len = bytes.len() as u64;
+    let etag = put(&c, "src", &bytes);
+    assert_eq!(get(&c, "src", 0..len, &etag).await.unwrap(), bytes);
+    let pinned = CopyOptions { source_if_match: Some(etag.clone()), ..CopyOptions::default() };
+    let copy = c.copy_object("src", "dst", &pinned).await.unwrap();
+    c.copied(&[pinned_copy("src", &etag, "dst", &copy.etag, len)]).await;
+    let before = gets(&c);
+    assert_eq!(get(&c, "dst", 0..len, &copy.etag).await.unwrap(), bytes);
+    assert_eq!(gets(&c), before, "every block of the copy came from disk");
+    let src_block = cache.block_path(&ObjectId::new("bucket", "src", &etag, bs), 0);
+    assert!(!src_block.exists(), "the source's blocks were moved, not duplicated");
+
+    // Cached: version 1 of "other". Copied: version 2. Nothing of version 1 is reused.
+    let v1 = data(2 * bs, 6);
+    let v1_etag = put(&c, "other", &v1);
+    assert_eq!(get(&c, "other", 0..2 * bs, &v1_etag).await.unwrap(), v1);
+    let v2 = data(2 * bs, 7);
+    let v2_etag = put(&c, "other", &v2);
+    let pinned = CopyOptions { source_if_match: Some(v2_etag.clone()), ..CopyOptions::default() };
+    let copy = c.copy_object("other", "moved", &pinned).await.unwrap();
+    c.copied(&[pinned_copy("other", &v2_etag, "moved", &copy.etag, 2 * bs)]).await;
+    let before = gets(&c);
+    assert_eq!(get(&c, "moved", 0..2 * bs, &copy.etag).await.unwrap(), v2);
+    assert_eq!(gets(&c), before + 1, "fetched: the cached blocks were of another version");
 }
 
 #[tokio::test]

@@ -18,8 +18,7 @@ use futures::StreamExt;
 
 use super::convention::{self, DIRECTORY_CONTENT_TYPE, PosixAttrs, PosixKind, SYMLINK_MAX};
 use crate::client::{
-    ClientErrorKind, CopyOptions, ETag, ListRequest, MAX_COPY_OBJECT_SIZE, ObjectMeta, PutOptions, UploadedPart,
-    UserMetadata,
+    ClientErrorKind, CopyOptions, ETag, ListRequest, ObjectMeta, PutOptions, UploadedPart, UserMetadata,
 };
 use crate::fs::namespace::{Inode, InodeKind, RemoteEntry};
 use crate::fs::{Entry, FsError, S3Filesystem, SetAttr};
@@ -358,7 +357,7 @@ impl S3Filesystem {
         self.copy_onto_itself(key, &meta.etag, meta.size, dest).await
     }
 
-    /// One CopyObject, or a multipart copy for objects over [`MAX_COPY_OBJECT_SIZE`].
+    /// One CopyObject, or a multipart copy for objects over `single_copy_limit` (5 GiB).
     pub(crate) async fn copy_onto_itself(
         &self,
         key: &str,
@@ -366,7 +365,8 @@ impl S3Filesystem {
         size: u64,
         dest: PutOptions,
     ) -> Result<ETag, FsError> {
-        self.copy_onto_itself_in(key, etag, size, dest, MAX_COPY_OBJECT_SIZE, COPY_PART_SIZE).await
+        let (limit, part) = (self.config.single_copy_limit, self.config.copy_part_size);
+        self.copy_onto_itself_in(key, etag, size, dest, limit, part).await
     }
 
     /// [`copy_onto_itself`](Self::copy_onto_itself) with its limits as arguments (tests).

@@ -13,6 +13,10 @@
 //!   mount finishes an interrupted rename. A source is deleted only after its copy exists, so no
 //!   object is ever under neither name. A copy that fails (source changed: ESTALE) undoes the
 //!   copies already made and leaves the sources as they were.
+//! - Caches: the namespace learns the new names at once; each pinned copy is reported to the
+//!   client ([`ObjectClient::copied`]) so the disk cache serves the source's blocks under the
+//!   new name. A refused copy (412: the source changed, or the target appeared) is
+//!   [`FsError::RenameConflict`] (ESTALE; the kernel retries the rename once).
 //! - Refused: RENAME_EXCHANGE and RENAME_WHITEOUT (EINVAL), a source that is open (EBUSY), a
 //!   directory into itself (EINVAL). RENAME_NOREPLACE gives EEXIST when the target exists.
 
@@ -24,8 +28,8 @@ use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::client::{
-    ClientError, ClientErrorKind, CopyOptions, ETag, ListRequest, MAX_COPY_OBJECT_SIZE, ObjectClient, PutOptions,
-    RenameOptions, UploadedPart,
+    ClientError, ClientErrorKind, CopyOptions, ETag, ListRequest, ObjectClient, PinnedCopy, PutOptions, RenameOptions,
+    UploadedPart,
 };
 use crate::escape::escaped;
 use crate::fs::namespace::{InodeKind, LocalState, RemoteEntry};
@@ -35,8 +39,6 @@ use intent::{IntentLog, Move};
 
 /// Copies (and deletes) in flight at once during a directory rename or multipart copy.
 const PARALLEL: usize = 16;
-/// Part size of a multipart copy (objects over 5 GiB).
-const COPY_PART: u64 = 512 << 20;
 
 /// One object to move, with its size (for choosing CopyObject or UploadPartCopy).
 struct Planned {
@@ -358,9 +360,14 @@ impl S3Filesystem {
             return Err(results.into_iter().find_map(Result::err).expect("checked"));
         }
         let mut out = vec![(ETag::new(""), 0); planned.len()];
+        let mut pinned = Vec::with_capacity(planned.len());
         for (i, etag) in results.into_iter().flatten() {
-            out[i] = (etag, planned[i].size);
+            let Planned { mv, size } = &planned[i];
+            pinned.push(pinned_copy(mv, &etag, *size));
+            out[i] = (etag, *size);
         }
+        // Each copy was pinned to its source's ETag: the disk cache reuses its blocks.
+        self.client.copied(&pinned).await;
         let deletes: Vec<BoxFuture<'_, Result<(), FsError>>> = moves
             .iter()
             .map(|m| {
@@ -404,7 +411,12 @@ impl S3Filesystem {
 
     /// Copies one object: CopyObject, or parallel UploadPartCopy beyond 5 GiB.
     async fn copy_one(&self, p: &Planned, options: &CopyOptions) -> Result<ETag, FsError> {
-        copy_object(self.client.as_ref(), &p.mv, p.size, options).await
+        copy_object(self.client.as_ref(), &p.mv, p.size, options, self.copy_limits()).await
+    }
+
+    /// Largest single CopyObject and multipart-copy part size (`single_copy_limit`).
+    fn copy_limits(&self) -> (u64, u64) {
+        (self.config.single_copy_limit, self.config.copy_part_size)
     }
 
     /// Finishes renames an earlier process left unfinished (see [`intent`]). Called at mount.
@@ -427,7 +439,9 @@ impl S3Filesystem {
                 match self.client.head_object(&m.from).await {
                     Ok(meta) if meta.etag == m.etag => {
                         let done = async {
-                            copy_object(self.client.as_ref(), m, meta.size, &options).await?;
+                            let etag =
+                                copy_object(self.client.as_ref(), m, meta.size, &options, self.copy_limits()).await?;
+                            self.client.copied(&[pinned_copy(m, &etag, meta.size)]).await;
                             self.client.delete_object(&m.from).await.map_err(|e| FsError::client("delete", &m.from, e))
                         };
                         if let Err(e) = done.await {
@@ -453,21 +467,24 @@ impl S3Filesystem {
     }
 }
 
-/// Copies `m.from` to `m.to` pinned to `m.etag`: one CopyObject up to 5 GiB, else a multipart
-/// upload of UploadPartCopy parts in parallel (aborted on failure).
-async fn copy_object(client: &dyn ObjectClient, m: &Move, size: u64, options: &CopyOptions) -> Result<ETag, FsError> {
+/// Copies `m.from` to `m.to` pinned to `m.etag`: one CopyObject up to `single` bytes (5 GiB),
+/// else a multipart upload of UploadPartCopy parts of `part` bytes in parallel (aborted on
+/// failure).
+async fn copy_object(
+    client: &dyn ObjectClient,
+    m: &Move,
+    size: u64,
+    options: &CopyOptions,
+    (single, part): (u64, u64),
+) -> Result<ETag, FsError> {
     let options = CopyOptions { source_if_match: Some(m.etag.clone()), ..options.clone() };
-    if size <= MAX_COPY_OBJECT_SIZE {
-        return client
-            .copy_object(&m.from, &m.to, &options)
-            .await
-            .map(|r| r.etag)
-            .map_err(|e| FsError::client("rename", &m.from, e));
+    if size <= single {
+        return client.copy_object(&m.from, &m.to, &options).await.map(|r| r.etag).map_err(|e| copy_error(&m.from, e));
     }
     let id =
         client.create_multipart_upload(&m.to, &options.dest).await.map_err(|e| FsError::client("rename", &m.to, e))?;
     let ranges: Vec<(u32, std::ops::Range<u64>)> =
-        (0..size.div_ceil(COPY_PART)).map(|i| (i as u32 + 1, i * COPY_PART..((i + 1) * COPY_PART).min(size))).collect();
+        (0..size.div_ceil(part)).map(|i| (i as u32 + 1, i * part..((i + 1) * part).min(size))).collect();
     let id_ref = &id;
     let part_copies: Vec<BoxFuture<'_, Result<UploadedPart, ClientError>>> = ranges
         .into_iter()
@@ -486,8 +503,27 @@ async fn copy_object(client: &dyn ObjectClient, m: &Move, size: u64, options: &C
         Ok(r) => Ok(r.etag),
         Err(e) => {
             let _ = client.abort_multipart_upload(&m.to, &id).await;
-            Err(FsError::client("rename", &m.from, e))
+            Err(copy_error(&m.from, e))
         }
+    }
+}
+
+/// What the cache is told of a finished copy of `m`.
+fn pinned_copy(m: &Move, etag: &ETag, size: u64) -> PinnedCopy {
+    PinnedCopy {
+        source_key: m.from.clone(),
+        source_etag: m.etag.clone(),
+        dest_key: m.to.clone(),
+        dest_etag: etag.clone(),
+        size,
+    }
+}
+
+/// A refused copy (412) is a conflict with another client (ESTALE), any other error as usual.
+fn copy_error(key: &str, e: ClientError) -> FsError {
+    match e.kind {
+        ClientErrorKind::PreconditionFailed => FsError::RenameConflict { key: key.to_string() },
+        _ => FsError::client("rename", key, e),
     }
 }
 

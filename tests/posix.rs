@@ -210,26 +210,77 @@ fn cp_a_and_shutil_copy2_keep_mode_owner_and_mtime() {
     assert_eq!((got.uid(), got.gid()), (1001, 1002), "cp -a keeps the owner (run as root)");
 }
 
+/// `ls` sends the same requests with and without the flag (one ListObjectsV2). `ls -l` needs
+/// each entry's stored mode, which listings do not carry: with the flag, one HeadObject per file
+/// more (the lookup's ListObjectsV2 is spared: the listing just said "an object"), and it shows
+/// the stored modes; without it, Mountpoint's single listing and fixed modes.
 #[test]
-fn ls_l_sends_the_same_requests_with_and_without_the_flag() {
+fn ls_and_ls_l_request_counts_with_and_without_the_flag() {
     let s3 = LocalS3::start();
     for i in 0..40 {
         s3.helper().put_with_metadata(&format!("d/f{i:02}"), b"x", &[("mode", "33261"), ("mtime", "1600000000")], None);
     }
-    let mut counts = Vec::new();
-    for flags in [&[][..], &["--posix-metadata"][..]] {
+    for (flags, mode, heads) in [(&[][..], "-rw-r--r--", 0), (&["--posix-metadata"][..], "-rwxr-xr-x", 40)] {
         let m = mount(&s3, flags);
         // The directory's own lookup first: its HeadObject, abandoned once the listing says
         // "directory", may or may not reach the server.
         std::fs::metadata(m.path().join("d")).unwrap();
         std::thread::sleep(Duration::from_millis(300));
         s3.reset_counts();
+        let out = run(Command::new("ls").arg(m.path().join("d")));
+        assert_eq!(out.lines().count(), 40, "{out}");
+        let ls: Vec<_> = s3.request_counts().into_iter().filter(|(_, n)| *n > 0).collect();
+        assert_eq!(ls, vec![("ListObjectsV2".to_string(), 1)], "ls {flags:?}");
+
+        s3.reset_counts();
         let out = run(Command::new("ls").arg("-l").arg(m.path().join("d")));
-        assert_eq!(out.lines().filter(|l| l.contains(" f")).count(), 40, "{out}");
-        counts.push(s3.request_counts());
+        let lines: Vec<_> = out.lines().filter(|l| l.contains(" f")).collect();
+        assert_eq!(lines.len(), 40, "{out}");
+        assert!(lines.iter().all(|l| l.starts_with(mode)), "ls -l {flags:?} shows {mode}:\n{out}");
+        assert_eq!(s3.request_count(S3Operation::ListObjectsV2), 1, "ls -l {flags:?}");
+        assert_eq!(s3.request_count(S3Operation::HeadObject), heads, "ls -l {flags:?}");
+        assert_eq!(s3.total_request_count(), 1 + heads, "ls -l {flags:?}: {:?}", s3.request_counts());
         drop(m);
     }
-    assert_eq!(counts[0], counts[1], "without / with --posix-metadata");
+}
+
+/// A symlink (and a file's stored mode) known only from a listing is never shown as the listing
+/// would have it: `ls -l` right after the listing shows the symlink and its target, and an
+/// immediate lstat and readlink agree, every time (before, for up to 100 ms after each
+/// readdir, the kernel held it as a regular file with default attributes).
+#[test]
+fn a_listed_symlink_is_a_symlink_right_after_the_listing() {
+    let s3 = LocalS3::start();
+    seed_s3fs_objects(&s3);
+    let m = mount(&s3, &["--posix-metadata"]);
+    let dir = m.path().join("dir");
+    for round in 0..20 {
+        let out = run(Command::new("ls").arg("-l").arg(&dir));
+        let line = |name: &str| {
+            let named = |l: &&str| {
+                let l = l.split(" -> ").next().unwrap_or_default();
+                l.ends_with(&format!(" {name}"))
+            };
+            out.lines().find(named).unwrap_or("").to_string()
+        };
+        assert!(line("link").starts_with('l') && line("link").ends_with("link -> script"), "round {round}:\n{out}");
+        assert!(line("script").starts_with("-rwxr-x---"), "round {round}:\n{out}");
+        // A listing alone (getdents, no stat), then lstat and readlink at once.
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 5);
+        let st = std::fs::symlink_metadata(dir.join("link")).unwrap();
+        assert!(st.file_type().is_symlink(), "round {round}: {st:?}");
+        assert_eq!(std::fs::read_link(dir.join("link")).unwrap(), Path::new("script"), "round {round}");
+        assert_eq!(std::fs::symlink_metadata(dir.join("script")).unwrap().permissions().mode() & 0o7777, 0o750);
+    }
+    // Made by another client while this mount knows the name as a file: shown as a symlink at
+    // the next look, even right after a listing.
+    s3.helper().put("dir/later", b"plain");
+    assert!(std::fs::symlink_metadata(dir.join("later")).unwrap().is_file());
+    s3.helper().put_with_metadata("dir/later", b"script", &[("mode", "41471")], None);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 6);
+    assert!(std::fs::symlink_metadata(dir.join("later")).unwrap().file_type().is_symlink());
+    assert_eq!(std::fs::read_link(dir.join("later")).unwrap(), Path::new("script"));
 }
 
 /// A tree with every kind of entry tar records: modes, owners, past mtimes, nested directories
@@ -467,9 +518,6 @@ fn git_clone_into_the_mount_then_fsck_and_a_clean_status() {
     let clone = m.path().join("clone");
     git(&clone, &["fsck", "--full", "--strict"]);
     assert_eq!(git(&clone, &["status", "--porcelain"]), "", "a clean working tree");
-    // Known limitation (issue 13 stays open for it): for up to the 100 ms listing TTL after a
-    // readdir, an entry known only from the listing is a regular file to the kernel, so a
-    // symlink's readlink is EINVAL until then. Wait it out here; the fix is pending.
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Right after git status listed the tree: a symlink known from a listing is one at once.
     assert_eq!(std::fs::read_link(clone.join("tree/sub/rel-link")).unwrap(), Path::new("../a.txt"));
 }

@@ -521,3 +521,40 @@ fn git_clone_into_the_mount_then_fsck_and_a_clean_status() {
     // Right after git status listed the tree: a symlink known from a listing is one at once.
     assert_eq!(std::fs::read_link(clone.join("tree/sub/rel-link")).unwrap(), Path::new("../a.txt"));
 }
+
+/// With `--allow-modify` files are staged: a new one belongs to its creator with the mode it was
+/// created with, as without staging, and a modified one keeps its mode and owner and gets the
+/// time of its last write.
+#[test]
+fn staged_files_carry_their_creator_mode_and_the_time_of_their_last_write() {
+    let s3 = LocalS3::start();
+    let m = mount(&s3, &["--posix-metadata", "--allow-modify", "--uid", "4000", "--gid", "4001"]);
+    let f = m.path().join("new");
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o640).open(&f).unwrap();
+        std::io::Write::write_all(&mut file, b"data").unwrap();
+    }
+    let meta = s3.helper().head_metadata("new").expect("uploaded at close");
+    assert_eq!(meta.get("mode").map(String::as_str), Some(&*(0o100640u32).to_string()), "{meta:?}");
+    assert_eq!(meta.get("uid").map(String::as_str), Some("0"), "created by root, not --uid: {meta:?}");
+    assert_eq!(meta.get("gid").map(String::as_str), Some("0"), "{meta:?}");
+    assert!(meta.contains_key("mtime"), "{meta:?}");
+
+    run(Command::new("chown").arg("42:43").arg(&f));
+    run(Command::new("touch").arg("-m").arg("-d").arg("@1500000000").arg(&f));
+    let before = SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    {
+        let file = std::fs::OpenOptions::new().write(true).open(&f).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&file, b"A", 1).unwrap();
+    }
+    assert_eq!(s3.get("new").unwrap(), b"dAta");
+    let meta = s3.helper().head_metadata("new").unwrap();
+    assert_eq!(meta.get("mode").map(String::as_str), Some(&*(0o100640u32).to_string()), "{meta:?}");
+    assert_eq!((meta.get("uid").map(String::as_str), meta.get("gid").map(String::as_str)), (Some("42"), Some("43")));
+    let stored: f64 = meta.get("mtime").unwrap().parse().unwrap();
+    assert!(stored as i64 >= before, "the time of the write, not 1500000000: {meta:?}");
+    let st = std::fs::metadata(&f).unwrap();
+    assert_eq!((st.permissions().mode() & 0o7777, st.uid(), st.gid()), (0o640, 42, 43));
+    assert!(st.mtime() >= before);
+}

@@ -155,6 +155,30 @@ fn chmod_chown_and_touch_of_a_closed_object_rewrite_its_metadata_in_place() {
     assert_eq!(std::fs::read(m.path().join("f")).unwrap(), b"0123456789");
 }
 
+/// A chmod copies the object onto itself with REPLACE, which drops every header describing the
+/// body that is not sent again: its Content-Type, Content-Encoding, Content-Language,
+/// Content-Disposition and Cache-Control stay as they were.
+#[test]
+fn chmod_keeps_the_content_type_and_the_other_body_headers() {
+    let s3 = LocalS3::start();
+    let headers = [
+        ("content-type", "text/html; charset=utf-8"),
+        ("content-encoding", "gzip"),
+        ("content-language", "fr"),
+        ("content-disposition", "attachment; filename=\"page.html\""),
+        ("cache-control", "max-age=3600"),
+    ];
+    s3.helper().put_with_headers("page", b"<html>", &headers);
+    let want: std::collections::BTreeMap<String, String> =
+        headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+    assert_eq!(s3.helper().head_headers("page"), want, "the server keeps them");
+    let m = mount(&s3, &["--posix-metadata"]);
+    std::fs::set_permissions(m.path().join("page"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(s3.helper().head_metadata("page").unwrap().get("mode").map(String::as_str), Some("33152"));
+    assert_eq!(s3.helper().head_headers("page"), want);
+    assert_eq!(s3.get("page").unwrap(), b"<html>");
+}
+
 #[test]
 fn new_files_and_symlinks_are_written_in_s3fs_conventions() {
     let s3 = LocalS3::start();

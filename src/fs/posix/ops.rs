@@ -120,9 +120,17 @@ impl S3Filesystem {
         &self,
         inode: &Inode,
         done: &mut crate::fs::upload::Uploaded,
-        wanted: UserMetadata,
+        mut wanted: UserMetadata,
         carried: UserMetadata,
     ) {
+        // A chmod, chown or utimes that arrived while the upload was in flight (rsync's utimes
+        // right after closing an empty file races the upload its release starts) changed the
+        // attributes after `wanted` was taken: they are wanted too.
+        if let Ok(now) = self.ns.get(inode.ino)
+            && now.stat.posix != inode.stat.posix
+        {
+            wanted = self.upload_metadata(&now);
+        }
         let mut stored = carried;
         if stored != wanted {
             let mut dest = self.upload_config(&inode.key, false).options;

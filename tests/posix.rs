@@ -546,6 +546,21 @@ fn git_clone_into_the_mount_then_fsck_and_a_clean_status() {
     assert_eq!(std::fs::read_link(clone.join("tree/sub/rel-link")).unwrap(), Path::new("../a.txt"));
 }
 
+/// A directory known only from a listing shows its marker's mode in `ls -l` right after the
+/// listing too (it was shown with `--dir-mode` for up to the directory TTL).
+#[test]
+fn a_listed_directory_shows_its_marker_mode_right_after_the_listing() {
+    let s3 = MotoServer::start();
+    s3.helper().put_with_metadata("top/sub/", b"", &[("mode", &(0o040750u32).to_string()), ("uid", "77")], None);
+    s3.helper().put("top/sub/x", b"x");
+    let m = mount(&s3, &["--posix-metadata"]);
+    for round in 0..5 {
+        let out = run(Command::new("ls").arg("-l").arg(m.path().join("top")));
+        let line = out.lines().find(|l| l.ends_with(" sub")).unwrap_or_default();
+        assert!(line.starts_with("drwxr-x--- ") && line.contains(" 77 "), "round {round}:\n{out}");
+    }
+}
+
 /// With `--allow-modify` files are staged: a new one belongs to its creator with the mode it was
 /// created with, as without staging, and a modified one keeps its mode and owner and gets the
 /// time of its last write.

@@ -12,16 +12,16 @@
 //!
 //! That LOOKUP costs one HeadObject ([`S3Filesystem::lookup_listed`]): for the directory TTL
 //! (1 s by default) the listing's "an object, and no directory of that name" is trusted, as the
-//! kernel trusts a directory's entries for that long, so the lookup's ListObjectsV2 is not
-//! needed. A listed object
-//! the namespace knows as a symlink of the same version stays a symlink
+//! kernel trusts a directory for that long, so the lookup's ListObjectsV2 is not needed.
+//!
+//! A listed object the namespace knows as a symlink of the same version stays a symlink
 //! ([`S3Filesystem::listed_entry`]), and keeps the attributes a HeadObject read while they are
 //! fresh (a listing does not refresh them: another client's chmod keeps the ETag), so within
-//! the TTL it costs no request. A symlink's LOOKUP comes twice
-//! (the kernel drops the "regular file" it was given and asks again): the second is answered
-//! from the first ([`S3Filesystem::fresh_symlink`]). So `ls -l` costs one HeadObject per file
-//! or symlink more than without the flag; a directory costs its lookup (HeadObject and
-//! ListObjectsV2, and the marker's HeadObject when there is one).
+//! the TTL it costs no request. A symlink's LOOKUP comes twice (the kernel drops the "regular
+//! file" it was given and asks again): the second is answered from the first
+//! ([`S3Filesystem::fresh_symlink`]). So `ls -l` costs one HeadObject per file or symlink more
+//! than without the flag; a directory costs its lookup (HeadObject and ListObjectsV2, and the
+//! marker's HeadObject when there is one).
 
 use crate::client::{ClientErrorKind, ObjectMeta};
 use crate::fs::namespace::{Inode, InodeKind, RemoteEntry};

@@ -27,8 +27,8 @@ use futures::StreamExt;
 use mount_s3::client::aws::{AwsClient, AwsClientConfig};
 use mount_s3::client::memory::{InMemoryClient, crc32c_base64};
 use mount_s3::client::{
-    ClientError, ClientErrorKind, CopyOptions, ETag, GetObjectResponse, ListRequest, ObjectClient, PutOptions,
-    S3Operation, UploadedPart, UserMetadata,
+    ClientError, ClientErrorKind, ContentHeaders, CopyOptions, ETag, GetObjectResponse, ListRequest, ObjectClient,
+    PutOptions, S3Operation, UploadedPart, UserMetadata,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -61,6 +61,7 @@ const SKIPS: &[(Backend, &str, &str)] = &[
     (Backend::Moto, "multipart_if_match", "moto ignores If-Match on CompleteMultipartUpload"),
     (Backend::Moto, "upload_part_copy", "moto ignores x-amz-copy-source-if-match on UploadPartCopy"),
     (Backend::Memory, "missing_bucket", "an in-memory client is its own bucket; there is no other one"),
+    (Backend::MemS3, "content_headers", "MemS3 keeps the Content-Type only, not Content-Encoding, Cache-Control..."),
 ];
 
 enum Server {
@@ -541,6 +542,7 @@ conformance!(
     copy_pinned_source,
     copy_conditional_destination,
     copy_onto_itself_replacing_metadata,
+    content_headers,
     user_metadata,
     put_if_match,
     multipart_if_match,

@@ -36,6 +36,8 @@ struct StoredObject {
     last_modified: SystemTime,
     storage_class: Option<String>,
     metadata: UserMetadata,
+    content_type: Option<String>,
+    headers: super::ContentHeaders,
 }
 
 #[derive(Debug, Default)]
@@ -136,6 +138,8 @@ impl InMemoryClient {
             last_modified: SystemTime::now(),
             storage_class,
             metadata: UserMetadata::new(),
+            content_type: None,
+            headers: super::ContentHeaders::default(),
         };
         self.objects.lock().unwrap().insert(key.to_string(), object);
         etag
@@ -233,6 +237,8 @@ impl InMemoryClient {
             last_modified: SystemTime::now(),
             storage_class: options.storage_class.clone(),
             metadata: options.metadata.clone(),
+            content_type: options.content_type.clone(),
+            headers: options.headers.clone(),
         };
         objects.insert(key.to_string(), object);
         Ok(PutResult { etag })
@@ -257,6 +263,8 @@ impl ObjectClient for InMemoryClient {
             storage_class: o.storage_class.clone(),
             archived: super::is_archive_class(o.storage_class.as_deref()),
             metadata: o.metadata.clone(),
+            content_type: o.content_type.clone(),
+            headers: o.headers.clone(),
         })
     }
 
@@ -470,6 +478,8 @@ impl ObjectClient for InMemoryClient {
         let mut dest = options.dest.clone();
         if !options.replace_metadata {
             dest.metadata = source.metadata;
+            dest.content_type = source.content_type;
+            dest.headers = source.headers;
         }
         self.conditional_store(OP, dest_key, source.data, &dest)
     }

@@ -66,6 +66,24 @@ pub struct ObjectMeta {
     /// User metadata (`x-amz-meta-*` headers), names lower-cased without the prefix. Servers
     /// send it on HeadObject only; listings never carry it.
     pub metadata: UserMetadata,
+    /// `Content-Type` (HeadObject only).
+    pub content_type: Option<String>,
+    /// The other headers describing the body (HeadObject only).
+    pub headers: ContentHeaders,
+}
+
+/// Standard headers describing an object's body, besides its Content-Type. A CopyObject with
+/// `x-amz-metadata-directive: REPLACE` keeps only those it sends again. Untrusted values.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContentHeaders {
+    /// `Content-Encoding`
+    pub encoding: Option<String>,
+    /// `Content-Language`
+    pub language: Option<String>,
+    /// `Content-Disposition`
+    pub disposition: Option<String>,
+    /// `Cache-Control`
+    pub cache_control: Option<String>,
 }
 
 /// User-defined object metadata: `x-amz-meta-NAME: VALUE` as `NAME -> VALUE`, names lower-cased.
@@ -156,6 +174,8 @@ pub struct PutOptions {
     pub metadata: UserMetadata,
     pub storage_class: Option<String>,
     pub content_type: Option<String>,
+    /// Content-Encoding, Cache-Control and the like (none unless copied from an object).
+    pub headers: ContentHeaders,
     /// `AES256`, `aws:kms` or `aws:kms:dsse`.
     pub sse: Option<String>,
     pub sse_kms_key_id: Option<String>,
@@ -192,8 +212,8 @@ pub struct CopyOptions {
     /// `x-amz-copy-source-if-match`: copy only while the source still has this ETag, else
     /// [`ClientErrorKind::PreconditionFailed`] and nothing is written.
     pub source_if_match: Option<ETag>,
-    /// `x-amz-metadata-directive: REPLACE`: the copy gets `dest.metadata` and
-    /// `dest.content_type` instead of the source's. Required to copy an object onto itself.
+    /// `x-amz-metadata-directive: REPLACE`: the copy gets `dest.metadata`, `dest.content_type`
+    /// and `dest.headers` instead of the source's. Required to copy an object onto itself.
     pub replace_metadata: bool,
     /// The destination: its conditions (`if_none_match_any`, `if_match`), storage class
     /// (S3 makes a copy STANDARD unless told otherwise), encryption and, with

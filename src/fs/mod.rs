@@ -304,15 +304,17 @@ impl S3Filesystem {
         }
     }
 
-    /// How long the kernel may keep what a listing said about `inode`: with `--posix-metadata`
-    /// an entry whose attributes are unknown gets the minimal TTL, so the next `stat` looks it up.
+    /// How long the kernel may keep what a listing said about `inode`. With `--posix-metadata`,
+    /// an entry whose attributes are unknown (no HeadObject read them) is not kept at all, so
+    /// anything that looks at it makes the kernel look it up first, and one whose attributes a
+    /// HeadObject read is kept while they are fresh (see [`posix::listed`]).
     fn listed_ttl(&self, inode: &Inode) -> Duration {
-        match inode.kind {
-            _ if !(self.config.posix_metadata && inode.stat.posix.is_none() && inode.local.is_none()) => {
-                self.ttl(inode.kind)
-            }
-            InodeKind::Directory => self.config.dir_kernel_ttl.min(self.ttl(inode.kind)),
-            _ => self.config.file_kernel_ttl.min(self.ttl(inode.kind)),
+        if !self.config.posix_metadata || inode.local.is_some() {
+            return self.ttl(inode.kind);
+        }
+        match inode.stat.posix {
+            None => Duration::ZERO,
+            Some(_) => inode.stat.expiry.saturating_duration_since(std::time::Instant::now()).min(self.ttl(inode.kind)),
         }
     }
 
@@ -362,7 +364,15 @@ impl S3Filesystem {
             let inode = self.ns.reference(file.ino)?;
             return Ok(self.entry(&inode));
         }
-        match self.resolve(&dir.key, name).await? {
+        if let Some(symlink) = self.fresh_symlink(parent, name) {
+            let inode = self.ns.reference(symlink.ino)?;
+            return Ok(self.entry(&inode));
+        }
+        let remote = match self.lookup_listed(parent, &dir.key, name).await? {
+            Some(listed) => Some(listed),
+            None => self.resolve(&dir.key, name).await?,
+        };
+        match remote {
             Some(remote) => {
                 let ttl = self.ttl(remote.kind);
                 let inode = self.ns.remember(parent, name, remote, ttl)?;
@@ -605,8 +615,9 @@ impl S3Filesystem {
                     full
                 }
                 DirSlot::Entry(e) => {
-                    let ttl = self.ttl(e.entry.kind);
-                    let inode = self.ns.remember(handle.ino, &e.name, e.entry, ttl)?;
+                    let listed = self.listed_entry(handle.ino, &e.name, e.entry);
+                    let ttl = self.ttl(listed.kind);
+                    let inode = self.ns.remember(handle.ino, &e.name, listed, ttl)?;
                     let entry = Entry { attr: self.attr(&inode), ttl: self.listed_ttl(&inode) };
                     let full = add(DirEntry { name: &e.name, next_offset, entry });
                     if full {

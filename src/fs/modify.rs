@@ -16,6 +16,7 @@ use bytes::Bytes;
 use crate::client::{ETag, PutOptions};
 use crate::escape::escaped;
 use crate::fs::namespace::{Inode, InodeKind, LocalState};
+use crate::fs::posix::PosixAttrs;
 use crate::fs::staging::{Base, StagedObject, StagingStore};
 use crate::fs::upload::Uploaded;
 use crate::fs::{Entry, FsError, Handle, Opened, S3Filesystem};
@@ -125,17 +126,19 @@ impl S3Filesystem {
     }
 
     /// create with `--allow-modify`: a new local file, staged, so it can be written in any order.
-    /// `None` when files are not staged.
+    /// It belongs to `owner` as a created file does (see [`S3Filesystem::mknod_as`]). `None`
+    /// when files are not staged.
     pub(crate) async fn create_staged(
         &self,
         parent: u64,
         name: &OsStr,
         mode: u32,
+        owner: Option<(u32, u32)>,
     ) -> Option<Result<(Entry, Opened), FsError>> {
         let store = self.staging_store()?.clone();
         Some(
             async move {
-                let entry = self.mknod(parent, name, mode | libc::S_IFREG).await?;
+                let entry = self.mknod_as(parent, name, mode | libc::S_IFREG, owner).await?;
                 let inode = self.ns.get(entry.attr.ino)?;
                 let object = match StagedObject::new(self.client.clone(), store, &inode.key, None) {
                     Ok(object) => object,
@@ -172,6 +175,10 @@ impl S3Filesystem {
         let size = handle.object.write(offset, data).await?;
         self.ns.set_size(handle.ino, size);
         let _ = self.ns.set_mtime(handle.ino, std::time::SystemTime::now());
+        // As a write handle's write: the mtime its upload carries is the time of its last write.
+        if self.config.posix_metadata {
+            let _ = self.ns.set_posix(handle.ino, |p| p.mtime = None);
+        }
         Ok(data.len() as u32)
     }
 
@@ -187,12 +194,20 @@ impl S3Filesystem {
             return Ok(());
         }
         let object = &handle.object;
-        let options = self.staged_put_options(object.key());
+        let mut options = self.staged_put_options(object.key());
+        // `--posix-metadata`: the new version carries the attributes as a written file's upload.
+        let inode = self.ns.get(handle.ino)?;
+        options.metadata = self.upload_metadata(&inode);
         let done = object.commit(&options, self.config.write_part_size).await;
         match done {
             Ok(done) => {
                 if let Some(etag) = done.etag {
                     self.staged_uploaded(handle.ino, etag, object.size());
+                    if self.config.posix_metadata {
+                        let stored = &options.metadata;
+                        let attrs = PosixAttrs::from_metadata(stored.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                        let _ = self.ns.set_posix(handle.ino, |p| *p = attrs);
+                    }
                     tracing::debug!(
                         key = %escaped(object.key()),
                         sent = done.sent,

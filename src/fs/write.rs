@@ -155,7 +155,7 @@ impl S3Filesystem {
         pid: u32,
         owner: Option<(u32, u32)>,
     ) -> Result<(Entry, Opened), FsError> {
-        if let Some(staged) = self.create_staged(parent, name, mode).await {
+        if let Some(staged) = self.create_staged(parent, name, mode, owner).await {
             return staged;
         }
         let key = format!("{}{}", self.ns.get(parent)?.key, name.to_string_lossy());

@@ -85,6 +85,33 @@ pub async fn copy_onto_itself_replacing_metadata(f: Fixture) {
     assert_eq!(err.kind, ClientErrorKind::Other, "copying onto itself changing nothing is refused: {err}");
 }
 
+/// Content-Type and the other headers describing the body: stored by PutObject, returned by
+/// HeadObject, kept by a COPY, replaced by what a REPLACE copy sends (chmod sends them back).
+pub async fn content_headers(f: Fixture) {
+    let c = f.client.as_ref();
+    let headers = ContentHeaders {
+        encoding: Some("gzip".into()),
+        language: Some("fr".into()),
+        disposition: Some("attachment; filename=\"a.html\"".into()),
+        cache_control: Some("max-age=3600".into()),
+    };
+    let options = PutOptions {
+        content_type: Some("text/html".into()),
+        headers: headers.clone(),
+        ..with_meta(&[("mode", "33188")])
+    };
+    let put = c.put_object("k", pattern_bytes(10, 0), &options).await.unwrap();
+    let head = c.head_object("k").await.unwrap();
+    assert_eq!((head.content_type.as_deref(), &head.headers), (Some("text/html"), &headers));
+    c.copy_object("k", "copy", &CopyOptions::default()).await.unwrap();
+    let head = c.head_object("copy").await.unwrap();
+    assert_eq!((head.content_type.as_deref(), &head.headers), (Some("text/html"), &headers), "COPY keeps them");
+    let replace = CopyOptions { source_if_match: Some(put.etag), replace_metadata: true, dest: options.clone() };
+    c.copy_object("k", "k", &replace).await.unwrap();
+    let head = c.head_object("k").await.unwrap();
+    assert_eq!((head.content_type.as_deref(), &head.headers), (Some("text/html"), &headers), "sent again");
+}
+
 pub async fn user_metadata(f: Fixture) {
     let c = f.client.as_ref();
     let options = with_meta(&[("mode", "41453"), ("mtime", "1700000000.5")]);

@@ -122,6 +122,46 @@ impl HelperClient {
         out.e_tag().unwrap_or_default().to_string()
     }
 
+    /// Writes an object with the standard headers describing its body (`content-type`,
+    /// `content-encoding`, `content-language`, `content-disposition`, `cache-control`), as a
+    /// web publishing tool would; returns its ETag.
+    pub fn put_with_headers(&self, key: &str, data: impl AsRef<[u8]>, headers: &[(&str, &str)]) -> String {
+        let (client, bucket, key, data) =
+            (self.client.clone(), self.bucket.clone(), key.to_string(), Bytes::copy_from_slice(data.as_ref()));
+        let get = |name: &str| headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.to_string());
+        let request = client
+            .put_object()
+            .bucket(&bucket)
+            .key(&key)
+            .set_content_type(get("content-type"))
+            .set_content_encoding(get("content-encoding"))
+            .set_content_language(get("content-language"))
+            .set_content_disposition(get("content-disposition"))
+            .set_cache_control(get("cache-control"))
+            .body(ByteStream::from(data));
+        let out = self.block_on(async move { request.send().await });
+        let out = out.unwrap_or_else(|e| panic!("put: {}", aws_smithy_types::error::display::DisplayErrorContext(e)));
+        out.e_tag().unwrap_or_default().to_string()
+    }
+
+    /// The standard headers (as [`HelperClient::put_with_headers`] names them) HeadObject
+    /// returns for `key`.
+    pub fn head_headers(&self, key: &str) -> std::collections::BTreeMap<String, String> {
+        let (client, bucket, key) = (self.client.clone(), self.bucket.clone(), key.to_string());
+        let out = self.block_on(async move { client.head_object().bucket(&bucket).key(&key).send().await });
+        let out = out.unwrap_or_else(|e| panic!("head: {}", aws_smithy_types::error::display::DisplayErrorContext(e)));
+        [
+            ("content-type", out.content_type()),
+            ("content-encoding", out.content_encoding()),
+            ("content-language", out.content_language()),
+            ("content-disposition", out.content_disposition()),
+            ("cache-control", out.cache_control()),
+        ]
+        .into_iter()
+        .filter_map(|(n, v)| Some((n.to_string(), v?.to_string())))
+        .collect()
+    }
+
     /// The user metadata of the object at `key` (bare names, lowercase as S3 returns them);
     /// `None` if there is no object.
     pub fn head_metadata(&self, key: &str) -> Option<std::collections::BTreeMap<String, String>> {

@@ -38,10 +38,10 @@ impl AwsClient {
     ) -> Result<PutResult, ClientError> {
         const OP: &str = "CopyObject";
         let dest = &options.dest;
-        let (metadata, content_type) = if options.replace_metadata {
-            (sdk_metadata(&dest.metadata), dest.content_type.clone())
+        let (metadata, content_type, headers) = if options.replace_metadata {
+            (sdk_metadata(&dest.metadata), dest.content_type.clone(), dest.headers.clone())
         } else {
-            (None, None)
+            (None, None, Default::default())
         };
         let out = self
             .slow
@@ -55,6 +55,10 @@ impl AwsClient {
             .set_metadata_directive(options.replace_metadata.then_some(MetadataDirective::Replace))
             .set_metadata(metadata)
             .set_content_type(content_type)
+            .set_content_encoding(headers.encoding)
+            .set_content_language(headers.language)
+            .set_content_disposition(headers.disposition)
+            .set_cache_control(headers.cache_control)
             .set_storage_class(dest.storage_class.as_deref().map(StorageClass::from))
             .set_server_side_encryption(dest.sse.as_deref().map(ServerSideEncryption::from))
             .set_ssekms_key_id(dest.sse_kms_key_id.clone())

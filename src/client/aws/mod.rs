@@ -427,6 +427,13 @@ impl ObjectClient for AwsClient {
                 out.archive_status().map(|s| s.as_str()),
             ),
             metadata: copy::from_sdk_metadata(out.metadata()),
+            content_type: out.content_type().map(str::to_string),
+            headers: super::ContentHeaders {
+                encoding: out.content_encoding().map(str::to_string),
+                language: out.content_language().map(str::to_string),
+                disposition: out.content_disposition().map(str::to_string),
+                cache_control: out.cache_control().map(str::to_string),
+            },
         })
     }
 
@@ -523,6 +530,10 @@ impl ObjectClient for AwsClient {
             .set_metadata(copy::sdk_metadata(&options.metadata))
             .set_storage_class(options.storage_class.as_deref().map(StorageClass::from))
             .set_content_type(options.content_type.clone())
+            .set_content_encoding(options.headers.encoding.clone())
+            .set_content_language(options.headers.language.clone())
+            .set_content_disposition(options.headers.disposition.clone())
+            .set_cache_control(options.headers.cache_control.clone())
             .set_server_side_encryption(options.sse.as_deref().map(ServerSideEncryption::from))
             .set_ssekms_key_id(options.sse_kms_key_id.clone())
             .set_checksum_algorithm(algorithm)
@@ -550,6 +561,10 @@ impl ObjectClient for AwsClient {
             .set_metadata(copy::sdk_metadata(&options.metadata))
             .set_storage_class(options.storage_class.as_deref().map(StorageClass::from))
             .set_content_type(options.content_type.clone())
+            .set_content_encoding(options.headers.encoding.clone())
+            .set_content_language(options.headers.language.clone())
+            .set_content_disposition(options.headers.disposition.clone())
+            .set_cache_control(options.headers.cache_control.clone())
             .set_server_side_encryption(options.sse.as_deref().map(ServerSideEncryption::from))
             .set_ssekms_key_id(options.sse_kms_key_id.clone())
             .set_checksum_algorithm(self.algorithm(options))

@@ -279,10 +279,15 @@ impl Namespace {
             }
             if same_object(node, &entry) {
                 let known_etag = node.stat.etag.take();
-                // A listing carries no user metadata: what a HeadObject said about this object stays.
-                let known_posix = node.stat.posix.take();
+                // A listing carries no user metadata: what a HeadObject said about this object
+                // stays while it is fresh (a listing does not make it so: with the same ETag,
+                // the metadata may have changed).
+                let (fresh, known_expiry) = (node.stat.is_fresh(), node.stat.expiry);
+                let known_posix = node.stat.posix.take().filter(|_| fresh);
                 let stat = Stat::remote(&entry, ttl);
-                node.stat = Stat { etag: stat.etag.clone().or(known_etag), posix: stat.posix.or(known_posix), ..stat };
+                let expiry = if stat.posix.is_none() && known_posix.is_some() { known_expiry } else { stat.expiry };
+                let (etag, posix) = (stat.etag.clone().or(known_etag), stat.posix.or(known_posix));
+                node.stat = Stat { etag, posix, expiry, ..stat };
                 node.lookups += 1;
                 return t.snapshot(ino);
             }

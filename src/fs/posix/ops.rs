@@ -2,6 +2,10 @@
 //! in S3 (a copy of an object onto itself with replaced metadata; a directory's marker object
 //! written again).
 //!
+//! A copy onto itself keeps the object's Content-Type, Content-Encoding, Content-Language,
+//! Content-Disposition and Cache-Control (read by the HeadObject it needs anyway), which a
+//! `REPLACE` copy would otherwise drop.
+//!
 //! Costs: reading attributes costs nothing extra (the lookup's HeadObject carries them); a
 //! change on a closed object is a HeadObject (current ETag, other tools' metadata) and one
 //! CopyObject (objects over 5 GiB: a multipart copy, UploadPartCopy by ranges); a directory's
@@ -115,9 +119,17 @@ impl S3Filesystem {
         &self,
         inode: &Inode,
         done: &mut crate::fs::upload::Uploaded,
-        wanted: UserMetadata,
+        mut wanted: UserMetadata,
         carried: UserMetadata,
     ) {
+        // A chmod, chown or utimes that arrived while the upload was in flight (rsync's utimes
+        // right after closing an empty file races the upload its release starts) changed the
+        // attributes after `wanted` was taken: they are wanted too.
+        if let Ok(now) = self.ns.get(inode.ino)
+            && now.stat.posix != inode.stat.posix
+        {
+            wanted = self.upload_metadata(&now);
+        }
         let mut stored = carried;
         if stored != wanted {
             let mut dest = self.upload_config(&inode.key, false).options;
@@ -351,8 +363,11 @@ impl S3Filesystem {
         let mut dest = self.upload_config(key, false).options;
         dest.if_none_match_any = false;
         dest.metadata = user_metadata(metadata);
-        // S3 makes a copy STANDARD unless told: keep the object's class.
+        // S3 makes a copy STANDARD unless told: keep the object's class. REPLACE also drops the
+        // headers describing the body unless sent again: keep its Content-Type and the others.
         dest.storage_class = meta.storage_class.clone().or(dest.storage_class);
+        dest.content_type = meta.content_type.clone().or(dest.content_type);
+        dest.headers = meta.headers.clone();
         // A source changed since the HeadObject fails the copy (412): ESTALE, nothing changed.
         self.copy_onto_itself(key, &meta.etag, meta.size, dest).await
     }

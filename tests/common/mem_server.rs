@@ -184,6 +184,14 @@ impl MemS3 {
         self.store.data(&self.bucket, key)
     }
 
+    /// Appends `data` at the object's end directly, as another writer's append would (not
+    /// counted; the object is created if missing); returns its new quoted ETag.
+    pub fn append(&self, key: &str, data: impl Into<Bytes>) -> String {
+        let size = self.get(key).map_or(0, |d| d.len() as u64);
+        let (etag, _) = self.store.append(&self.bucket, key, size, data.into(), None).expect("append");
+        format!("\"{etag}\"")
+    }
+
     /// Deletes an object directly (not counted).
     pub fn delete(&self, key: &str) {
         self.store.remove(&self.bucket, key)

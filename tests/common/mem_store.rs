@@ -174,10 +174,30 @@ impl MemStore {
     /// Appends `data` to `key` if it holds exactly `offset` bytes (no object: `offset` must be 0),
     /// atomically; returns the new ETag (no quotes) and size. Any other size is S3's
     /// `InvalidWriteOffset`.
-    pub fn append(&self, bucket: &str, key: &str, offset: u64, data: Bytes) -> S3Result<(String, u64)> {
+    /// `if_match` (as S3 applies it to any PutObject) is checked before the offset, atomically
+    /// with the append: a missing object is 404, another ETag 412.
+    pub fn append(
+        &self,
+        bucket: &str,
+        key: &str,
+        offset: u64,
+        data: Bytes,
+        if_match: Option<&ETagCondition>,
+    ) -> S3Result<(String, u64)> {
         let etag = self.new_etag(None);
         let mut buckets = self.buckets.write().unwrap();
         let b = buckets.get_mut(bucket).ok_or_else(|| s3_error!(NoSuchBucket))?;
+        match (if_match, b.get(key)) {
+            (None, _) | (Some(ETagCondition::Any), Some(_)) => {}
+            (Some(_), None) => return Err(s3_error!(NoSuchKey)),
+            (Some(ETagCondition::ETag(e)), Some(current)) if e.value() == current.etag => {}
+            (Some(ETagCondition::ETag(_)), Some(_)) => {
+                return Err(s3_error!(
+                    PreconditionFailed,
+                    "At least one of the pre-conditions you specified did not hold"
+                ));
+            }
+        }
         let current = b.get(key).map(|o| o.data.clone()).unwrap_or_default();
         if current.len() as u64 != offset {
             let mut e = S3Error::with_message(

@@ -131,8 +131,13 @@ fn another_writer_between_our_appends_is_estale_and_never_merged() {
     assert_eq!(errno(file.write_all(b"more")), Some(libc::ESTALE), "the handle stays failed");
     drop(file);
     assert_eq!(s3.get("shared.log").as_deref(), Some(&b"base;ours1;theirs;"[..]), "the other writer's bytes intact");
-    let output = m.output();
-    assert!(output.contains("append refused") && output.contains("shared.log"), "{output}");
+    // The worker's log reaches the test through the supervisor's pipe, after the errno.
+    let logged = |o: &str| o.contains("append refused") && o.contains("shared.log");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !logged(&m.output()) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(logged(&m.output()), "{}", m.output());
     // A new open appends after the other writer's bytes.
     let mut file = OpenOptions::new().append(true).open(m.path().join("shared.log")).unwrap();
     file.write_all(b"ours3").unwrap();
@@ -154,6 +159,26 @@ fn a_replaced_object_fails_the_close_with_estale() {
     let closed = nix::unistd::close(std::os::fd::IntoRawFd::into_raw_fd(file));
     assert_eq!(closed, Err(nix::errno::Errno::ESTALE));
     assert_eq!(s3.get("r").as_deref(), Some(&b"abcd"[..]));
+    assert!(m.unmount().success());
+}
+
+#[test]
+fn appends_carry_the_checksum_algorithm_of_the_object() {
+    let s3 = MemS3::start_express(ExpressOptions::default());
+    // The emulator refuses an append whose algorithm differs from the object's.
+    for algorithm in ["crc32", "crc32c", "crc64nvme"] {
+        s3.put_with_checksum(algorithm, "base;", algorithm);
+    }
+    let m = mount(&s3, &["--incremental-upload", "--write-part-size", "65536"]);
+    for algorithm in ["crc32", "crc32c", "crc64nvme"] {
+        let data = vec![b'x'; 100_000];
+        let mut file = OpenOptions::new().append(true).open(m.path().join(algorithm)).unwrap();
+        file.write_all(&data).unwrap();
+        drop(file);
+        let mut want = b"base;".to_vec();
+        want.extend_from_slice(&data);
+        assert_eq!(s3.get(algorithm).as_deref(), Some(&want[..]), "{algorithm}");
+    }
     assert!(m.unmount().success());
 }
 

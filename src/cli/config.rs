@@ -231,6 +231,7 @@ impl CliArgs {
             ca_bundle,
             bind: self.bind.unwrap_or_default(),
             checksum_crc64nvme: self.upload_checksums == Some(UploadChecksums::Crc64nvme),
+            head_checksums: self.incremental_upload,
             ..AwsClientConfig::default()
         };
         let fuse = FuseConfig {

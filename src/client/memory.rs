@@ -259,6 +259,7 @@ impl ObjectClient for InMemoryClient {
             storage_class: o.storage_class.clone(),
             archived: super::is_archive_class(o.storage_class.as_deref()),
             metadata: o.metadata.clone(),
+            checksum: None,
         })
     }
 

@@ -66,6 +66,19 @@ pub struct ObjectMeta {
     /// User metadata (`x-amz-meta-*` headers), names lower-cased without the prefix. Servers
     /// send it on HeadObject only; listings never carry it.
     pub metadata: UserMetadata,
+    /// The algorithm of the checksum S3 keeps for the object, when HeadObject was asked for it
+    /// (checksum mode, `AwsClientConfig::head_checksums`); `None` otherwise, or if it has none.
+    pub checksum: Option<ObjectChecksum>,
+}
+
+/// A checksum algorithm of an object (`x-amz-checksum-*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObjectChecksum {
+    Crc32,
+    Crc32c,
+    Crc64nvme,
+    Sha1,
+    Sha256,
 }
 
 /// User-defined object metadata: `x-amz-meta-NAME: VALUE` as `NAME -> VALUE`, names lower-cased.
@@ -166,6 +179,9 @@ pub struct PutOptions {
     /// other size fails with [`ClientErrorKind::PreconditionFailed`] and the S3 code
     /// `InvalidWriteOffset`, so a concurrent writer is detected, never merged.
     pub write_offset: Option<u64>,
+    /// PutObject only: checksum with this algorithm instead of the client's own choice (an
+    /// append carries the algorithm of the object it extends).
+    pub checksum_algorithm: Option<ObjectChecksum>,
 }
 
 /// Conditions of a RenameObject (directory buckets). Each failed condition is

@@ -11,13 +11,14 @@
 //! - New files (without `--allow-modify`) are written as appends from offset 0
 //!   ([`S3Filesystem::open_for_write`]).
 //!
-//! At open, a HeadObject gives the object's current size and ETag: the appends continue from
-//! there (a changed object since the inode was looked up is ESTALE, as a read's open would see).
+//! At open, one HeadObject (in checksum mode) gives the object's current size, ETag and checksum
+//! algorithm: the appends continue from there. An object changed since the inode was looked up
+//! is ESTALE (the kernel then looks it up again, learning its size, and retries the open once).
 //! While the file is open for writing, this mount serves it as a file being written (its size
 //! grows with the writes, readers through this mount get EPERM); other readers of the bucket see
 //! each append as soon as S3 has it.
 
-use crate::fs::namespace::{Inode, InodeKind, OpenConflict};
+use crate::fs::namespace::{Inode, InodeKind, OpenConflict, RemoteEntry};
 use crate::fs::upload::AppendPoint;
 use crate::fs::write::{WriteHandle, WriteState};
 use crate::fs::{FsError, Opened, S3Filesystem};
@@ -45,14 +46,26 @@ impl S3Filesystem {
                 inode.key
             )));
         }
-        let fresh = self.revalidate(inode).await?;
-        let Some(etag) = fresh.stat.etag.clone() else {
-            return Err(FsError::StaleInode { ino: inode.ino, key: inode.key.clone() });
-        };
+        // The object as it is now, whatever this inode last saw: appends continue from its end.
+        let head = self.client.head_object(&inode.key).await.map_err(|e| FsError::client("open", &inode.key, e))?;
+        if inode.stat.etag.as_ref() != Some(&head.etag) {
+            // Changed since the kernel learned its size (another writer): ESTALE, and the kernel
+            // looks the name up again (its size with it) and retries the open once.
+            let entry = RemoteEntry {
+                kind: InodeKind::File,
+                size: head.size,
+                mtime: head.last_modified,
+                etag: Some(head.etag.clone()),
+                storage_class: head.storage_class.clone(),
+                archived: head.archived,
+                posix: None,
+            };
+            self.ns.revalidated(inode.ino, Some(entry), self.ttl(InodeKind::File))?;
+        }
         let ticket = self.admit_writer(&inode.key).await?;
-        let at = AppendPoint { size: fresh.stat.size, etag: Some(etag) };
+        let at = AppendPoint { size: head.size, etag: Some(head.etag), checksum: head.checksum };
         let opened = self.open_for_write_at(inode.ino, pid, false, ticket, Some(at))?;
-        self.ns.start_append(inode.ino, fresh.stat.size)?;
+        self.ns.start_append(inode.ino, head.size)?;
         Ok(opened)
     }
 

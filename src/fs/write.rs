@@ -188,7 +188,7 @@ impl S3Filesystem {
         new: bool,
         ticket: WriterTicket,
     ) -> Result<Opened, FsError> {
-        let at = (new && self.config.incremental_upload).then_some(AppendPoint { size: 0, etag: None });
+        let at = (new && self.config.incremental_upload).then_some(AppendPoint { size: 0, etag: None, checksum: None });
         self.open_for_write_at(ino, pid, new, ticket, at)
     }
 
@@ -496,8 +496,8 @@ impl S3Filesystem {
                 tracing::warn!(
                     key,
                     file_size = size,
-                    "incremental upload ended at shutdown: the file was still open for writing; the bytes written \
-                     since its last fsync were not appended (the object keeps what was appended before)"
+                    "incremental upload ended at shutdown: the file was still open for writing; the bytes still \
+                     buffered (written since its last append) were not appended; the object keeps what was appended before"
                 );
                 Some(false)
             }

@@ -10,7 +10,10 @@
 //!   common prefixes.
 //! - PutObject with `x-amz-write-offset-bytes` appends: the offset must equal the object's
 //!   current size (0 with no object creates it), else 400 `InvalidWriteOffset`; `If-Match` is
-//!   applied first (412 for another ETag, 404 for no object).
+//!   applied first (412 for another ETag, 404 for no object). An object written with a checksum
+//!   reports its full-object checksum on HeadObject in checksum mode, and an append must use the
+//!   same algorithm (400 `InvalidRequest` otherwise: stricter than AWS documents, to catch a
+//!   client that does not carry it).
 //! - RenameObject (`PUT /key?renameObject`, source in `x-amz-rename-source`): atomic; the
 //!   destination is replaced unless `If-None-Match` / `If-Match` say otherwise; source
 //!   conditions `x-amz-rename-source-if-match` / `-if-none-match`; a missing source is 404
@@ -200,7 +203,14 @@ impl S3 for ExpressStore {
         }
         let offset = u64::try_from(offset).map_err(|_| s3_error!(InvalidArgument, "negative write offset"))?;
         let (data, sums) = receive_put(&mut input, &req.headers, req.trailing_headers).await?;
-        let (etag, size) = self.mem.append(&input.bucket, &input.key, offset, data, input.if_match.as_ref())?;
+        let (etag, size) = self.mem.append(
+            &input.bucket,
+            &input.key,
+            offset,
+            data,
+            input.if_match.as_ref(),
+            super::mem_rules::algorithm_of(&sums),
+        )?;
         Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(ETag::Strong(etag)),
             size: Some(size as i64),

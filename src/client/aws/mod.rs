@@ -46,8 +46,8 @@ use aws_sdk_s3::config::{AppName, Credentials, Region, RequestChecksumCalculatio
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
-    ChecksumAlgorithm, ChecksumType, CompletedMultipartUpload, CompletedPart, RequestPayer, ServerSideEncryption,
-    StorageClass,
+    ChecksumAlgorithm, ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart, RequestPayer,
+    ServerSideEncryption, StorageClass,
 };
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_types::retry::RetryConfig;
@@ -60,8 +60,19 @@ use self::error::{credential_source, from_sdk};
 use super::memory::crc32c_base64;
 use super::{
     ClientError, ClientErrorKind, CopyOptions, ETag, GetObjectResponse, ListPage, ListRequest, ListedObject,
-    ObjectClient, ObjectMeta, PutOptions, PutResult, RenameOptions, UploadedPart,
+    ObjectChecksum, ObjectClient, ObjectMeta, PutOptions, PutResult, RenameOptions, UploadedPart,
 };
+
+/// The SDK's name of `algorithm`.
+fn sdk_algorithm(algorithm: ObjectChecksum) -> ChecksumAlgorithm {
+    match algorithm {
+        ObjectChecksum::Crc32 => ChecksumAlgorithm::Crc32,
+        ObjectChecksum::Crc32c => ChecksumAlgorithm::Crc32C,
+        ObjectChecksum::Crc64nvme => ChecksumAlgorithm::Crc64Nvme,
+        ObjectChecksum::Sha1 => ChecksumAlgorithm::Sha1,
+        ObjectChecksum::Sha256 => ChecksumAlgorithm::Sha256,
+    }
+}
 
 /// Settings of the AWS client.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -88,6 +99,10 @@ pub struct AwsClientConfig {
     /// `--upload-checksums crc64nvme`: uploads that ask for a checksum carry a full-object
     /// CRC64NVME rather than CRC32C.
     pub checksum_crc64nvme: bool,
+    /// HeadObject asks for the object's checksum (checksum mode), so
+    /// [`ObjectMeta::checksum`] says its algorithm (`--incremental-upload`: appends carry it).
+    /// Off otherwise: checksum mode on a KMS-encrypted object needs `kms:Decrypt`.
+    pub head_checksums: bool,
 }
 
 /// Attempts per request when [`AwsClientConfig::max_attempts`] is 0.
@@ -410,11 +425,21 @@ impl ObjectClient for AwsClient {
             .head_object()
             .bucket(&self.config.bucket)
             .key(key)
+            .set_checksum_mode(self.config.head_checksums.then_some(ChecksumMode::Enabled))
             .set_request_payer(self.payer())
             .set_expected_bucket_owner(self.owner())
             .send()
             .await
             .map_err(|e| self.error(OP, e))?;
+        let checksum = [
+            (out.checksum_crc64_nvme(), ObjectChecksum::Crc64nvme),
+            (out.checksum_crc32_c(), ObjectChecksum::Crc32c),
+            (out.checksum_crc32(), ObjectChecksum::Crc32),
+            (out.checksum_sha256(), ObjectChecksum::Sha256),
+            (out.checksum_sha1(), ObjectChecksum::Sha1),
+        ]
+        .into_iter()
+        .find_map(|(value, algorithm)| value.filter(|v| !v.is_empty()).map(|_| algorithm));
         Ok(ObjectMeta {
             key: key.to_string(),
             size: size(OP, out.content_length())?,
@@ -427,6 +452,7 @@ impl ObjectClient for AwsClient {
                 out.archive_status().map(|s| s.as_str()),
             ),
             metadata: copy::from_sdk_metadata(out.metadata()),
+            checksum,
         })
     }
 
@@ -506,10 +532,19 @@ impl ObjectClient for AwsClient {
 
     async fn put_object(&self, key: &str, body: Bytes, options: &PutOptions) -> Result<PutResult, ClientError> {
         const OP: &str = "PutObject";
-        let algorithm = self.algorithm(options);
+        let algorithm = match options.checksum_algorithm {
+            Some(chosen) => Some(sdk_algorithm(chosen)),
+            None => self.algorithm(options),
+        };
         let checksum = (algorithm == Some(ChecksumAlgorithm::Crc32C)).then(|| crc32c_base64(&body));
         let crc64 =
             (algorithm == Some(ChecksumAlgorithm::Crc64Nvme)).then(|| crc64::to_base64(crc64::crc64nvme(&body)));
+        // CRC32 computed here too; SHA-1 and SHA-256 (never chosen by us, only carried for an
+        // append to an object that has one) are computed by the SDK from the algorithm alone.
+        let crc32 = (algorithm == Some(ChecksumAlgorithm::Crc32)).then(|| {
+            let crc = crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32IsoHdlc, &body) as u32;
+            aws_smithy_types::base64::encode(crc.to_be_bytes())
+        });
         let length = i64::try_from(body.len()).unwrap_or(i64::MAX);
         let out = self
             .slow
@@ -527,6 +562,7 @@ impl ObjectClient for AwsClient {
             .set_ssekms_key_id(options.sse_kms_key_id.clone())
             .set_checksum_algorithm(algorithm)
             .set_checksum_crc32_c(checksum)
+            .set_checksum_crc32(crc32)
             .set_checksum_crc64_nvme(crc64.clone())
             .set_write_offset_bytes(options.write_offset.map(|o| i64::try_from(o).unwrap_or(i64::MAX)))
             .set_request_payer(self.payer())

@@ -21,12 +21,15 @@
 //!   handle gets the same errno.
 //! - Appends to an existing object carry no metadata, content type, storage class or encryption:
 //!   the object keeps its own. The first append of a new file carries them, as a PutObject would.
-//!   The checksum is the client's (`--upload-checksums`), computed per append.
+//! - Checksums: an append to an existing object carries a checksum of the algorithm the object
+//!   already has (HeadObject in checksum mode at open tells it), so S3 keeps one full-object
+//!   checksum across appends; for an object without one, and for a new file, the client's
+//!   (`--upload-checksums`). Each append's checksum is computed over its own bytes.
 
 use bytes::Bytes;
 
 use super::{Upload, UploadConfig, Uploaded};
-use crate::client::{ClientErrorKind, ETag, ObjectClient, PutOptions};
+use crate::client::{ClientErrorKind, ETag, ObjectChecksum, ObjectClient, PutOptions};
 use crate::escape::escaped;
 use crate::fs::FsError;
 use crate::fs::memory::{MemoryBudget, WriterTicket};
@@ -39,6 +42,9 @@ pub struct AppendPoint {
     /// The object's ETag, the next append's `If-Match`; `None` while the object does not exist
     /// (a new file before its first append).
     pub etag: Option<ETag>,
+    /// The checksum algorithm S3 keeps for the object: appends carry the same one, so S3 can
+    /// go on with the object's full-object checksum. `None`: the client's own (`--upload-checksums`).
+    pub checksum: Option<ObjectChecksum>,
 }
 
 /// The append side of an [`Upload`].
@@ -122,6 +128,7 @@ impl Upload {
                 write_offset: Some(at.size),
                 if_match: Some(etag.clone()),
                 checksum_crc32c: self.config.options.checksum_crc32c,
+                checksum_algorithm: at.checksum,
                 ..PutOptions::default()
             },
         };
@@ -129,7 +136,7 @@ impl Upload {
         match self.client.put_object(&self.key, data, &options).await {
             Ok(put) => {
                 let appending = self.appending.as_mut().expect("an incremental upload");
-                appending.at = AppendPoint { size: at.size + len, etag: Some(put.etag) };
+                appending.at = AppendPoint { size: at.size + len, etag: Some(put.etag), checksum: at.checksum };
                 appending.appends += 1;
                 tracing::debug!(key = %escaped(&self.key), offset = at.size, len, "appended");
                 Ok(())

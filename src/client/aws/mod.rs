@@ -25,6 +25,7 @@
 //! instead (see `crc64`); parts then return no CRC32C, and this client checks S3's values itself.
 
 mod cache_bucket;
+mod checksum;
 mod copy;
 mod crc64;
 mod error;
@@ -60,19 +61,8 @@ use self::error::{credential_source, from_sdk};
 use super::memory::crc32c_base64;
 use super::{
     ClientError, ClientErrorKind, CopyOptions, ETag, GetObjectResponse, ListPage, ListRequest, ListedObject,
-    ObjectChecksum, ObjectClient, ObjectMeta, PutOptions, PutResult, RenameOptions, UploadedPart,
+    ObjectClient, ObjectMeta, PutOptions, PutResult, RenameOptions, UploadedPart,
 };
-
-/// The SDK's name of `algorithm`.
-fn sdk_algorithm(algorithm: ObjectChecksum) -> ChecksumAlgorithm {
-    match algorithm {
-        ObjectChecksum::Crc32 => ChecksumAlgorithm::Crc32,
-        ObjectChecksum::Crc32c => ChecksumAlgorithm::Crc32C,
-        ObjectChecksum::Crc64nvme => ChecksumAlgorithm::Crc64Nvme,
-        ObjectChecksum::Sha1 => ChecksumAlgorithm::Sha1,
-        ObjectChecksum::Sha256 => ChecksumAlgorithm::Sha256,
-    }
-}
 
 /// Settings of the AWS client.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -99,8 +89,7 @@ pub struct AwsClientConfig {
     /// `--upload-checksums crc64nvme`: uploads that ask for a checksum carry a full-object
     /// CRC64NVME rather than CRC32C.
     pub checksum_crc64nvme: bool,
-    /// HeadObject asks for the object's checksum (checksum mode), so
-    /// [`ObjectMeta::checksum`] says its algorithm (`--incremental-upload`: appends carry it).
+    /// HeadObject in checksum mode, filling [`ObjectMeta::checksum`] (`--incremental-upload`).
     /// Off otherwise: checksum mode on a KMS-encrypted object needs `kms:Decrypt`.
     pub head_checksums: bool,
 }
@@ -431,15 +420,6 @@ impl ObjectClient for AwsClient {
             .send()
             .await
             .map_err(|e| self.error(OP, e))?;
-        let checksum = [
-            (out.checksum_crc64_nvme(), ObjectChecksum::Crc64nvme),
-            (out.checksum_crc32_c(), ObjectChecksum::Crc32c),
-            (out.checksum_crc32(), ObjectChecksum::Crc32),
-            (out.checksum_sha256(), ObjectChecksum::Sha256),
-            (out.checksum_sha1(), ObjectChecksum::Sha1),
-        ]
-        .into_iter()
-        .find_map(|(value, algorithm)| value.filter(|v| !v.is_empty()).map(|_| algorithm));
         Ok(ObjectMeta {
             key: key.to_string(),
             size: size(OP, out.content_length())?,
@@ -452,7 +432,7 @@ impl ObjectClient for AwsClient {
                 out.archive_status().map(|s| s.as_str()),
             ),
             metadata: copy::from_sdk_metadata(out.metadata()),
-            checksum,
+            checksum: checksum::of_head(&out),
         })
     }
 
@@ -532,19 +512,12 @@ impl ObjectClient for AwsClient {
 
     async fn put_object(&self, key: &str, body: Bytes, options: &PutOptions) -> Result<PutResult, ClientError> {
         const OP: &str = "PutObject";
-        let algorithm = match options.checksum_algorithm {
-            Some(chosen) => Some(sdk_algorithm(chosen)),
-            None => self.algorithm(options),
-        };
+        let algorithm = options.checksum_algorithm.map(checksum::sdk_algorithm).or_else(|| self.algorithm(options));
         let checksum = (algorithm == Some(ChecksumAlgorithm::Crc32C)).then(|| crc32c_base64(&body));
         let crc64 =
             (algorithm == Some(ChecksumAlgorithm::Crc64Nvme)).then(|| crc64::to_base64(crc64::crc64nvme(&body)));
-        // CRC32 computed here too; SHA-1 and SHA-256 (never chosen by us, only carried for an
-        // append to an object that has one) are computed by the SDK from the algorithm alone.
-        let crc32 = (algorithm == Some(ChecksumAlgorithm::Crc32)).then(|| {
-            let crc = crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32IsoHdlc, &body) as u32;
-            aws_smithy_types::base64::encode(crc.to_be_bytes())
-        });
+        // SHA-1 and SHA-256 (only ever carried for an append) are computed by the SDK.
+        let crc32 = (algorithm == Some(ChecksumAlgorithm::Crc32)).then(|| checksum::crc32_base64(&body));
         let length = i64::try_from(body.len()).unwrap_or(i64::MAX);
         let out = self
             .slow

@@ -156,3 +156,79 @@ impl Upload {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::client::S3Operation;
+    use crate::client::memory::InMemoryClient;
+
+    /// An incremental upload of `key` from its current end (as an open does), or from 0.
+    async fn appending(c: &Arc<InMemoryClient>, key: &str, part: u64) -> Upload {
+        let at = match c.head_object(key).await {
+            Ok(meta) => AppendPoint { size: meta.size, etag: Some(meta.etag), checksum: None },
+            Err(_) => AppendPoint { size: 0, etag: None, checksum: None },
+        };
+        appending_at(c, key, part, at)
+    }
+
+    fn appending_at(c: &Arc<InMemoryClient>, key: &str, part: u64, at: AppendPoint) -> Upload {
+        let budget = MemoryBudget::new(1 << 30);
+        let ticket = budget.try_admit(part).unwrap();
+        let config = UploadConfig { part_size: part, max_parts_in_flight: 2, options: PutOptions::default() };
+        Upload::appending(c.clone(), key.into(), config, budget, ticket, at)
+    }
+
+    #[tokio::test]
+    async fn full_parts_and_syncs_are_appends_and_the_upload_goes_on() {
+        let c = Arc::new(InMemoryClient::directory_bucket("d--use1-az4--x-s3"));
+        c.insert("log", "base;");
+        let mut u = appending(&c, "log", 4).await;
+        assert_eq!(u.size(), 5);
+        u.write(5, b"abcdefghij").await.unwrap();
+        assert_eq!(c.object_bytes("log").unwrap().to_vec(), b"base;abcdefgh".to_vec(), "two full parts appended");
+        let synced = u.sync().await.unwrap().unwrap();
+        assert_eq!((c.object_bytes("log").unwrap().to_vec(), synced.size), (b"base;abcdefghij".to_vec(), 15));
+        assert_eq!(u.sync().await.unwrap().unwrap(), synced, "nothing buffered: no request");
+        u.write(15, b"!").await.unwrap();
+        let done = u.complete().await.unwrap();
+        assert_eq!((c.object_bytes("log").unwrap().to_vec(), done.size), (b"base;abcdefghij!".to_vec(), 16));
+        assert_eq!(c.count(S3Operation::PutObject), 4);
+        assert_eq!(c.count(S3Operation::GetObject) + c.count(S3Operation::CreateMultipartUpload), 0);
+        assert_eq!(u.written(), 11);
+    }
+
+    #[tokio::test]
+    async fn another_writer_is_estale_and_nothing_is_merged() {
+        let c = Arc::new(InMemoryClient::directory_bucket("d--use1-az4--x-s3"));
+        c.insert("log", "base;");
+        let mut u = appending(&c, "log", 100).await;
+        u.write(5, b"ours;").await.unwrap();
+        u.sync().await.unwrap();
+        c.insert("log", "replaced by someone else");
+        u.write(10, b"lost").await.unwrap();
+        let err = u.sync().await.unwrap_err();
+        assert_eq!(err.errno(), libc::ESTALE);
+        assert!(matches!(err, FsError::AppendConflict { offset: 10, dropped: 4, .. }), "{err}");
+        assert_eq!(u.write(14, b"x").await.unwrap_err().errno(), libc::ESTALE, "stays failed");
+        assert_eq!(u.complete().await.unwrap_err().errno(), libc::ESTALE);
+        assert_eq!(c.object_bytes("log").unwrap().to_vec(), b"replaced by someone else".to_vec());
+    }
+
+    #[tokio::test]
+    async fn a_new_file_is_created_at_offset_zero_even_empty() {
+        let c = Arc::new(InMemoryClient::directory_bucket("d--use1-az4--x-s3"));
+        let mut u = appending(&c, "new", 100).await;
+        assert_eq!(u.sync().await.unwrap(), None, "nothing to append yet");
+        assert!(c.object_bytes("new").is_none());
+        u.complete().await.unwrap();
+        assert_eq!(c.object_bytes("new").unwrap().to_vec(), b"".to_vec());
+        c.insert("taken", "x");
+        let mut u = appending_at(&c, "taken", 100, AppendPoint { size: 0, etag: None, checksum: None });
+        u.write(0, b"mine").await.unwrap();
+        assert_eq!(u.complete().await.unwrap_err().errno(), libc::ESTALE, "created meanwhile by another");
+        assert_eq!(c.object_bytes("taken").unwrap().to_vec(), b"x".to_vec());
+    }
+}

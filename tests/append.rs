@@ -59,6 +59,10 @@ fn fsync_appends_what_is_written_and_the_file_stays_open_for_writing() {
     let mut file = OpenOptions::new().append(true).open(m.path().join("journal")).unwrap();
     file.write_all(b"first;").unwrap();
     assert_eq!(s3.get("journal").as_deref(), Some(&b"head;"[..]), "buffered until fsync");
+    // This mount shows the file being written: its growing size, listed once.
+    assert_eq!(std::fs::metadata(m.path().join("journal")).unwrap().len(), 11);
+    let names: Vec<_> = std::fs::read_dir(m.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, ["journal"]);
     file.sync_all().unwrap();
     // Another reader of the bucket sees the first part while the file is still open.
     assert_eq!(s3.get("journal").as_deref(), Some(&b"head;first;"[..]));

@@ -162,7 +162,12 @@ async fn appends_only_at_the_current_end() {
         }
         let err = f.client.put_object("absent", Bytes::from_static(b"x"), &at(3)).await.unwrap_err();
         assert_eq!(err.code.as_deref(), Some("InvalidWriteOffset"), "no object: only offset 0 creates one: {err}");
-        f.client.put_object("log", Bytes::from_static(b"three"), &at(8)).await.unwrap();
+        // If-Match: an append to the version the writer last saw, and no other.
+        let stale = PutOptions { if_match: Some(first.etag.clone()), ..at(8) };
+        let err = f.client.put_object("log", Bytes::from_static(b"lost"), &stale).await.unwrap_err();
+        assert_eq!(err.kind, ClientErrorKind::PreconditionFailed, "{err}");
+        let current = PutOptions { if_match: Some(second.etag.clone()), ..at(8) };
+        f.client.put_object("log", Bytes::from_static(b"three"), &current).await.unwrap();
         assert_eq!(f.bytes("log").await.as_deref(), Some(&b"one,two,three"[..]));
         assert_eq!(f.bytes("absent").await, None);
     })

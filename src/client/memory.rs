@@ -231,14 +231,16 @@ impl InMemoryClient {
             }
         };
         let etag = self.fresh_etag();
+        // An append to an existing object keeps its class and metadata, as S3 does.
+        let kept = options.write_offset.filter(|&o| o > 0).and_then(|_| objects.get(key));
         let object = StoredObject {
             data,
             etag: etag.clone(),
             last_modified: SystemTime::now(),
-            storage_class: options.storage_class.clone(),
-            metadata: options.metadata.clone(),
-            content_type: options.content_type.clone(),
-            headers: options.headers.clone(),
+            storage_class: kept.map_or_else(|| options.storage_class.clone(), |o| o.storage_class.clone()),
+            metadata: kept.map_or_else(|| options.metadata.clone(), |o| o.metadata.clone()),
+            content_type: kept.map_or_else(|| options.content_type.clone(), |o| o.content_type.clone()),
+            headers: kept.map_or_else(|| options.headers.clone(), |o| o.headers.clone()),
         };
         objects.insert(key.to_string(), object);
         Ok(PutResult { etag })
@@ -265,6 +267,7 @@ impl ObjectClient for InMemoryClient {
             metadata: o.metadata.clone(),
             content_type: o.content_type.clone(),
             headers: o.headers.clone(),
+            checksum: None,
         })
     }
 

@@ -70,6 +70,9 @@ pub struct ObjectMeta {
     pub content_type: Option<String>,
     /// The other headers describing the body (HeadObject only).
     pub headers: ContentHeaders,
+    /// The algorithm of the checksum S3 keeps for the object, when HeadObject was asked for it
+    /// (checksum mode, `AwsClientConfig::head_checksums`); `None` otherwise, or if it has none.
+    pub checksum: Option<ObjectChecksum>,
 }
 
 /// Standard headers describing an object's body, besides its Content-Type. A CopyObject with
@@ -84,6 +87,16 @@ pub struct ContentHeaders {
     pub disposition: Option<String>,
     /// `Cache-Control`
     pub cache_control: Option<String>,
+}
+
+/// A checksum algorithm of an object (`x-amz-checksum-*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObjectChecksum {
+    Crc32,
+    Crc32c,
+    Crc64nvme,
+    Sha1,
+    Sha256,
 }
 
 /// User-defined object metadata: `x-amz-meta-NAME: VALUE` as `NAME -> VALUE`, names lower-cased.
@@ -186,6 +199,9 @@ pub struct PutOptions {
     /// other size fails with [`ClientErrorKind::PreconditionFailed`] and the S3 code
     /// `InvalidWriteOffset`, so a concurrent writer is detected, never merged.
     pub write_offset: Option<u64>,
+    /// PutObject only: checksum with this algorithm instead of the client's own choice (an
+    /// append carries the algorithm of the object it extends).
+    pub checksum_algorithm: Option<ObjectChecksum>,
 }
 
 /// Conditions of a RenameObject (directory buckets). Each failed condition is

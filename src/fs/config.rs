@@ -99,6 +99,9 @@ pub struct FsConfig {
     /// The bucket is an S3 Express One Zone directory bucket (`--bucket-type`, else its name):
     /// listings come in no particular order, and RenameObject and appends exist.
     pub directory_bucket: bool,
+    /// `--incremental-upload` (directory buckets only): files are written as appends
+    /// (PutObject with a write offset), existing ones from their end ([`crate::fs::upload::append`]).
+    pub incremental_upload: bool,
 }
 
 impl Default for FsConfig {
@@ -135,6 +138,7 @@ impl Default for FsConfig {
             max_prefetch_window: 128 * 1024 * 1024,
             max_concurrent_requests: 64,
             directory_bucket: false,
+            incremental_upload: false,
         }
     }
 }

@@ -87,6 +87,12 @@ pub enum FsError {
     )]
     OutOfOrderWrite { key: String, offset: u64, expected: u64 },
 
+    #[error(
+        "append to {key:?} at offset {offset} refused: another writer changed the object since this mount last \
+         appended to it; the {dropped} bytes not yet appended were dropped (S3 keeps the other writer's object)"
+    )]
+    AppendConflict { key: String, offset: u64, dropped: u64 },
+
     #[error("{key:?} would exceed {limit} bytes, the most --write-part-size x 10,000 parts allows")]
     TooLarge { key: String, limit: u64 },
 
@@ -244,6 +250,8 @@ impl FsError {
             FsError::NotYetSupported(_) => libc::ENOSYS,
             FsError::InvalidOpenFlags(_) => libc::EINVAL,
             FsError::OutOfOrderWrite { .. } => libc::EINVAL,
+            // As for --allow-modify's conflicts: the version this handle appends to is stale.
+            FsError::AppendConflict { .. } => libc::ESTALE,
             FsError::TooLarge { .. } => libc::EFBIG,
             // Bytes in S3 cannot change: the same answer as for an object's fixed attributes.
             FsError::CannotTruncate { .. } => libc::EPERM,

@@ -6,6 +6,7 @@
 //! [`FsError::errno`] is the one place an errno is chosen. Nothing here imports fuser,
 //! aws-sdk-s3, aws-config or clap.
 
+mod append;
 pub mod config;
 pub mod error;
 pub mod lookup;
@@ -426,6 +427,9 @@ impl S3Filesystem {
         }
         if flags & (libc::O_SYNC | libc::O_DSYNC) != 0 {
             return Err(FsError::InvalidOpenFlags(flags));
+        }
+        if self.opens_append(&inode, flags) {
+            return self.open_append(&inode, pid).await;
         }
         if self.opens_staged(&inode, flags) {
             return self.open_staged(&inode, flags).await;

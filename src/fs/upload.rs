@@ -16,6 +16,10 @@
 //! Any failure aborts the multipart upload, so no parts are left behind, and the upload stays
 //! failed: no object appears.
 
+mod append;
+
+pub use append::AppendPoint;
+
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -93,6 +97,8 @@ pub struct Upload {
     created_with: Option<UserMetadata>,
     /// Set once anything failed; every later call returns the same errno.
     failed: Option<Failed>,
+    /// `--incremental-upload`: bytes go out as appends ([`append`]), not as a multipart upload.
+    appending: Option<append::Appending>,
 }
 
 impl std::fmt::Debug for Upload {
@@ -125,6 +131,7 @@ impl Upload {
             record: None,
             created_with: None,
             failed: None,
+            appending: None,
         }
     }
 
@@ -162,7 +169,7 @@ impl Upload {
     /// Possible only until the first part went out (a multipart upload is bound to its key):
     /// returns false after that.
     pub fn retarget(&mut self, key: String, replace: bool) -> bool {
-        if self.multipart.is_some() {
+        if self.multipart.is_some() || self.appending.as_ref().is_some_and(|a| a.at.etag.is_some()) {
             return false;
         }
         self.key = key;
@@ -245,7 +252,9 @@ impl Upload {
             self.next_offset += take as u64;
             if self.buffer.len() == part_size {
                 let part = self.take_buffer().freeze();
-                if let Err(e) = self.send_part(part).await {
+                let sent =
+                    if self.appending.is_some() { self.send_append(part).await } else { self.send_part(part).await };
+                if let Err(e) = sent {
                     self.fail(&e).await;
                     return Err(e);
                 }
@@ -328,6 +337,9 @@ impl Upload {
     }
 
     async fn finish(&mut self) -> Result<Uploaded, FsError> {
+        if self.appending.is_some() {
+            return self.finish_appends().await;
+        }
         let size = self.next_offset;
         let rest = self.take_buffer().freeze();
         if self.multipart.is_none() {

@@ -20,7 +20,7 @@ use crate::fs::error::Failed;
 use crate::fs::memory::WriterTicket;
 use crate::fs::namespace::names::parse_name;
 use crate::fs::namespace::{Inode, InodeKind, LocalState, OpenConflict};
-use crate::fs::upload::{Upload, UploadConfig, Uploaded};
+use crate::fs::upload::{AppendPoint, Upload, UploadConfig, Uploaded};
 use crate::fs::{Entry, FsError, Handle, Opened, S3Filesystem};
 
 /// Content-Type of new objects without `--infer-content-type` (or with no type known for the
@@ -179,13 +179,27 @@ impl S3Filesystem {
         })
     }
 
-    /// Starts the upload of inode `ino` on a new write handle, with its memory `ticket`.
+    /// Starts the upload of inode `ino` on a new write handle, with its memory `ticket`. With
+    /// `--incremental-upload`, a new file is uploaded as appends from offset 0.
     pub(crate) fn open_for_write(
         &self,
         ino: u64,
         pid: u32,
         new: bool,
         ticket: WriterTicket,
+    ) -> Result<Opened, FsError> {
+        let at = (new && self.config.incremental_upload).then_some(AppendPoint { size: 0, etag: None, checksum: None });
+        self.open_for_write_at(ino, pid, new, ticket, at)
+    }
+
+    /// [`Self::open_for_write`], appending to the object at `at` if given.
+    pub(crate) fn open_for_write_at(
+        &self,
+        ino: u64,
+        pid: u32,
+        new: bool,
+        ticket: WriterTicket,
+        at: Option<AppendPoint>,
     ) -> Result<Opened, FsError> {
         let inode = self.ns.get(ino)?;
         self.ns.open_write(ino).map_err(|_| {
@@ -197,8 +211,11 @@ impl S3Filesystem {
         let mut config = self.upload_config(&inode.key, new);
         config.options.metadata = self.upload_metadata(&inode);
         let budget = self.memory_budget().clone();
-        let upload = Upload::new(self.client.clone(), inode.key.clone(), config, budget, ticket)
-            .recorded_in(self.resume_log.clone());
+        let upload = match at {
+            Some(at) => Upload::appending(self.client.clone(), inode.key.clone(), config, budget, ticket, at),
+            None => Upload::new(self.client.clone(), inode.key.clone(), config, budget, ticket),
+        }
+        .recorded_in(self.resume_log.clone());
         let handle = WriteHandle {
             ino,
             pid,
@@ -337,7 +354,7 @@ impl S3Filesystem {
             _ => return Ok(()),
         };
         let wrote = match &*handle.state.lock().await {
-            WriteState::Writing(upload) => upload.size() > 0,
+            WriteState::Writing(upload) => upload.written() > 0,
             WriteState::Done(_) => true,
         };
         if handle.pid == pid && wrote {
@@ -369,10 +386,14 @@ impl S3Filesystem {
         true
     }
 
-    /// fsync(): completes the upload; no writes after it.
+    /// fsync(): completes the upload; no writes after it (an incremental upload appends what is
+    /// buffered instead, and stays open).
     pub async fn fsync(&self, fh: u64) -> Result<(), FsError> {
         match self.handle(fh) {
-            Some(Handle::Write(handle)) => self.complete(&handle).await,
+            Some(Handle::Write(handle)) => match self.sync_append(&handle).await {
+                Some(result) => result,
+                None => self.complete(&handle).await,
+            },
             Some(Handle::Staged(staged)) => self.commit_staged(&staged).await,
             Some(Handle::Read { .. }) => Ok(()),
             Some(Handle::Lost) => Err(FsError::LostInRestart(fh)),
@@ -466,6 +487,20 @@ impl S3Filesystem {
             return None;
         }
         match &mut *state {
+            WriteState::Writing(upload) if upload.is_append() => {
+                let size = upload.size();
+                upload.abort().await;
+                let aborted = Failed { errno: libc::EIO, unknown: false };
+                self.finish_upload(writer.ino, &Err(aborted));
+                *state = WriteState::Done(Err(aborted));
+                tracing::warn!(
+                    key,
+                    file_size = size,
+                    "incremental upload ended at shutdown: the file was still open for writing; the bytes still \
+                     buffered (written since its last append) were not appended; the object keeps what was appended before"
+                );
+                Some(false)
+            }
             WriteState::Writing(upload) => {
                 let size = upload.size();
                 upload.abort().await;

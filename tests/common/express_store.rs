@@ -9,7 +9,11 @@
 //!   `/`; `start-after` is refused; with a delimiter, multipart uploads in progress show up as
 //!   common prefixes.
 //! - PutObject with `x-amz-write-offset-bytes` appends: the offset must equal the object's
-//!   current size (0 with no object creates it), else 400 `InvalidWriteOffset`.
+//!   current size (0 with no object creates it), else 400 `InvalidWriteOffset`; `If-Match` is
+//!   applied first (412 for another ETag, 404 for no object). An object written with a checksum
+//!   reports its full-object checksum on HeadObject in checksum mode, and an append must use the
+//!   same algorithm (400 `InvalidRequest` otherwise: stricter than AWS documents, to catch a
+//!   client that does not carry it).
 //! - RenameObject (`PUT /key?renameObject`, source in `x-amz-rename-source`): atomic; the
 //!   destination is replaced unless `If-None-Match` / `If-Match` say otherwise; source
 //!   conditions `x-amz-rename-source-if-match` / `-if-none-match`; a missing source is 404
@@ -192,12 +196,21 @@ impl S3 for ExpressStore {
             return self.mem.put_object(req).await;
         };
         let mut input = req.input;
-        if input.if_match.is_some() || input.if_none_match.is_some() {
-            return Err(s3_error!(NotImplemented, "conditions on an append"));
+        // If-Match applies to appends as to any PutObject (Mountpoint relies on it to detect
+        // another writer); If-None-Match on an append is not something we emulate.
+        if input.if_none_match.is_some() {
+            return Err(s3_error!(NotImplemented, "If-None-Match on an append"));
         }
         let offset = u64::try_from(offset).map_err(|_| s3_error!(InvalidArgument, "negative write offset"))?;
         let (data, sums) = receive_put(&mut input, &req.headers, req.trailing_headers).await?;
-        let (etag, size) = self.mem.append(&input.bucket, &input.key, offset, data)?;
+        let (etag, size) = self.mem.append(
+            &input.bucket,
+            &input.key,
+            offset,
+            data,
+            input.if_match.as_ref(),
+            super::mem_rules::algorithm_of(&sums),
+        )?;
         Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(ETag::Strong(etag)),
             size: Some(size as i64),

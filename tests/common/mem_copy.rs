@@ -89,7 +89,15 @@ impl MemStore {
             true => (lower_cased(input.metadata), input.content_type),
             false => (source.metadata, source.content_type),
         };
-        let object = Stored { data: source.data, etag: tag.clone(), last_modified: now, metadata, content_type };
+        // A copy keeps the source's checksum algorithm, as S3 does unless asked for another.
+        let object = Stored {
+            data: source.data,
+            etag: tag.clone(),
+            last_modified: now,
+            metadata,
+            content_type,
+            checksum_algorithm: source.checksum_algorithm,
+        };
         let (if_none_match, if_match) = (condition(headers, "if-none-match"), condition(headers, "if-match"));
         let conditions = WriteConditions { if_none_match: if_none_match.as_ref(), if_match: if_match.as_ref() };
         self.store(&input.bucket, &input.key, object, conditions)?;

@@ -34,6 +34,27 @@ fn fields(c: &mut Checksum) -> [(&'static str, &mut Option<String>); 5] {
     ]
 }
 
+/// The algorithm of the checksums in `sums` (the first one present), by lowercase name.
+pub fn algorithm_of(sums: &Checksum) -> Option<&'static str> {
+    let mut sums = sums.clone();
+    fields(&mut sums).into_iter().find(|(_, value)| value.is_some()).map(|(name, _)| name)
+}
+
+/// The checksum of all of `data` with `algorithm` (a lowercase name): what S3 reports for a
+/// whole object (a full-object CRC equals the CRC of the whole data).
+pub fn checksum_of(algorithm: &str, data: &[u8]) -> Checksum {
+    let mut hasher = ChecksumHasher::default();
+    match algorithm {
+        "crc32" => hasher.crc32 = Some(Default::default()),
+        "crc32c" => hasher.crc32c = Some(Default::default()),
+        "crc64nvme" => hasher.crc64nvme = Some(Default::default()),
+        "sha1" => hasher.sha1 = Some(Default::default()),
+        _ => hasher.sha256 = Some(Default::default()),
+    }
+    hasher.update(data);
+    hasher.finalize()
+}
+
 /// Reads a whole request body, verifying every checksum the request announced. Returns the
 /// bytes and the checksums computed (only those announced).
 pub async fn receive(body: Option<StreamingBlob>, mut claims: Claims<'_>) -> S3Result<(Bytes, Checksum)> {

@@ -179,9 +179,25 @@ impl MemS3 {
         self.store.insert(&self.bucket, key, data.into())
     }
 
+    /// [`Self::put`] of an object written with a checksum of `algorithm` (`crc32`, `crc32c`,
+    /// `crc64nvme`, `sha1`, `sha256`), as HeadObject in checksum mode then reports it.
+    pub fn put_with_checksum(&self, key: &str, data: impl Into<Bytes>, algorithm: &'static str) -> String {
+        self.store.insert_with_checksum(&self.bucket, key, data.into(), algorithm)
+    }
+
     /// The bytes of an object, read directly (not counted).
     pub fn get(&self, key: &str) -> Option<Bytes> {
         self.store.data(&self.bucket, key)
+    }
+
+    /// Appends `data` at the object's end directly, as another writer's append would (not
+    /// counted; the object is created if missing), with the object's checksum algorithm;
+    /// returns its new quoted ETag.
+    pub fn append(&self, key: &str, data: impl Into<Bytes>) -> String {
+        let size = self.get(key).map_or(0, |d| d.len() as u64);
+        let algorithm = self.store.checksum_algorithm(&self.bucket, key);
+        let (etag, _) = self.store.append(&self.bucket, key, size, data.into(), None, algorithm).expect("append");
+        format!("\"{etag}\"")
     }
 
     /// Deletes an object directly (not counted).

@@ -109,22 +109,23 @@ fn cross_argument_errors_name_the_fix() {
     assert!(message.contains("s3://b/p/"), "{message}");
 }
 
-/// Each unimplemented feature is refused by name, after full validation.
+/// `--incremental-upload` needs a directory bucket (by name or `--bucket-type directory`).
 #[test]
-fn unsupported_features_are_refused_by_name() {
-    let cases: &[(&[&str], &str)] = &[(&["--incremental-upload"], "--incremental-upload")];
-    for (flags, what) in cases {
-        let mut args = vec!["bucket", "/mnt"];
-        args.extend_from_slice(flags);
-        match parse(&args) {
-            Err(CliFailure::Invalid(err @ CliError::Unsupported { .. })) => {
-                let message = err.to_string();
-                let expected = format!("{what} is not supported yet by this version of mount-s3: ");
-                assert!(message.starts_with(&expected), "{flags:?}: {message}");
-            }
-            other => panic!("{flags:?}: expected {what} to be refused, got {other:?}"),
+fn incremental_upload_needs_a_directory_bucket() {
+    match parse(&["bucket", "/mnt", "--incremental-upload"]) {
+        Err(CliFailure::Invalid(err @ CliError::IncrementalNeedsDirectoryBucket { .. })) => {
+            assert!(err.to_string().contains("needs a directory bucket"), "{err}");
         }
+        other => panic!("expected a refusal, got {other:?}"),
     }
+    for args in [
+        &["name--usw2-az1--x-s3", "/mnt", "--incremental-upload"][..],
+        &["bucket", "/mnt", "--incremental-upload", "--bucket-type", "directory"],
+    ] {
+        let config = parse(args).unwrap();
+        assert!(config.fs.incremental_upload && config.fs.directory_bucket, "{args:?}");
+    }
+    assert!(!parse(&["name--usw2-az1--x-s3", "/mnt"]).unwrap().fs.incremental_upload, "off by default");
 }
 
 #[test]

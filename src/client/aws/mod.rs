@@ -25,6 +25,7 @@
 //! instead (see `crc64`); parts then return no CRC32C, and this client checks S3's values itself.
 
 mod cache_bucket;
+mod checksum;
 mod copy;
 mod crc64;
 mod error;
@@ -46,8 +47,8 @@ use aws_sdk_s3::config::{AppName, Credentials, Region, RequestChecksumCalculatio
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
-    ChecksumAlgorithm, ChecksumType, CompletedMultipartUpload, CompletedPart, RequestPayer, ServerSideEncryption,
-    StorageClass,
+    ChecksumAlgorithm, ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart, RequestPayer,
+    ServerSideEncryption, StorageClass,
 };
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_types::retry::RetryConfig;
@@ -88,6 +89,9 @@ pub struct AwsClientConfig {
     /// `--upload-checksums crc64nvme`: uploads that ask for a checksum carry a full-object
     /// CRC64NVME rather than CRC32C.
     pub checksum_crc64nvme: bool,
+    /// HeadObject in checksum mode, filling [`ObjectMeta::checksum`] (`--incremental-upload`).
+    /// Off otherwise: checksum mode on a KMS-encrypted object needs `kms:Decrypt`.
+    pub head_checksums: bool,
 }
 
 /// Attempts per request when [`AwsClientConfig::max_attempts`] is 0.
@@ -410,6 +414,7 @@ impl ObjectClient for AwsClient {
             .head_object()
             .bucket(&self.config.bucket)
             .key(key)
+            .set_checksum_mode(self.config.head_checksums.then_some(ChecksumMode::Enabled))
             .set_request_payer(self.payer())
             .set_expected_bucket_owner(self.owner())
             .send()
@@ -434,6 +439,7 @@ impl ObjectClient for AwsClient {
                 disposition: out.content_disposition().map(str::to_string),
                 cache_control: out.cache_control().map(str::to_string),
             },
+            checksum: checksum::of_head(&out),
         })
     }
 
@@ -513,10 +519,12 @@ impl ObjectClient for AwsClient {
 
     async fn put_object(&self, key: &str, body: Bytes, options: &PutOptions) -> Result<PutResult, ClientError> {
         const OP: &str = "PutObject";
-        let algorithm = self.algorithm(options);
+        let algorithm = options.checksum_algorithm.map(checksum::sdk_algorithm).or_else(|| self.algorithm(options));
         let checksum = (algorithm == Some(ChecksumAlgorithm::Crc32C)).then(|| crc32c_base64(&body));
         let crc64 =
             (algorithm == Some(ChecksumAlgorithm::Crc64Nvme)).then(|| crc64::to_base64(crc64::crc64nvme(&body)));
+        // SHA-1 and SHA-256 (only ever carried for an append) are computed by the SDK.
+        let crc32 = (algorithm == Some(ChecksumAlgorithm::Crc32)).then(|| checksum::crc32_base64(&body));
         let length = i64::try_from(body.len()).unwrap_or(i64::MAX);
         let out = self
             .slow
@@ -538,6 +546,7 @@ impl ObjectClient for AwsClient {
             .set_ssekms_key_id(options.sse_kms_key_id.clone())
             .set_checksum_algorithm(algorithm)
             .set_checksum_crc32_c(checksum)
+            .set_checksum_crc32(crc32)
             .set_checksum_crc64_nvme(crc64.clone())
             .set_write_offset_bytes(options.write_offset.map(|o| i64::try_from(o).unwrap_or(i64::MAX)))
             .set_request_payer(self.payer())

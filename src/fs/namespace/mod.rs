@@ -432,6 +432,19 @@ impl Namespace {
         t.snapshot(ino)
     }
 
+    /// Marks a remote file as being appended to by this mount (`--incremental-upload`): a file
+    /// being written, from its current `size`, until its upload ends ([`Self::commit_upload`], or
+    /// [`Self::abandon_local`] if it failed: the name is then looked up in S3 again).
+    pub fn start_append(&self, ino: u64, size: u64) -> Result<Inode, FsError> {
+        let mut t = self.lock();
+        let node = t.node_mut(ino)?;
+        node.local = Some(LocalState::File);
+        node.stat.size = size;
+        node.stat.etag = None;
+        node.stat.mtime = SystemTime::now();
+        t.snapshot(ino)
+    }
+
     /// The size of a file being written changed.
     pub fn set_size(&self, ino: u64, size: u64) {
         if let Ok(node) = self.lock().node_mut(ino) {

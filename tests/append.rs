@@ -231,3 +231,17 @@ fn with_allow_modify_appends_append_and_other_changes_stage() {
     assert_eq!(s3.get("f").as_deref(), Some(&b"01xy456789AB"[..]));
     assert!(m.unmount().success());
 }
+
+#[test]
+fn on_a_general_purpose_bucket_the_flag_mounts_with_a_warning_and_changes_nothing() {
+    let s3 = MemS3::start();
+    s3.put("f", "x");
+    let m = mount(&s3, &["--incremental-upload"]);
+    assert_eq!(errno(OpenOptions::new().append(true).open(m.path().join("f"))), Some(libc::EPERM));
+    std::fs::write(m.path().join("new"), b"fresh").unwrap();
+    assert_eq!(s3.get("new").as_deref(), Some(&b"fresh"[..]), "new files are uploaded as usual");
+    assert_eq!(s3.get("f").as_deref(), Some(&b"x"[..]));
+    let log = m.output();
+    assert!(log.contains("--incremental-upload has no effect on"), "{log}");
+    assert!(m.unmount().success());
+}

@@ -96,7 +96,15 @@ impl CliArgs {
         let unstable = super::unstable::UnstableEnv::read(&|name| env.unstable.get(name).cloned())?;
         let mut config = self.build(env, max_attempts);
         if config.fs.incremental_upload && !config.fs.directory_bucket {
-            return Err(CliError::IncrementalNeedsDirectoryBucket { bucket: config.client.bucket.clone() });
+            // Mountpoint mounts and its writes then fail; we mount, and write as without the flag.
+            config.warnings.push(format!(
+                "--incremental-upload has no effect on {}, a general purpose bucket (S3 appends only in directory \
+                 buckets): new files are uploaded as usual and appends stay refused; pass --bucket-type directory \
+                 if it is a directory bucket",
+                crate::escape::escaped(&config.client.bucket)
+            ));
+            config.fs.incremental_upload = false;
+            config.client.head_checksums = false;
         }
         config.warnings.extend(warning);
         config.fs.max_concurrent_requests = concurrency_for_throughput(config.maximum_throughput_gbps);

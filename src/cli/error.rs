@@ -28,13 +28,6 @@ pub enum CliError {
     )]
     KmsKeyWithAes256,
 
-    /// `--incremental-upload` on a general purpose bucket: S3 appends only in directory buckets.
-    #[error(
-        "--incremental-upload needs a directory bucket (S3 Express One Zone): {bucket} is a general purpose \
-         bucket, where S3 refuses appends; remove the flag, or pass --bucket-type directory if it is one"
-    )]
-    IncrementalNeedsDirectoryBucket { bucket: String },
-
     /// `--cache-xz` given as `s3://bucket/prefix/`.
     #[error("cache-xz argument must not contain a prefix: try --cache-xz {bucket}")]
     CacheXzPrefix { bucket: String },

@@ -361,7 +361,6 @@ fn fstab_style_command_lines() {
         (&["bucket", "/mnt", "-o", "foreground"], "always run in the background"),
         (&["bucket", "/mnt", "-o", "--uid=2"], "write it as 'uid=2'"),
         (&["bucket", "/mnt", "-o", "typo"], "--typo"),
-        (&["bucket", "/mnt", "-o", "incremental-upload"], "--incremental-upload needs a directory bucket"),
         (&["bucket", "/mnt", "-o", "metrics-address=0.0.0.0:80"], "--metrics-allow-remote"),
         (&["s3://bucket/p/", "/mnt", "-o", "prefix=q/"], "explicit prefix option not allowed with S3 URI"),
         (&["s3://bucket/p", "/mnt", "-o", "ro"], "try s3://bucket/p/"),
@@ -394,10 +393,10 @@ fn help_and_version_exit_zero_and_errors_exit_two() {
     assert_eq!(clap_error.exit_code(), 2);
     assert!(clap_error.to_string().starts_with("error: "), "{clap_error}");
 
-    let ours = parse(&["bucket", "/mnt", "--incremental-upload"]).unwrap_err();
+    let ours = parse(&["bucket", "/mnt", "--sse", "AES256", "--sse-kms-key-id", "arn:aws:kms:r:1:key/k"]).unwrap_err();
     assert_eq!(ours.exit_code(), 2);
     assert!(!ours.is_success());
-    assert!(ours.to_string().starts_with("error: --incremental-upload needs a directory bucket"), "{ours}");
+    assert!(ours.to_string().starts_with("error: --sse-kms-key-id can not be used with --sse AES256"), "{ours}");
 }
 
 #[test]

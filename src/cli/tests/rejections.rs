@@ -109,15 +109,17 @@ fn cross_argument_errors_name_the_fix() {
     assert!(message.contains("s3://b/p/"), "{message}");
 }
 
-/// `--incremental-upload` needs a directory bucket (by name or `--bucket-type directory`).
+/// `--incremental-upload` acts on directory buckets (by name or `--bucket-type directory`); on a
+/// general purpose bucket it mounts anyway (as Mountpoint does), with a warning and the flag off.
 #[test]
-fn incremental_upload_needs_a_directory_bucket() {
-    match parse(&["bucket", "/mnt", "--incremental-upload"]) {
-        Err(CliFailure::Invalid(err @ CliError::IncrementalNeedsDirectoryBucket { .. })) => {
-            assert!(err.to_string().contains("needs a directory bucket"), "{err}");
-        }
-        other => panic!("expected a refusal, got {other:?}"),
-    }
+fn incremental_upload_acts_on_directory_buckets_only() {
+    let config = parse(&["bucket", "/mnt", "--incremental-upload"]).unwrap();
+    assert!(!config.fs.incremental_upload && !config.client.head_checksums);
+    assert!(
+        config.warnings.iter().any(|w| w.contains("--incremental-upload has no effect on bucket")),
+        "{:?}",
+        config.warnings
+    );
     for args in [
         &["name--usw2-az1--x-s3", "/mnt", "--incremental-upload"][..],
         &["bucket", "/mnt", "--incremental-upload", "--bucket-type", "directory"],

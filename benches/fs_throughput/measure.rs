@@ -11,17 +11,46 @@ use std::time::Duration;
 use crate::common::mem_server::{clock_ticks_per_second, stat_cpu_ticks};
 use crate::server::Server;
 
-/// CPU seconds (user + system, every thread) process `pid` has used so far; `None` if gone.
-pub fn process_cpu_seconds(pid: &str) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    Some(stat_cpu_ticks(&stat)? as f64 / clock_ticks_per_second())
+/// `pid` and every process below it: a mount is a supervisor and the worker it runs (issue
+/// 16), and the worker does the work, so the daemon is measured as the whole tree.
+fn process_tree(pid: &str) -> Vec<String> {
+    let parent_of = |p: &str| -> Option<String> {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+        // Field 4, after the parenthesised command name (which may hold spaces).
+        stat.rsplit_once(')')?.1.split_whitespace().nth(1).map(str::to_string)
+    };
+    let all: Vec<String> = std::fs::read_dir("/proc")
+        .map(|d| d.flatten().filter_map(|e| e.file_name().into_string().ok()).collect())
+        .unwrap_or_default();
+    let pids: Vec<(String, Option<String>)> =
+        all.into_iter().filter(|p| p.bytes().all(|b| b.is_ascii_digit())).map(|p| (p.clone(), parent_of(&p))).collect();
+    let mut tree = vec![pid.to_string()];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i].clone();
+        tree.extend(pids.iter().filter(|(_, pp)| pp.as_deref() == Some(parent.as_str())).map(|(p, _)| p.clone()));
+        i += 1;
+    }
+    tree
 }
 
-/// Peak resident set size of process `pid`, in KiB (`VmHWM`).
+/// CPU seconds (user + system, every thread) process `pid` and the processes below it have
+/// used so far; `None` if `pid` is gone.
+pub fn process_cpu_seconds(pid: &str) -> Option<f64> {
+    let ticks = |p: &str| -> Option<u64> { stat_cpu_ticks(&std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?) };
+    let own = ticks(pid)?;
+    let below: u64 = process_tree(pid).iter().skip(1).filter_map(|p| ticks(p)).sum();
+    Some((own + below) as f64 / clock_ticks_per_second())
+}
+
+/// Peak resident set size (`VmHWM`, KiB) of the largest process of `pid`'s tree (the worker's).
 pub fn peak_rss_kib(pid: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+    let hwm = |p: &str| -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{p}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    process_tree(pid).iter().filter_map(|p| hwm(p)).max()
 }
 
 /// CPU seconds of this process (every thread, the server's included) and of the children it

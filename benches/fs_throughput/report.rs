@@ -300,7 +300,11 @@ pub fn targets(rows: &[Row]) -> Vec<String> {
                 }
                 let run = &r.mount.run;
                 let per_file = (run.ops > 0).then(|| run.requests.values().sum::<u64>() as f64 / run.ops as f64);
-                note(name, "<= 2 requests per file".into(), per_file, &|v| v <= 2.0, &|v| format!("{v:.2}"));
+                // The directory's own requests (its lookup, its listing's pages, the shell's
+                // walk up to it) are a handful per run, not per file: up to 10 are allowed.
+                let slack = 10.0 / run.ops.max(1) as f64;
+                let target = "<= 2 requests per file (+ up to 10 for the directory itself)".into();
+                note(name, target, per_file, &|v| v <= 2.0 + slack, &|v| format!("{v:.3}"));
             }
             "list" => {
                 // Within 1.2x the time is at least 1/1.2 of the rate.

@@ -143,6 +143,10 @@ pub struct S3Filesystem {
     staging: Option<Arc<staging::StagingStore>>,
     /// Staged files by inode, shared by their handles.
     staged: Mutex<HashMap<u64, Arc<staging::StagedObject>>>,
+    /// Names S3 just said are absent, for the create that follows ([`lookup::RecentAbsence`]).
+    absent: lookup::RecentAbsence,
+    /// How lookups ask S3 ([`lookup::Lookups`]).
+    lookups: lookup::Lookups,
 }
 
 impl std::fmt::Debug for S3Filesystem {
@@ -161,6 +165,8 @@ impl S3Filesystem {
         tracing::debug!(target, budget = budget.limit(), "memory budget for data buffers");
         let prefetcher = Prefetcher::new(PrefetchConfig::from_fs_config(&config), budget);
         let ns = Namespace::new(&config.prefix, mount_time, config.metadata_ttl, config.negative_metadata_ttl);
+        let config_file_ttl = config.file_kernel_ttl;
+        let (config_posix, config_directory) = (config.posix_metadata, config.directory_bucket);
         S3Filesystem {
             prefetcher,
             ns,
@@ -176,6 +182,8 @@ impl S3Filesystem {
             staging: None,
             staged: Mutex::default(),
             resume_log: None,
+            absent: lookup::RecentAbsence::new(config_file_ttl),
+            lookups: lookup::Lookups::new(config_posix, config_directory),
         }
     }
 
@@ -269,9 +277,9 @@ impl S3Filesystem {
         {
             return Ok(known);
         }
-        let posix = self.config.posix_metadata;
-        let remote = lookup::remote_lookup(self.client.as_ref(), dir_key, name, self.mount_time, posix).await?;
+        let remote = self.lookups.remote(self.client.as_ref(), dir_key, name, self.mount_time).await?;
         self.ns.learned(dir_key, name, remote.as_ref());
+        self.absent.record(&format!("{dir_key}{name}"), remote.is_some());
         Ok(remote)
     }
 
@@ -407,10 +415,8 @@ impl S3Filesystem {
     }
 
     async fn revalidate(&self, inode: &Inode) -> Result<Inode, FsError> {
-        let posix = self.config.posix_metadata;
         let remote =
-            lookup::remote_lookup(self.client.as_ref(), inode.parent_key(), &inode.name, self.mount_time, posix)
-                .await?;
+            self.lookups.remote(self.client.as_ref(), inode.parent_key(), &inode.name, self.mount_time).await?;
         self.ns.revalidated(inode.ino, remote, self.ttl(inode.kind))
     }
 

@@ -306,3 +306,23 @@ async fn unlink_right_after_closing_an_empty_file_completes_it_first_then_delete
     fs.release(opened.fh).await.unwrap();
     assert!(client.object_bytes("empty").is_none(), "the release uploads nothing more");
 }
+
+#[tokio::test]
+async fn a_create_right_after_a_lookup_that_found_nothing_asks_s3_nothing_more() {
+    let (client, fs) = fs_with(FsConfig::default());
+    assert_eq!(fs.lookup(ROOT_INO, name("new")).await.unwrap_err().errno(), libc::ENOENT);
+    assert_eq!(client.total_requests(), 1, "one listing");
+    let (_, opened) = fs.create(ROOT_INO, name("new"), 0o644, PID).await.unwrap();
+    assert_eq!(client.total_requests(), 1, "the lookup's answer is fresh: no second existence check");
+    fs.write(opened.fh, 0, b"x").await.unwrap();
+    fs.flush(opened.fh, PID).await.unwrap();
+    assert_eq!(client.count(S3Operation::PutObject), 1);
+    assert_eq!(client.total_requests(), 2, "a small new file: one listing and one PutObject");
+    // Without a fresh lookup (or once it is older than the file TTL), create asks S3 itself.
+    client.reset_counts();
+    assert!(fs.lookup(ROOT_INO, name("other")).await.is_err());
+    tokio::time::sleep(FsConfig::default().file_kernel_ttl + std::time::Duration::from_millis(50)).await;
+    client.insert("other", "made by another client");
+    assert_eq!(fs.create(ROOT_INO, name("other"), 0o644, PID).await.unwrap_err().errno(), libc::EEXIST);
+    assert_eq!(client.total_requests(), 2);
+}

@@ -96,10 +96,14 @@ impl S3Filesystem {
         }
     }
 
-    /// Fails with `AlreadyExists` if `name` exists in `parent`, locally or in S3.
+    /// EEXIST unless `name` is absent here and in S3. S3 is asked again unless it said so a
+    /// moment ago (the kernel's lookup just before a create; see [`super::lookup::RecentAbsence`]).
     pub(crate) async fn ensure_absent(&self, dir: &Inode, name: &str) -> Result<(), FsError> {
         let key = format!("{}{}", dir.key, name);
-        if self.ns.local_child(dir.ino, name).is_some() || self.resolve(&dir.key, name).await?.is_some() {
+        if self.ns.local_child(dir.ino, name).is_some() {
+            return Err(FsError::AlreadyExists { key });
+        }
+        if !self.absent.take(&key) && self.resolve(&dir.key, name).await?.is_some() {
             return Err(FsError::AlreadyExists { key });
         }
         Ok(())

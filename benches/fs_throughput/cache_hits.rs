@@ -9,7 +9,10 @@
 //! - `cache_hit_seq`: `dd bs=1M` of the whole object through the mount, against `dd bs=1M` of
 //!   the local file. Target: mount >= 0.9x raw.
 //! - `cache_hit_first_byte`: `open` and one 4 KiB `read` (byte-checked) of the cached object,
-//!   against the same on the local file. Target: mount under 0.5 ms.
+//!   against the same on the local file. Target: mount under 0.5 ms. Measured twice: cold
+//!   (page cache dropped: the block file comes from the disk) and warm (the block file is in
+//!   the page cache; a new `open` of a FUSE file still drops the kernel's copy of its pages, so
+//!   the daemon serves the read: this is the daemon's own cost).
 //!
 //! Every mount-side run counts the requests the server saw: a cache hit makes no GetObject. The
 //! result is a few notes of the report (its tables are for the mount-against-SDK workloads).
@@ -106,15 +109,17 @@ fn run_inner(
             notes.push(seq_note(&mounts, &raws, gets));
         }
         if first_byte {
-            let (mut mounts, mut raws, mut requests) = (vec![], vec![], 0);
-            for _ in 0..FIRST_BYTE_SAMPLES {
-                busy = busy.max(quiet());
-                s3.reset_counts();
-                mounts.push(first_read(&cached, &expected)?);
-                requests += s3.request_counts().values().sum::<u64>();
-                raws.push(first_read(&local, &expected)?);
+            for cold in [true, false] {
+                let (mut mounts, mut raws, mut requests) = (vec![], vec![], 0);
+                for _ in 0..FIRST_BYTE_SAMPLES {
+                    busy = busy.max(quiet());
+                    s3.reset_counts();
+                    mounts.push(first_read(&cached, &expected, cold)?);
+                    requests += s3.request_counts().values().sum::<u64>();
+                    raws.push(first_read(&local, &expected, cold)?);
+                }
+                notes.push(first_byte_note(&mut mounts, &mut raws, requests, cold));
             }
-            notes.push(first_byte_note(&mut mounts, &mut raws, requests));
         }
         if busy >= 0.25 {
             notes
@@ -177,9 +182,12 @@ fn dd(path: &Path) -> Result<Duration, String> {
     Ok(wall)
 }
 
-/// Time from `open` to the end of the first 4 KiB `read` of `path`, page cache dropped first.
-fn first_read(path: &Path, expected: &Bytes) -> Result<Duration, String> {
-    measure::drop_caches()?;
+/// Time from `open` to the end of the first 4 KiB `read` of `path`; `cold`: page cache dropped
+/// first.
+fn first_read(path: &Path, expected: &Bytes, cold: bool) -> Result<Duration, String> {
+    if cold {
+        measure::drop_caches()?;
+    }
     let mut buf = [0u8; FIRST_READ];
     let start = Instant::now();
     let mut file = std::fs::File::open(path).map_err(|e| format!("open {}: {e}", path.display()))?;
@@ -219,14 +227,15 @@ fn seq_note(mounts: &[Duration], raws: &[Duration], requests: u64) -> String {
     )
 }
 
-fn first_byte_note(mounts: &mut [Duration], raws: &mut [Duration], requests: u64) -> String {
+fn first_byte_note(mounts: &mut [Duration], raws: &mut [Duration], requests: u64, cold: bool) -> String {
     mounts.sort();
     raws.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let (m, r) = (ms(mounts[mounts.len() / 2]), ms(raws[raws.len() / 2]));
     format!(
-        "`cache_hit_first_byte` target under 0.5 ms: open + 4 KiB read of the cached object {m:.2} ms (median of {}, \
+        "`cache_hit_first_byte` ({}) target under 0.5 ms: open + 4 KiB read of the cached object {m:.2} ms (median of {}, \
          {:.2}-{:.2}), of the local file {r:.2} ms ({:.2}-{:.2}), {}; {requests} S3 request(s) during the mount's reads.",
+        if cold { "page cache dropped" } else { "block file in the page cache" },
         mounts.len(),
         ms(mounts[0]),
         ms(mounts[mounts.len() - 1]),

@@ -30,8 +30,12 @@
 //! then it runs the raw baseline in a child process (this binary again, with a hidden flag). Write
 //! workloads copy local source files (on tmpfs, made once per run) into new objects; after each
 //! run of either side the objects are checked byte for byte at the server and deleted. Workloads
-//! are in `fs_throughput/workloads.rs`, the report's format in `fs_throughput/report.rs`.
+//! are in `fs_throughput/workloads.rs`, the report's format in `fs_throughput/report.rs`. The
+//! cache-hit workloads (`--cache` against a local file on the same disk) are apart, in
+//! `fs_throughput/cache_hits.rs`; their results are notes of the report.
 
+#[path = "fs_throughput/cache_hits.rs"]
+mod cache_hits;
 #[path = "../tests/common/mod.rs"]
 #[allow(unused_imports)]
 mod common;
@@ -132,10 +136,13 @@ fn main() {
         for w in &all {
             println!("{:<22} {}", w.name, w.what);
         }
+        for (name, what) in cache_hits::NAMES {
+            println!("{name:<22} {what}");
+        }
         return;
     }
     for name in &options.names {
-        if !all.iter().any(|w| w.name == name) {
+        if !all.iter().any(|w| w.name == name) && !cache_hits::is_cache_hit(name) {
             let names: Vec<&str> = all.iter().map(|w| w.name).collect();
             exit_with(&format!("unknown workload {name:?}; known: {}", names.join(", ")));
         }
@@ -151,6 +158,11 @@ fn main() {
     let s3 = Server::start(options.server).unwrap_or_else(|e| exit_with(&e));
     eprintln!("seeding the server ({})", s3.endpoint());
     let data = workloads::seed(&s3, &selected).unwrap_or_else(|e| exit_with(&e));
+    let cache_names: Vec<String> = options.names.iter().filter(|n| cache_hits::is_cache_hit(n)).cloned().collect();
+    let cache_hit_run = full || !cache_names.is_empty();
+    if cache_hit_run {
+        cache_hits::seed(&s3, &data).unwrap_or_else(|e| exit_with(&e));
+    }
     eprintln!("   ({:.0} s)", started.elapsed().as_secs_f64());
     let mut notes = Vec::new();
     let source_sizes = workloads::source_sizes(&selected);
@@ -222,9 +234,16 @@ fn main() {
         rows.push(Row::new(w, mounts, others, raws));
     }
     notes.extend(report::targets(&rows));
-    notes.push("Cache-hit targets (issue 15, item 6) are not measured by this benchmark.".into());
+    if cache_hit_run {
+        eprintln!("== cache hits: {}", cache_names.join(", "));
+        let repeat = options.repeat.unwrap_or(3);
+        notes.extend(cache_hits::run(&s3, &data, &cache_names, repeat, &mut || {
+            measure::wait_for_quiet(&mut quiet_budget)
+        }));
+    }
     if !full {
-        let names: Vec<&str> = rows.iter().map(|r| r.workload.name).collect();
+        let mut names: Vec<&str> = rows.iter().map(|r| r.workload.name).collect();
+        names.extend(cache_names.iter().map(String::as_str));
         notes.push(format!("Only these workloads were run: {}.", names.join(", ")));
     }
     notes.push(format!("Whole run took {:.0} s.", started.elapsed().as_secs_f64()));
@@ -244,6 +263,7 @@ fn main() {
 fn self_check() {
     let all = workloads::all();
     for w in &all {
+        assert!(!cache_hits::is_cache_hit(w.name), "{} is taken by a cache-hit workload", w.name);
         if let Some(spec) = &w.raw {
             assert_eq!(raw::RawSpec::from_args(&spec.to_args()).as_ref(), Ok(spec), "{}", w.name);
         }

@@ -63,6 +63,8 @@ pub struct DiskBlockCache {
     pending: Arc<watch::Sender<u64>>,
     pub(super) counters: Counters,
     warned: AtomicBool,
+    /// Whether a block skipped for lack of room was logged (once per mount, then debug).
+    warned_full: AtomicBool,
     last_rescan: Mutex<Option<Instant>>,
 }
 
@@ -120,6 +122,7 @@ impl DiskBlockCache {
             pending: Arc::new(watch::Sender::new(0)),
             counters: Counters::default(),
             warned: AtomicBool::new(false),
+            warned_full: AtomicBool::new(false),
             last_rescan: Mutex::new(None),
         });
         if enabled {
@@ -413,7 +416,23 @@ impl DiskBlockCache {
         }
         let _ = fs::remove_file(&tmp);
         self.counters.writes_skipped.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(key = id.key(), index, "no room in the cache for a block; not stored");
+        if self.warned_full.swap(true, Ordering::Relaxed) {
+            tracing::debug!(key = id.key(), index, "no room in the cache for a block; not stored");
+        } else {
+            // Silence here would look like a cache that does not work (reads keep going to S3).
+            let why = match self.limit {
+                Limit::Bytes(max) => format!("the cache holds --max-cache-size ({max} bytes) of blocks in use"),
+                Limit::KeepFree(ratio) => format!(
+                    "its file system has less than {:.0}% free (the default limit without --max-cache-size)",
+                    ratio * 100.0
+                ),
+            };
+            tracing::warn!(
+                "the disk cache in {} has no room for more blocks: {why}; reads not cached go to S3 \
+                 (logged once; free space or set --max-cache-size)",
+                crate::escape::escaped_path(&self.base)
+            );
+        }
     }
 
     fn may_rescan(&self) -> bool {

@@ -373,8 +373,12 @@ impl S3Filesystem {
             let inode = self.ns.reference(file.ino)?;
             return Ok(self.entry(&inode));
         }
-        if let Some(symlink) = self.fresh_symlink(parent, name) {
-            let inode = self.ns.reference(symlink.ino)?;
+        // The kernel's FORGET of the inode the first lookup answered (it forgets a revalidated
+        // dentry's new node id) may be handled between finding it and referencing it: then the
+        // inode is gone and this is an ordinary lookup.
+        if let Some(symlink) = self.fresh_symlink(parent, name)
+            && let Ok(inode) = self.ns.reference(symlink.ino)
+        {
             return Ok(self.entry(&inode));
         }
         let remote = match self.lookup_listed(parent, &dir.key, name).await? {

@@ -578,7 +578,8 @@ impl S3Filesystem {
         let locals = self.ns.local_children(ino).into_iter().map(|i| (i.name, i.kind)).collect();
         let cached = self.ns.listing(&inode.key);
         let mut listing = DirListing::new(inode.key, self.config.list_page_size, self.mount_time, locals)
-            .unordered(self.config.directory_bucket, readdir::UNORDERED_HELD_FILES);
+            .unordered(self.config.directory_bucket, readdir::UNORDERED_HELD_FILES)
+            .prefetching(self.client.clone());
         listing = match cached {
             Some(entries) => listing.with_cached(entries),
             None if self.ns.caches_listings() => listing.collecting(),

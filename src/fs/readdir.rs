@@ -1,8 +1,9 @@
 //! Directory listings: ListObjectsV2 pages streamed into readdir replies.
 //!
-//! A [`DirHandle`] fetches one page (up to 1000 keys) at a time, only when the kernel has
-//! consumed what was fetched before, so `ls` of a huge directory starts at once and holds one
-//! page in memory. Entry offsets are positions: 0 is `.`, 1 is `..`, then listing order.
+//! A [`DirHandle`] fetches one page (up to 1000 keys) at a time, so `ls` of a huge directory
+//! starts at once and holds at most two pages in memory: with [`DirListing::prefetching`], the
+//! request for the next page goes out as soon as a page arrives, so it is on its way while the
+//! kernel consumes this one (a listing abandoned halfway costs that one request more). Entry offsets are positions: 0 is `.`, 1 is `..`, then listing order.
 //! Entries stay buffered until the kernel asks for a later offset, so a repeated request is
 //! answered again; offset 0 restarts the listing (rewinddir).
 //!
@@ -23,7 +24,7 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::client::{ListRequest, ObjectClient};
+use crate::client::{ClientError, ListPage, ListRequest, ObjectClient};
 use crate::escape::escaped;
 use crate::fs::FsError;
 use crate::fs::namespace::names::{ListedName, classify_object, classify_prefix};
@@ -95,6 +96,23 @@ pub struct DirListing {
     pass: Pass,
     /// Unordered: most files held back in [`Pass::Single`].
     held_limit: usize,
+    /// The client next pages are requested through ahead of time ([`DirListing::prefetching`]).
+    prefetch: Option<Arc<dyn ObjectClient>>,
+    /// The next page, requested ahead of time, with the continuation token it continues from.
+    next: Option<NextPage>,
+}
+
+/// A ListObjectsV2 request sent ahead of time; aborted when dropped (rewinddir, closedir).
+#[derive(Debug)]
+struct NextPage {
+    token: String,
+    task: tokio::task::JoinHandle<Result<ListPage, ClientError>>,
+}
+
+impl Drop for NextPage {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 impl DirListing {
@@ -120,6 +138,8 @@ impl DirListing {
             dirs: HashSet::new(),
             pass: Pass::Single,
             held_limit: UNORDERED_HELD_FILES,
+            prefetch: None,
+            next: None,
         };
         listing.restart();
         listing
@@ -134,7 +154,14 @@ impl DirListing {
         self
     }
 
+    /// Requests each next page through `client` as soon as a page arrives (see the module note).
+    pub fn prefetching(mut self, client: Arc<dyn ObjectClient>) -> Self {
+        self.prefetch = Some(client);
+        self
+    }
+
     fn restart(&mut self) {
+        self.next = None;
         self.front = 0;
         self.buffer = VecDeque::from([DirSlot::Dot, DirSlot::DotDot]);
         self.token = None;
@@ -211,7 +238,22 @@ impl DirListing {
             continuation_token: self.token.clone(),
             max_keys: self.page_size,
         };
-        let page = client.list_objects(&request).await.map_err(|e| FsError::client("list directory", &self.key, e))?;
+        let ahead = self.next.take().filter(|n| Some(&n.token) == self.token.as_ref());
+        let page = match ahead {
+            Some(mut next) => match (&mut next.task).await {
+                Ok(result) => result,
+                // Only an abort or a panic ends the task otherwise: ask again, here.
+                Err(_) => client.list_objects(&request).await,
+            },
+            None => client.list_objects(&request).await,
+        };
+        let page = page.map_err(|e| FsError::client("list directory", &self.key, e))?;
+        if let (Some(client), Some(token)) = (&self.prefetch, &page.next_continuation_token) {
+            let request = ListRequest { continuation_token: Some(token.clone()), ..request };
+            let client = client.clone();
+            let task = tokio::spawn(async move { client.list_objects(&request).await });
+            self.next = Some(NextPage { token: token.clone(), task });
+        }
         if self.unordered {
             self.take_unordered_page(page);
             return Ok(());
@@ -406,6 +448,34 @@ mod tests {
             offset += 1;
         }
         out
+    }
+
+    #[tokio::test]
+    async fn prefetched_pages_give_the_same_listing_and_no_extra_request() {
+        let c = Arc::new(InMemoryClient::new("b"));
+        for i in 0..25 {
+            c.insert(&format!("d/f{i:02}"), "x");
+            c.insert(&format!("d/f{i:02}!x/y"), "x");
+        }
+        let plain = list_all(&c, "d/", 4).await;
+        let before = c.count(crate::client::S3Operation::ListObjectsV2);
+        let listing = DirListing::new("d/".into(), 4, SystemTime::now(), vec![]).prefetching(c.clone());
+        assert_eq!(list_with(&c, listing).await, plain);
+        assert_eq!(plain.len(), 50);
+        // 50 keys in pages of 4: 13 pages, each requested once (the last has no next token).
+        assert_eq!(c.count(crate::client::S3Operation::ListObjectsV2) - before, before);
+        // A rewind drops the page requested ahead; the listing starts again from the front.
+        let mut l = DirListing::new("d/".into(), 4, SystemTime::now(), vec![]).prefetching(c.clone());
+        l.seek(7, 0).unwrap();
+        assert!(matches!(l.slot(c.as_ref(), 3).await.unwrap(), Some(DirSlot::Entry(e)) if e.name == "f00!x"));
+        assert!(l.next.is_some(), "the second page is on its way");
+        l.seek(7, 3).unwrap();
+        l.seek(7, 0).unwrap();
+        assert!(l.next.is_none());
+        assert_eq!(
+            l.slot(c.as_ref(), 2).await.unwrap().map(|s| matches!(s, DirSlot::Entry(e) if e.name == "f00")),
+            Some(true)
+        );
     }
 
     #[tokio::test]

@@ -274,17 +274,7 @@ impl DirListing {
                 let Some(relative) = o.key.get(prefix_len..) else { continue };
                 match classify_object(relative) {
                     ListedName::File(name) => {
-                        let entry = RemoteEntry {
-                            kind: InodeKind::File,
-                            size: o.size,
-                            mtime: o.last_modified,
-                            etag: o.etag.clone(),
-                            storage_class: o.storage_class.clone(),
-                            // Listings do not say whether it was restored: a lookup will.
-                            archived: crate::client::is_archive_class(o.storage_class.as_deref()),
-                            // Listings carry no user metadata.
-                            posix: None,
-                        };
+                        let entry = listed_file(&o);
                         // A directory of the same name was already seen: it wins.
                         self.held.entry(name.to_string()).or_insert(entry);
                     }
@@ -349,16 +339,7 @@ impl DirListing {
             match classify_object(relative) {
                 ListedName::File(name) if self.dirs.contains(name) => {}
                 ListedName::File(name) => {
-                    let entry = RemoteEntry {
-                        kind: InodeKind::File,
-                        size: o.size,
-                        mtime: o.last_modified,
-                        etag: o.etag.clone(),
-                        storage_class: o.storage_class.clone(),
-                        archived: crate::client::is_archive_class(o.storage_class.as_deref()),
-                        // Listings carry no user metadata.
-                        posix: None,
-                    };
+                    let entry = listed_file(&o);
                     match self.pass {
                         Pass::Files => self.emit(name.to_string(), entry),
                         _ => {
@@ -423,6 +404,20 @@ impl DirListing {
                 self.buffer.push_back(DirSlot::Local(name));
             }
         }
+    }
+}
+
+/// What a listing says of a file: no user metadata, and an archive class taken as not restored
+/// (only a lookup's HeadObject tells).
+fn listed_file(o: &crate::client::ListedObject) -> RemoteEntry {
+    RemoteEntry {
+        kind: InodeKind::File,
+        size: o.size,
+        mtime: o.last_modified,
+        etag: o.etag.clone(),
+        storage_class: o.storage_class.clone(),
+        archived: crate::client::is_archive_class(o.storage_class.as_deref()),
+        posix: None,
     }
 }
 

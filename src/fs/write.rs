@@ -491,31 +491,26 @@ impl S3Filesystem {
             return None;
         }
         match &mut *state {
-            WriteState::Writing(upload) if upload.is_append() => {
-                let size = upload.size();
-                upload.abort().await;
-                let aborted = Failed { errno: libc::EIO, unknown: false };
-                self.finish_upload(writer.ino, &Err(aborted));
-                *state = WriteState::Done(Err(aborted));
-                tracing::warn!(
-                    key,
-                    file_size = size,
-                    "incremental upload ended at shutdown: the file was still open for writing; the bytes still \
-                     buffered (written since its last append) were not appended; the object keeps what was appended before"
-                );
-                Some(false)
-            }
             WriteState::Writing(upload) => {
-                let size = upload.size();
+                let (size, append) = (upload.size(), upload.is_append());
                 upload.abort().await;
                 let aborted = Failed { errno: libc::EIO, unknown: false };
                 self.finish_upload(writer.ino, &Err(aborted));
                 *state = WriteState::Done(Err(aborted));
-                tracing::warn!(
-                    key,
-                    bytes_written = size,
-                    "upload aborted at shutdown: the file was still open for writing; no object was created"
-                );
+                if append {
+                    tracing::warn!(
+                        key,
+                        file_size = size,
+                        "incremental upload ended at shutdown: the file was still open for writing; the bytes still \
+                         buffered (written since its last append) were not appended; the object keeps what was appended before"
+                    );
+                } else {
+                    tracing::warn!(
+                        key,
+                        bytes_written = size,
+                        "upload aborted at shutdown: the file was still open for writing; no object was created"
+                    );
+                }
                 Some(false)
             }
             WriteState::Done(Ok(done)) => {

@@ -311,12 +311,22 @@ fn a_directory_bucket_on_the_express_emulator_works_as_the_cache_bucket() {
         ["--endpoint-url", &server.endpoint, "--force-path-style", "--region", "us-east-1", "--cache-xz", &cache];
     let a = TestMount::new(&server.env_vars(), &server.bucket, &args);
     assert_eq!(read(&a, "obj"), data);
-    assert!(a.unmount().success(), "node A's block writes are flushed at unmount");
+    let (status, a_log) = a.unmount_with_output();
+    assert!(status.success(), "node A's block writes are flushed at unmount:\n{a_log}");
     let b = TestMount::new(&server.env_vars(), &server.bucket, &args);
     server.reset_counts();
     assert_eq!(read(&b, "obj"), data);
     let counts = server.request_counts();
+    let (status, b_log) = b.unmount_with_output();
+    assert!(status.success(), "{b_log}");
     println!("express emulator, node B: {counts:?}");
-    assert_eq!(server.request_count_by_name("GetObject"), 3, "3 blocks, all from the cache bucket: {counts:?}");
-    assert_eq!(server.request_count_by_name("PutObject"), 0, "{counts:?}");
+    let logs = format!("{counts:?}\nnode A:\n{a_log}\nnode B:\n{b_log}");
+    // Node B's own account of where its blocks came from: none from the source, no errors.
+    assert!(b_log.contains(" misses: 0,") && b_log.contains("errors: 0 }"), "B fetched from the source: {logs}");
+    assert!(!b_log.contains("{ hits: 0,"), "B read nothing from the cache bucket: {logs}");
+    // 3 blocks; under load a block whose first reader moved on before it arrived is looked up
+    // once more (CI saw 4 GETs once), never fetched from the source (checked above).
+    let gets = server.request_count_by_name("GetObject");
+    assert!((3..=4).contains(&gets), "3 blocks from the cache bucket: {logs}");
+    assert_eq!(server.request_count_by_name("PutObject"), 0, "{logs}");
 }

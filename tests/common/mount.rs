@@ -234,6 +234,16 @@ impl TestMount {
         self.wait_exit(Duration::from_secs(10)).expect("daemon did not exit after umount")
     }
 
+    /// Like [`unmount`](Self::unmount), and everything the daemon printed until it exited.
+    pub fn unmount_with_output(self) -> (ExitStatus, String) {
+        let output = self.output.clone();
+        let status = self.unmount();
+        // The reader threads may still be appending the last lines.
+        std::thread::sleep(Duration::from_millis(50));
+        let text = output.lock().unwrap().clone();
+        (status, text)
+    }
+
     /// Waits for the daemon to exit by itself.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;

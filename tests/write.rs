@@ -12,6 +12,7 @@ use std::process::Command;
 use common::data::pattern;
 use common::mount::{TestMount, errno, mount};
 use common::s3_server::LocalS3;
+use common::writer::OutsideWriter;
 use mount_s3::client::S3Operation;
 use sha2::{Digest, Sha256};
 
@@ -122,8 +123,9 @@ fn a_file_being_written_is_listed_and_not_readable_until_closed() {
     let s3 = LocalS3::start();
     let m = mount(&s3, &[]);
     let path = m.path().join("growing");
-    let mut f = OpenOptions::new().write(true).create_new(true).open(&path).unwrap();
-    f.write_all(&[1; 3000]).unwrap();
+    // Held by another process: a fork by a parallel test would otherwise close a copy of it.
+    let mut f = OutsideWriter::create(&path).unwrap();
+    f.write(1, 3000).unwrap();
     assert_eq!(std::fs::metadata(&path).unwrap().len(), 3000);
     let listed: Vec<_> = std::fs::read_dir(m.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(listed, ["growing"]);
@@ -135,7 +137,7 @@ fn a_file_being_written_is_listed_and_not_readable_until_closed() {
         m.output()
     );
     assert!(s3.get("growing").is_none());
-    drop(f);
+    f.close().unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), vec![1; 3000]);
 }
 

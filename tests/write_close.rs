@@ -12,6 +12,7 @@ use std::os::fd::IntoRawFd;
 use common::data::{digest, pattern};
 use common::mount::{TestMount, errno, mount};
 use common::s3_server::LocalS3;
+use common::writer::OutsideWriter;
 
 /// close(2) of `file` on a thread of its own (as thread pools, Go and Java do); its result.
 fn close_on_another_thread(file: File) -> Result<(), i32> {
@@ -258,10 +259,11 @@ fn writers_beyond_the_memory_budget_get_enomem_until_one_closes() {
 fn deleting_a_file_being_written_says_so_and_a_clean_umount_logs_no_warning() {
     let s3 = LocalS3::start();
     let mut m = mount(&s3, &["--allow-delete"]);
-    let mut f = File::create_new(m.path().join("busy")).unwrap();
-    f.write_all(b"x").unwrap();
+    // Held by another process: a fork by a parallel test would otherwise close a copy of it.
+    let mut f = OutsideWriter::create(&m.path().join("busy")).unwrap();
+    f.write(b'x', 1).unwrap();
     assert_eq!(errno(std::fs::remove_file(m.path().join("busy"))), Some(libc::EPERM));
-    close(f).unwrap();
+    f.close().unwrap();
     std::fs::remove_file(m.path().join("busy")).unwrap();
     assert!(s3.get("busy").is_none());
     let status = std::process::Command::new("umount").arg(m.path()).status().unwrap();

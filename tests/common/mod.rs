@@ -41,6 +41,7 @@ pub mod mount;
 pub mod s3_server;
 pub mod tls_front;
 pub mod tools;
+pub mod writer;
 
 use aws_sdk_s3::config::Credentials;
 use mount_s3::client::aws::{AwsClient, AwsClientConfig};

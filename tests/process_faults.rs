@@ -18,24 +18,11 @@ use std::time::{Duration, Instant};
 
 use common::data::{digest, pattern};
 use common::fault_proxy::{Fault, FaultProxy, Kinds, Outage, RequestKind, When};
-use common::mount::{TestMount, errno, force_unmount, is_mounted};
+use common::mount::{TestMount, endpoint_args, errno, force_unmount, is_mounted, wait_for};
 use common::s3_server::LocalS3;
 use mount_s3::client::S3Operation;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-
-fn args(endpoint: &str) -> Vec<&str> {
-    vec!["--endpoint-url", endpoint, "--force-path-style", "--region", "us-east-1"]
-}
-
-/// Waits until `done` holds, polling, or panics with `what` after `limit`.
-fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn signal(m: &TestMount, sig: Signal) {
     kill(Pid::from_raw(m.pid() as i32), sig).expect("signal the daemon");
@@ -56,7 +43,7 @@ fn sigkill_during_an_upload_leaves_no_object_and_a_stale_mount_that_umount_clear
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     let _guard = Unmount(&mnt);
-    let mut m = TestMount::try_new_at(&s3.env_vars(), &s3.bucket, &mnt, &args(&s3.endpoint)).unwrap();
+    let mut m = TestMount::try_new_at(&s3.env_vars(), &s3.bucket, &mnt, &endpoint_args(&s3.endpoint)).unwrap();
     let mut dd = Command::new("dd")
         .arg("if=/dev/zero")
         .arg(format!("of={}", mnt.join("big.bin").display()))
@@ -86,7 +73,7 @@ fn sigkill_during_an_upload_leaves_no_object_and_a_stale_mount_that_umount_clear
     drop(m);
 
     s3.put("after.txt", b"back");
-    let m = TestMount::try_new_at(&s3.env_vars(), &s3.bucket, &mnt, &args(&s3.endpoint)).unwrap();
+    let m = TestMount::try_new_at(&s3.env_vars(), &s3.bucket, &mnt, &endpoint_args(&s3.endpoint)).unwrap();
     assert_eq!(std::fs::read(mnt.join("after.txt")).unwrap(), b"back", "the mount point is usable again");
     assert_eq!(m.unmount().code(), Some(0));
 }
@@ -96,7 +83,7 @@ fn sigterm_finishes_closes_in_progress_aborts_open_uploads_and_says_which() {
     let s3 = LocalS3::start();
     s3.put("read.bin", pattern(4 << 20, 1));
     let proxy = FaultProxy::start(s3.addr, 1);
-    let mut m = TestMount::new(&s3.env_vars(), &s3.bucket, &args(&proxy.endpoint));
+    let mut m = TestMount::new(&s3.env_vars(), &s3.bucket, &endpoint_args(&proxy.endpoint));
     let part = 8 << 20;
 
     // Open for writing, two parts out, never closed.
@@ -161,7 +148,7 @@ fn the_endpoint_disappearing_and_coming_back_needs_no_remount() {
     let proxy = FaultProxy::start(s3.addr, 1);
     let mut env = s3.env_vars();
     env.push(("AWS_MAX_ATTEMPTS".into(), "4".into()));
-    let m = TestMount::new(&env, &s3.bucket, &args(&proxy.endpoint));
+    let m = TestMount::new(&env, &s3.bucket, &endpoint_args(&proxy.endpoint));
     let pid = m.pid();
     let check = |i: usize| -> Result<(), i32> {
         match std::fs::read(m.path().join(format!("f{i:03}"))) {
@@ -218,7 +205,7 @@ fn a_process_waiting_on_a_stalled_s3_can_be_killed() {
     let s3 = LocalS3::start();
     s3.put("there.txt", b"here");
     let proxy = FaultProxy::start(s3.addr, 1);
-    let m = TestMount::new(&s3.env_vars(), &s3.bucket, &args(&proxy.endpoint));
+    let m = TestMount::new(&s3.env_vars(), &s3.bucket, &endpoint_args(&proxy.endpoint));
     proxy.inject(Kinds::HEAD | Kinds::LIST, When::Always, vec![Fault::Stall(Duration::from_secs(300))]);
 
     for (i, sig) in [Signal::SIGKILL, Signal::SIGINT].into_iter().enumerate() {

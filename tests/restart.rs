@@ -27,23 +27,10 @@ use std::time::{Duration, Instant};
 use common::data::{digest, pattern};
 use mount_s3::client::S3Operation;
 
-use common::mount::{TestMount, is_mounted};
+use common::mount::{TestMount, endpoint_args, is_mounted, wait_for};
 use common::s3_server::LocalS3;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-
-fn args(endpoint: &str) -> Vec<&str> {
-    vec!["--endpoint-url", endpoint, "--force-path-style", "--region", "us-east-1"]
-}
-
-/// Waits until `done` holds, polling, or panics with `what` after `limit`.
-fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// The supervisor's children: its worker, if one runs.
 fn workers(supervisor: u32) -> Vec<u32> {
@@ -84,7 +71,7 @@ fn ls(dir: &Path) -> Vec<String> {
 fn a_killed_worker_is_replaced_without_unmounting() {
     let s3 = LocalS3::start();
     s3.put("before.txt", b"before");
-    let mut m = TestMount::new(&s3.env_vars(), &s3.bucket, &args(&s3.endpoint));
+    let mut m = TestMount::new(&s3.env_vars(), &s3.bucket, &endpoint_args(&s3.endpoint));
     assert_eq!(std::fs::read(m.path().join("before.txt")).unwrap(), b"before");
     let supervisor = m.pid();
     let first = worker_other_than(supervisor, None);
@@ -110,7 +97,7 @@ fn a_killed_worker_is_replaced_without_unmounting() {
 fn sigusr1_replaces_the_worker_with_the_binary_on_disk() {
     let s3 = LocalS3::start();
     s3.put("a.txt", b"a");
-    let m = TestMount::new(&s3.env_vars(), &s3.bucket, &args(&s3.endpoint));
+    let m = TestMount::new(&s3.env_vars(), &s3.bucket, &endpoint_args(&s3.endpoint));
     let supervisor = m.pid();
     let first = worker_other_than(supervisor, None);
     signal(supervisor, Signal::SIGUSR1);
@@ -126,7 +113,7 @@ fn sigusr1_replaces_the_worker_with_the_binary_on_disk() {
 #[test]
 fn a_crash_loop_gives_up_and_unmounts() {
     let s3 = LocalS3::start();
-    let mut m = TestMount::new(&s3.env_vars(), &s3.bucket, &args(&s3.endpoint));
+    let mut m = TestMount::new(&s3.env_vars(), &s3.bucket, &endpoint_args(&s3.endpoint));
     let supervisor = m.pid();
     let mut last = None;
     for _ in 0..6 {
@@ -172,7 +159,7 @@ fn a_reader_mid_read_when_the_worker_is_killed_gets_every_byte() {
     let expected = digest(&data);
     s3.put("big.bin", &data);
     drop(data);
-    let mut m = TestMount::new(&s3.env_vars(), &s3.bucket, &args(&s3.endpoint));
+    let mut m = TestMount::new(&s3.env_vars(), &s3.bucket, &endpoint_args(&s3.endpoint));
     let supervisor = m.pid();
     let first = worker_other_than(supervisor, None);
     let progress = Arc::new(AtomicU64::new(0));
@@ -203,7 +190,7 @@ fn inodes_open_files_and_directory_handles_survive_a_restart() {
     let a = pattern(3 << 20, 1);
     s3.put("dir/a.bin", &a);
     s3.put("dir/b.txt", b"b");
-    let m = TestMount::new(&s3.env_vars(), &s3.bucket, &args(&s3.endpoint));
+    let m = TestMount::new(&s3.env_vars(), &s3.bucket, &endpoint_args(&s3.endpoint));
     let supervisor = m.pid();
     let dir = m.path().join("dir");
     let ino = std::fs::metadata(dir.join("a.bin")).unwrap().ino();
@@ -242,7 +229,7 @@ fn inodes_open_files_and_directory_handles_survive_a_restart() {
 #[test]
 fn a_file_being_written_fails_with_eio_and_no_object_appears() {
     let s3 = LocalS3::start();
-    let m = TestMount::new(&s3.env_vars(), &s3.bucket, &args(&s3.endpoint));
+    let m = TestMount::new(&s3.env_vars(), &s3.bucket, &endpoint_args(&s3.endpoint));
     let supervisor = m.pid();
     let mut file = File::create(m.path().join("partial.bin")).unwrap();
     let chunk = pattern(1 << 20, 3);
@@ -278,7 +265,7 @@ fn an_upgrade_while_8_readers_read_loses_no_read() {
         expected.push(digest(&data));
         s3.put(&format!("r{i}.bin"), &data);
     }
-    let m = TestMount::new(&s3.env_vars(), &s3.bucket, &args(&s3.endpoint));
+    let m = TestMount::new(&s3.env_vars(), &s3.bucket, &endpoint_args(&s3.endpoint));
     let supervisor = m.pid();
     let first = worker_other_than(supervisor, None);
     let progress: Vec<Arc<AtomicU64>> = (0..READERS).map(|_| Arc::new(AtomicU64::new(0))).collect();
@@ -381,7 +368,7 @@ fn a_worker_killed_by_its_memory_cgroup_is_replaced_and_the_reader_carries_on() 
     let expected = digest(&data);
     s3.put("big.bin", &data);
     drop(data);
-    let mut m = TestMount::new(&s3.env_vars(), &s3.bucket, &args(&s3.endpoint));
+    let mut m = TestMount::new(&s3.env_vars(), &s3.bucket, &endpoint_args(&s3.endpoint));
     let supervisor = m.pid();
     let first = worker_other_than(supervisor, None);
     cgroup.add(first);

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 /// How long a mount may take before the test fails.
-const MOUNT_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a mount may take to come up. Generous: CI machines can be loaded far beyond their
+/// cores (a mount took over 20 s once with a load average of 10 on 2 cores).
+const MOUNT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The binary under test (for examples, which cargo gives no path: next to the example's dir).
 pub fn binary() -> PathBuf {
@@ -207,7 +209,8 @@ impl TestMount {
                 return Err(format!("exited with {status}\n{}", mount.output()));
             }
             if Instant::now() > deadline {
-                return Err(format!("timed out after {MOUNT_TIMEOUT:?}\n{}", mount.output()));
+                let stacks = process_tree_stacks(mount.pid());
+                return Err(format!("timed out after {MOUNT_TIMEOUT:?}\n{}\n{stacks}", mount.output()));
             }
         }
     }
@@ -295,4 +298,34 @@ pub fn mount(s3: &impl super::TestS3, extra: &[&str]) -> TestMount {
 /// The errno of a failed call (`None` if it succeeded).
 pub fn errno<T>(r: std::io::Result<T>) -> Option<i32> {
     r.err().and_then(|e| e.raw_os_error())
+}
+
+/// The flags that point a mount at a local server at `endpoint` (path style, us-east-1).
+pub fn endpoint_args(endpoint: &str) -> Vec<&str> {
+    vec!["--endpoint-url", endpoint, "--force-path-style", "--region", "us-east-1"]
+}
+
+/// Waits until `done` holds, polling every 20 ms, or panics naming `what` after `limit`.
+pub fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The threads' stacks of `pid` and its children (gdb, if installed), for a mount that hangs.
+fn process_tree_stacks(pid: u32) -> String {
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    let mut out = String::new();
+    for p in std::iter::once(pid.to_string()).chain(children.split_whitespace().map(String::from)) {
+        let bt = Command::new("gdb")
+            .args(["-batch", "-p", &p, "-ex", "thread apply all bt 30"])
+            .stdin(Stdio::null())
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_else(|e| format!("(gdb: {e})"));
+        out.push_str(&format!("--- stacks of process {p}:\n{bt}\n"));
+    }
+    out
 }

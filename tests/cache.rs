@@ -177,6 +177,57 @@ fn a_changed_object_is_never_served_from_old_blocks_and_corrupt_blocks_are_refet
     assert!(std::fs::read(m.path().join("data.bin")).unwrap() == two);
 }
 
+/// Block files (`<cache>/mount-s3-cache/v1/<hh>/<hash>/<index>`) of one cached object, by index.
+fn block_files(cache_dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut blocks = vec![];
+    let mut pending = vec![cache_dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                pending.push(p);
+            } else if p.file_name().unwrap().to_str().unwrap().bytes().all(|b| b.is_ascii_digit()) {
+                blocks.push(p);
+            }
+        }
+    }
+    blocks.sort();
+    blocks
+}
+
+#[test]
+fn a_damaged_chunk_in_the_middle_of_a_block_is_never_served() {
+    use std::os::unix::fs::FileExt;
+    let s3 = LocalS3::start();
+    let object = jar(3 << 20, 3);
+    s3.put("data.bin", &object);
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().join("c");
+    let args = ["--cache", cache_dir.to_str().unwrap()];
+    let m = mount(&s3, &args);
+    assert!(std::fs::read(m.path().join("data.bin")).unwrap() == object);
+    assert!(m.unmount().success());
+    // Block 1 (the second MiB): one flipped byte in its chunk 7 (of 64 KiB; the data ends the file).
+    let blocks = block_files(&cache_dir);
+    assert_eq!(blocks.len(), 3, "{blocks:?}");
+    let mut bytes = std::fs::read(&blocks[1]).unwrap();
+    let data_start = bytes.len() - (1 << 20);
+    let at = (7 << 16) + 500;
+    bytes[data_start + at] ^= 0x01;
+    std::fs::write(&blocks[1], &bytes).unwrap();
+
+    let m = mount(&s3, &args);
+    s3.reset_counts();
+    let file = std::fs::File::open(m.path().join("data.bin")).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let offset = (1 << 20) + at - 100;
+    file.read_exact_at(&mut buf, offset as u64).unwrap();
+    assert!(buf == object[offset..offset + 4096], "the damaged byte is never served");
+    assert_eq!(s3.get_bytes(), 1 << 20, "the damaged block, and only it, was fetched again");
+    drop(file);
+    assert!(std::fs::read(m.path().join("data.bin")).unwrap() == object);
+}
+
 #[test]
 fn the_cache_stays_under_max_cache_size_and_reads_stay_correct() {
     let s3 = LocalS3::start();

@@ -22,7 +22,7 @@ use futures::StreamExt;
 use super::CacheStats;
 use super::disk::DiskBlockCache;
 use super::flight::{Flight, FlightError, Inflight, Source};
-use super::format::{ObjectId, block_extent};
+use super::format::{CHUNK_SIZE, ObjectId, block_extent};
 use super::shared::SharedCache;
 use crate::client::{
     ClientError, ClientErrorKind, ETag, GetObjectResponse, ListPage, ListRequest, ObjectClient, ObjectMeta, PinnedCopy,
@@ -111,10 +111,19 @@ impl<C: ObjectClient> CachingClient<C> {
 }
 
 impl<C: ObjectClient> Core<C> {
-    /// Claims blocks `indexes` of `id`; spawns the production of those nobody else is producing.
-    /// `size` is the object size if the request already knows it.
-    fn claim(self: &Arc<Self>, id: &Arc<ObjectId>, indexes: Range<u64>, size: Option<u64>) -> Vec<(u64, Arc<Flight>)> {
-        let claims = self.inflight.claim(indexes.clone().map(|i| id.block(i)));
+    /// Claims blocks `indexes` of `id`, needing the first from byte `first_from` on and the last
+    /// up to byte `last_until` (within each block); spawns the production of those nobody else is
+    /// producing. `size` is the object size if the request already knows it.
+    fn claim(
+        self: &Arc<Self>,
+        id: &Arc<ObjectId>,
+        indexes: Range<u64>,
+        size: Option<u64>,
+        first_from: u64,
+        last_until: u64,
+    ) -> Vec<(u64, Arc<Flight>)> {
+        let names: Vec<_> = indexes.clone().map(|i| id.block(i)).collect();
+        let claims = self.inflight.claim(names.into_iter(), first_from, last_until, self.cache.block_size());
         let mut mine = Vec::new();
         let mut all = Vec::with_capacity(claims.len());
         for (index, (flight, created)) in indexes.zip(claims) {
@@ -190,16 +199,21 @@ async fn produce<C: ObjectClient>(
             i += 1;
             continue;
         }
-        if let Some(block) = core.cache.read(&id, *index, known_size).await {
-            known_size = Some(block.object_size);
-            flight.start(Source::Disk);
-            flight.set_object_size(block.object_size);
-            flight.push(block.data);
-            flight.finish(Ok(()));
-            core.inflight.release(flight);
-            core.counters.hits.fetch_add(1, Ordering::Relaxed);
-            i += 1;
-            continue;
+        let (disk_core, disk_id, disk_flight, disk_index) = (core.clone(), id.clone(), flight.clone(), *index);
+        let read = move || serve_from_disk(&disk_core, &disk_id, disk_index, known_size, &disk_flight);
+        match tokio::task::spawn_blocking(read).await.unwrap_or(Served::Miss) {
+            Served::Miss => {}
+            Served::Done(size) => {
+                known_size = Some(size);
+                i += 1;
+                continue;
+            }
+            Served::Broken(size) => {
+                known_size = Some(size);
+                refetch(&core, &id, *index, flight, size).await;
+                i += 1;
+                continue;
+            }
         }
         // Fetch this block with the following ones that have no file either, in one GET.
         let following: Vec<u64> = blocks[i + 1..]
@@ -236,7 +250,7 @@ pub(super) async fn fetch<C: ObjectClient>(
         end = end.min(size);
     }
     for (_, f) in run {
-        f.start(Source::Fetch);
+        f.start(Source::Fetch, 0);
     }
     let response = match core.inner.get_object(id.key(), start..end, Some(id.etag())).await {
         Ok(r) => r,
@@ -310,6 +324,108 @@ pub(super) async fn fetch<C: ObjectClient>(
     Some(size)
 }
 
+/// What reading a block from disk gave.
+enum Served {
+    /// No valid block file: fetch it.
+    Miss,
+    /// The flight has the bytes its creator needs; the object has this size.
+    Done(u64),
+    /// The head was valid but a chunk was damaged (the file is removed) or unreadable: the
+    /// flight may hold the chunks before it, and the rest must be fetched.
+    Broken(u64),
+}
+
+/// Chunks read at once after the first (which is read alone, for the first byte's sake).
+const READ_CHUNKS: u64 = 4;
+
+/// Reads from disk the chunks of block `index` its flight's creator needs, checking each, and
+/// pushes them into the flight (blocking I/O). The flight ends cancelled if it stopped short of
+/// the block's end (another reader needing more claims the block again). It is counted and let
+/// go before its last bytes are pushed, so a reader that has all its bytes sees both done.
+fn serve_from_disk<C: ObjectClient>(
+    core: &Core<C>,
+    id: &ObjectId,
+    index: u64,
+    known_size: Option<u64>,
+    flight: &Flight,
+) -> Served {
+    let Some(block) = core.cache.open_block(id, index, known_size) else { return Served::Miss };
+    let head = &block.head;
+    let size = head.object_size;
+    // A block is never empty; a request starting past the object's end still reads one chunk
+    // (the size it learns makes it fail as it should).
+    let first = flight.from.min(head.length - 1) / CHUNK_SIZE;
+    let end = flight.until.min(head.length).max(first * CHUNK_SIZE + 1).div_ceil(CHUNK_SIZE);
+    flight.start(Source::Disk, first * CHUNK_SIZE);
+    flight.set_object_size(size);
+    let mut k = first;
+    while k < end {
+        let to = if k == first { k + 1 } else { (k + READ_CHUNKS).min(end) };
+        let Ok(bytes) = block.read_chunks(k..to) else { return Served::Broken(size) };
+        if to == end {
+            core.counters.hits.fetch_add(1, Ordering::Relaxed);
+            core.inflight.release(flight);
+        }
+        flight.push(bytes);
+        k = to;
+    }
+    flight.finish(if end == head.chunks() { Ok(()) } else { Err(FlightError::Cancelled) });
+    Served::Done(size)
+}
+
+/// Fetches block `index` whole, after its file turned out damaged while being served: pushes
+/// the bytes the flight does not have yet, and stores the block again.
+async fn refetch<C: ObjectClient>(
+    core: &Arc<Core<C>>,
+    id: &Arc<ObjectId>,
+    index: u64,
+    flight: &Arc<Flight>,
+    size: u64,
+) {
+    let run = [(index, flight.clone())];
+    let Some((start, len)) = block_extent(index, core.cache.block_size(), size) else {
+        return core.fail(&run, FlightError::Cancelled);
+    };
+    let response = match core.inner.get_object(id.key(), start..start + len, Some(id.etag())).await {
+        Ok(r) if r.etag == *id.etag() && r.object_size == size => r,
+        Ok(_) => {
+            let e = ClientError::new(ClientErrorKind::PreconditionFailed, "GetObject", "the object changed");
+            return core.fail(&run, FlightError::Client(e));
+        }
+        Err(e) => return core.fail(&run, FlightError::Client(e)),
+    };
+    let (mut parts, mut got) = (Vec::new(), 0u64);
+    let mut body = response.body;
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(chunk) => {
+                got += chunk.len() as u64;
+                parts.push(chunk);
+            }
+            Err(e) => return core.fail(&run, FlightError::Client(e)),
+        }
+    }
+    if got != len {
+        let e =
+            ClientError::new(ClientErrorKind::Transient, "GetObject", format!("GET body of {got} bytes, not {len}"));
+        return core.fail(&run, FlightError::Client(e));
+    }
+    core.counters.misses.fetch_add(1, Ordering::Relaxed);
+    core.counters.bytes_fetched.fetch_add(len, Ordering::Relaxed);
+    let mut at = 0u64;
+    for part in &parts {
+        let filled = flight.filled();
+        let part_end = at + part.len() as u64;
+        if part_end > filled {
+            flight.push(part.slice((filled.max(at) - at) as usize..));
+        }
+        at = part_end;
+    }
+    let (core2, done) = (core.clone(), flight.clone());
+    core.cache.queue_write(id, index, size, parts, move || core2.inflight.release(&done));
+    flight.finish(Ok(()));
+}
+
 fn to_client_error(e: FlightError) -> ClientError {
     match e {
         FlightError::Client(e) => e,
@@ -340,12 +456,22 @@ impl<C: ObjectClient> Body<C> {
         self.core.cache.block_size()
     }
 
+    /// What this request needs of blocks `from..to`: the first from which byte, the last up to
+    /// which byte.
+    fn needs(&self, from: u64, to: u64) -> (u64, u64) {
+        let bs = self.block_size();
+        let first_from = self.pos.saturating_sub(from * bs).min(bs);
+        let last_until = if to == self.last { self.end - (to - 1) * bs } else { bs };
+        (first_from, last_until)
+    }
+
     /// Keeps up to two segments claimed ahead of the reader.
     fn claim_ahead(&mut self) {
         let front = self.pos / self.block_size();
         if self.claimed_to < self.last && self.claimed_to - front <= SEGMENT_BLOCKS {
             let to = (self.claimed_to + SEGMENT_BLOCKS).min(self.last);
-            self.flights.extend(self.core.claim(&self.id, self.claimed_to..to, self.size));
+            let (first_from, last_until) = self.needs(self.claimed_to, to);
+            self.flights.extend(self.core.claim(&self.id, self.claimed_to..to, self.size, first_from, last_until));
             self.claimed_to = to;
         }
     }
@@ -357,7 +483,8 @@ impl<C: ObjectClient> Body<C> {
             return Err(to_client_error(FlightError::Cancelled));
         }
         let from = self.pos / self.block_size();
-        self.flights = self.core.claim(&self.id, from..self.claimed_to, self.size).into();
+        let (first_from, last_until) = self.needs(from, self.claimed_to);
+        self.flights = self.core.claim(&self.id, from..self.claimed_to, self.size, first_from, last_until).into();
         Ok(())
     }
 

@@ -1,16 +1,17 @@
 //! [`DiskBlockCache`]: the block store on disk, one per mount, any number per directory.
 //!
 //! Reads and writes here are blocking file I/O: the async side calls them through
-//! `spawn_blocking` ([`DiskBlockCache::read`], [`DiskBlockCache::queue_write`]). A read opens
-//! the block file, reads it whole (at most one block plus its header), validates it (see
-//! `format.rs`), refreshes its mtime and LRU position, and returns the data; an invalid file is
-//! removed. A write goes to a `.tmp-*` file (0600) in the block's directory, then, under the
+//! `spawn_blocking` (`serve_from_disk` in `client.rs`, [`DiskBlockCache::queue_write`]). A read
+//! opens the block file, reads and validates its head (see `format.rs`), refreshes its mtime
+//! and LRU position ([`DiskBlockCache::open_block`]), then reads the chunks it needs, each
+//! checked before it is returned ([`OpenBlock::read_chunks`]); an invalid file is removed. A write goes to a `.tmp-*` file (0600) in the block's directory, then, under the
 //! usage lock: skip if the block is already there (another mount stored it), make room, count,
 //! rename. Any failure is logged (the first at warn) and counted; the caller never sees it.
 
-use std::fs::{self, DirBuilder, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Write};
+use std::ops::Range;
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,7 +22,7 @@ use tokio::sync::watch;
 
 use super::dir::CacheDir;
 use super::evict::{Index, Limit, make_room, tick};
-use super::format::{self, BlockName, Expected, ObjectId, ValidBlock};
+use super::format::{self, BlockName, Expected, Head, Invalid, ObjectId};
 use super::usage::Usage;
 use super::{CacheError, CacheStats, DiskCacheConfig};
 
@@ -33,6 +34,7 @@ static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
+    pub bytes_read: AtomicU64,
     pub blocks_written: AtomicU64,
     pub evictions: AtomicU64,
     pub invalid_blocks: AtomicU64,
@@ -174,6 +176,7 @@ impl DiskBlockCache {
         let c = &self.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         CacheStats {
+            bytes_read_from_disk: get(&c.bytes_read),
             blocks_written: get(&c.blocks_written),
             evictions: get(&c.evictions),
             invalid_blocks: get(&c.invalid_blocks),
@@ -196,17 +199,6 @@ impl DiskBlockCache {
 
     pub(super) fn saw_total(&self, total: u64) {
         self.counters.size_bytes.store(total, Ordering::Relaxed);
-    }
-
-    /// Reads block `index` of `id` on a blocking thread; `None` on any miss.
-    pub async fn read(
-        self: &Arc<Self>,
-        id: &Arc<ObjectId>,
-        index: u64,
-        object_size: Option<u64>,
-    ) -> Option<ValidBlock> {
-        let (cache, id) = (self.clone(), id.clone());
-        tokio::task::spawn_blocking(move || cache.read_block(&id, index, object_size)).await.ok().flatten()
     }
 
     /// How many of `indexes` in a row have no block file, on a blocking thread.
@@ -252,50 +244,73 @@ impl DiskBlockCache {
         });
     }
 
-    /// Reads and validates a block; removes it if invalid.
-    pub(crate) fn read_block(&self, id: &ObjectId, index: u64, object_size: Option<u64>) -> Option<ValidBlock> {
+    /// Reads and validates a whole block; removes it if invalid.
+    pub(crate) fn read_block(&self, id: &ObjectId, index: u64, object_size: Option<u64>) -> Option<Bytes> {
+        let block = self.open_block(id, index, object_size)?;
+        block.read_chunks(0..block.head.chunks()).ok()
+    }
+
+    /// Opens block `index` of `id` and validates its head (not its data: each chunk is checked
+    /// as it is read, [`OpenBlock::read_chunks`]); `None` on a miss. Counts as a use of the
+    /// block (mtime and LRU position). An invalid head removes the file.
+    pub(crate) fn open_block<'a>(
+        &'a self,
+        id: &'a ObjectId,
+        index: u64,
+        object_size: Option<u64>,
+    ) -> Option<OpenBlock<'a>> {
         if !self.is_enabled() || !self.usable() {
             return None;
         }
         let name = id.block(index);
         let path = self.root.join(name.path());
-        let mut file =
-            match OpenOptions::new().read(true).custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits()).open(&path) {
-                Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
-                Err(e) => {
-                    tracing::debug!(path = %path.display(), error = %e, "cache block not readable");
-                    return None;
-                }
-            };
+        let file = match OpenOptions::new().read(true).custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits()).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                tracing::debug!(path = %path.display(), error = %e, "cache block not readable");
+                return None;
+            }
+        };
         let meta = file.metadata().ok()?;
         let want = Expected { id, index, block_size: self.config.block_size, object_size };
-        let decoded = if meta.len() > format::file_len(id, self.config.block_size) {
+        // A head is at most this long (a whole block's); a short last block's is shorter.
+        let most = format::head_len(id, self.config.block_size);
+        let head = if meta.len() > format::file_len(id, self.config.block_size) {
             Err(format::Invalid::Mismatch("file length"))
         } else {
-            let mut buf = Vec::with_capacity(meta.len() as usize);
-            if let Err(e) = file.read_to_end(&mut buf) {
+            let mut buf = vec![0; most.min(meta.len()) as usize];
+            if let Err(e) = file.read_exact_at(&mut buf, 0) {
                 tracing::debug!(path = %path.display(), error = %e, "cache block read failed");
                 return None;
             }
-            format::decode(buf, &want)
+            format::parse_head(&buf, &want).and_then(|head| match meta.len().cmp(&head.file_len()) {
+                std::cmp::Ordering::Equal => Ok(head),
+                std::cmp::Ordering::Less => Err(format::Invalid::Short),
+                std::cmp::Ordering::Greater => Err(format::Invalid::Mismatch("file length")),
+            })
         };
-        match decoded {
-            Ok(block) => {
-                let now = SystemTime::now();
-                // The mtime is the LRU order that survives restarts and that other mounts see.
-                let _ = file.set_modified(now);
-                self.index.lock().unwrap().touch(name, tick(now));
-                Some(block)
-            }
+        let head = match head {
+            Ok(head) => head,
             Err(why) => {
-                tracing::warn!(key = id.key(), index, path = %self.show(&path).display(), reason = ?why,
-                    "invalid cache block removed; fetching it again");
-                self.counters.invalid_blocks.fetch_add(1, Ordering::Relaxed);
-                self.remove_block(&name, &path, &meta);
-                None
+                self.invalid(id, index, &name, &path, &meta, why);
+                return None;
             }
-        }
+        };
+        let block = OpenBlock { cache: self, id, index, name, path, file, meta, head };
+        let now = SystemTime::now();
+        // The mtime is the LRU order that survives restarts and that other mounts see.
+        let _ = block.file.set_modified(now);
+        self.index.lock().unwrap().touch(name, tick(now));
+        Some(block)
+    }
+
+    /// A block file found invalid: logged, counted and removed (it is fetched again).
+    fn invalid(&self, id: &ObjectId, index: u64, name: &BlockName, path: &Path, meta: &fs::Metadata, why: Invalid) {
+        tracing::warn!(key = id.key(), index, path = %self.show(path).display(), reason = ?why,
+            "invalid cache block removed; fetching it again");
+        self.counters.invalid_blocks.fetch_add(1, Ordering::Relaxed);
+        self.remove_block(name, path, meta);
     }
 
     /// Stores the valid blocks of `from`, an object of `size` bytes, again as blocks of `to`,
@@ -310,7 +325,7 @@ impl DiskBlockCache {
         let mut relinked = 0;
         for index in 0..size.div_ceil(self.config.block_size) {
             let Some(block) = self.read_block(from, index, Some(size)) else { continue };
-            self.write_block(to, index, size, &[block.data]);
+            self.write_block(to, index, size, &[block]);
             if self.block_path(to, index).exists() {
                 relinked += 1;
             }
@@ -361,11 +376,9 @@ impl DiskBlockCache {
         let name = id.block(index);
         let dir = self.root.join(name.dir());
         let path = self.root.join(name.path());
-        let header = format::encode_header(id, index, offset, length, object_size);
-        let mut parts: Vec<&[u8]> = vec![&header];
+        let head = format::encode_head(id, index, offset, object_size, data);
+        let mut parts: Vec<&[u8]> = vec![&head];
         parts.extend(data.iter().map(|b| &b[..]));
-        let crc = format::checksum(parts.iter().copied());
-        parts.push(&crc);
         let tmp = match write_temp(&dir, &parts) {
             Ok(tmp) => tmp,
             Err(e) => return self.write_failed(&path, e),
@@ -488,5 +501,40 @@ fn write_temp(dir: &Path, parts: &[&[u8]]) -> io::Result<PathBuf> {
             Err(e) if e.kind() == io::ErrorKind::NotFound && attempt == 0 => attempt += 1,
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// A block file whose head is valid, open for reading its chunks.
+pub(crate) struct OpenBlock<'a> {
+    cache: &'a DiskBlockCache,
+    id: &'a ObjectId,
+    index: u64,
+    name: BlockName,
+    path: PathBuf,
+    file: File,
+    meta: fs::Metadata,
+    pub head: Head,
+}
+
+impl OpenBlock<'_> {
+    /// The data of chunks `chunks` (within the block), each checked against the head, in one
+    /// read. A damaged chunk removes the file; either failure returns `Err` and nothing else.
+    pub fn read_chunks(&self, chunks: Range<u64>) -> Result<Bytes, ()> {
+        let head = &self.head;
+        let (from, to) = (head.chunk_range(chunks.start).start, head.chunk_range(chunks.end - 1).end);
+        let mut buf = vec![0; (to - from) as usize];
+        if let Err(e) = self.file.read_exact_at(&mut buf, head.data_start + from) {
+            tracing::debug!(path = %self.path.display(), error = %e, "cache block read failed");
+            return Err(());
+        }
+        self.cache.counters.bytes_read.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        for k in chunks {
+            let range = head.chunk_range(k);
+            if let Err(why) = head.check_chunk(k, &buf[(range.start - from) as usize..(range.end - from) as usize]) {
+                self.cache.invalid(self.id, self.index, &self.name, &self.path, &self.meta, why);
+                return Err(());
+            }
+        }
+        Ok(Bytes::from(buf))
     }
 }

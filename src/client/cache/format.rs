@@ -6,10 +6,19 @@
 //! directory of its blocks, and a block is that plus an index ([`BlockName`]). The key is never
 //! part of a path.
 //!
-//! File (little-endian): `MS3CACHE`, version u32, header length u32, object size u64, block
-//! index u64, offset u64, length u64, then bucket, key and ETag each as u32 length + bytes; then
-//! the data; then CRC32C (Castagnoli) of everything before it. [`decode`] accepts a file only if
-//! every field is what the reader asked for and consistent with the block geometry.
+//! File (little-endian), format version 2: the *head*, then the data.
+//! The head is `MS3CACHE`, version u32, header length u32, object size u64, block index u64,
+//! offset u64, length u64, chunk size u32, then bucket, key and ETag each as u32 length + bytes
+//! (the header length counts up to here); then one CRC32C (Castagnoli) per chunk of the data
+//! (chunks of [`CHUNK_SIZE`], the last one shorter); then a CRC32C of everything before it in
+//! the head. [`parse_head`] accepts a head only if its checksum is right and every field is what
+//! the reader asked for and consistent with the block geometry; [`Head::check_chunk`] accepts
+//! a chunk only if its CRC is the one the head lists. So a read checks the head and only the
+//! chunks it returns (the first 4 KiB of a block cost the head and one 64 KiB chunk, not the
+//! whole block), and a damaged chunk is never returned, whichever chunk it is. Version 1 files
+//! (one CRC over the whole file) are never read: the version is part of the identity hash, so
+//! they sit in other directories, and their header says version 1 anyway; they age out of the
+//! LRU like any unused block.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -20,9 +29,11 @@ use sha2::{Digest, Sha256};
 use crate::client::ETag;
 
 pub(crate) const MAGIC: [u8; 8] = *b"MS3CACHE";
-pub(crate) const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 2;
+/// Data bytes per checksummed chunk; the last chunk of a block may be shorter.
+pub(crate) const CHUNK_SIZE: u64 = 64 * 1024;
 /// Header bytes before the variable-length fields.
-const FIXED_HEADER: usize = 60;
+const FIXED_HEADER: usize = 64;
 /// Bound on the header, so a damaged length cannot make a reader allocate much.
 pub(crate) const MAX_HEADER: usize = 1 << 20;
 const CRC_LEN: usize = 4;
@@ -121,39 +132,72 @@ pub(crate) fn block_extent(index: u64, block_size: u64, object_size: u64) -> Opt
     (offset < object_size).then(|| (offset, block_size.min(object_size - offset)))
 }
 
-/// The header of block `index` of `id`, for a block of `length` bytes.
-pub(crate) fn encode_header(id: &ObjectId, index: u64, offset: u64, length: u64, object_size: u64) -> Vec<u8> {
+/// Chunks of a block of `length` bytes.
+pub(crate) fn chunk_count(length: u64) -> u64 {
+    length.div_ceil(CHUNK_SIZE)
+}
+
+fn header_len(id: &ObjectId) -> usize {
+    FIXED_HEADER + id.bucket.len() + id.key.len() + id.etag.as_str().len()
+}
+
+/// Size of the head (header, chunk checksums, head checksum) of a block of `length` bytes of `id`.
+pub(crate) fn head_len(id: &ObjectId, length: u64) -> u64 {
+    header_len(id) as u64 + CRC_LEN as u64 * (chunk_count(length) + 1)
+}
+
+/// Size of the file holding a block of `length` bytes of `id`.
+pub(crate) fn file_len(id: &ObjectId, length: u64) -> u64 {
+    head_len(id, length) + length
+}
+
+/// The head of block `index` of `id` (at `offset` in an object of `object_size` bytes) whose
+/// bytes are `data`, in parts of any sizes.
+pub(crate) fn encode_head(id: &ObjectId, index: u64, offset: u64, object_size: u64, data: &[Bytes]) -> Vec<u8> {
+    let length: u64 = data.iter().map(|b| b.len() as u64).sum();
     let fields = [id.bucket.as_bytes(), id.key.as_bytes(), id.etag.as_str().as_bytes()];
-    let header_len = FIXED_HEADER + fields.iter().map(|f| f.len()).sum::<usize>();
-    let mut h = Vec::with_capacity(header_len);
+    let header_len = header_len(id);
+    let mut h = Vec::with_capacity(head_len(id, length) as usize);
     h.extend_from_slice(&MAGIC);
     h.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     h.extend_from_slice(&(header_len as u32).to_le_bytes());
     for n in [object_size, index, offset, length] {
         h.extend_from_slice(&n.to_le_bytes());
     }
+    h.extend_from_slice(&(CHUNK_SIZE as u32).to_le_bytes());
     for f in fields {
         h.extend_from_slice(&(f.len() as u32).to_le_bytes());
         h.extend_from_slice(f);
     }
     debug_assert_eq!(h.len(), header_len);
+    // Chunk checksums, across however the data is split.
+    let (mut crc, mut in_chunk) = (0u32, 0u64);
+    for part in data {
+        let mut rest = &part[..];
+        while !rest.is_empty() {
+            let take = rest.len().min((CHUNK_SIZE - in_chunk) as usize);
+            crc = crc32c::crc32c_append(crc, &rest[..take]);
+            in_chunk += take as u64;
+            rest = &rest[take..];
+            if in_chunk == CHUNK_SIZE {
+                h.extend_from_slice(&crc.to_le_bytes());
+                (crc, in_chunk) = (0, 0);
+            }
+        }
+    }
+    if in_chunk > 0 {
+        h.extend_from_slice(&crc.to_le_bytes());
+    }
+    let head_crc = crc32c::crc32c(&h);
+    h.extend_from_slice(&head_crc.to_le_bytes());
+    debug_assert_eq!(h.len() as u64, head_len(id, length));
     h
 }
 
-/// Size of the file holding a block of `length` bytes of `id`.
-pub(crate) fn file_len(id: &ObjectId, length: u64) -> u64 {
-    (FIXED_HEADER + id.bucket.len() + id.key.len() + id.etag.as_str().len() + CRC_LEN) as u64 + length
-}
-
-/// The trailer of a block file whose header and data are `parts`.
-pub(crate) fn checksum<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> [u8; CRC_LEN] {
-    parts.into_iter().fold(0u32, crc32c::crc32c_append).to_le_bytes()
-}
-
-/// Why a block file was not served.
+/// Why a block file (or a chunk of it) was not served.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Invalid {
-    /// Shorter than its header and trailer say.
+    /// Shorter than its header says.
     Short,
     Magic,
     Version(u32),
@@ -161,10 +205,14 @@ pub(crate) enum Invalid {
     Header,
     /// A field differs from what was asked for.
     Mismatch(&'static str),
+    /// The head's checksum.
     Checksum,
+    /// The checksum (or length) of chunk `n`.
+    Chunk(u64),
 }
 
 /// A block that passed every check.
+#[cfg(test)]
 #[derive(Clone, Debug)]
 pub struct ValidBlock {
     pub data: Bytes,
@@ -180,9 +228,47 @@ pub(crate) struct Expected<'a> {
     pub object_size: Option<u64>,
 }
 
-/// Validates a whole block file and returns its data (zero-copy).
-pub(crate) fn decode(file: Vec<u8>, want: &Expected<'_>) -> Result<ValidBlock, Invalid> {
-    let mut r = Reader { buf: &file, at: 0 };
+/// A head that passed every check: what the block holds and the checksum of each chunk.
+#[derive(Clone, Debug)]
+pub(crate) struct Head {
+    pub object_size: u64,
+    /// Data bytes of the block.
+    pub length: u64,
+    /// Where the data starts in the file.
+    pub data_start: u64,
+    crcs: Vec<u32>,
+}
+
+impl Head {
+    /// The size the block file must have.
+    pub fn file_len(&self) -> u64 {
+        self.data_start + self.length
+    }
+
+    /// The bytes (within the block) of chunk `k`.
+    pub fn chunk_range(&self, k: u64) -> std::ops::Range<u64> {
+        (k * CHUNK_SIZE).min(self.length)..((k + 1) * CHUNK_SIZE).min(self.length)
+    }
+
+    pub fn chunks(&self) -> u64 {
+        self.crcs.len() as u64
+    }
+
+    /// Checks that `data` is chunk `k`, whole.
+    pub fn check_chunk(&self, k: u64, data: &[u8]) -> Result<(), Invalid> {
+        let range = self.chunk_range(k);
+        match self.crcs.get(k as usize) {
+            Some(crc) if data.len() as u64 == range.end - range.start && crc32c::crc32c(data) == *crc => Ok(()),
+            _ => Err(Invalid::Chunk(k)),
+        }
+    }
+}
+
+/// Validates the head of a block file: `buf` is the start of the file, at least its head (more
+/// is ignored). The data is not looked at: each chunk is checked when read
+/// ([`Head::check_chunk`]).
+pub(crate) fn parse_head(buf: &[u8], want: &Expected<'_>) -> Result<Head, Invalid> {
+    let mut r = Reader { buf, at: 0 };
     if r.take(8).ok_or(Invalid::Short)? != MAGIC {
         return Err(Invalid::Magic);
     }
@@ -199,6 +285,9 @@ pub(crate) fn decode(file: Vec<u8>, want: &Expected<'_>) -> Result<ValidBlock, I
         *n = r.u64().ok_or(Invalid::Short)?;
     }
     let [object_size, index, offset, length] = fixed;
+    if r.u32().ok_or(Invalid::Short)? as u64 != CHUNK_SIZE {
+        return Err(Invalid::Mismatch("chunk size"));
+    }
     let mut field = || -> Result<&[u8], Invalid> {
         let n = r.u32().ok_or(Invalid::Short)? as usize;
         if n > header_len {
@@ -234,19 +323,33 @@ pub(crate) fn decode(file: Vec<u8>, want: &Expected<'_>) -> Result<ValidBlock, I
     if length != want_length {
         return Err(Invalid::Mismatch("length"));
     }
-    let data_end = header_len as u64 + length;
-    if (file.len() as u64) < data_end + CRC_LEN as u64 {
-        return Err(Invalid::Short);
-    }
-    if file.len() as u64 != data_end + CRC_LEN as u64 {
-        return Err(Invalid::Mismatch("file length"));
-    }
-    let data_end = data_end as usize;
-    if checksum([&file[..data_end]]) != file[data_end..] {
+    // `length` is at most the block size now, so the table is bounded too.
+    let crcs: Vec<u32> = (0..chunk_count(length)).map(|_| r.u32().ok_or(Invalid::Short)).collect::<Result<_, _>>()?;
+    let covered = r.at;
+    let head_crc = r.u32().ok_or(Invalid::Short)?;
+    if crc32c::crc32c(&buf[..covered]) != head_crc {
         return Err(Invalid::Checksum);
     }
-    let data = Bytes::from(file).slice(header_len..data_end);
-    Ok(ValidBlock { data, object_size })
+    Ok(Head { object_size, length, data_start: r.at as u64, crcs })
+}
+
+/// Validates a whole block file and returns its data (zero-copy).
+#[cfg(test)]
+pub(crate) fn decode(file: Vec<u8>, want: &Expected<'_>) -> Result<ValidBlock, Invalid> {
+    let head = parse_head(&file, want)?;
+    if (file.len() as u64) < head.file_len() {
+        return Err(Invalid::Short);
+    }
+    if file.len() as u64 != head.file_len() {
+        return Err(Invalid::Mismatch("file length"));
+    }
+    let start = head.data_start as usize;
+    for k in 0..head.chunks() {
+        let range = head.chunk_range(k);
+        head.check_chunk(k, &file[start + range.start as usize..start + range.end as usize])?;
+    }
+    let object_size = head.object_size;
+    Ok(ValidBlock { data: Bytes::from(file).slice(start..), object_size })
 }
 
 struct Reader<'a> {
@@ -279,10 +382,8 @@ mod tests {
     fn file(id: &ObjectId, index: u64, object_size: u64) -> Vec<u8> {
         let (offset, length) = block_extent(index, 100, object_size).unwrap();
         let data: Vec<u8> = (offset..offset + length).map(|i| i as u8).collect();
-        let mut f = encode_header(id, index, offset, length, object_size);
-        let crc = checksum([&f[..], &data[..]]);
+        let mut f = encode_head(id, index, offset, object_size, &[Bytes::from(data.clone())]);
         f.extend_from_slice(&data);
-        f.extend_from_slice(&crc);
         assert_eq!(f.len() as u64, file_len(id, length));
         f
     }
@@ -329,8 +430,85 @@ mod tests {
         long.push(0);
         assert!(decode(long, &want(&k, 1)).is_err());
         let mut version = good;
-        version[8] = 2;
-        assert_eq!(decode(version, &want(&k, 1)).unwrap_err(), Invalid::Version(2));
+        version[8] = 1;
+        assert_eq!(decode(version, &want(&k, 1)).unwrap_err(), Invalid::Version(1));
+    }
+
+    /// A file of format version 1 (header, data, one CRC32C over both), as earlier releases
+    /// wrote them.
+    fn v1_file(id: &ObjectId, index: u64, object_size: u64) -> Vec<u8> {
+        let (offset, length) = block_extent(index, 100, object_size).unwrap();
+        let fields = [id.bucket.as_bytes(), id.key.as_bytes(), id.etag.as_str().as_bytes()];
+        let mut f = b"MS3CACHE".to_vec();
+        f.extend_from_slice(&1u32.to_le_bytes());
+        f.extend_from_slice(&((60 + fields.iter().map(|x| x.len()).sum::<usize>()) as u32).to_le_bytes());
+        for n in [object_size, index, offset, length] {
+            f.extend_from_slice(&n.to_le_bytes());
+        }
+        for x in fields {
+            f.extend_from_slice(&(x.len() as u32).to_le_bytes());
+            f.extend_from_slice(x);
+        }
+        f.extend((offset..offset + length).map(|i| i as u8));
+        let crc = crc32c::crc32c(&f);
+        f.extend_from_slice(&crc.to_le_bytes());
+        f
+    }
+
+    #[test]
+    fn version_1_files_are_never_read() {
+        let k = id("a/b");
+        let old = v1_file(&k, 1, 250);
+        assert_eq!(decode(old.clone(), &want(&k, 1)).unwrap_err(), Invalid::Version(1));
+        assert_eq!(parse_head(&old, &want(&k, 1)).unwrap_err(), Invalid::Version(1));
+        // Nor even looked for: the version is part of the identity, so of the path.
+        let mut h = Sha256::new();
+        h.update(b"mount-s3 cache\0");
+        h.update(1u32.to_le_bytes());
+        h.update(100u64.to_le_bytes());
+        for field in [&b""[..], b"bucket", b"a/b", b"\"e1\""] {
+            h.update((field.len() as u64).to_le_bytes());
+            h.update(field);
+        }
+        assert_ne!(k.block(0), BlockName { hash: h.finalize().into(), index: 0 });
+    }
+
+    #[test]
+    fn each_chunk_is_checked_on_its_own() {
+        let block_size = 3 * CHUNK_SIZE + 100;
+        let k = ObjectId::new("bucket", "big", &ETag::new("\"e1\""), block_size);
+        let data: Vec<u8> = (0..block_size).map(|i| (i * 7 % 251) as u8).collect();
+        // Split unevenly: chunk checksums do not depend on how the data arrived.
+        let parts = [Bytes::copy_from_slice(&data[..1000]), Bytes::copy_from_slice(&data[1000..])];
+        let mut f = encode_head(&k, 0, 0, 2 * block_size, &parts);
+        assert_eq!(f, encode_head(&k, 0, 0, 2 * block_size, &[Bytes::from(data.clone())]));
+        f.extend_from_slice(&data);
+        let want = Expected { id: &k, index: 0, block_size, object_size: None };
+        let head = parse_head(&f, &want).unwrap();
+        assert_eq!((head.chunks(), head.length, head.file_len()), (4, block_size, f.len() as u64));
+        assert_eq!(head.chunk_range(3), 3 * CHUNK_SIZE..block_size);
+        let start = head.data_start as usize;
+        let chunk = |f: &[u8], k: u64| {
+            let r = head.chunk_range(k);
+            f[start + r.start as usize..start + r.end as usize].to_vec()
+        };
+        for c in 0..4 {
+            head.check_chunk(c, &chunk(&f, c)).unwrap();
+        }
+        // One flipped byte in chunk 2 fails chunk 2 only; a short chunk fails too.
+        let mut bad = f.clone();
+        bad[start + 2 * CHUNK_SIZE as usize + 5] ^= 1;
+        let bad_head = parse_head(&bad, &want).unwrap();
+        assert_eq!(bad_head.check_chunk(2, &chunk(&bad, 2)), Err(Invalid::Chunk(2)));
+        for c in [0, 1, 3] {
+            bad_head.check_chunk(c, &chunk(&bad, c)).unwrap();
+        }
+        assert_eq!(head.check_chunk(3, &chunk(&f, 3)[1..]), Err(Invalid::Chunk(3)));
+        assert_eq!(decode(bad, &want).unwrap_err(), Invalid::Chunk(2));
+        // The head alone is enough to parse it; less is not.
+        assert!(parse_head(&f[..start], &want).is_ok());
+        assert_eq!(parse_head(&f[..start - 1], &want).unwrap_err(), Invalid::Short);
+        assert_eq!(decode(f, &want).unwrap().data, data);
     }
 
     #[test]

@@ -26,15 +26,22 @@
 //!                                 2 hex; the namespace is the store and the reading identity
 //!   v1/<hh>/<62 hex>/.tmp-*       block being written; renamed into place when complete
 //! ```
-//! A block file is a header (magic `MS3CACHE`, format version, header length, object size,
-//! block index, offset, length, bucket, key, ETag), the data, and a CRC32C over both. Keys never
+//! A block file (format version 2) is a header (magic `MS3CACHE`, format version, header
+//! length, object size, block index, offset, length, chunk size, bucket, key, ETag), one CRC32C
+//! per 64 KiB chunk of the data, a CRC32C of all that (the *head*), then the data. Keys never
 //! become paths, so no key can name a file outside the cache. A block is served only if every
 //! field matches what is asked for (bucket, key, ETag, index, offset = index x block size, length
-//! = what the object size implies) and the checksum and file length are right; anything else is
-//! a miss, the file is removed, and the block is fetched again. Blocks are keyed by ETag, so a
+//! = what the object size implies), the head's checksum and the file length are right, and each
+//! chunk returned matches its checksum; a read reads the head and only the chunks it needs (the
+//! first bytes of a block cost the head and one chunk). Anything else is a miss: the file is
+//! removed, and the block is fetched again (when a damaged chunk is found after earlier chunks
+//! were served, the rest of the block comes from that fetch). Blocks are keyed by ETag, so a
 //! changed object is never served from old blocks (a reader that opened the old version and asks
-//! with `If-Match: old` still gets the old, consistent bytes, as a snapshot).
-//!
+//! with `If-Match: old` still gets the old, consistent bytes, as a snapshot). Files of format
+//! version 1 (one CRC over the whole file) are never read: the version is hashed into the block's
+//! path, and they age out of the LRU like unused blocks. `v1/` is the name of the layout (the
+//! directory tree), not of the file format.
+
 //! # Renames (`disk.rs` `relink`)
 //! A rename copies server-side, pinned to the source's ETag, so the new object's bytes are the
 //! cached version's. The file system says so ([`ObjectClient::copied`](crate::client::ObjectClient::copied));
@@ -79,8 +86,9 @@
 //! they are logged (the first at warn) and the bytes come from S3. Cache writes are bounded by
 //! `max_pending_writes` bytes queued; past that, blocks are served but not stored.
 //!
-//! Numbers: 1 MiB blocks; header 60 bytes + bucket + key + ETag; 5% free by default; 64 MiB of
-//! queued writes; one disk read (open, read, CRC, futimens) per block hit.
+//! Numbers: 1 MiB blocks of 64 KiB chunks; head 64 bytes + bucket + key + ETag + 4 bytes per
+//! chunk + 4; 5% free by default; 64 MiB of queued writes; per block hit: open, fstat, one read
+//! of the head, futimens, then one read of the first chunk needed and one per 4 chunks after it.
 
 mod client;
 pub mod dir;
@@ -95,6 +103,8 @@ mod usage;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_chunks;
 #[cfg(test)]
 mod tests_fs;
 #[cfg(test)]
@@ -185,6 +195,8 @@ pub struct CacheStats {
     pub bytes_from_cache: u64,
     /// Bytes received from the wrapped client for blocks.
     pub bytes_fetched: u64,
+    /// Data bytes of block files read from disk (whole chunks; heads not counted).
+    pub bytes_read_from_disk: u64,
     /// Blocks written to disk by this cache.
     pub blocks_written: u64,
     /// Blocks removed by this cache to make room.

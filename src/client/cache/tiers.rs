@@ -123,7 +123,7 @@ fn serve<C: ObjectClient>(
     (index, flight): &(u64, Arc<Flight>),
     block: CheckedBlock,
 ) {
-    flight.start(Source::Shared);
+    flight.start(Source::Shared, 0);
     flight.set_object_size(block.object_size);
     flight.push(block.data);
     let (c, done) = (core.clone(), flight.clone());

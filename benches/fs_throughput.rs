@@ -167,7 +167,8 @@ fn main() {
     let mut notes = Vec::new();
     let source_sizes = workloads::source_sizes(&selected);
     let sources = (!source_sizes.is_empty()).then(|| {
-        let sources = workloads::Sources::create(&data, &source_sizes).unwrap_or_else(|e| exit_with(&e));
+        let trees = workloads::source_trees(&selected);
+        let sources = workloads::Sources::create(&data, &source_sizes, &trees).unwrap_or_else(|e| exit_with(&e));
         if !sources.on_tmpfs() {
             notes.push("Write sources are not on tmpfs (no /dev/shm): each run reads its source once first.".into());
         }
@@ -188,13 +189,26 @@ fn main() {
                 Err(e) => notes.push(format!("`{}`: local `cat` baseline failed: {e}", w.name)),
             }
         }
-        if let workloads::MountJob::Write { writer: workloads::Writer::Cp, files: 2.., .. } = &w.job {
+        if let workloads::MountJob::Write {
+            writer: writer @ (workloads::Writer::Cp | workloads::Writer::CpR),
+            files: 2..,
+            ..
+        } = &w.job
+        {
+            let what = match writer {
+                workloads::Writer::CpR => {
+                    "`cp -r` into a local tmpfs directory runs at {rate} files/s: the copy's own \
+                                           ceiling"
+                }
+                _ => {
+                    "`cp` loop into a local tmpfs directory runs at {rate} files/s: the loop's own ceiling (a fork \
+                      and exec per file)"
+                }
+            };
             match workloads::local_cp_rate(&w.job) {
-                Ok(rate) => notes.push(format!(
-                    "`{}`: the same `cp` loop into a local tmpfs directory runs at {rate:.0} files/s: the loop's \
-                     own ceiling (a fork and exec per file).",
-                    w.name
-                )),
+                Ok(rate) => {
+                    notes.push(format!("`{}`: the same {}.", w.name, what.replace("{rate}", &format!("{rate:.0}"))))
+                }
                 Err(e) => notes.push(format!("`{}`: local `cp` baseline failed: {e}", w.name)),
             }
         }

@@ -267,6 +267,7 @@ fn requests(run: &Run) -> String {
 /// how much it is missed). Reported, never enforced: they are ratios of one noisy run.
 pub fn targets(rows: &[Row]) -> Vec<String> {
     let mut notes = Vec::new();
+    let mut counts = Vec::new();
     let mut note =
         |name: &str, target: String, value: Option<f64>, met: &dyn Fn(f64) -> bool, shown: &dyn Fn(f64) -> String| {
             match value {
@@ -318,10 +319,18 @@ pub fn targets(rows: &[Row]) -> Vec<String> {
                     format!("{v:.0} MiB")
                 });
             }
-            "small_writes" => note(name, ">= 0.5x a raw PutObject loop".into(), r.paired_ratio, &at_least(0.5), &times),
+            "small_writes" | "small_writes_loop" => {
+                note(name, ">= 0.5x a raw PutObject loop".into(), r.paired_ratio, &at_least(0.5), &times);
+                let run = &r.mount.run;
+                if run.ops > 0 {
+                    let per_file = run.requests.values().sum::<u64>() as f64 / run.ops as f64;
+                    counts.push(format!("`{name}`: {per_file:.3} S3 requests per file written (the raw side: 1)."));
+                }
+            }
             _ => {}
         }
     }
+    notes.extend(counts);
     notes
 }
 

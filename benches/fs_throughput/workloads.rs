@@ -89,14 +89,24 @@ pub struct Sources {
 }
 
 impl Sources {
-    /// Writes the first `size` bytes of `data` as [`source_name`] for every size in `sizes`.
-    pub fn create(data: &Bytes, sizes: &[u64]) -> Result<Sources, String> {
+    /// Writes the first `size` bytes of `data` as [`source_name`] for every size in `sizes`,
+    /// and for every `(size, files)` in `trees` a directory [`source_tree`] of `files` such files.
+    pub fn create(data: &Bytes, sizes: &[u64], trees: &[(u64, u64)]) -> Result<Sources, String> {
         let dir = source_dir();
         std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
         let sources = Sources { dir };
+        let write = |path: &Path, size: u64| {
+            std::fs::write(path, &data[..size as usize]).map_err(|e| format!("write {}: {e}", path.display()))
+        };
         for &size in sizes {
-            let path = sources.dir.join(source_name(size));
-            std::fs::write(&path, &data[..size as usize]).map_err(|e| format!("write {}: {e}", path.display()))?;
+            write(&sources.dir.join(source_name(size)), size)?;
+        }
+        for &(size, files) in trees {
+            let tree = source_tree(size, files);
+            std::fs::create_dir_all(&tree).map_err(|e| format!("mkdir {}: {e}", tree.display()))?;
+            for key in write_keys("", 0, files) {
+                write(&tree.join(Path::new(&key).file_name().unwrap()), size)?;
+            }
         }
         Ok(sources)
     }
@@ -111,6 +121,25 @@ impl Drop for Sources {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The local directory of `files` files of `size` bytes that [`Writer::CpR`] copies.
+pub fn source_tree(size: u64, files: u64) -> PathBuf {
+    source_dir().join(format!("tree-{files}x{}", source_name(size)))
+}
+
+/// Source directories (size, files) the `cp -r` workloads in `workloads` need.
+pub fn source_trees(workloads: &[Workload]) -> Vec<(u64, u64)> {
+    let mut trees: Vec<(u64, u64)> = workloads
+        .iter()
+        .filter_map(|w| match &w.job {
+            MountJob::Write { writer: Writer::CpR, size, files, .. } => Some((*size, *files)),
+            _ => None,
+        })
+        .collect();
+    trees.sort_unstable();
+    trees.dedup();
+    trees
 }
 
 /// Source sizes the write workloads in `workloads` need.
@@ -134,6 +163,9 @@ pub enum Writer {
     Dd,
     /// `cp SOURCE FILE` in one shell loop over the files.
     Cp,
+    /// One `cp -r` of a local directory holding the files (named as the keys' last component)
+    /// to the keys' directory, which it creates.
+    CpR,
 }
 
 /// How the primary result of a workload is expressed.
@@ -367,13 +399,25 @@ pub fn all() -> Vec<Workload> {
         },
         Workload {
             name: "small_writes",
+            what: "1,000 new files of 64 KiB, one `cp -r` of a local directory of them (raw: one \
+                   PutObject each, one at a time)"
+                .into(),
+            metric: Metric::Throughput,
+            mount_args: vec![],
+            job: write(Writer::CpR, SMALL_SIZE, SMALL_FILES, "smallwrite"),
+            raw: Some(upload(SMALL_SIZE, SMALL_FILES, "smallwrite")),
+            timeout: minutes(3),
+            repeat: long,
+        },
+        Workload {
+            name: "small_writes_loop",
             what: "1,000 new files of 64 KiB, `cp` of a local file each in one shell loop (raw: one \
                    PutObject each, one at a time)"
                 .into(),
             metric: Metric::Throughput,
             mount_args: vec![],
-            job: write(Writer::Cp, SMALL_SIZE, SMALL_FILES, "smallwrite"),
-            raw: Some(upload(SMALL_SIZE, SMALL_FILES, "smallwrite")),
+            job: write(Writer::Cp, SMALL_SIZE, SMALL_FILES, "smallwriteloop"),
+            raw: Some(upload(SMALL_SIZE, SMALL_FILES, "smallwriteloop")),
             timeout: minutes(3),
             repeat: long,
         },
@@ -523,6 +567,11 @@ fn write_files(mnt: &Path, writer: Writer, size: u64, keys: &[String], timeout: 
     let paths: Vec<PathBuf> = keys.iter().map(|k| mnt.join(k)).collect();
     let mut dirs: Vec<&Path> = paths.iter().filter_map(|p| p.parent()).collect();
     dirs.dedup();
+    if writer == Writer::CpR {
+        // `cp -r` makes the files' directory itself: only its parent exists.
+        dirs = dirs.iter().filter_map(|d| d.parent()).collect();
+        dirs.dedup();
+    }
     for dir in dirs {
         std::fs::create_dir_all(dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
     }
@@ -541,6 +590,15 @@ fn write_files(mnt: &Path, writer: Writer, size: u64, keys: &[String], timeout: 
             sh.arg(&source).args(&paths);
             children.spawn(sh)?;
         }
+        Writer::CpR => {
+            let dest = paths.first().and_then(|p| p.parent()).ok_or("no files to copy")?;
+            if paths.iter().any(|p| p.parent() != Some(dest)) {
+                return Err("cp -r writes files of one directory".into());
+            }
+            let mut cp = Command::new("cp");
+            cp.arg("-r").arg("--").arg(source_tree(size, keys.len() as u64)).arg(dest);
+            children.spawn(cp)?;
+        }
     }
     for finished in children.wait_all(timeout)? {
         if !finished.status.success() {
@@ -551,8 +609,8 @@ fn write_files(mnt: &Path, writer: Writer, size: u64, keys: &[String], timeout: 
     Ok(Outcome { bytes: size * keys.len() as u64, ops: keys.len() as u64, latencies: vec![] })
 }
 
-/// The same `cp` loop into a local directory on tmpfs: what the loop costs by itself, fork and
-/// exec included. Files per second.
+/// The same `cp` loop (or `cp -r`) into a local directory on tmpfs: what the copy costs by
+/// itself, fork and exec included. Files per second.
 pub fn local_cp_rate(job: &MountJob) -> Result<f64, String> {
     let MountJob::Write { writer, size, files, .. } = job else { return Err("not a write".into()) };
     let builder = tempfile::Builder::new().prefix("fs-bench-").to_owned();

@@ -199,9 +199,11 @@ async fn produce<C: ObjectClient>(
             i += 1;
             continue;
         }
+        // The next block, when this request reads on into it: read ahead while this one is served.
+        let next = blocks.get(i + 1).map(|(ix, _)| *ix).filter(|ix| *ix == index + 1 && flight.until >= block_size);
         let (disk_core, disk_id, disk_flight, disk_index) = (core.clone(), id.clone(), flight.clone(), *index);
-        let read = move || serve_from_disk(&disk_core, &disk_id, disk_index, known_size, &disk_flight);
-        match tokio::task::spawn_blocking(read).await.unwrap_or(Served::Miss) {
+        let read = move || serve_from_disk(&disk_core, &disk_id, disk_index, known_size, &disk_flight, next);
+        match on_this_thread(read).await {
             Served::Miss => {}
             Served::Done(size) => {
                 known_size = Some(size);
@@ -324,6 +326,17 @@ pub(super) async fn fetch<C: ObjectClient>(
     Some(size)
 }
 
+/// Runs the blocking `read` on this thread where the runtime can hand this worker's other tasks
+/// to another thread (the daemon's multi-thread runtime: `block_in_place`), else on a blocking
+/// thread. A hit in the page cache is then served without waking another thread: a wake-up
+/// and a switch each way cost more than the read itself, and far more on a busy machine.
+async fn on_this_thread(read: impl FnOnce() -> Served + Send + 'static) -> Served {
+    match tokio::runtime::Handle::current().runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(read),
+        _ => tokio::task::spawn_blocking(read).await.unwrap_or(Served::Miss),
+    }
+}
+
 /// What reading a block from disk gave.
 enum Served {
     /// No valid block file: fetch it.
@@ -342,12 +355,14 @@ const READ_CHUNKS: u64 = 4;
 /// pushes them into the flight (blocking I/O). The flight ends cancelled if it stopped short of
 /// the block's end (another reader needing more claims the block again). It is counted and let
 /// go before its last bytes are pushed, so a reader that has all its bytes sees both done.
+/// `next`: a block to read ahead (see [`DiskBlockCache::read_ahead`]).
 fn serve_from_disk<C: ObjectClient>(
     core: &Core<C>,
     id: &ObjectId,
     index: u64,
     known_size: Option<u64>,
     flight: &Flight,
+    next: Option<u64>,
 ) -> Served {
     let Some(block) = core.cache.open_block(id, index, known_size) else { return Served::Miss };
     let head = &block.head;
@@ -367,6 +382,12 @@ fn serve_from_disk<C: ObjectClient>(
             core.inflight.release(flight);
         }
         flight.push(bytes);
+        if k == first
+            && let Some(next) = next
+        {
+            // After the first chunk, which a reader may be waiting for.
+            core.cache.read_ahead(id, next);
+        }
         k = to;
     }
     flight.finish(if end == head.chunks() { Ok(()) } else { Err(FlightError::Cancelled) });

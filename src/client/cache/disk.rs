@@ -11,6 +11,7 @@
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
 use std::ops::Range;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -199,6 +200,21 @@ impl DiskBlockCache {
 
     pub(super) fn saw_total(&self, total: u64) {
         self.counters.size_bytes.store(total, Ordering::Relaxed);
+    }
+
+    /// Asks the kernel to read block `index` of `id` into the page cache in the background
+    /// (`POSIX_FADV_WILLNEED`), so a sequential reader's next block is on its way from the disk
+    /// while this one is served. Best effort; nothing is read here, so nothing needs checking.
+    pub(crate) fn read_ahead(&self, id: &ObjectId, index: u64) {
+        if !self.is_enabled() || !self.usable() {
+            return;
+        }
+        let path = self.root.join(id.block(index).path());
+        let flags = nix::fcntl::OFlag::O_NOFOLLOW.bits();
+        if let Ok(file) = OpenOptions::new().read(true).custom_flags(flags).open(&path) {
+            let advice = nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED;
+            let _ = nix::fcntl::posix_fadvise(file.as_raw_fd(), 0, 0, advice);
+        }
     }
 
     /// How many of `indexes` in a row have no block file, on a blocking thread.

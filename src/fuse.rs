@@ -343,7 +343,8 @@ impl Filesystem for FuseAdapter {
     }
 
     fn flush(&self, req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        let (fs, pid) = (self.fs.clone(), process_of(req.pid()));
+        let fs = self.fs.clone();
+        let pid = if fs.flush_needs_process(fh.0) { process_of(req.pid()) } else { req.pid() };
         let reply = CloseReply::new(reply);
         self.spawn("flush", reply, async move { fs.flush(fh.0, pid).await }, |reply, ()| reply.ok());
     }

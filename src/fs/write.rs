@@ -347,6 +347,13 @@ impl S3Filesystem {
         }
     }
 
+    /// Whether a close (flush) of `fh` needs the closer's process id: only a write handle's
+    /// does (its opener's close completes the upload). The adapter skips reading `/proc` for
+    /// every other close, which is on the path of every `cat` of a small file.
+    pub fn flush_needs_process(&self, fh: u64) -> bool {
+        matches!(self.handle(fh), Some(Handle::Write(_)))
+    }
+
     /// close(): completes the upload if `pid` opened the file and wrote something.
     pub async fn flush(&self, fh: u64, pid: u32) -> Result<(), FsError> {
         if let Some(Handle::Staged(staged)) = self.handle(fh) {

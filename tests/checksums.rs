@@ -56,3 +56,44 @@ fn crc64nvme_uploads_land_with_the_right_bytes_and_checksum() {
         assert_eq!(stored, crc64nvme_base64(&large));
     }
 }
+
+/// With a checksum in a (signed) header, S3 checks the body against it, so bodies go as
+/// `UNSIGNED-PAYLOAD` (no SHA-256 over every byte: a third of a writer's CPU). Without upload
+/// checksums the signature is the only check of the body: then it is signed.
+#[test]
+fn bodies_are_signed_only_when_no_checksum_protects_them() {
+    let part = 5 * 1024 * 1024;
+    for (checksums, signed) in [("crc32c", false), ("off", true)] {
+        let s3 = LocalS3::start();
+        let args = [
+            "--endpoint-url",
+            &s3.endpoint,
+            "--force-path-style",
+            "--upload-checksums",
+            checksums,
+            "--write-part-size",
+            "5242880",
+        ];
+        let mount = TestMount::new(&s3.env_vars(), &s3.bucket, &args);
+        let small = pattern(1000, 3);
+        let large = pattern(part + part / 2, 4);
+        std::fs::write(mount.path().join("small"), &small).unwrap();
+        std::fs::write(mount.path().join("large"), &large).unwrap();
+        for (key, data) in [("small", &small), ("large", &large)] {
+            let stored = s3.get(key).map(|b| digest(&b));
+            assert!(stored == Some(digest(data)), "{key} did not land intact ({checksums})\n{}", mount.output());
+        }
+        let hashes = s3.payload_hashes();
+        let ops: Vec<&str> = hashes.iter().map(|(op, _)| op.as_str()).collect();
+        assert_eq!(ops.iter().filter(|op| **op == "UploadPart").count(), 2, "{hashes:?}");
+        assert!(ops.contains(&"PutObject"), "{hashes:?}");
+        for (op, hash) in &hashes {
+            let is_sha = hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit());
+            if signed {
+                assert!(is_sha, "{op} with --upload-checksums off must sign its body: {hash:?}");
+            } else {
+                assert_eq!(hash, "UNSIGNED-PAYLOAD", "{op} with a CRC32C header");
+            }
+        }
+    }
+}

@@ -346,6 +346,8 @@ async fn put_file(client: &aws_sdk_s3::Client, bucket: &str, key: &str, source: 
         .checksum_crc32_c(crc32c_base64(&body))
         .if_none_match("*")
         .body(body.into())
+        .customize()
+        .disable_payload_signing()
         .send()
         .await
         .map_err(|e| sdk_error("PUT", key, e))?;
@@ -409,6 +411,8 @@ async fn multipart_upload(
                 .checksum_algorithm(ChecksumAlgorithm::Crc32C)
                 .checksum_crc32_c(checksum.clone())
                 .body(body.into())
+                .customize()
+                .disable_payload_signing()
                 .send()
                 .await
                 .map_err(|e| sdk_error("UploadPart", &key, e))?;

@@ -77,6 +77,9 @@ struct Counts {
     /// The same, per bucket (path-style requests).
     get_bytes_by_bucket: Mutex<HashMap<String, u64>>,
     user_agents: Mutex<Vec<String>>,
+    /// (operation, `x-amz-content-sha256`) of each PutObject and UploadPart: whether bodies
+    /// were signed (a SHA-256) or sent as `UNSIGNED-PAYLOAD`.
+    payload_hashes: Mutex<Vec<(String, String)>>,
 }
 
 /// Faults the server can inject.
@@ -110,6 +113,10 @@ impl S3Access for CountingAccess {
             let mut agents = self.counts.user_agents.lock().unwrap();
             if !agents.iter().any(|a| a == agent) {
                 agents.push(agent.to_string());
+            }
+            if matches!(cx.s3_op().name(), "PutObject" | "UploadPart") {
+                let hash = cx.headers().get("x-amz-content-sha256").and_then(|v| v.to_str().ok()).unwrap_or_default();
+                self.counts.payload_hashes.lock().unwrap().push((cx.s3_op().name().to_string(), hash.to_string()));
             }
         }
         if credentials.access_key == LIST_ONLY_ACCESS_KEY && !LIST_ONLY_OPERATIONS.contains(&cx.s3_op().name()) {
@@ -306,6 +313,11 @@ impl LocalS3 {
     /// Distinct `User-Agent` headers of counted requests, in order of first appearance.
     pub fn user_agents(&self) -> Vec<String> {
         self.counts.user_agents.lock().unwrap().clone()
+    }
+
+    /// (operation, `x-amz-content-sha256`) of every PutObject and UploadPart so far.
+    pub fn payload_hashes(&self) -> Vec<(String, String)> {
+        self.counts.payload_hashes.lock().unwrap().clone()
     }
 
     /// Makes every later GetObject body stop cleanly after `keep` bytes (`None`: serve normally).

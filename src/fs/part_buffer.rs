@@ -9,7 +9,13 @@
 //! mapping, the buffer falls back to the heap.
 
 use bytes::Bytes;
-use memmap2::MmapMut;
+use memmap2::{Advice, MmapMut};
+
+/// Writes at least this large have their pages populated in one call before the copy.
+const POPULATE_AT_LEAST: usize = 64 << 10;
+/// The page size madvise(2) ranges are aligned to (4 KiB on every platform this runs on; a
+/// larger page only makes the call fail, which is harmless).
+const PAGE: usize = 4096;
 
 enum Storage {
     Map(MmapMut),
@@ -48,7 +54,17 @@ impl PartBuffer {
             Err(_) => Storage::Heap(Vec::with_capacity(capacity)),
         });
         match storage {
-            Storage::Map(map) => map[self.len..self.len + data.len()].copy_from_slice(data),
+            Storage::Map(map) => {
+                if data.len() >= POPULATE_AT_LEAST {
+                    // Fault the pages of a large write in with one call (the kernel zeroes them
+                    // in a batch) instead of one trap per 4 KiB page during the copy: those traps
+                    // were a fifth of a sequential writer's CPU. Best effort: the copy faults in
+                    // whatever is still missing.
+                    let start = self.len / PAGE * PAGE;
+                    let _ = map.advise_range(Advice::PopulateWrite, start, self.len + data.len() - start);
+                }
+                map[self.len..self.len + data.len()].copy_from_slice(data)
+            }
             Storage::Heap(vec) => {
                 vec.truncate(self.len);
                 vec.extend_from_slice(data);

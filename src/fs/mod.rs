@@ -601,6 +601,19 @@ impl S3Filesystem {
         &self,
         fh: u64,
         offset: u64,
+        add: impl FnMut(DirEntry<'_>) -> bool + Send,
+    ) -> Result<(), FsError> {
+        let result = self.list_into(fh, offset, add).await;
+        // The inodes of this reply are recorded for a restarted worker before the kernel
+        // hears of them (the reply is sent when this returns).
+        self.ns.write_recorded();
+        result
+    }
+
+    async fn list_into(
+        &self,
+        fh: u64,
+        offset: u64,
         mut add: impl FnMut(DirEntry<'_>) -> bool + Send,
     ) -> Result<(), FsError> {
         let handle = self.dirs.lock().unwrap().get(&fh).cloned().ok_or(FsError::BadHandle(fh))?;
@@ -632,7 +645,7 @@ impl S3Filesystem {
                 DirSlot::Entry(e) => {
                     let listed = self.listed_entry(handle.ino, &e.name, e.entry);
                     let ttl = self.ttl(listed.kind);
-                    let inode = self.ns.remember(handle.ino, &e.name, listed, ttl)?;
+                    let inode = self.ns.remember_listed(handle.ino, &e.name, listed, ttl)?;
                     let entry = Entry { attr: self.attr(&inode), ttl: self.listed_ttl(&inode) };
                     let full = add(DirEntry { name: &e.name, next_offset, entry });
                     if full {

@@ -17,8 +17,10 @@
 //! V <hex upload id>                        ... completed or aborted
 //! ```
 //!
-//! One `write(2)` per line on an `O_APPEND` file: a worker killed at any point leaves whole
-//! lines (and at worst a torn last one, which is skipped). The file is read as untrusted: a
+//! One `write(2)` per line (or per batch of whole lines) on an `O_APPEND` file: a worker killed
+//! at any point leaves whole lines (and at worst a torn last one, which is skipped). An inode's
+//! line is written before the kernel hears of its number; the namespace batches the lines of
+//! one readdirplus reply into one write (see `Tables::record_later`). The file is read as untrusted: a
 //! damaged line is skipped, lines are bounded, numbers parsed strictly. A restarted worker
 //! writes the live state to a new file and renames it over the old one, and so does a worker
 //! whose log has grown by 16 MiB (or three times its live size): the file holds what is live
@@ -330,6 +332,26 @@ impl ResumeLog {
 
     pub fn inode_dropped(&self, ino: u64) {
         self.append(&format!("X {ino}\n"));
+    }
+
+    /// Appends the line [`inode`](Self::inode) would write to `lines`, for
+    /// [`append_lines`](Self::append_lines).
+    pub fn push_inode(lines: &mut String, ino: u64, parent: u64, kind: InodeKind, name: &str, stat: &SavedStat) {
+        push_line_inode(lines, ino, parent, kind, name, stat);
+    }
+
+    /// Appends the line [`inode_dropped`](Self::inode_dropped) would write to `lines`.
+    pub fn push_inode_dropped(lines: &mut String, ino: u64) {
+        use std::fmt::Write as _;
+        let _ = writeln!(lines, "X {ino}");
+    }
+
+    /// Writes whole lines gathered with the `push_` functions, in one `write(2)` (a killed
+    /// worker leaves at worst a torn last line, as with one line at a time).
+    pub fn append_lines(&self, lines: &str) {
+        if !lines.is_empty() {
+            self.append(lines);
+        }
     }
 
     pub fn opened_read(&self, fh: u64, ino: u64, size: u64, etag: &str) {

@@ -265,7 +265,40 @@ impl Namespace {
     /// reference. Keeps the inode number if the object is unchanged, else allocates a new one.
     /// A name this mount holds (local, or with a local descendant) wins over what S3 says.
     pub fn remember(&self, parent: u64, name: &str, entry: RemoteEntry, ttl: Duration) -> Result<Inode, FsError> {
+        self.remember_as(parent, name, entry, ttl, false)
+    }
+
+    /// [`remember`](Self::remember) for an entry of a readdirplus reply: the resume-log line of
+    /// a new inode is held back until [`write_recorded`](Self::write_recorded), which the
+    /// listing calls before it replies (one write per reply instead of one per entry).
+    pub fn remember_listed(
+        &self,
+        parent: u64,
+        name: &str,
+        entry: RemoteEntry,
+        ttl: Duration,
+    ) -> Result<Inode, FsError> {
+        self.remember_as(parent, name, entry, ttl, true)
+    }
+
+    /// Writes the resume-log lines held back by [`remember_listed`](Self::remember_listed).
+    pub fn write_recorded(&self) {
+        self.lock().write_pending();
+    }
+
+    fn remember_as(
+        &self,
+        parent: u64,
+        name: &str,
+        entry: RemoteEntry,
+        ttl: Duration,
+        listed: bool,
+    ) -> Result<Inode, FsError> {
         let mut t = self.lock();
+        if !listed {
+            // The inode may be one a listing has not written out yet: it reaches the kernel now.
+            t.write_pending();
+        }
         t.dir(parent)?;
         let existing = t.child(parent, name);
         if let Some(ino) = existing {
@@ -292,7 +325,7 @@ impl Namespace {
                 return t.snapshot(ino);
             }
         }
-        let ino = t.insert(parent, name, entry.kind, Stat::remote(&entry, ttl), None);
+        let ino = t.insert(parent, name, entry.kind, Stat::remote(&entry, ttl), None, listed);
         t.snapshot(ino)
     }
 
@@ -300,6 +333,7 @@ impl Namespace {
     pub fn reference(&self, ino: u64) -> Result<Inode, FsError> {
         let mut t = self.lock();
         t.node_mut(ino)?.lookups += 1;
+        t.write_pending();
         t.snapshot(ino)
     }
 
@@ -413,7 +447,7 @@ impl Namespace {
             InodeKind::File | InodeKind::Symlink => LocalState::File,
             InodeKind::Directory => LocalState::Directory,
         });
-        let ino = t.insert(parent, name, kind, stat, local);
+        let ino = t.insert(parent, name, kind, stat, local, false);
         t.snapshot(ino)
     }
 

@@ -57,7 +57,12 @@ pub(super) struct Tables {
     pub(super) next_ino: u64,
     /// Where inode numbers given out are recorded for a restarted worker ([`crate::fs::resume`]).
     pub(super) log: Option<Arc<ResumeLog>>,
+    /// Log lines not written yet ([`Tables::record_later`]), in the order they happened.
+    pub(super) pending: String,
 }
+
+/// Most bytes of log lines held back before they are written anyway.
+const PENDING_MAX: usize = 64 << 10;
 
 impl Tables {
     /// A table holding only the root, whose key is the mount prefix.
@@ -88,13 +93,37 @@ impl Tables {
             nodes: HashMap::from([(ROOT_INO, root)]),
             next_ino: ROOT_INO + 1,
             log: None,
+            pending: String::new(),
         }
     }
 
-    /// Records `ino` as it is now (number, parent, name, object identity), for a restarted worker.
-    pub(super) fn record(&self, ino: u64) {
-        if let (Some(log), Some(n)) = (&self.log, self.nodes.get(&ino)) {
-            log.inode(ino, n.parent, n.kind, &n.name, &saved_stat(&n.stat));
+    /// Records `ino` as it is now (number, parent, name, object identity), for a restarted
+    /// worker: written at once, with any lines held back before it.
+    pub(super) fn record(&mut self, ino: u64) {
+        self.record_later(ino);
+        self.write_pending();
+    }
+
+    /// [`record`](Self::record), but the line is held back until the next write: a listing
+    /// gathers the lines of one readdirplus reply and writes them in one go, before replying
+    /// ([`write_pending`](Self::write_pending)). Anything that hands an inode number to the
+    /// kernel writes what is pending first, so no number reaches the kernel unrecorded.
+    pub(super) fn record_later(&mut self, ino: u64) {
+        if let (Some(_), Some(n)) = (&self.log, self.nodes.get(&ino)) {
+            ResumeLog::push_inode(&mut self.pending, ino, n.parent, n.kind, &n.name, &saved_stat(&n.stat));
+            if self.pending.len() > PENDING_MAX {
+                self.write_pending();
+            }
+        }
+    }
+
+    /// Writes the log lines held back so far.
+    pub(super) fn write_pending(&mut self) {
+        if let Some(log) = &self.log
+            && !self.pending.is_empty()
+        {
+            log.append_lines(&self.pending);
+            self.pending.clear();
         }
     }
 
@@ -154,7 +183,7 @@ impl Tables {
     }
 
     /// A new node named `name` in `parent` with one kernel reference; whatever held the name
-    /// before is detached.
+    /// before is detached. Recorded at once, or held back with `later` ([`Tables::record_later`]).
     pub(super) fn insert(
         &mut self,
         parent: u64,
@@ -162,6 +191,7 @@ impl Tables {
         kind: InodeKind,
         stat: Stat,
         local: Option<LocalState>,
+        later: bool,
     ) -> u64 {
         let ino = self.next_ino;
         self.next_ino += 1;
@@ -182,7 +212,11 @@ impl Tables {
         let p = self.nodes.get_mut(&parent).expect("caller checked the parent");
         p.children.insert(name.to_string(), ino);
         p.dependents += 1;
-        self.record(ino);
+        if later {
+            self.record_later(ino);
+        } else {
+            self.record(ino);
+        }
         // Only after the new node holds the parent: the old one may have been all that did.
         if let Some(old) = old {
             self.collect(old);
@@ -217,8 +251,12 @@ impl Tables {
             }
             let (parent, name) = (n.parent, n.name.clone());
             self.nodes.remove(&ino);
-            if let Some(log) = &self.log {
-                log.inode_dropped(ino);
+            if self.log.is_some() {
+                // Held back: a restarted worker that missed it keeps an inode too many, no more.
+                ResumeLog::push_inode_dropped(&mut self.pending, ino);
+                if self.pending.len() > PENDING_MAX {
+                    self.write_pending();
+                }
             }
             let Some(p) = self.nodes.get_mut(&parent) else { return };
             if p.children.get(&name) == Some(&ino) {

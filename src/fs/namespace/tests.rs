@@ -126,3 +126,36 @@ fn a_committed_upload_makes_its_local_directories_remote() {
     assert_eq!(t.get(f.ino).unwrap().stat.size, 5);
     assert!(t.local_child(ROOT_INO, "d").is_none());
 }
+
+#[test]
+fn listed_inodes_are_logged_in_one_write_and_before_anyone_else_hands_them_out() {
+    use crate::fs::resume::{ResumeLog, Saved};
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("state");
+    let t = ns("");
+    t.set_resume_log(std::sync::Arc::new(ResumeLog::create(&path, &Saved::default()).unwrap()));
+    let logged = || Saved::load(&path).unwrap().inodes.into_keys().collect::<Vec<_>>();
+
+    // A readdirplus reply: nothing written until the listing writes it, then all at once.
+    let a = t.remember_listed(ROOT_INO, "a", file(1, Some("\"a\"")), TTL).unwrap().ino;
+    let b = t.remember_listed(ROOT_INO, "b", file(1, Some("\"b\"")), TTL).unwrap().ino;
+    assert_eq!(logged(), Vec::<u64>::new());
+    t.write_recorded();
+    assert_eq!(logged(), [a, b]);
+
+    // A lookup that finds an inode a listing has not written out yet writes it first.
+    let c = t.remember_listed(ROOT_INO, "c", file(1, Some("\"c\"")), TTL).unwrap().ino;
+    assert_eq!(t.remember(ROOT_INO, "c", file(1, Some("\"c\"")), TTL).unwrap().ino, c);
+    assert_eq!(logged(), [a, b, c]);
+    // So does a new reference (a local file's lookup).
+    let d = t.remember_listed(ROOT_INO, "d", file(1, Some("\"d\"")), TTL).unwrap().ino;
+    t.reference(d).unwrap();
+    assert_eq!(logged(), [a, b, c, d]);
+
+    // An entry that did not fit in the reply is forgotten at once: its drop follows its line.
+    let e = t.remember_listed(ROOT_INO, "e", file(1, Some("\"e\"")), TTL).unwrap().ino;
+    t.forget(e, 1);
+    t.write_recorded();
+    assert_eq!(logged(), [a, b, c, d]);
+    assert!(std::fs::read_to_string(&path).unwrap().ends_with(&format!("X {e}\n")));
+}

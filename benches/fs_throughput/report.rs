@@ -98,7 +98,9 @@ are `Bytes`, a GET answers with a slice, no copy) or, with `--server garage`, a 
 dropping the page cache, and is measured next to a **raw baseline**: the same S3 traffic made by
 aws-sdk-s3 alone in a child process, measured the same way (CPU time and `VmHWM` from `/proc`).
 With `--compare PATH`, another mount binary (e.g. an installed upstream Mountpoint) runs the same
-workloads in the same run, with the same flags, as a third column. Mount side: the daemon's CPU and peak RSS; the readers (`dd`, `cat`, or
+workloads in the same run, with the same flags, as a third column; where the release binary cannot
+be installed, `scripts/upstream-launcher.sh` builds one that runs Mountpoint's own file system
+(`mountpoint-s3-fs` from crates.io) behind mount-s3's flags. Mount side: the daemon's CPU and peak RSS; the readers (`dd`, `cat`, or
 `pread` in the benchmark process) and writers (`dd`, `cp`) are not counted there but are in
 \"whole machine\". Write workloads copy a local file on tmpfs (its pages always in memory) into
 new objects, checked byte for byte at the server and deleted after every run of either side.

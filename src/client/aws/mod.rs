@@ -553,12 +553,11 @@ impl ObjectClient for AwsClient {
             .set_expected_bucket_owner(self.owner());
         // With a checksum in a signed header, S3 checks the body against it: signing the body
         // too (SHA-256 over every byte, a third of a writer's CPU) adds no protection.
-        let sent = if algorithm.is_some() {
-            request.customize().disable_payload_signing().send().await
-        } else {
-            request.send().await
-        };
-        let out = sent.map_err(|e| self.error(OP, e))?;
+        let mut request = request.customize();
+        if algorithm.is_some() {
+            request = request.disable_payload_signing();
+        }
+        let out = request.send().await.map_err(|e| self.error(OP, e))?;
         if let Some(sent) = &crc64 {
             crc64::check_acknowledged(OP, key, sent, out.checksum_crc64_nvme())?;
         }
@@ -627,12 +626,11 @@ impl ObjectClient for AwsClient {
             .set_request_payer(self.payer())
             .set_expected_bucket_owner(self.owner());
         // As for PutObject: the checksum header protects the body; no SHA-256 of it.
-        let sent = if algorithm.is_some() {
-            request.customize().disable_payload_signing().send().await
-        } else {
-            request.send().await
-        };
-        let out = sent.map_err(|e| self.error(OP, e))?;
+        let mut request = request.customize();
+        if algorithm.is_some() {
+            request = request.disable_payload_signing();
+        }
+        let out = request.send().await.map_err(|e| self.error(OP, e))?;
         if let Some(crc) = crc64 {
             let what = format!("part {part_number} of {key:?}");
             crc64::check_acknowledged(OP, &what, &crc64::to_base64(crc), out.checksum_crc64_nvme())?;

@@ -146,18 +146,7 @@ fn a_changed_object_is_never_served_from_old_blocks_and_corrupt_blocks_are_refet
     assert!(m.unmount().success());
 
     // Flip a byte in every block file on disk: each is detected, dropped and fetched again.
-    let mut blocks = vec![];
-    let mut pending = vec![cache_dir.clone()];
-    while let Some(dir) = pending.pop() {
-        for e in std::fs::read_dir(&dir).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                pending.push(p);
-            } else if std::fs::metadata(&p).unwrap().len() > 1 << 19 {
-                blocks.push(p);
-            }
-        }
-    }
+    let blocks = block_files(&cache_dir);
     assert!(blocks.len() >= 3, "the 3 MiB object is cached as 1 MiB blocks ({})", blocks.len());
     for b in &blocks {
         let mut bytes = std::fs::read(b).unwrap();

@@ -26,29 +26,38 @@ fn stored_crc64nvme(s3: &LocalS3, key: &str) -> Option<String> {
     })
 }
 
-#[test]
-fn crc64nvme_uploads_land_with_the_right_bytes_and_checksum() {
-    let s3 = LocalS3::start();
-    // s3s-fs refuses parts under 5 MiB (EntityTooSmall), as S3 does.
-    let part = 5 * 1024 * 1024;
+/// s3s-fs refuses parts under 5 MiB (EntityTooSmall), as S3 does.
+const PART: usize = 5 * 1024 * 1024;
+
+/// Mounts `s3` with `--upload-checksums checksums` and 5 MiB parts, writes `small` and `large`
+/// through it and checks that both landed intact. Returns the mount.
+fn write_small_and_large(s3: &LocalS3, checksums: &str, small: &[u8], large: &[u8]) -> TestMount {
+    let part = PART.to_string();
     let args = [
         "--endpoint-url",
         &s3.endpoint,
         "--force-path-style",
         "--upload-checksums",
-        "crc64nvme",
+        checksums,
         "--write-part-size",
-        "5242880",
+        &part,
     ];
     let mount = TestMount::new(&s3.env_vars(), &s3.bucket, &args);
-    let small = pattern(1000, 1);
-    let large = pattern(2 * part + part / 2, 2);
-    std::fs::write(mount.path().join("small"), &small).unwrap();
-    std::fs::write(mount.path().join("large"), &large).unwrap();
-    for (key, data) in [("small", &small), ("large", &large)] {
+    std::fs::write(mount.path().join("small"), small).unwrap();
+    std::fs::write(mount.path().join("large"), large).unwrap();
+    for (key, data) in [("small", small), ("large", large)] {
         let stored = s3.get(key).map(|b| digest(&b));
-        assert!(stored == Some(digest(data)), "{key} did not land intact\n{}", mount.output());
+        assert!(stored == Some(digest(data)), "{key} did not land intact ({checksums})\n{}", mount.output());
     }
+    mount
+}
+
+#[test]
+fn crc64nvme_uploads_land_with_the_right_bytes_and_checksum() {
+    let s3 = LocalS3::start();
+    let small = pattern(1000, 1);
+    let large = pattern(2 * PART + PART / 2, 2);
+    let _mount = write_small_and_large(&s3, "crc64nvme", &small, &large);
     assert_eq!(s3.request_count_by_name("UploadPart"), 3, "{:?}", s3.request_counts());
     // s3s-fs validated and kept the PutObject's checksum; its multipart uploads keep none.
     assert_eq!(stored_crc64nvme(&s3, "small"), Some(crc64nvme_base64(&small)));
@@ -62,27 +71,9 @@ fn crc64nvme_uploads_land_with_the_right_bytes_and_checksum() {
 /// checksums the signature is the only check of the body: then it is signed.
 #[test]
 fn bodies_are_signed_only_when_no_checksum_protects_them() {
-    let part = 5 * 1024 * 1024;
     for (checksums, signed) in [("crc32c", false), ("off", true)] {
         let s3 = LocalS3::start();
-        let args = [
-            "--endpoint-url",
-            &s3.endpoint,
-            "--force-path-style",
-            "--upload-checksums",
-            checksums,
-            "--write-part-size",
-            "5242880",
-        ];
-        let mount = TestMount::new(&s3.env_vars(), &s3.bucket, &args);
-        let small = pattern(1000, 3);
-        let large = pattern(part + part / 2, 4);
-        std::fs::write(mount.path().join("small"), &small).unwrap();
-        std::fs::write(mount.path().join("large"), &large).unwrap();
-        for (key, data) in [("small", &small), ("large", &large)] {
-            let stored = s3.get(key).map(|b| digest(&b));
-            assert!(stored == Some(digest(data)), "{key} did not land intact ({checksums})\n{}", mount.output());
-        }
+        let _mount = write_small_and_large(&s3, checksums, &pattern(1000, 3), &pattern(PART + PART / 2, 4));
         let hashes = s3.payload_hashes();
         let ops: Vec<&str> = hashes.iter().map(|(op, _)| op.as_str()).collect();
         assert_eq!(ops.iter().filter(|op| **op == "UploadPart").count(), 2, "{hashes:?}");

@@ -1,12 +1,14 @@
 //! [`DiskBlockCache`]: the block store on disk, one per mount, any number per directory.
 //!
 //! Reads and writes here are blocking file I/O: the async side calls them through
-//! `spawn_blocking` (`serve_from_disk` in `client.rs`, [`DiskBlockCache::queue_write`]). A read
-//! opens the block file, reads and validates its head (see `format.rs`), refreshes its mtime
-//! and LRU position ([`DiskBlockCache::open_block`]), then reads the chunks it needs, each
-//! checked before it is returned ([`OpenBlock::read_chunks`]); an invalid file is removed. A write goes to a `.tmp-*` file (0600) in the block's directory, then, under the
-//! usage lock: skip if the block is already there (another mount stored it), make room, count,
-//! rename. Any failure is logged (the first at warn) and counted; the caller never sees it.
+//! `block_in_place` or `spawn_blocking` (`serve_from_disk` in `client.rs`,
+//! [`DiskBlockCache::queue_write`]). A read opens the block file, reads and validates its head
+//! (see `format.rs`), refreshes its mtime and LRU position ([`DiskBlockCache::open_block`]), then
+//! reads the chunks it needs, each checked before it is returned ([`OpenBlock::read_chunks`]); an
+//! invalid file is removed. A write goes to a `.tmp-*` file (0600) in the block's directory,
+//! then, under the usage lock: skip if the block is already there (another mount stored it), make
+//! room, count, rename. Any failure is logged (the first at warn) and counted; the caller never
+//! sees it.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
